@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils import timezone
+
+from csbot import services
+from csbot.models import AgentProfile, ApiToken, Channel, Conversation, Message, Team
+
+
+class ChannelInline(admin.TabularInline[Channel, Team]):
+    model = Channel
+    extra = 0
+
+
+class AgentProfileInline(admin.TabularInline[AgentProfile, Team]):
+    model = AgentProfile
+    extra = 0
+    autocomplete_fields = ["user"]
+
+
+@admin.register(Team)
+class TeamAdmin(admin.ModelAdmin[Team]):
+    list_display = ["name", "created_at"]
+    search_fields = ["name"]
+    inlines = [ChannelInline, AgentProfileInline]
+
+
+@admin.register(AgentProfile)
+class AgentProfileAdmin(admin.ModelAdmin[AgentProfile]):
+    list_display = ["user", "team", "role"]
+    list_filter = ["team", "role"]
+    search_fields = ["user__username"]
+    autocomplete_fields = ["user"]
+
+
+@admin.register(Channel)
+class ChannelAdmin(admin.ModelAdmin[Channel]):
+    list_display = ["name", "team", "created_at"]
+    list_filter = ["team"]
+    search_fields = ["name"]
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin[ApiToken]):
+    list_display = ["name", "channel", "prefix", "created_at", "revoked_at"]
+    list_filter = ["channel__team"]
+    readonly_fields = ["prefix", "created_at", "revoked_at"]
+    fields = ["channel", "name", "prefix", "created_at", "revoked_at"]
+    actions = ["revoke"]
+
+    def save_model(self, request: HttpRequest, obj: ApiToken, form: Any, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        token, key = services.api_token_create(channel=obj.channel, name=obj.name)
+        obj.pk = token.pk
+        # The key is shown once and never stored: only its hash is.
+        messages.warning(request, f"New token for {obj.channel}: {key}  (copy it now; it is not shown again)")
+
+    @admin.action(description="Revoke selected tokens")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
+        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        messages.success(request, f"{count} token(s) revoked.")
+
+
+class MessageInline(admin.TabularInline[Message, Conversation]):
+    model = Message
+    extra = 0
+    fields = ["created_at", "direction", "author", "text", "channel_message_id"]
+    readonly_fields = fields
+    can_delete = False
+    show_change_link = True
+
+
+@admin.register(Conversation)
+class ConversationAdmin(admin.ModelAdmin[Conversation]):
+    list_display = ["external_id", "team", "channel", "customer_ref", "status", "updated_at", "awaiting_reply_since"]
+    list_filter = ["team", "status", "channel"]
+    search_fields = ["external_id", "customer_ref"]
+    list_select_related = ["team", "channel"]
+    inlines = [MessageInline]
+
+
+@admin.register(Message)
+class MessageAdmin(admin.ModelAdmin[Message]):
+    list_display = ["id", "conversation", "direction", "author", "created_at"]
+    list_filter = ["direction", "channel__team"]
+    search_fields = ["text", "channel_message_id"]
+    list_select_related = ["conversation__channel"]
+    raw_id_fields = ["conversation", "author_user"]

@@ -1,0 +1,160 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from rest_framework import serializers
+
+from csbot.models import Conversation, Message
+from drafting.models import AgentAction, Draft, DraftAttempt
+
+
+class StrictSerializer(serializers.Serializer):
+    """Refuses fields it does not know: a typo must not be silently dropped."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+        return super().to_internal_value(data)
+
+
+def _text_field(**kwargs: Any) -> serializers.CharField:
+    return serializers.CharField(
+        max_length=settings.CSBOT_MAX_MESSAGE_CHARS, trim_whitespace=True, **kwargs
+    )
+
+
+class InboundMessageIn(StrictSerializer):
+    conversation_external_id = serializers.CharField(
+        max_length=200, help_text="The channel's id for the conversation; new ids open a conversation."
+    )
+    channel_message_id = serializers.CharField(
+        max_length=200, help_text="The channel's id for this message; posting it again is a no-op."
+    )
+    text = _text_field(help_text=f"At most {settings.CSBOT_MAX_MESSAGE_CHARS} characters.")
+    customer_ref = serializers.CharField(max_length=200, required=False, default="", allow_blank=True)
+    sent_at = serializers.DateTimeField(required=False, help_text="When the customer sent it (default: now).")
+
+
+class DraftSummaryOut(serializers.ModelSerializer[Draft]):
+    class Meta:
+        model = Draft
+        fields = ["id", "status", "text", "score", "total_cost", "created_at", "ready_at"]
+
+
+class MessageOut(serializers.ModelSerializer[Message]):
+    conversation_external_id = serializers.CharField(source="conversation.external_id", read_only=True)
+    draft = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Message
+        fields = [
+            "id",
+            "conversation",
+            "conversation_external_id",
+            "direction",
+            "text",
+            "author",
+            "channel_message_id",
+            "created_at",
+            "draft",
+        ]
+
+    def get_draft(self, message: Message) -> dict[str, Any] | None:
+        drafts: dict[int, Draft] = self.context.get("drafts", {})
+        draft = drafts.get(message.pk)
+        return DraftSummaryOut(draft).data if draft is not None else None
+
+
+class ConversationOut(serializers.ModelSerializer[Conversation]):
+    channel = serializers.CharField(source="channel.name", read_only=True)
+    draft_status = serializers.CharField(read_only=True, allow_null=True)
+
+    class Meta:
+        model = Conversation
+        fields = [
+            "id",
+            "channel",
+            "external_id",
+            "customer_ref",
+            "status",
+            "created_at",
+            "updated_at",
+            "awaiting_reply_since",
+            "draft_status",
+        ]
+
+
+class DraftAttemptOut(serializers.ModelSerializer[DraftAttempt]):
+    endpoint = serializers.CharField(source="endpoint.name", read_only=True)
+
+    class Meta:
+        model = DraftAttempt
+        fields = [
+            "tier",
+            "endpoint",
+            "model_name",
+            "tokens_in",
+            "tokens_out",
+            "latency_ms",
+            "cost",
+            "outcome",
+            "error_kind",
+            "started_at",
+        ]
+
+
+class DraftOut(serializers.ModelSerializer[Draft]):
+    final_endpoint = serializers.CharField(source="final_endpoint.name", read_only=True, allow_null=True)
+    attempts = DraftAttemptOut(many=True, read_only=True)
+
+    class Meta:
+        model = Draft
+        fields = [
+            "id",
+            "message",
+            "status",
+            "text",
+            "final_endpoint",
+            "score",
+            "total_cost",
+            "failure_reason",
+            "created_at",
+            "ready_at",
+            "first_shown_at",
+            "attempts",
+        ]
+
+
+class ActionIn(StrictSerializer):
+    kind = serializers.ChoiceField(choices=AgentAction.Kind.choices)
+    final_text = _text_field(
+        required=False, help_text="The reply sent. Omit with kind=use to send the draft as is."
+    )
+    agent = serializers.CharField(max_length=150, help_text="Username of the agent (same team).")
+    shown_at = serializers.DateTimeField(
+        required=False, help_text="When the agent first saw the draft (default: as recorded by csbot)."
+    )
+    acted_at = serializers.DateTimeField(required=False, help_text="When the reply was sent (default: now).")
+
+
+class ActionOut(serializers.ModelSerializer[AgentAction]):
+    agent = serializers.CharField(source="agent.username", read_only=True)
+
+    class Meta:
+        model = AgentAction
+        fields = [
+            "id",
+            "draft",
+            "inbound_message",
+            "outbound_message",
+            "agent",
+            "kind",
+            "final_text",
+            "edit_distance",
+            "shown_at",
+            "acted_at",
+            "handle_seconds",
+        ]

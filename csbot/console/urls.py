@@ -1,0 +1,14 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from csbot.console import views
+
+app_name = "console"
+
+urlpatterns = [
+    path("", views.queue, name="queue"),
+    path("c/<int:pk>", views.conversation, name="conversation"),
+    path("c/<int:pk>/draft", views.draft_panel, name="draft-panel"),
+    path("c/<int:pk>/reply", views.reply, name="reply"),
+]

@@ -1,0 +1,108 @@
+"""The agent console: queue, conversation, live draft panel, reply."""
+
+from __future__ import annotations
+
+from django import forms
+from django.conf import settings
+from django.contrib import messages as flash
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+
+from csbot import selectors, services
+from csbot.models import Conversation, Message, Team
+from drafting import services as drafting
+from drafting.models import Draft
+from drafting.services import ActionRejected
+
+
+def _team(request: HttpRequest) -> Team:
+    profile = getattr(request.user, "agent_profile", None)
+    if profile is None:
+        raise PermissionDenied("Your account is not an agent of any team.")
+    return profile.team
+
+
+@login_required
+@require_GET
+def queue(request: HttpRequest) -> HttpResponse:
+    conversations = selectors.conversation_queue(team=_team(request))[:200]
+    template = "console/_queue_rows.html" if request.htmx else "console/queue.html"  # type: ignore[attr-defined]
+    return render(request, template, {"conversations": conversations})
+
+
+@login_required
+@require_GET
+def conversation(request: HttpRequest, pk: int) -> HttpResponse:
+    thread = selectors.conversation_thread(team=_team(request), conversation_id=pk)
+    if thread.draft is not None:
+        drafting.draft_mark_shown(draft=thread.draft)
+    return render(
+        request,
+        "console/conversation.html",
+        {"thread": thread, "draft": thread.draft, "max_chars": settings.CSBOT_MAX_MESSAGE_CHARS},
+    )
+
+
+@login_required
+@require_GET
+def draft_panel(request: HttpRequest, pk: int) -> HttpResponse:
+    """The live part of the conversation page, polled by htmx until the draft settles."""
+    thread = selectors.conversation_thread(team=_team(request), conversation_id=pk)
+    if thread.draft is not None:
+        drafting.draft_mark_shown(draft=thread.draft)
+    return render(request, "console/_draft_panel.html", {"thread": thread, "draft": thread.draft})
+
+
+class ReplyForm(forms.Form):
+    text = forms.CharField(max_length=settings.CSBOT_MAX_MESSAGE_CHARS, strip=True)
+    kind = forms.ChoiceField(choices=[("use", "use"), ("edit", "edit"), ("ignore", "ignore"), ("none", "none")])
+    inbound_message_id = forms.IntegerField(required=False)
+    draft_id = forms.IntegerField(required=False)
+
+
+@login_required
+@require_POST
+def reply(request: HttpRequest, pk: int) -> HttpResponse:
+    team = _team(request)
+    conversation = get_object_or_404(Conversation, pk=pk, team=team)
+    form = ReplyForm(request.POST)
+    if not form.is_valid():
+        for field, errors in form.errors.items():
+            flash.error(request, f"{field}: {' '.join(errors)}")
+        return redirect("console:conversation", pk=pk)
+    data = form.cleaned_data
+    inbound = None
+    draft = None
+    if data["inbound_message_id"]:
+        inbound = get_object_or_404(
+            Message, pk=data["inbound_message_id"], conversation=conversation, direction=Message.Direction.INBOUND
+        )
+    if data["draft_id"] and inbound is not None:
+        # The draft the agent saw, even if the customer has written again since.
+        draft = get_object_or_404(Draft, pk=data["draft_id"], message=inbound)
+    try:
+        services.reply_send(
+            conversation=conversation,
+            agent=request.user,  # type: ignore[arg-type]
+            text=data["text"],
+            inbound_message=inbound,
+            draft=draft,
+            kind=data["kind"],
+        )
+    except ActionRejected as exc:
+        flash.error(request, str(exc))
+        return redirect("console:conversation", pk=pk)
+    next_conversation = (
+        selectors.conversation_queue(team=team)
+        .filter(awaiting_reply_since__isnull=False)
+        .exclude(pk=pk)
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if next_conversation is not None:
+        return redirect("console:conversation", pk=next_conversation)
+    return redirect(reverse("console:queue"))

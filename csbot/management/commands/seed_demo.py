@@ -1,0 +1,99 @@
+"""Seed a demo team, logins, a cascade policy on the local vLLM and a few conversations.
+
+Idempotent: running it again keeps what exists (and does not duplicate conversations).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandParser
+from django.db import transaction
+
+from csbot import services
+from csbot.demo import demo_conversations
+from csbot.models import AgentProfile, Channel, Team
+from drafting.models import CascadePolicy, CascadeTier, ModelEndpoint
+
+SYSTEM_PROMPT = (
+    "You are a friendly, concise customer-support agent for an online shop. Answer the "
+    "customer's last message in two to four sentences. Do not invent order details; ask for "
+    "what you need."
+)
+
+
+class Command(BaseCommand):
+    help = "Create the demo team, agent login, local-vLLM cascade policy and demo conversations."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--password", default="csbot-demo", help="Password for the demo logins.")
+        parser.add_argument("--no-conversations", action="store_true", help="Skip demo conversations.")
+        parser.add_argument("--holdout-share", default="0.10", help="Share of conversations held out.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        with transaction.atomic():
+            team, _ = Team.objects.get_or_create(name="Demo Support")
+            channel, _ = Channel.objects.get_or_create(team=team, name="web-chat")
+            users = get_user_model().objects
+            agent = users.filter(username="agent").first() or users.create_user("agent", email="agent@example.com")
+            agent.set_password(options["password"])
+            agent.save()
+            AgentProfile.objects.get_or_create(user=agent, defaults={"team": team})
+            admin = users.filter(username="admin").first() or users.create_superuser("admin", email="admin@example.com")
+            admin.set_password(options["password"])
+            admin.save()
+            AgentProfile.objects.get_or_create(
+                user=admin, defaults={"team": team, "role": AgentProfile.Role.ADMIN}
+            )
+
+            local, _ = ModelEndpoint.objects.get_or_create(
+                name="local-smollm2",
+                defaults={
+                    "kind": ModelEndpoint.Kind.LOCAL,
+                    "model_name": "smollm2-135m-instruct",
+                    "gpu_hour_usd": Decimal("0.80"),
+                    "timeout_seconds": 60,
+                    "max_output_tokens": 96,
+                },
+            )
+            ModelEndpoint.objects.get_or_create(
+                name="openai-gpt-4o-mini",
+                defaults={
+                    "kind": ModelEndpoint.Kind.PAID,
+                    "base_url": "https://api.openai.com/v1",
+                    "model_name": "gpt-4o-mini",
+                    "api_key_env": "OPENAI_API_KEY",
+                    "input_price_per_mtok": Decimal("0.15"),
+                    "output_price_per_mtok": Decimal("0.60"),
+                    "enabled": False,
+                },
+            )
+            policy, created = CascadePolicy.objects.get_or_create(
+                team=team,
+                name="Demo cascade",
+                defaults={"system_prompt": SYSTEM_PROMPT, "holdout_share": Decimal(options["holdout_share"])},
+            )
+            if created:
+                CascadeTier.objects.create(policy=policy, position=1, endpoint=local, threshold=Decimal("0"))
+
+        seeded = 0
+        if not options["no_conversations"]:
+            for number, conversation in enumerate(demo_conversations(), start=1):
+                for turn, text in enumerate(conversation["messages"], start=1):
+                    result = services.message_ingest(
+                        channel=channel,
+                        conversation_external_id=f"demo-{number}",
+                        channel_message_id=f"demo-{number}-{turn}",
+                        text=text,
+                        customer_ref=conversation["customer"],
+                    )
+                    seeded += int(result.created)
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Demo team {team.name!r} ready: {seeded} new demo messages.\n"
+                f"  Agent login: agent / {options['password']}\n"
+                f"  Admin login: admin / {options['password']}"
+            )
+        )

@@ -1,0 +1,166 @@
+"""Support-domain write flows: ingesting customer messages and sending agent replies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from typing import TYPE_CHECKING
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.db.models import Value
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from csbot.models import ApiToken, Channel, Conversation, Message
+from drafting import selectors as drafting_selectors
+from drafting import services as drafting
+
+if TYPE_CHECKING:
+    from drafting.models import AgentAction, Draft
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    message: Message
+    draft: Draft | None
+    created: bool
+
+
+def _conversation_for(*, channel: Channel, external_id: str, customer_ref: str) -> Conversation:
+    conversation, _ = Conversation.objects.get_or_create(
+        channel=channel,
+        external_id=external_id,
+        defaults={"team_id": channel.team_id, "customer_ref": customer_ref},
+    )
+    return conversation
+
+
+def message_ingest(
+    *,
+    channel: Channel,
+    conversation_external_id: str,
+    channel_message_id: str,
+    text: str,
+    customer_ref: str = "",
+    created_at: datetime | None = None,
+) -> IngestResult:
+    """Store an inbound customer message and request its draft, in one transaction.
+
+    Idempotent on (channel, channel_message_id): a repeat returns the first message and
+    draft (created=False), also when two copies race — the unique constraint decides.
+    """
+    existing = _existing(channel=channel, channel_message_id=channel_message_id)
+    if existing is not None:
+        return existing
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            conversation = _conversation_for(
+                channel=channel, external_id=conversation_external_id, customer_ref=customer_ref
+            )
+            message = Message.objects.create(
+                conversation=conversation,
+                channel=channel,
+                direction=Message.Direction.INBOUND,
+                text=text,
+                author=customer_ref or conversation.customer_ref,
+                channel_message_id=channel_message_id,
+                created_at=created_at or now,
+            )
+            Conversation.objects.filter(pk=conversation.pk).update(
+                status=Conversation.Status.OPEN,
+                updated_at=now,
+                awaiting_reply_since=Coalesce("awaiting_reply_since", Value(now)),
+            )
+            draft = drafting.draft_request(message=message)
+    except IntegrityError:
+        existing = _existing(channel=channel, channel_message_id=channel_message_id)
+        if existing is None:
+            raise
+        return existing
+    return IngestResult(message=message, draft=draft, created=True)
+
+
+def _existing(*, channel: Channel, channel_message_id: str) -> IngestResult | None:
+    message = (
+        Message.objects.select_related("conversation")
+        .filter(channel=channel, channel_message_id=channel_message_id)
+        .first()
+    )
+    if message is None:
+        return None
+    draft = drafting_selectors.live_draft_for_message(message_id=message.pk)
+    return IngestResult(message=message, draft=draft, created=False)
+
+
+@dataclass(frozen=True)
+class ReplyResult:
+    message: Message
+    action: AgentAction | None
+    created: bool
+
+
+def reply_send(
+    *,
+    conversation: Conversation,
+    agent: AbstractBaseUser,
+    text: str,
+    inbound_message: Message | None = None,
+    draft: Draft | None = None,
+    kind: str = "none",
+    shown_at: datetime | None = None,
+    acted_at: datetime | None = None,
+) -> ReplyResult:
+    """Send an agent's reply and record the action on the draft it answers.
+
+    `inbound_message` is the customer message being answered (none: a follow-up with no
+    action). A second submission for the same inbound message returns the first reply
+    unchanged (created=False) instead of sending twice.
+    """
+    acted_at = acted_at or timezone.now()
+    try:
+        with transaction.atomic():
+            message = Message.objects.create(
+                conversation=conversation,
+                channel_id=conversation.channel_id,
+                direction=Message.Direction.OUTBOUND,
+                text=text,
+                author=agent.get_username(),
+                author_user=agent,
+                created_at=acted_at,
+            )
+            Conversation.objects.filter(pk=conversation.pk).update(
+                updated_at=acted_at, awaiting_reply_since=None
+            )
+            action = None
+            if inbound_message is not None:
+                action = drafting.action_record(
+                    draft=draft,
+                    inbound_message=inbound_message,
+                    outbound_message=message,
+                    agent=agent,
+                    kind=kind,
+                    shown_at=shown_at,
+                    acted_at=acted_at,
+                )
+    except IntegrityError:
+        previous = drafting_selectors.action_for_reply(
+            inbound_message_id=inbound_message.pk if inbound_message is not None else None,
+            draft_id=draft.pk if draft is not None else None,
+        )
+        if previous is None:
+            raise
+        return ReplyResult(message=previous.outbound_message, action=previous, created=False)
+    return ReplyResult(message=message, action=action, created=True)
+
+
+def api_token_create(*, channel: Channel, name: str) -> tuple[ApiToken, str]:
+    """A new integration token for `channel`. Returns the row and the key, which is not
+    stored (only its hash) and so can be shown exactly once."""
+    key = ApiToken.generate_key()
+    token = ApiToken.objects.create(
+        channel=channel, name=name, key_hash=ApiToken.hash_key(key), prefix=key[:8]
+    )
+    return token, key

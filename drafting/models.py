@@ -1,0 +1,281 @@
+"""Drafting: model endpoints, cascade policies, drafts, provider attempts and agent actions."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+# Money: exact decimals, 10 places (a local-GPU draft can cost a few millionths of a dollar).
+MONEY = {"max_digits": 18, "decimal_places": 10}
+PRICE = {"max_digits": 14, "decimal_places": 6}
+ZERO = Decimal("0")
+
+
+class ModelEndpoint(models.Model):
+    """An OpenAI-compatible endpoint: the local vLLM server or a paid API."""
+
+    class Kind(models.TextChoices):
+        LOCAL = "local", "Local (GPU time)"
+        PAID = "paid", "Paid API (tokens)"
+
+    name = models.CharField(max_length=120, unique=True)
+    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.PAID)
+    base_url = models.URLField(
+        max_length=300,
+        blank=True,
+        help_text="OpenAI-compatible base URL ending in /v1. Blank on a local endpoint: use "
+        "LOCAL_LLM_URL or the server `manage.py local_llm` starts.",
+    )
+    model_name = models.CharField(max_length=200)
+    api_key_env = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text="Name of the environment variable holding the API key (never the key itself).",
+    )
+    input_price_per_mtok = models.DecimalField(**PRICE, default=ZERO, help_text="USD per million input tokens.")
+    output_price_per_mtok = models.DecimalField(**PRICE, default=ZERO, help_text="USD per million output tokens.")
+    request_fee = models.DecimalField(**PRICE, default=ZERO, help_text="USD per request.")
+    gpu_hour_usd = models.DecimalField(**PRICE, default=ZERO, help_text="Local endpoints: USD per GPU hour.")
+    timeout_seconds = models.PositiveIntegerField(default=30, validators=[MinValueValidator(1)])
+    max_output_tokens = models.PositiveIntegerField(default=256, validators=[MinValueValidator(1)])
+    enabled = models.BooleanField(default=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(input_price_per_mtok__gte=0)
+                & Q(output_price_per_mtok__gte=0)
+                & Q(request_fee__gte=0)
+                & Q(gpu_hour_usd__gte=0),
+                name="endpoint_prices_non_negative",
+            ),
+            models.CheckConstraint(
+                condition=Q(kind__in=["local", "paid"]), name="endpoint_kind_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def resolved_base_url(self) -> str:
+        if self.base_url:
+            return self.base_url
+        if self.kind == self.Kind.LOCAL:
+            return settings.LOCAL_LLM_URL or f"http://127.0.0.1:{settings.LOCAL_LLM_PORT}/v1"
+        raise ValueError(f"Endpoint {self.name!r} has no base URL.")
+
+
+class CascadePolicy(models.Model):
+    """How a team's drafts are produced: ordered tiers, the system prompt, the hold-out share."""
+
+    team = models.ForeignKey("csbot.Team", on_delete=models.PROTECT, related_name="cascade_policies")
+    name = models.CharField(max_length=120)
+    active = models.BooleanField(default=True, help_text="The team's drafts use its one active policy.")
+    system_prompt = models.TextField()
+    holdout_share = models.DecimalField(
+        max_digits=5,
+        decimal_places=4,
+        default=Decimal("0.05"),
+        validators=[MinValueValidator(ZERO), MaxValueValidator(Decimal("1"))],
+        help_text="Share of conversations that get no draft: the measured unaided baseline.",
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name_plural = "cascade policies"
+        constraints = [
+            models.UniqueConstraint(fields=["team", "name"], name="policy_name_unique_per_team"),
+            models.UniqueConstraint(
+                fields=["team"], condition=Q(active=True), name="one_active_policy_per_team"
+            ),
+            models.CheckConstraint(
+                condition=Q(holdout_share__gte=0) & Q(holdout_share__lte=1),
+                name="policy_holdout_share_is_a_share",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.team} / {self.name}"
+
+
+class CascadeTier(models.Model):
+    policy = models.ForeignKey(CascadePolicy, on_delete=models.CASCADE, related_name="tiers")
+    position = models.PositiveSmallIntegerField(help_text="1 is asked first.")
+    endpoint = models.ForeignKey(ModelEndpoint, on_delete=models.PROTECT, related_name="tiers")
+    threshold = models.DecimalField(
+        max_digits=5,
+        decimal_places=4,
+        default=ZERO,
+        validators=[MinValueValidator(ZERO), MaxValueValidator(Decimal("1"))],
+        help_text="Stop at this tier when the draft's score reaches this value.",
+    )
+
+    class Meta:
+        ordering = ["policy", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["policy", "position"], name="tier_position_unique"),
+            models.CheckConstraint(
+                condition=Q(threshold__gte=0) & Q(threshold__lte=1), name="tier_threshold_is_a_share"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.policy} #{self.position}: {self.endpoint}"
+
+
+class DraftQuerySet(models.QuerySet["Draft"]):
+    def live(self) -> DraftQuerySet:
+        return self.exclude(status=Draft.Status.SUPERSEDED)
+
+
+class Draft(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        GENERATING = "generating", "Generating"
+        READY = "ready", "Ready"
+        FAILED = "failed", "Failed"
+        SUPERSEDED = "superseded", "Superseded"
+        HELD_OUT = "held_out", "Held out (no draft)"
+
+    message = models.ForeignKey("csbot.Message", on_delete=models.CASCADE, related_name="drafts")
+    policy = models.ForeignKey(CascadePolicy, on_delete=models.PROTECT, related_name="drafts")
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED)
+    text = models.TextField(blank=True)
+    final_endpoint = models.ForeignKey(
+        ModelEndpoint, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    score = models.DecimalField(max_digits=5, decimal_places=4, null=True, blank=True)
+    total_cost = models.DecimalField(**MONEY, default=ZERO)
+    failure_reason = models.CharField(max_length=200, blank=True)
+    tries = models.PositiveSmallIntegerField(default=0, help_text="How many times a worker claimed it.")
+    retry_at = models.DateTimeField(null=True, blank=True, help_text="Not to be retried before.")
+    created_at = models.DateTimeField(default=timezone.now)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    ready_at = models.DateTimeField(null=True, blank=True)
+    # When an agent first had this draft (or, held out, the bare message) in front of them:
+    # the start of the handle time. Recorded by the server, never by the browser.
+    first_shown_at = models.DateTimeField(null=True, blank=True)
+
+    objects = DraftQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["message"], condition=~Q(status="superseded"), name="one_live_draft_per_message"
+            ),
+            models.CheckConstraint(
+                condition=Q(
+                    status__in=["queued", "generating", "ready", "failed", "superseded", "held_out"]
+                ),
+                name="draft_status_valid",
+            ),
+            models.CheckConstraint(condition=Q(total_cost__gte=0), name="draft_cost_non_negative"),
+            models.CheckConstraint(
+                condition=~Q(status="ready") | Q(ready_at__isnull=False), name="ready_draft_has_ready_at"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["status", "enqueued_at"], name="draft_sweep_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Draft #{self.pk} ({self.status})"
+
+
+class DraftAttempt(models.Model):
+    """One call to one provider for one draft: what it cost and how it went."""
+
+    class Outcome(models.TextChoices):
+        OK = "ok", "OK"
+        ERROR = "error", "Error"
+
+    class ErrorKind(models.TextChoices):
+        NONE = "", "—"
+        RATE_LIMITED = "rate_limited", "Rate limited"
+        TIMEOUT = "timeout", "Timeout"
+        UNAVAILABLE = "unavailable", "Unavailable"
+        CONTEXT_TOO_LONG = "context_too_long", "Context too long"
+        PERMANENT = "permanent", "Auth / bad request"
+        EMPTY = "empty", "Empty response"
+
+    draft = models.ForeignKey(Draft, on_delete=models.CASCADE, related_name="attempts")
+    tier = models.PositiveSmallIntegerField()
+    endpoint = models.ForeignKey(ModelEndpoint, on_delete=models.PROTECT, related_name="attempts")
+    model_name = models.CharField(max_length=200, blank=True, help_text="The model the server resolved.")
+    tokens_in = models.PositiveIntegerField(default=0)
+    tokens_out = models.PositiveIntegerField(default=0)
+    latency_ms = models.PositiveIntegerField(default=0)
+    cost = models.DecimalField(**MONEY, default=ZERO)
+    outcome = models.CharField(max_length=8, choices=Outcome.choices)
+    error_kind = models.CharField(max_length=20, choices=ErrorKind.choices, blank=True, default="")
+    error_message = models.CharField(max_length=500, blank=True)
+    started_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["draft", "started_at", "id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(cost__gte=0), name="attempt_cost_non_negative"),
+            models.CheckConstraint(
+                condition=Q(outcome="ok", error_kind="") | (Q(outcome="error") & ~Q(error_kind="")),
+                name="attempt_error_kind_matches_outcome",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Attempt #{self.pk} tier {self.tier} {self.outcome}"
+
+
+class AgentAction(models.Model):
+    """What the agent did with a draft when replying: the raw material of ENCS."""
+
+    class Kind(models.TextChoices):
+        USE = "use", "Used as is"
+        EDIT = "edit", "Edited"
+        IGNORE = "ignore", "Ignored"
+        NONE = "none", "No draft shown"
+
+    draft = models.OneToOneField(
+        Draft, null=True, blank=True, on_delete=models.PROTECT, related_name="action"
+    )
+    inbound_message = models.ForeignKey(
+        "csbot.Message", on_delete=models.PROTECT, related_name="answering_actions"
+    )
+    outbound_message = models.OneToOneField(
+        "csbot.Message", on_delete=models.PROTECT, related_name="agent_action"
+    )
+    agent = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="agent_actions")
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    final_text = models.TextField()
+    edit_distance = models.DecimalField(
+        max_digits=5,
+        decimal_places=4,
+        null=True,
+        blank=True,
+        help_text="Normalised Levenshtein distance draft → final text (0 = unchanged, 1 = all new).",
+    )
+    shown_at = models.DateTimeField()
+    acted_at = models.DateTimeField()
+    handle_seconds = models.DecimalField(max_digits=10, decimal_places=3)
+
+    class Meta:
+        constraints = [
+            # One action per inbound message: a double-submitted reply is a duplicate.
+            models.UniqueConstraint(fields=["inbound_message"], name="one_action_per_inbound_message"),
+            models.CheckConstraint(
+                condition=Q(kind__in=["use", "edit", "ignore", "none"]), name="action_kind_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(kind="none") | Q(draft__isnull=False), name="action_with_kind_has_draft"
+            ),
+            models.CheckConstraint(condition=Q(handle_seconds__gte=0), name="action_handle_non_negative"),
+            models.CheckConstraint(condition=Q(acted_at__gte=models.F("shown_at")), name="action_acted_after_shown"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} by {self.agent} on draft {self.draft_id}"

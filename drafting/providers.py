@@ -1,0 +1,185 @@
+"""The provider contract: `complete(request) -> Completion`, and its OpenAI-compatible provider.
+
+One provider covers the local vLLM server and the paid APIs: they speak the same API, so the
+official `openai` SDK with a `base_url` talks to all of them. SDK-level retries are off — what
+happens after a failure (retry later, next tier, give up) is the caller's decision, made from
+the typed error below.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+import httpx
+import openai
+
+if TYPE_CHECKING:
+    from drafting.models import ModelEndpoint
+
+
+@dataclass(frozen=True)
+class CompletionRequest:
+    messages: list[dict[str, str]]
+    max_tokens: int
+    temperature: float = 0.3
+    logprobs: bool = True
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    tokens_in: int
+    tokens_out: int
+    latency_ms: int
+    model: str
+    finish_reason: str
+    token_logprobs: list[float] = field(default_factory=list)
+
+    @property
+    def mean_token_prob(self) -> float | None:
+        """exp(mean logprob): a cheap confidence signal when the server returns logprobs."""
+        if not self.token_logprobs:
+            return None
+        return math.exp(sum(self.token_logprobs) / len(self.token_logprobs))
+
+
+class ProviderError(Exception):
+    """A failed call, classified so the caller can decide what to do next."""
+
+    # Subclasses set these. `transient`: worth retrying later or on another tier.
+    kind = "unavailable"
+    transient = True
+
+    def __init__(self, message: str, *, latency_ms: int = 0, retry_after: float | None = None):
+        super().__init__(message)
+        self.latency_ms = latency_ms
+        self.retry_after = retry_after
+
+
+class RateLimited(ProviderError):
+    kind = "rate_limited"
+
+
+class ProviderTimeout(ProviderError):
+    kind = "timeout"
+
+
+class Unavailable(ProviderError):
+    kind = "unavailable"
+
+
+class ContextTooLong(ProviderError):
+    kind = "context_too_long"
+    transient = False
+
+
+class PermanentError(ProviderError):
+    """Auth failures and bad requests: retrying the same call cannot help."""
+
+    kind = "permanent"
+    transient = False
+
+
+class EmptyCompletion(ProviderError):
+    kind = "empty"
+
+
+class Provider(Protocol):
+    def complete(self, request: CompletionRequest) -> Completion: ...
+
+
+def _retry_after(response: httpx.Response | None) -> float | None:
+    if response is None:
+        return None
+    raw = response.headers.get("retry-after")
+    if raw is None:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        return None  # HTTP-date form: rare from LLM APIs; the caller's backoff applies.
+
+
+_CONTEXT_MARKERS = ("context length", "maximum context", "context_length_exceeded", "too many tokens")
+
+
+class OpenAICompatibleProvider:
+    def __init__(self, *, base_url: str, model: str, api_key: str, timeout: float):
+        self.model = model
+        self.client = openai.OpenAI(
+            base_url=base_url, api_key=api_key, timeout=timeout, max_retries=0
+        )
+
+    def complete(self, request: CompletionRequest) -> Completion:
+        started = time.monotonic()
+        try:
+            response = self.client.chat.completions.create(
+                model=self.model,
+                messages=request.messages,  # type: ignore[arg-type]
+                max_tokens=request.max_tokens,
+                temperature=request.temperature,
+                logprobs=request.logprobs,
+            )
+        except openai.APIError as exc:
+            raise _classify(exc, latency_ms=_elapsed_ms(started)) from exc
+        latency_ms = _elapsed_ms(started)
+        if not response.choices:
+            raise EmptyCompletion("The response had no choices.", latency_ms=latency_ms)
+        choice = response.choices[0]
+        text = (choice.message.content or "").strip()
+        if not text:
+            raise EmptyCompletion("The model returned an empty text.", latency_ms=latency_ms)
+        logprobs = [t.logprob for t in (choice.logprobs.content or [])] if choice.logprobs else []
+        usage = response.usage
+        return Completion(
+            text=text,
+            tokens_in=usage.prompt_tokens if usage else 0,
+            tokens_out=usage.completion_tokens if usage else 0,
+            latency_ms=latency_ms,
+            model=response.model or self.model,
+            finish_reason=choice.finish_reason or "",
+            token_logprobs=logprobs,
+        )
+
+
+def _elapsed_ms(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)
+
+
+def _classify(exc: openai.APIError, *, latency_ms: int) -> ProviderError:
+    message = str(exc)[:500]
+    if isinstance(exc, openai.APITimeoutError):
+        return ProviderTimeout(message, latency_ms=latency_ms)
+    if isinstance(exc, openai.APIConnectionError):
+        return Unavailable(message, latency_ms=latency_ms)
+    if isinstance(exc, openai.RateLimitError):
+        return RateLimited(message, latency_ms=latency_ms, retry_after=_retry_after(exc.response))
+    if isinstance(exc, openai.APIStatusError):
+        if exc.status_code >= 500:
+            return Unavailable(message, latency_ms=latency_ms, retry_after=_retry_after(exc.response))
+        if exc.status_code in (400, 413, 422) and any(m in message.lower() for m in _CONTEXT_MARKERS):
+            return ContextTooLong(message, latency_ms=latency_ms)
+        if exc.status_code in (408, 409):
+            return ProviderTimeout(message, latency_ms=latency_ms)
+        return PermanentError(message, latency_ms=latency_ms)
+    # A response that is not what the API promises (malformed JSON and the like): the server
+    # is misbehaving, which is a transient condition from the caller's point of view.
+    return Unavailable(message, latency_ms=latency_ms)
+
+
+def provider_for(endpoint: ModelEndpoint) -> Provider:
+    """The provider for an endpoint. The API key is read from the environment at call time."""
+    api_key = os.environ.get(endpoint.api_key_env, "") if endpoint.api_key_env else ""
+    if endpoint.api_key_env and not api_key:
+        raise PermanentError(f"The environment variable {endpoint.api_key_env} is not set.")
+    return OpenAICompatibleProvider(
+        base_url=endpoint.resolved_base_url(),
+        model=endpoint.model_name,
+        # vLLM accepts any key when started without --api-key; the SDK insists on one.
+        api_key=api_key or "not-needed",
+        timeout=float(endpoint.timeout_seconds),
+    )

@@ -1,0 +1,47 @@
+"""Drafting reads the support domain and accounting use (never its internals directly)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from django.db.models import OuterRef, QuerySet, Subquery
+
+from drafting.models import AgentAction, Draft
+
+
+def live_draft_for_message(*, message_id: int) -> Draft | None:
+    return Draft.objects.live().filter(message_id=message_id).first()
+
+
+def live_drafts_for_messages(*, message_ids: Iterable[int]) -> dict[int, Draft]:
+    """Live drafts keyed by inbound message id: one query, whatever the thread length."""
+    drafts = Draft.objects.live().filter(message_id__in=list(message_ids)).select_related("action")
+    return {draft.message_id: draft for draft in drafts}
+
+
+def latest_draft_status(conversation_ref: OuterRef) -> Subquery:
+    """Status of a conversation's newest live draft, for annotating conversation querysets."""
+    return Subquery(
+        Draft.objects.live()
+        .filter(message__conversation_id=conversation_ref)
+        .order_by("-created_at", "-id")
+        .values("status")[:1]
+    )
+
+
+def action_for_reply(*, inbound_message_id: int | None, draft_id: int | None) -> AgentAction | None:
+    """The action already recorded for this inbound message or draft (a duplicate submission)."""
+    queryset = AgentAction.objects.select_related("outbound_message")
+    if inbound_message_id is not None:
+        action = queryset.filter(inbound_message_id=inbound_message_id).first()
+        if action is not None:
+            return action
+    if draft_id is not None:
+        return queryset.filter(draft_id=draft_id).first()
+    return None
+
+
+def drafts_for_team(*, team_id: int) -> QuerySet[Draft]:
+    return Draft.objects.filter(message__conversation__team_id=team_id).select_related(
+        "message", "final_endpoint"
+    )

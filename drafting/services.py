@@ -1,0 +1,332 @@
+"""Drafting write flows.
+
+The support domain calls two functions: `draft_request` for each inbound message and
+`action_record` when an agent replies (plus `draft_mark_shown` when the console shows a
+draft). Everything else here runs in the Celery worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+from kombu.exceptions import OperationalError as KombuOperationalError
+from rapidfuzz.distance import Levenshtein
+
+from csbot.models import Message
+from drafting.models import AgentAction, CascadePolicy, CascadeTier, Draft, DraftAttempt
+from drafting.pricing import attempt_cost
+from drafting.providers import CompletionRequest, ProviderError, provider_for
+
+logger = logging.getLogger(__name__)
+
+PENDING = (Draft.Status.QUEUED, Draft.Status.GENERATING)
+
+
+class ActionRejected(ValueError):
+    """An agent action that cannot be recorded as asked; `field` names the culprit."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
+def _enqueue(draft_id: int, *, countdown: float = 0) -> None:
+    # Imported late: the tasks module imports this one.
+    from drafting.tasks import draft_generate_task
+
+    try:
+        draft_generate_task.apply_async(args=[draft_id], countdown=countdown)
+    except (KombuOperationalError, OSError):
+        # The row is committed and queued: the sweeper enqueues it once the broker is back.
+        # Failing here would turn a stored message into an error response.
+        logger.exception("draft %s: could not reach the broker; the sweeper will retry", draft_id)
+
+
+# --- Requesting a draft (web process) ---------------------------------------------------------
+
+
+def draft_request(*, message: Message) -> Draft | None:
+    """Create the draft for a new inbound message, inside the caller's transaction.
+
+    Steps: find the team's active policy (none: no draft); supersede the conversation's
+    unfinished or unanswered drafts (the customer wrote again, so they are stale); hold the
+    conversation out when it already is, or draw it into the hold-out group on its first
+    draft; otherwise queue the draft and ring the worker after commit, with the id only.
+    """
+    conversation = message.conversation
+    policy = CascadePolicy.objects.filter(team_id=conversation.team_id, active=True).first()
+    if policy is None:
+        return None
+    Draft.objects.filter(
+        message__conversation_id=conversation.pk,
+        status__in=[*PENDING, Draft.Status.READY],
+        action__isnull=True,
+    ).update(status=Draft.Status.SUPERSEDED)
+
+    # Hold-out is per conversation so an agent never sees drafts in a baseline conversation.
+    first_status = (
+        Draft.objects.filter(message__conversation_id=conversation.pk)
+        .order_by("created_at", "id")
+        .values_list("status", flat=True)
+        .first()
+    )
+    if first_status is None:
+        held_out = random.random() < float(policy.holdout_share)  # noqa: S311 - a draw, not crypto
+    else:
+        held_out = first_status == Draft.Status.HELD_OUT
+    if held_out:
+        return Draft.objects.create(message=message, policy=policy, status=Draft.Status.HELD_OUT)
+    draft = Draft.objects.create(message=message, policy=policy, enqueued_at=timezone.now())
+    transaction.on_commit(lambda: _enqueue(draft.pk))
+    return draft
+
+
+def draft_mark_shown(*, draft: Draft) -> None:
+    """Record when an agent first had the draft (or, held out, the bare message) in front of
+    them. Only the first call counts; the clock starts whatever the draft's state, so handle
+    time includes any wait for a draft still generating."""
+    if draft.first_shown_at is not None or draft.status == Draft.Status.SUPERSEDED:
+        return
+    now = timezone.now()
+    if Draft.objects.filter(pk=draft.pk, first_shown_at__isnull=True).update(first_shown_at=now):
+        draft.first_shown_at = now
+    else:
+        draft.refresh_from_db(fields=["first_shown_at"])
+
+
+# --- Generating a draft (worker) --------------------------------------------------------------
+
+
+def draft_claim(*, draft_id: int) -> bool:
+    """Take the draft for this worker with one conditional UPDATE. False when another worker,
+    or an earlier delivery of the same task, has it, or it is no longer wanted."""
+    now = timezone.now()
+    claimed = (
+        Draft.objects.filter(pk=draft_id, status=Draft.Status.QUEUED)
+        .filter(Q(retry_at__isnull=True) | Q(retry_at__lte=now))
+        .update(status=Draft.Status.GENERATING, claimed_at=now, tries=F("tries") + 1)
+    )
+    return claimed == 1
+
+
+def _prompt_messages(draft: Draft) -> list[dict[str, str]]:
+    """System prompt, then the thread up to the message being answered (newest N only)."""
+    inbound = draft.message
+    history = list(
+        Message.objects.filter(conversation_id=inbound.conversation_id, created_at__lte=inbound.created_at)
+        .exclude(pk__gt=inbound.pk, created_at=inbound.created_at)
+        .order_by("-created_at", "-id")
+        .values_list("direction", "text")[: settings.DRAFT_HISTORY_MESSAGES]
+    )
+    history.reverse()
+    messages = [{"role": "system", "content": draft.policy.system_prompt}]
+    for direction, text in history:
+        role = "user" if direction == Message.Direction.INBOUND else "assistant"
+        messages.append({"role": role, "content": text})
+    return messages
+
+
+def draft_generate(*, draft_id: int) -> None:
+    """Claim the draft, ask the policy's first enabled tier, record the attempt, finish.
+
+    A provider error is recorded as a failed attempt; transient ones put the draft back in the
+    queue with a backoff (the sweeper is the safety net), permanent ones fail it.
+    """
+    if not draft_claim(draft_id=draft_id):
+        logger.info("draft %s not claimable (taken, done or not due); skipping", draft_id)
+        return
+    draft = Draft.objects.select_related("message", "policy").get(pk=draft_id)
+    tier = (
+        CascadeTier.objects.select_related("endpoint")
+        .filter(policy_id=draft.policy_id, endpoint__enabled=True)
+        .order_by("position")
+        .first()
+    )
+    if tier is None:
+        _draft_fail(draft_id, reason="The policy has no enabled tier.")
+        return
+    endpoint = tier.endpoint
+    request = CompletionRequest(messages=_prompt_messages(draft), max_tokens=endpoint.max_output_tokens)
+    started_at = timezone.now()
+    try:
+        completion = provider_for(endpoint).complete(request)
+    except ProviderError as exc:
+        DraftAttempt.objects.create(
+            draft_id=draft_id,
+            tier=tier.position,
+            endpoint=endpoint,
+            model_name=endpoint.model_name,
+            latency_ms=exc.latency_ms,
+            outcome=DraftAttempt.Outcome.ERROR,
+            error_kind=exc.kind,
+            error_message=str(exc)[:500],
+            started_at=started_at,
+        )
+        logger.warning("draft %s: %s failed (%s): %s", draft_id, endpoint.name, exc.kind, exc)
+        _draft_after_failure(draft_id, exc, tries=draft.tries)
+        return
+
+    cost = attempt_cost(
+        endpoint=endpoint,
+        tokens_in=completion.tokens_in,
+        tokens_out=completion.tokens_out,
+        latency_ms=completion.latency_ms,
+    )
+    score = completion.mean_token_prob
+    with transaction.atomic():
+        DraftAttempt.objects.create(
+            draft_id=draft_id,
+            tier=tier.position,
+            endpoint=endpoint,
+            model_name=completion.model,
+            tokens_in=completion.tokens_in,
+            tokens_out=completion.tokens_out,
+            latency_ms=completion.latency_ms,
+            cost=cost,
+            outcome=DraftAttempt.Outcome.OK,
+            started_at=started_at,
+        )
+        # The money was spent even if the customer wrote again meanwhile: always add the cost;
+        # only a draft still generating becomes ready.
+        Draft.objects.filter(pk=draft_id).update(total_cost=F("total_cost") + cost)
+        Draft.objects.filter(pk=draft_id, status=Draft.Status.GENERATING).update(
+            status=Draft.Status.READY,
+            text=completion.text,
+            final_endpoint=endpoint,
+            score=None if score is None else Decimal(f"{score:.4f}"),
+            ready_at=timezone.now(),
+            failure_reason="",
+        )
+
+
+def _draft_after_failure(draft_id: int, exc: ProviderError, *, tries: int) -> None:
+    if not exc.transient:
+        _draft_fail(draft_id, reason=f"{exc.kind}: {exc}"[:200])
+        return
+    if tries >= settings.DRAFT_MAX_TRIES:
+        _draft_fail(draft_id, reason=f"{exc.kind} after {tries} tries"[:200])
+        return
+    delay = exc.retry_after
+    if delay is None:
+        delay = settings.DRAFT_RETRY_BASE_SECONDS * 2 ** (tries - 1)
+    due = timezone.now() + timedelta(seconds=delay)
+    requeued = Draft.objects.filter(pk=draft_id, status=Draft.Status.GENERATING).update(
+        status=Draft.Status.QUEUED, retry_at=due, enqueued_at=due, failure_reason=f"{exc.kind}: retrying"
+    )
+    if requeued:
+        _enqueue(draft_id, countdown=delay)
+
+
+def _draft_fail(draft_id: int, *, reason: str) -> None:
+    Draft.objects.filter(pk=draft_id, status__in=PENDING).update(
+        status=Draft.Status.FAILED, failure_reason=reason
+    )
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    requeued: int
+    reclaimed: int
+    expired: int
+
+
+def drafts_sweep(*, now: datetime | None = None) -> SweepResult:
+    """Re-ring the bell for drafts whose task got lost.
+
+    Steps: drafts older than DRAFT_MAX_AGE_SECONDS are worthless to an agent → failed;
+    generating drafts whose worker went silent for DRAFT_STALE_SECONDS → back to queued
+    (or failed when out of tries); queued drafts due and not picked up for that long →
+    enqueued again. A re-enqueued task that finds its draft already claimed does nothing.
+    """
+    now = now or timezone.now()
+    stale_before = now - timedelta(seconds=settings.DRAFT_STALE_SECONDS)
+    expired = Draft.objects.filter(
+        status__in=PENDING, created_at__lt=now - timedelta(seconds=settings.DRAFT_MAX_AGE_SECONDS)
+    ).update(status=Draft.Status.FAILED, failure_reason="expired: no draft in time")
+    Draft.objects.filter(
+        status=Draft.Status.GENERATING, claimed_at__lt=stale_before, tries__gte=settings.DRAFT_MAX_TRIES
+    ).update(status=Draft.Status.FAILED, failure_reason="worker lost, out of tries")
+    reclaimed = Draft.objects.filter(status=Draft.Status.GENERATING, claimed_at__lt=stale_before).update(
+        status=Draft.Status.QUEUED, retry_at=None, enqueued_at=None
+    )
+    due = list(
+        Draft.objects.filter(status=Draft.Status.QUEUED)
+        .filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=stale_before))
+        .filter(Q(retry_at__isnull=True) | Q(retry_at__lte=now))
+        .values_list("pk", flat=True)[:1000]
+    )
+    for draft_id in due:
+        # Mark first so two sweepers racing do not both enqueue (either would be harmless).
+        if Draft.objects.filter(pk=draft_id, status=Draft.Status.QUEUED).update(enqueued_at=now):
+            _enqueue(draft_id)
+    if expired or reclaimed or due:
+        logger.info("sweep: %s requeued, %s reclaimed, %s expired", len(due), reclaimed, expired)
+    return SweepResult(requeued=len(due), reclaimed=reclaimed, expired=expired)
+
+
+# --- Agent actions ----------------------------------------------------------------------------
+
+
+def _edit_distance(draft_text: str, final_text: str) -> Decimal:
+    distance = Levenshtein.normalized_distance(draft_text.strip(), final_text.strip())
+    return Decimal(f"{distance:.4f}")
+
+
+def action_record(
+    *,
+    draft: Draft | None,
+    inbound_message: Message,
+    outbound_message: Message,
+    agent: AbstractBaseUser,
+    kind: str,
+    acted_at: datetime,
+    shown_at: datetime | None = None,
+) -> AgentAction:
+    """Record what the agent did with the draft for `inbound_message`, in the caller's
+    transaction (the reply and its action are stored together or not at all).
+
+    The kind is normalised from what happened, not only what was clicked: a draft never
+    shown with text is `none`; an "edit" that changed nothing is a `use`. A second action on
+    the same draft or inbound message violates a unique constraint (the caller treats that
+    as a duplicate submission).
+    """
+    final_text = outbound_message.text
+    has_text = draft is not None and bool(draft.text)
+    if kind not in AgentAction.Kind.values:
+        raise ActionRejected("kind", f"Unknown action kind {kind!r}.")
+    if not has_text:
+        kind = AgentAction.Kind.NONE
+    elif kind == AgentAction.Kind.NONE:
+        raise ActionRejected("kind", "This draft has text: the action is use, edit or ignore.")
+    distance = _edit_distance(draft.text, final_text) if draft is not None and has_text else None
+    if kind == AgentAction.Kind.USE and distance != 0:
+        raise ActionRejected("final_text", "A used draft is sent as is; send changed text as an edit.")
+    if kind == AgentAction.Kind.EDIT and distance == 0:
+        kind = AgentAction.Kind.USE
+
+    shown_at = shown_at or (draft.first_shown_at if draft is not None else None)
+    if shown_at is None:
+        raise ActionRejected("shown_at", "When the agent first saw the message is unknown; send shown_at.")
+    if acted_at < shown_at:
+        raise ActionRejected("acted_at", "acted_at is before shown_at.")
+    return AgentAction.objects.create(
+        draft=draft,
+        inbound_message=inbound_message,
+        outbound_message=outbound_message,
+        agent=agent,
+        kind=kind,
+        final_text=final_text,
+        edit_distance=distance,
+        shown_at=shown_at,
+        acted_at=acted_at,
+        handle_seconds=Decimal(f"{(acted_at - shown_at).total_seconds():.3f}"),
+    )
