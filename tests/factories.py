@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import factory
+from django.contrib.auth import get_user_model
+
+from csbot import services
+from csbot.models import AgentProfile, ApiToken, Channel, Conversation, Message, Team
+from drafting.models import CascadePolicy, CascadeTier, Draft, ModelEndpoint
+
+
+class TeamFactory(factory.django.DjangoModelFactory[Team]):
+    class Meta:
+        model = Team
+        django_get_or_create = ["name"]
+
+    name = factory.Sequence(lambda n: f"Team {n}")
+
+
+class ChannelFactory(factory.django.DjangoModelFactory[Channel]):
+    class Meta:
+        model = Channel
+
+    team = factory.SubFactory(TeamFactory)
+    name = factory.Sequence(lambda n: f"chat-{n}")
+
+
+class UserFactory(factory.django.DjangoModelFactory[Any]):
+    class Meta:
+        model = get_user_model()
+        django_get_or_create = ["username"]
+        skip_postgeneration_save = True
+
+    username = factory.Sequence(lambda n: f"agent{n}")
+    password = factory.PostGenerationMethodCall("set_password", "pw-for-tests")
+
+    @factory.post_generation
+    def save_password(obj: Any, create: bool, extracted: Any, **kwargs: Any) -> None:  # noqa: N805
+        if create:
+            obj.save()
+
+
+class AgentProfileFactory(factory.django.DjangoModelFactory[AgentProfile]):
+    class Meta:
+        model = AgentProfile
+
+    user = factory.SubFactory(UserFactory)
+    team = factory.SubFactory(TeamFactory)
+
+
+class ConversationFactory(factory.django.DjangoModelFactory[Conversation]):
+    class Meta:
+        model = Conversation
+
+    channel = factory.SubFactory(ChannelFactory)
+    team = factory.SelfAttribute("channel.team")
+    external_id = factory.Sequence(lambda n: f"conv-{n}")
+    customer_ref = factory.Sequence(lambda n: f"Customer {n}")
+
+
+class MessageFactory(factory.django.DjangoModelFactory[Message]):
+    class Meta:
+        model = Message
+
+    conversation = factory.SubFactory(ConversationFactory)
+    channel = factory.SelfAttribute("conversation.channel")
+    direction = Message.Direction.INBOUND
+    text = factory.Faker("sentence")
+    channel_message_id = factory.Sequence(lambda n: f"msg-{n}")
+
+
+class EndpointFactory(factory.django.DjangoModelFactory[ModelEndpoint]):
+    class Meta:
+        model = ModelEndpoint
+
+    name = factory.Sequence(lambda n: f"endpoint-{n}")
+    kind = ModelEndpoint.Kind.LOCAL
+    model_name = "smollm2-135m-instruct"
+    gpu_hour_usd = Decimal("0.80")
+    timeout_seconds = 60
+    max_output_tokens = 48
+
+
+class PolicyFactory(factory.django.DjangoModelFactory[CascadePolicy]):
+    class Meta:
+        model = CascadePolicy
+
+    team = factory.SubFactory(TeamFactory)
+    name = factory.Sequence(lambda n: f"policy-{n}")
+    system_prompt = "You are a concise, friendly support agent. Answer in two sentences."
+    holdout_share = Decimal("0")
+
+
+class TierFactory(factory.django.DjangoModelFactory[CascadeTier]):
+    class Meta:
+        model = CascadeTier
+
+    policy = factory.SubFactory(PolicyFactory)
+    position = 1
+    endpoint = factory.SubFactory(EndpointFactory)
+    threshold = Decimal("0")
+
+
+class DraftFactory(factory.django.DjangoModelFactory[Draft]):
+    class Meta:
+        model = Draft
+
+    message = factory.SubFactory(MessageFactory)
+    policy = factory.SubFactory(PolicyFactory, team=factory.SelfAttribute("..message.conversation.team"))
+
+
+def token_for(channel: Channel) -> str:
+    """A fresh API key for `channel` (the raw key, as an integration would hold it)."""
+    _token, key = services.api_token_create(channel=channel, name="tests")
+    return key
+
+
+__all__ = ["ApiToken"]

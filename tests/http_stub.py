@@ -1,0 +1,173 @@
+"""A small OpenAI-compatible HTTP server for tests: serves recorded responses, or faults.
+
+Real HTTP on loopback, so the official SDK, its timeouts and its error mapping are exercised
+exactly as against a paid API; only the far end is scripted.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+def chat_completion(text: str, *, prompt_tokens: int = 42, completion_tokens: int = 17, model: str = "stub-model") -> dict[str, Any]:
+    """The body of a successful /v1/chat/completions response, as OpenAI returns it."""
+    return {
+        "id": "chatcmpl-stub",
+        "object": "chat.completion",
+        "created": 1700000000,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": {
+                    "content": [
+                        {"token": word, "logprob": -0.1, "bytes": None, "top_logprobs": []}
+                        for word in text.split()
+                    ]
+                },
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    raw: bytes | None = None  # sent as is (malformed JSON and the like)
+    wait: threading.Event | None = None  # block until set (a slow or hanging server)
+
+
+@dataclass
+class StubServer:
+    base_url: str
+    requests: list[dict[str, Any]]
+    script: list[Reply | Callable[[dict[str, Any]], Reply]]
+
+
+@contextmanager
+def openai_stub(*replies: Reply | Callable[[dict[str, Any]], Reply]) -> Iterator[StubServer]:
+    """Serve `replies` in order to POST /v1/chat/completions (the last one repeats)."""
+    requests: list[dict[str, Any]] = []
+    script = list(replies) or [Reply(body=chat_completion("Hello from the stub."))]
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:  # quiet test output
+            return
+
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            length = int(self.headers.get("Content-Length") or 0)
+            payload = json.loads(self.rfile.read(length) or b"{}")
+            with lock:
+                requests.append({"path": self.path, "json": payload, "headers": dict(self.headers)})
+                step = script.pop(0) if len(script) > 1 else script[0]
+            reply = step(payload) if callable(step) else step
+            if reply.wait is not None:
+                reply.wait.wait(timeout=30)
+            data = reply.raw if reply.raw is not None else json.dumps(reply.body).encode()
+            try:
+                self.send_response(reply.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for name, value in reply.headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up (a timeout test)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield StubServer(
+            base_url=f"http://127.0.0.1:{server.server_address[1]}/v1", requests=requests, script=script
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class TcpProxy:
+    """Forwards a loopback port to a real server; `stop()` makes it look down (connection
+    refused), `start()` brings it back on the same port. Stands in for "vLLM stopped"."""
+
+    def __init__(self, target_host: str, target_port: int):
+        import socket
+
+        self._socket_module = socket
+        self.target = (target_host, target_port)
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        self.port = probe.getsockname()[1]
+        probe.close()
+        self._listener: Any = None
+        self._connections: list[Any] = []
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self) -> None:
+        socket = self._socket_module
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(16)
+        self._listener = listener
+        self._thread = threading.Thread(target=self._accept, args=(listener,), daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        for conn in self._connections:
+            try:
+                conn.close()
+            except OSError:
+                pass
+        self._connections.clear()
+
+    def _accept(self, listener: Any) -> None:
+        socket = self._socket_module
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            self._connections += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: Any, sink: Any) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                try:
+                    sock.close()
+                except OSError:
+                    pass

@@ -1,0 +1,738 @@
+"""REST API v1: ingest, reads, agent actions, auth, team isolation and the OpenAPI schema.
+
+These run on the `db` fixture: `transaction.on_commit` callbacks are captured, never run, so no
+Celery task is sent; a queued Draft row is what ingest promises.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from csbot.api.parsers import BoundedJSONParser, RequestTooLarge
+from csbot.models import ApiToken, Conversation, Message
+from drafting.models import AgentAction, Draft
+from tests.conftest import TeamSetup
+from tests.factories import (
+    AgentProfileFactory,
+    ChannelFactory,
+    ConversationFactory,
+    DraftFactory,
+    MessageFactory,
+    token_for,
+)
+
+INGEST = "/api/v1/messages"
+CONVERSATIONS = "/api/v1/conversations"
+DRAFT_TEXT = "Your parcel ships tomorrow morning; you will get a tracking link by email."
+
+
+def ingest(client: APIClient, **overrides: Any) -> Any:
+    payload: dict[str, Any] = {
+        "conversation_external_id": "conv-1",
+        "channel_message_id": "msg-1",
+        "text": "Where is my parcel?",
+        "customer_ref": "cust-42",
+    }
+    payload.update(overrides)
+    return client.post(INGEST, payload, format="json")
+
+
+def action(client: APIClient, draft: Draft, **payload: Any) -> Any:
+    body = {key: value.isoformat() if isinstance(value, datetime) else value for key, value in payload.items()}
+    return client.post(f"/api/v1/drafts/{draft.pk}/action", body, format="json")
+
+
+def make_draft(
+    setup: TeamSetup,
+    *,
+    status: str = Draft.Status.READY,
+    text: str = DRAFT_TEXT,
+    shown_at: datetime | None = None,
+) -> Draft:
+    """A draft for a fresh inbound message of `setup`'s team, in the given state."""
+    conversation = ConversationFactory(channel=setup.channel)
+    message = MessageFactory(conversation=conversation)
+    now = timezone.now()
+    return DraftFactory(
+        message=message,
+        policy=setup.policy,
+        status=status,
+        text=text,
+        ready_at=now if status == Draft.Status.READY else None,
+        first_shown_at=shown_at,
+    )
+
+
+def outbound_count() -> int:
+    return Message.objects.filter(direction=Message.Direction.OUTBOUND).count()
+
+
+# --- Ingest -----------------------------------------------------------------------------------
+
+
+def test_ingest_creates_conversation_inbound_message_and_queued_draft(acme: TeamSetup) -> None:
+    response = ingest(acme.api(), conversation_external_id="c-100", channel_message_id="m-100")
+
+    assert response.status_code == 201
+    body = response.json()
+    message = Message.objects.get(pk=body["id"])
+    assert message.direction == Message.Direction.INBOUND
+    assert message.text == "Where is my parcel?"
+    assert message.channel_id == acme.channel.pk
+    assert message.channel_message_id == "m-100"
+    assert message.author == "cust-42"
+    conversation = message.conversation
+    assert conversation.team_id == acme.team.pk
+    assert conversation.external_id == "c-100"
+    assert conversation.customer_ref == "cust-42"
+    assert conversation.status == Conversation.Status.OPEN
+    assert conversation.awaiting_reply_since is not None
+    draft = Draft.objects.get(message=message)
+    assert draft.status == Draft.Status.QUEUED
+    assert draft.policy_id == acme.policy.pk
+
+    assert body["conversation"] == conversation.pk
+    assert body["conversation_external_id"] == "c-100"
+    assert body["direction"] == "in"
+    assert body["channel_message_id"] == "m-100"
+    assert body["draft"]["id"] == draft.pk
+    assert body["draft"]["status"] == "queued"
+
+
+def test_ingest_schedules_one_draft_task_after_commit(
+    acme: TeamSetup, django_capture_on_commit_callbacks: Any
+) -> None:
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = ingest(acme.api())
+    assert response.status_code == 201
+    assert len(callbacks) == 1
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        repeat = ingest(acme.api())
+    assert repeat.status_code == 200
+    assert callbacks == []
+
+
+def test_ingest_trims_text_and_defaults_customer_ref(acme: TeamSetup) -> None:
+    payload = {"conversation_external_id": "c", "channel_message_id": "m", "text": "  hello  "}
+    response = acme.api().post(INGEST, payload, format="json")
+
+    assert response.status_code == 201
+    message = Message.objects.get(pk=response.json()["id"])
+    assert message.text == "hello"
+    assert message.conversation.customer_ref == ""
+
+
+def test_ingest_uses_sent_at_as_message_time(acme: TeamSetup) -> None:
+    sent_at = timezone.now() - timedelta(hours=3)
+    response = ingest(acme.api(), sent_at=sent_at.isoformat())
+
+    assert response.status_code == 201
+    assert Message.objects.get(pk=response.json()["id"]).created_at == sent_at
+
+
+def test_posting_the_same_channel_message_id_twice_returns_the_first_result(acme: TeamSetup) -> None:
+    client = acme.api()
+    first = ingest(client)
+    second = ingest(client, text="Where is my parcel? (resent)")
+
+    assert first.status_code == 201
+    assert second.status_code == 200
+    assert second.json()["id"] == first.json()["id"]
+    assert second.json()["draft"]["id"] == first.json()["draft"]["id"]
+    assert second.json()["text"] == "Where is my parcel?"
+    assert Message.objects.count() == 1
+    assert Draft.objects.count() == 1
+    assert Conversation.objects.count() == 1
+
+
+def test_same_channel_message_id_on_another_channel_is_a_new_message(acme: TeamSetup) -> None:
+    email = ChannelFactory(team=acme.team, name="email")
+    email_client = APIClient()
+    email_client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(email)}")
+
+    first = ingest(acme.api())
+    second = ingest(email_client)
+
+    assert first.status_code == 201
+    assert second.status_code == 201
+    assert second.json()["id"] != first.json()["id"]
+    assert second.json()["conversation"] != first.json()["conversation"]
+    assert Message.objects.filter(channel_message_id="msg-1").count() == 2
+    assert Draft.objects.count() == 2
+    assert Message.objects.get(pk=second.json()["id"]).channel_id == email.pk
+
+
+def test_second_message_reuses_the_conversation_and_supersedes_the_first_draft(
+    acme: TeamSetup,
+) -> None:
+    client = acme.api()
+    first = ingest(client, channel_message_id="m-1").json()
+    second = ingest(client, channel_message_id="m-2", text="Hello? Any news?").json()
+
+    assert second["conversation"] == first["conversation"]
+    assert Conversation.objects.count() == 1
+    assert Draft.objects.get(pk=first["draft"]["id"]).status == Draft.Status.SUPERSEDED
+    assert Draft.objects.get(pk=second["draft"]["id"]).status == Draft.Status.QUEUED
+    assert second["draft"]["status"] == "queued"
+
+
+def test_ingest_without_an_active_policy_stores_the_message_without_a_draft(acme: TeamSetup) -> None:
+    acme.policy.active = False
+    acme.policy.save(update_fields=["active"])
+
+    response = ingest(acme.api())
+
+    assert response.status_code == 201
+    assert response.json()["draft"] is None
+    assert Message.objects.count() == 1
+    assert Draft.objects.count() == 0
+
+
+def test_ingest_rejects_text_over_the_documented_limit(acme: TeamSetup) -> None:
+    response = ingest(acme.api(), text="x" * (settings.CSBOT_MAX_MESSAGE_CHARS + 1))
+
+    assert response.status_code == 400
+    assert "text" in response.json()
+    assert Message.objects.count() == 0
+
+
+def test_ingest_accepts_text_at_the_documented_limit(acme: TeamSetup) -> None:
+    response = ingest(acme.api(), text="x" * settings.CSBOT_MAX_MESSAGE_CHARS)
+
+    assert response.status_code == 201
+
+
+def test_ingest_reports_each_missing_required_field(acme: TeamSetup) -> None:
+    response = acme.api().post(INGEST, {}, format="json")
+
+    assert response.status_code == 400
+    body = response.json()
+    assert {"conversation_external_id", "channel_message_id", "text"} <= set(body)
+    assert "customer_ref" not in body
+    assert Message.objects.count() == 0
+
+
+def test_ingest_refuses_blank_text(acme: TeamSetup) -> None:
+    response = ingest(acme.api(), text="   ")
+
+    assert response.status_code == 400
+    assert "text" in response.json()
+
+
+def test_ingest_refuses_an_unknown_field_by_name(acme: TeamSetup) -> None:
+    client = acme.api()
+    only_unknown = client.post(INGEST, {"foo": 1}, format="json")
+    with_typo = ingest(client, customer_reff="cust-1")
+
+    assert only_unknown.status_code == 400
+    assert "foo" in only_unknown.json()
+    assert with_typo.status_code == 400
+    assert set(with_typo.json()) == {"customer_reff"}
+    assert Message.objects.count() == 0
+
+
+def test_ingest_answers_malformed_json_with_a_400_detail(acme: TeamSetup) -> None:
+    response = acme.api().post(INGEST, data='{"text": "unterminated', content_type="application/json")
+
+    assert response.status_code == 400
+    assert "detail" in response.json()
+    assert Message.objects.count() == 0
+
+
+def test_ingest_answers_a_json_list_with_a_400_object(acme: TeamSetup) -> None:
+    response = acme.api().post(INGEST, data=json.dumps([{"text": "hi"}]), content_type="application/json")
+
+    assert response.status_code == 400
+    body = response.json()
+    assert isinstance(body, dict)
+    assert "non_field_errors" in body
+
+
+def test_ingest_refuses_a_body_over_the_upload_limit_with_413(acme: TeamSetup) -> None:
+    huge = "x" * (settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1)
+    response = ingest(acme.api(), text=huge)
+
+    assert response.status_code == 413
+    assert "detail" in response.json()
+    assert Message.objects.count() == 0
+
+
+def test_bounded_parser_refuses_an_oversized_body_without_content_length() -> None:
+    body = json.dumps({"text": "x" * settings.DATA_UPLOAD_MAX_MEMORY_SIZE}).encode()
+
+    with pytest.raises(RequestTooLarge):
+        BoundedJSONParser().parse(io.BytesIO(body), "application/json", {})
+
+
+def test_bounded_parser_parses_a_small_body_without_content_length() -> None:
+    parsed = BoundedJSONParser().parse(io.BytesIO(b'{"text": "hi"}'), "application/json", {})
+
+    assert parsed == {"text": "hi"}
+
+
+def test_ingest_refuses_form_encoded_bodies(acme: TeamSetup) -> None:
+    response = acme.api().post(INGEST, {"text": "hi"})  # multipart: not JSON
+
+    assert response.status_code == 415
+
+
+# --- Authentication ---------------------------------------------------------------------------
+
+
+def test_ingest_without_a_token_is_401_with_token_challenge(acme: TeamSetup) -> None:
+    response = ingest(APIClient())
+
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == "Token"
+    assert Message.objects.count() == 0
+
+
+def test_ingest_with_a_wrong_token_is_401(acme: TeamSetup) -> None:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION="Token not-the-right-key")
+
+    response = ingest(client)
+
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == "Token"
+    assert Message.objects.count() == 0
+
+
+def test_ingest_with_a_malformed_authorization_header_is_401(acme: TeamSetup) -> None:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {acme.token} extra")
+
+    response = ingest(client)
+
+    assert response.status_code == 401
+
+
+def test_ingest_with_a_revoked_token_is_401(acme: TeamSetup) -> None:
+    client = acme.api()
+    assert ingest(client, channel_message_id="before").status_code == 201
+    ApiToken.objects.filter(channel=acme.channel).update(revoked_at=timezone.now())
+
+    response = ingest(client, channel_message_id="after")
+
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == "Token"
+    assert not Message.objects.filter(channel_message_id="after").exists()
+
+
+def test_reads_without_a_token_are_401(acme: TeamSetup) -> None:
+    response = APIClient().get(CONVERSATIONS)
+
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == "Token"
+
+
+def test_an_agent_session_reads_its_team_but_cannot_post_customer_messages(
+    acme: TeamSetup, globex: TeamSetup
+) -> None:
+    ingest(acme.api(), conversation_external_id="acme-conv")
+    ingest(globex.api(), conversation_external_id="globex-conv")
+    client = APIClient()
+    client.force_login(acme.agent)
+
+    listing = client.get(CONVERSATIONS)
+    posting = ingest(client, channel_message_id="from-agent")
+
+    assert listing.status_code == 200
+    assert [c["external_id"] for c in listing.json()["results"]] == ["acme-conv"]
+    assert posting.status_code == 403
+    assert not Message.objects.filter(channel_message_id="from-agent").exists()
+
+
+def test_a_logged_in_user_without_agent_profile_is_refused(acme: TeamSetup) -> None:
+    from tests.factories import UserFactory
+
+    client = APIClient()
+    client.force_login(UserFactory(username="no-team"))
+
+    assert client.get(CONVERSATIONS).status_code == 403
+
+
+# --- Team isolation ---------------------------------------------------------------------------
+
+
+def test_another_team_gets_404_for_every_object_of_acme(acme: TeamSetup, globex: TeamSetup) -> None:
+    created = ingest(acme.api()).json()
+    conversation_id, message_id, draft_id = created["conversation"], created["id"], created["draft"]["id"]
+    urls = [
+        f"{CONVERSATIONS}/{conversation_id}",
+        f"{CONVERSATIONS}/{conversation_id}/messages",
+        f"/api/v1/messages/{message_id}",
+        f"/api/v1/drafts/{draft_id}",
+    ]
+
+    for url in urls:
+        assert acme.api().get(url).status_code == 200, url
+        assert globex.api().get(url).status_code == 404, url
+
+
+def test_another_team_cannot_act_on_acme_draft(acme: TeamSetup, globex: TeamSetup) -> None:
+    draft = make_draft(acme, shown_at=timezone.now())
+
+    response = action(globex.api(), draft, kind="use", agent=globex.agent.username)
+
+    assert response.status_code == 404
+    assert AgentAction.objects.count() == 0
+    assert outbound_count() == 0
+
+
+def test_conversation_list_shows_only_the_callers_team(acme: TeamSetup, globex: TeamSetup) -> None:
+    ingest(acme.api(), conversation_external_id="acme-1", channel_message_id="a1")
+    ingest(acme.api(), conversation_external_id="acme-2", channel_message_id="a2")
+    ingest(globex.api(), conversation_external_id="globex-1", channel_message_id="g1")
+
+    acme_ids = {c["external_id"] for c in acme.api().get(CONVERSATIONS).json()["results"]}
+    globex_ids = {c["external_id"] for c in globex.api().get(CONVERSATIONS).json()["results"]}
+
+    assert acme_ids == {"acme-1", "acme-2"}
+    assert globex_ids == {"globex-1"}
+
+
+# --- Reads ------------------------------------------------------------------------------------
+
+
+def test_conversation_detail_shows_channel_and_latest_draft_status(acme: TeamSetup) -> None:
+    created = ingest(acme.api()).json()
+
+    body = acme.api().get(f"{CONVERSATIONS}/{created['conversation']}").json()
+
+    assert body["id"] == created["conversation"]
+    assert body["channel"] == "web-chat"
+    assert body["external_id"] == "conv-1"
+    assert body["status"] == "open"
+    assert body["draft_status"] == "queued"
+    assert body["awaiting_reply_since"] is not None
+
+
+def test_conversation_messages_attach_only_the_live_draft(acme: TeamSetup) -> None:
+    client = acme.api()
+    first = ingest(client, channel_message_id="m-1").json()
+    second = ingest(client, channel_message_id="m-2", text="Anyone there?").json()
+
+    response = client.get(f"{CONVERSATIONS}/{first['conversation']}/messages")
+
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert [m["id"] for m in results] == [first["id"], second["id"]]
+    assert results[0]["draft"] is None  # superseded
+    assert results[1]["draft"]["id"] == second["draft"]["id"]
+
+
+def test_draft_detail_shows_status_and_text(acme: TeamSetup) -> None:
+    draft = make_draft(acme)
+
+    body = acme.api().get(f"/api/v1/drafts/{draft.pk}").json()
+
+    assert body["id"] == draft.pk
+    assert body["message"] == draft.message_id
+    assert body["status"] == "ready"
+    assert body["text"] == DRAFT_TEXT
+    assert body["attempts"] == []
+
+
+def test_conversation_list_paginates_with_a_cursor_newest_first(acme: TeamSetup) -> None:
+    base = timezone.now()
+    expected = [
+        ConversationFactory(channel=acme.channel, updated_at=base - timedelta(minutes=i)).pk
+        for i in range(5)
+    ]
+    client = acme.api()
+
+    seen: list[int] = []
+    page = client.get(CONVERSATIONS, {"page_size": 2}).json()
+    assert page["previous"] is None
+    pages = 1
+    seen += [c["id"] for c in page["results"]]
+    while page["next"]:
+        assert len(page["results"]) == 2
+        page = client.get(page["next"]).json()
+        pages += 1
+        seen += [c["id"] for c in page["results"]]
+
+    assert pages == 3
+    assert seen == expected
+    assert page["previous"] is not None
+
+
+def test_conversation_list_filters_by_status_and_refuses_unknown_status(acme: TeamSetup) -> None:
+    open_conversation = ConversationFactory(channel=acme.channel)
+    ConversationFactory(channel=acme.channel, status=Conversation.Status.CLOSED)
+    client = acme.api()
+
+    filtered = client.get(CONVERSATIONS, {"status": "open"})
+    bogus = client.get(CONVERSATIONS, {"status": "pending"})
+
+    assert [c["id"] for c in filtered.json()["results"]] == [open_conversation.pk]
+    assert bogus.status_code == 400
+    assert "status" in bogus.json()
+
+
+# --- Agent actions ----------------------------------------------------------------------------
+
+
+def test_use_without_final_text_sends_the_draft_and_records_handle_time(acme: TeamSetup) -> None:
+    shown_at = timezone.now() - timedelta(minutes=5)
+    draft = make_draft(acme, shown_at=shown_at)
+    acted_at = shown_at + timedelta(seconds=42, milliseconds=500)
+
+    response = action(acme.api(), draft, kind="use", agent=acme.agent.username, acted_at=acted_at)
+
+    assert response.status_code == 201
+    recorded = AgentAction.objects.get()
+    assert recorded.draft_id == draft.pk
+    assert recorded.inbound_message_id == draft.message_id
+    assert recorded.kind == AgentAction.Kind.USE
+    assert recorded.agent_id == acme.agent.pk
+    assert recorded.final_text == DRAFT_TEXT
+    assert recorded.edit_distance == Decimal("0")
+    assert recorded.shown_at == shown_at
+    assert recorded.acted_at == acted_at
+    assert recorded.handle_seconds == Decimal("42.500")
+    outbound = recorded.outbound_message
+    assert outbound.direction == Message.Direction.OUTBOUND
+    assert outbound.text == DRAFT_TEXT
+    assert outbound.author_user_id == acme.agent.pk
+    assert outbound.conversation_id == draft.message.conversation_id
+    assert outbound.created_at == acted_at
+    conversation = Conversation.objects.get(pk=draft.message.conversation_id)
+    assert conversation.awaiting_reply_since is None
+
+    body = response.json()
+    assert body["id"] == recorded.pk
+    assert body["kind"] == "use"
+    assert body["agent"] == acme.agent.username
+    assert body["outbound_message"] == outbound.pk
+    assert Decimal(body["handle_seconds"]) == Decimal("42.5")
+
+
+def test_edit_with_changed_text_is_stored_as_edit_with_a_distance(acme: TeamSetup) -> None:
+    draft = make_draft(acme, shown_at=timezone.now() - timedelta(minutes=1))
+    final = "Your parcel ships on Monday; the tracking link follows by email."
+
+    response = action(acme.api(), draft, kind="edit", final_text=final, agent=acme.agent.username)
+
+    assert response.status_code == 201
+    recorded = AgentAction.objects.get()
+    assert recorded.kind == AgentAction.Kind.EDIT
+    assert recorded.edit_distance is not None
+    assert Decimal("0") < recorded.edit_distance <= Decimal("1")
+    assert recorded.final_text == final
+    assert recorded.outbound_message.text == final
+
+
+def test_edit_that_changes_nothing_is_stored_as_use(acme: TeamSetup) -> None:
+    draft = make_draft(acme, shown_at=timezone.now() - timedelta(minutes=1))
+
+    response = action(
+        acme.api(), draft, kind="edit", final_text=f"  {DRAFT_TEXT}\n", agent=acme.agent.username
+    )
+
+    assert response.status_code == 201
+    assert response.json()["kind"] == "use"
+    recorded = AgentAction.objects.get()
+    assert recorded.kind == AgentAction.Kind.USE
+    assert recorded.edit_distance == Decimal("0")
+
+
+def test_use_with_different_text_is_refused(acme: TeamSetup) -> None:
+    draft = make_draft(acme, shown_at=timezone.now() - timedelta(minutes=1))
+
+    response = action(
+        acme.api(), draft, kind="use", final_text="Something else.", agent=acme.agent.username
+    )
+
+    assert response.status_code == 400
+    assert "final_text" in response.json()
+    assert AgentAction.objects.count() == 0
+    assert outbound_count() == 0
+
+
+def test_ignore_stores_the_agents_own_reply(acme: TeamSetup) -> None:
+    draft = make_draft(acme, shown_at=timezone.now() - timedelta(minutes=1))
+    final = "Let me check with the warehouse and come back to you."
+
+    response = action(acme.api(), draft, kind="ignore", final_text=final, agent=acme.agent.username)
+
+    assert response.status_code == 201
+    recorded = AgentAction.objects.get()
+    assert recorded.kind == AgentAction.Kind.IGNORE
+    assert recorded.outbound_message.text == final
+
+
+def test_posting_the_same_action_again_returns_the_first_one(acme: TeamSetup) -> None:
+    draft = make_draft(acme, shown_at=timezone.now() - timedelta(minutes=1))
+    client = acme.api()
+
+    first = action(client, draft, kind="use", agent=acme.agent.username)
+    second = action(client, draft, kind="use", agent=acme.agent.username)
+
+    assert first.status_code == 201
+    assert second.status_code == 200
+    assert second.json()["id"] == first.json()["id"]
+    assert second.json()["outbound_message"] == first.json()["outbound_message"]
+    assert AgentAction.objects.count() == 1
+    assert outbound_count() == 1
+
+
+def test_action_by_an_agent_of_another_team_is_refused(acme: TeamSetup, globex: TeamSetup) -> None:
+    draft = make_draft(acme, shown_at=timezone.now() - timedelta(minutes=1))
+
+    response = action(acme.api(), draft, kind="use", agent=globex.agent.username)
+
+    assert response.status_code == 400
+    assert "agent" in response.json()
+    assert AgentAction.objects.count() == 0
+    assert outbound_count() == 0
+
+
+def test_action_by_an_inactive_agent_is_refused(acme: TeamSetup) -> None:
+    gone = AgentProfileFactory(team=acme.team, user__username="former-agent").user
+    gone.is_active = False
+    gone.save(update_fields=["is_active"])
+    draft = make_draft(acme, shown_at=timezone.now() - timedelta(minutes=1))
+
+    response = action(acme.api(), draft, kind="use", agent="former-agent")
+
+    assert response.status_code == 400
+    assert "agent" in response.json()
+
+
+def test_action_without_shown_at_on_a_never_shown_draft_is_refused(acme: TeamSetup) -> None:
+    draft = make_draft(acme, shown_at=None)
+
+    response = action(acme.api(), draft, kind="use", agent=acme.agent.username)
+
+    assert response.status_code == 400
+    assert "shown_at" in response.json()
+    assert AgentAction.objects.count() == 0
+    assert outbound_count() == 0  # the reply is rolled back with the refused action
+
+
+def test_explicit_shown_at_starts_the_clock_on_a_never_shown_draft(acme: TeamSetup) -> None:
+    draft = make_draft(acme, shown_at=None)
+    shown_at = timezone.now() - timedelta(minutes=2)
+    acted_at = shown_at + timedelta(seconds=90)
+
+    response = action(
+        acme.api(), draft, kind="use", agent=acme.agent.username, shown_at=shown_at, acted_at=acted_at
+    )
+
+    assert response.status_code == 201
+    assert AgentAction.objects.get().handle_seconds == Decimal("90.000")
+
+
+def test_acted_at_before_shown_at_is_refused(acme: TeamSetup) -> None:
+    shown_at = timezone.now() - timedelta(minutes=1)
+    draft = make_draft(acme, shown_at=shown_at)
+
+    response = action(
+        acme.api(),
+        draft,
+        kind="use",
+        agent=acme.agent.username,
+        acted_at=shown_at - timedelta(seconds=1),
+    )
+
+    assert response.status_code == 400
+    assert "acted_at" in response.json()
+    assert AgentAction.objects.count() == 0
+    assert outbound_count() == 0
+
+
+def test_kind_none_on_a_draft_with_text_is_refused(acme: TeamSetup) -> None:
+    draft = make_draft(acme, shown_at=timezone.now() - timedelta(minutes=1))
+
+    response = action(
+        acme.api(), draft, kind="none", final_text="My own words.", agent=acme.agent.username
+    )
+
+    assert response.status_code == 400
+    assert "kind" in response.json()
+    assert AgentAction.objects.count() == 0
+    assert outbound_count() == 0
+
+
+def test_unknown_kind_and_unknown_fields_are_refused(acme: TeamSetup) -> None:
+    draft = make_draft(acme, shown_at=timezone.now() - timedelta(minutes=1))
+    client = acme.api()
+
+    bad_kind = action(client, draft, kind="approve", agent=acme.agent.username)
+    extra = action(client, draft, kind="use", agent=acme.agent.username, score=1)
+
+    assert bad_kind.status_code == 400
+    assert "kind" in bad_kind.json()
+    assert extra.status_code == 400
+    assert "score" in extra.json()
+    assert AgentAction.objects.count() == 0
+
+
+def test_ignore_on_a_held_out_draft_is_stored_as_none(acme: TeamSetup) -> None:
+    draft = make_draft(
+        acme, status=Draft.Status.HELD_OUT, text="", shown_at=timezone.now() - timedelta(minutes=3)
+    )
+    final = "Hi! I have checked: your parcel leaves today."
+
+    response = action(acme.api(), draft, kind="ignore", final_text=final, agent=acme.agent.username)
+
+    assert response.status_code == 201
+    recorded = AgentAction.objects.get()
+    assert recorded.kind == AgentAction.Kind.NONE
+    assert recorded.edit_distance is None
+    assert recorded.draft_id == draft.pk
+    assert recorded.outbound_message.text == final
+    assert response.json()["kind"] == "none"
+
+
+def test_held_out_draft_needs_final_text(acme: TeamSetup) -> None:
+    draft = make_draft(
+        acme, status=Draft.Status.HELD_OUT, text="", shown_at=timezone.now() - timedelta(minutes=3)
+    )
+
+    response = action(acme.api(), draft, kind="use", agent=acme.agent.username)
+
+    assert response.status_code == 400
+    assert "final_text" in response.json()
+    assert outbound_count() == 0
+
+
+def test_action_on_a_missing_draft_is_404(acme: TeamSetup) -> None:
+    response = acme.api().post(
+        "/api/v1/drafts/999999/action", {"kind": "use", "agent": acme.agent.username}, format="json"
+    )
+
+    assert response.status_code == 404
+
+
+# --- OpenAPI ----------------------------------------------------------------------------------
+
+
+def test_openapi_schema_loads_and_documents_the_api(db: None) -> None:
+    response = APIClient().get("/api/schema/", {"format": "json"})
+
+    assert response.status_code == 200
+    schema = json.loads(response.content)
+    assert "/api/v1/messages" in schema["paths"]
+    assert "post" in schema["paths"]["/api/v1/messages"]
+    assert "/api/v1/drafts/{id}/action" in schema["paths"]
+    assert "ChannelToken" in schema["components"]["securitySchemes"]
+
+
+def test_swagger_ui_page_loads(db: None) -> None:
+    response = APIClient().get("/api/docs/")
+
+    assert response.status_code == 200
+    assert b"swagger" in response.content.lower()
