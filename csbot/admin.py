@@ -59,7 +59,9 @@ class ApiTokenAdmin(admin.ModelAdmin[ApiToken]):
         token, key = services.api_token_create(channel=obj.channel, name=obj.name)
         obj.pk = token.pk
         # The key is shown once and never stored: only its hash is.
-        messages.warning(request, f"New token for {obj.channel}: {key}  (copy it now; it is not shown again)")
+        messages.warning(
+            request, f"New token for {obj.channel}: {key}  (copy it now; it is not shown again)"
+        )
 
     @admin.action(description="Revoke selected tokens")
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
@@ -67,18 +69,28 @@ class ApiTokenAdmin(admin.ModelAdmin[ApiToken]):
         messages.success(request, f"{count} token(s) revoked.")
 
 
+_MESSAGE_FIELDS: tuple[str, ...] = ("created_at", "direction", "author", "text", "channel_message_id")
+
+
 class MessageInline(admin.TabularInline[Message, Conversation]):
     model = Message
     extra = 0
-    fields = ["created_at", "direction", "author", "text", "channel_message_id"]
-    readonly_fields = fields
+    fields = readonly_fields = _MESSAGE_FIELDS
     can_delete = False
     show_change_link = True
 
 
 @admin.register(Conversation)
 class ConversationAdmin(admin.ModelAdmin[Conversation]):
-    list_display = ["external_id", "team", "channel", "customer_ref", "status", "updated_at", "awaiting_reply_since"]
+    list_display = [
+        "external_id",
+        "team",
+        "channel",
+        "customer_ref",
+        "status",
+        "updated_at",
+        "awaiting_reply_since",
+    ]
     list_filter = ["team", "status", "channel"]
     search_fields = ["external_id", "customer_ref"]
     list_select_related = ["team", "channel"]

@@ -66,7 +66,10 @@ def env_list(name: str, default: list[str]) -> list[str]:
 def env_url(name: str, default: str, *, schemes: tuple[str, ...]) -> str:
     """A URL whose scheme must be one of `schemes`; an empty default means "not set"."""
     value = env_str(name, default)
-    if value and not value.split("://", 1)[0] in schemes:
+    if not value and default:
+        # Set but empty: refuse rather than hand "" on (Celery would fall back to amqp://).
+        raise ImproperlyConfigured(f"{name} is set but empty; unset it to use {default!r}.")
+    if value and value.split("://", 1)[0] not in schemes:
         raise ImproperlyConfigured(
             f"{name}={value!r} must start with one of: {', '.join(s + '://' for s in schemes)}"
         )

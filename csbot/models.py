@@ -68,7 +68,9 @@ class ApiToken(models.Model):
     channel = models.ForeignKey(Channel, on_delete=models.CASCADE, related_name="tokens")
     name = models.CharField(max_length=120)
     key_hash = models.CharField(max_length=64, unique=True, editable=False)
-    prefix = models.CharField(max_length=8, editable=False, help_text="First characters, to tell keys apart.")
+    prefix = models.CharField(
+        max_length=8, editable=False, help_text="First characters, to tell keys apart."
+    )
     created_at = models.DateTimeField(default=timezone.now)
     revoked_at = models.DateTimeField(null=True, blank=True)
 
@@ -104,10 +106,13 @@ class Conversation(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["channel", "external_id"], name="conversation_external_id_unique_per_channel"
+                fields=["channel", "external_id"],
+                name="conversation_external_id_unique_per_channel",
             )
         ]
-        indexes = [models.Index(fields=["team", "status", "-updated_at"], name="conversation_queue_idx")]
+        indexes = [
+            models.Index(fields=["team", "status", "-updated_at"], name="conversation_queue_idx")
+        ]
 
     def __str__(self) -> str:
         return f"{self.channel.name}:{self.external_id}"
@@ -118,16 +123,21 @@ class Message(models.Model):
         INBOUND = "in", "Inbound"
         OUTBOUND = "out", "Outbound"
 
-    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="messages"
+    )
     # Denormalised from the conversation so the idempotency key can be a plain constraint.
     channel = models.ForeignKey(Channel, on_delete=models.PROTECT, related_name="+")
     direction = models.CharField(max_length=3, choices=Direction.choices)
     text = models.TextField()
-    author = models.CharField(max_length=200, blank=True, help_text="Customer reference or agent name.")
+    author = models.CharField(
+        max_length=200, blank=True, help_text="Customer reference or agent name."
+    )
     author_user = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    channel_message_id = models.CharField(max_length=200, null=True, blank=True)
+    # NULL (not ""), so outbound messages without a channel id stay outside the unique key.
+    channel_message_id = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

@@ -15,7 +15,9 @@ from drafting.models import Draft
 def conversation_queue(*, team: Team) -> QuerySet[Conversation]:
     """The team's open conversations, those waiting longest for a reply first, each with its
     last message and its newest draft's status (one query)."""
-    last_message = Message.objects.filter(conversation_id=OuterRef("pk")).order_by("-created_at", "-id")
+    last_message = Message.objects.filter(conversation_id=OuterRef("pk")).order_by(
+        "-created_at", "-id"
+    )
     return (
         Conversation.objects.filter(team=team, status=Conversation.Status.OPEN)
         .select_related("channel")

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-
 from typing import TYPE_CHECKING
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.db.models import Value
 from django.db.models.functions import Coalesce
@@ -105,7 +104,7 @@ class ReplyResult:
 def reply_send(
     *,
     conversation: Conversation,
-    agent: AbstractBaseUser,
+    agent: User,
     text: str,
     inbound_message: Message | None = None,
     draft: Draft | None = None,

@@ -128,7 +128,9 @@ STORAGES = {
 # --- Celery ---------------------------------------------------------------------------------
 # Default: Kombu's filesystem transport, an embedded broker shared by web and worker through a
 # folder. Set CELERY_BROKER_URL=redis://… for anything real.
-CELERY_BROKER_URL = env_url("CELERY_BROKER_URL", "filesystem://", schemes=("redis", "rediss", "filesystem", "memory"))
+CELERY_BROKER_URL = env_url(
+    "CELERY_BROKER_URL", "filesystem://", schemes=("redis", "rediss", "filesystem", "memory")
+)
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _broker_dir = VAR_DIR / "broker"
     # The transport expects its folder to exist; the embedded default must just work.

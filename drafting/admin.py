@@ -2,7 +2,14 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from drafting.models import AgentAction, CascadePolicy, CascadeTier, Draft, DraftAttempt, ModelEndpoint
+from drafting.models import (
+    AgentAction,
+    CascadePolicy,
+    CascadeTier,
+    Draft,
+    DraftAttempt,
+    ModelEndpoint,
+)
 
 
 @admin.register(ModelEndpoint)
@@ -35,39 +42,70 @@ class CascadePolicyAdmin(admin.ModelAdmin[CascadePolicy]):
     inlines = [CascadeTierInline]
 
 
+_ATTEMPT_FIELDS: tuple[str, ...] = (
+    "tier",
+    "endpoint",
+    "model_name",
+    "tokens_in",
+    "tokens_out",
+    "latency_ms",
+    "cost",
+    "outcome",
+    "error_kind",
+    "error_message",
+    "started_at",
+)
+
+
 class DraftAttemptInline(admin.TabularInline[DraftAttempt, Draft]):
     model = DraftAttempt
     extra = 0
     can_delete = False
-    fields = [
-        "tier",
-        "endpoint",
-        "model_name",
-        "tokens_in",
-        "tokens_out",
-        "latency_ms",
-        "cost",
-        "outcome",
-        "error_kind",
-        "error_message",
-        "started_at",
-    ]
-    readonly_fields = fields
+    fields = readonly_fields = _ATTEMPT_FIELDS
 
 
 @admin.register(Draft)
 class DraftAdmin(admin.ModelAdmin[Draft]):
-    list_display = ["id", "message", "policy", "status", "final_endpoint", "score", "total_cost", "created_at", "ready_at"]
+    list_display = [
+        "id",
+        "message",
+        "policy",
+        "status",
+        "final_endpoint",
+        "score",
+        "total_cost",
+        "created_at",
+        "ready_at",
+    ]
     list_filter = ["status", "policy", "final_endpoint"]
     list_select_related = ["message", "policy", "final_endpoint"]
     raw_id_fields = ["message"]
-    readonly_fields = ["created_at", "enqueued_at", "claimed_at", "ready_at", "first_shown_at", "tries"]
+    readonly_fields = [
+        "created_at",
+        "enqueued_at",
+        "claimed_at",
+        "ready_at",
+        "first_shown_at",
+        "tries",
+    ]
     inlines = [DraftAttemptInline]
 
 
 @admin.register(DraftAttempt)
 class DraftAttemptAdmin(admin.ModelAdmin[DraftAttempt]):
-    list_display = ["id", "draft", "tier", "endpoint", "outcome", "error_kind", "tokens_in", "tokens_out", "latency_ms", "cost", "started_at"]
+    list_display = [
+        "id",
+        "draft",
+        "tier",
+        "endpoint",
+        "outcome",
+        "error_kind",
+        "tokens_in",
+        "tokens_out",
+        "latency_ms",
+        "cost",
+        "started_at",
+    ]
     list_filter = ["outcome", "error_kind", "endpoint"]
     list_select_related = ["endpoint", "draft"]
     raw_id_fields = ["draft"]

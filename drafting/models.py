@@ -11,8 +11,8 @@ from django.db.models import Q
 from django.utils import timezone
 
 # Money: exact decimals, 10 places (a local-GPU draft can cost a few millionths of a dollar).
-MONEY = {"max_digits": 18, "decimal_places": 10}
-PRICE = {"max_digits": 14, "decimal_places": 6}
+MONEY_DIGITS, MONEY_PLACES = 18, 10
+PRICE_DIGITS, PRICE_PLACES = 14, 6
 ZERO = Decimal("0")
 
 
@@ -37,10 +37,16 @@ class ModelEndpoint(models.Model):
         blank=True,
         help_text="Name of the environment variable holding the API key (never the key itself).",
     )
-    input_price_per_mtok = models.DecimalField(**PRICE, default=ZERO, help_text="USD per million input tokens.")
-    output_price_per_mtok = models.DecimalField(**PRICE, default=ZERO, help_text="USD per million output tokens.")
-    request_fee = models.DecimalField(**PRICE, default=ZERO, help_text="USD per request.")
-    gpu_hour_usd = models.DecimalField(**PRICE, default=ZERO, help_text="Local endpoints: USD per GPU hour.")
+    input_price_per_mtok = models.DecimalField(
+        max_digits=PRICE_DIGITS, decimal_places=PRICE_PLACES, default=ZERO, help_text="USD per million input tokens."
+    )
+    output_price_per_mtok = models.DecimalField(
+        max_digits=PRICE_DIGITS, decimal_places=PRICE_PLACES, default=ZERO, help_text="USD per million output tokens."
+    )
+    request_fee = models.DecimalField(max_digits=PRICE_DIGITS, decimal_places=PRICE_PLACES, default=ZERO, help_text="USD per request.")
+    gpu_hour_usd = models.DecimalField(
+        max_digits=PRICE_DIGITS, decimal_places=PRICE_PLACES, default=ZERO, help_text="Local endpoints: USD per GPU hour."
+    )
     timeout_seconds = models.PositiveIntegerField(default=30, validators=[MinValueValidator(1)])
     max_output_tokens = models.PositiveIntegerField(default=256, validators=[MinValueValidator(1)])
     enabled = models.BooleanField(default=True)
@@ -73,9 +79,13 @@ class ModelEndpoint(models.Model):
 class CascadePolicy(models.Model):
     """How a team's drafts are produced: ordered tiers, the system prompt, the hold-out share."""
 
-    team = models.ForeignKey("csbot.Team", on_delete=models.PROTECT, related_name="cascade_policies")
+    team = models.ForeignKey(
+        "csbot.Team", on_delete=models.PROTECT, related_name="cascade_policies"
+    )
     name = models.CharField(max_length=120)
-    active = models.BooleanField(default=True, help_text="The team's drafts use its one active policy.")
+    active = models.BooleanField(
+        default=True, help_text="The team's drafts use its one active policy."
+    )
     system_prompt = models.TextField()
     holdout_share = models.DecimalField(
         max_digits=5,
@@ -120,7 +130,8 @@ class CascadeTier(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["policy", "position"], name="tier_position_unique"),
             models.CheckConstraint(
-                condition=Q(threshold__gte=0) & Q(threshold__lte=1), name="tier_threshold_is_a_share"
+                condition=Q(threshold__gte=0) & Q(threshold__lte=1),
+                name="tier_threshold_is_a_share",
             ),
         ]
 
@@ -150,9 +161,11 @@ class Draft(models.Model):
         ModelEndpoint, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     score = models.DecimalField(max_digits=5, decimal_places=4, null=True, blank=True)
-    total_cost = models.DecimalField(**MONEY, default=ZERO)
+    total_cost = models.DecimalField(max_digits=MONEY_DIGITS, decimal_places=MONEY_PLACES, default=ZERO)
     failure_reason = models.CharField(max_length=200, blank=True)
-    tries = models.PositiveSmallIntegerField(default=0, help_text="How many times a worker claimed it.")
+    tries = models.PositiveSmallIntegerField(
+        default=0, help_text="How many times a worker claimed it."
+    )
     retry_at = models.DateTimeField(null=True, blank=True, help_text="Not to be retried before.")
     created_at = models.DateTimeField(default=timezone.now)
     enqueued_at = models.DateTimeField(null=True, blank=True)
@@ -167,7 +180,9 @@ class Draft(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["message"], condition=~Q(status="superseded"), name="one_live_draft_per_message"
+                fields=["message"],
+                condition=~Q(status="superseded"),
+                name="one_live_draft_per_message",
             ),
             models.CheckConstraint(
                 condition=Q(
@@ -177,7 +192,8 @@ class Draft(models.Model):
             ),
             models.CheckConstraint(condition=Q(total_cost__gte=0), name="draft_cost_non_negative"),
             models.CheckConstraint(
-                condition=~Q(status="ready") | Q(ready_at__isnull=False), name="ready_draft_has_ready_at"
+                condition=~Q(status="ready") | Q(ready_at__isnull=False),
+                name="ready_draft_has_ready_at",
             ),
         ]
         indexes = [
@@ -207,11 +223,13 @@ class DraftAttempt(models.Model):
     draft = models.ForeignKey(Draft, on_delete=models.CASCADE, related_name="attempts")
     tier = models.PositiveSmallIntegerField()
     endpoint = models.ForeignKey(ModelEndpoint, on_delete=models.PROTECT, related_name="attempts")
-    model_name = models.CharField(max_length=200, blank=True, help_text="The model the server resolved.")
+    model_name = models.CharField(
+        max_length=200, blank=True, help_text="The model the server resolved."
+    )
     tokens_in = models.PositiveIntegerField(default=0)
     tokens_out = models.PositiveIntegerField(default=0)
     latency_ms = models.PositiveIntegerField(default=0)
-    cost = models.DecimalField(**MONEY, default=ZERO)
+    cost = models.DecimalField(max_digits=MONEY_DIGITS, decimal_places=MONEY_PLACES, default=ZERO)
     outcome = models.CharField(max_length=8, choices=Outcome.choices)
     error_kind = models.CharField(max_length=20, choices=ErrorKind.choices, blank=True, default="")
     error_message = models.CharField(max_length=500, blank=True)
@@ -249,7 +267,9 @@ class AgentAction(models.Model):
     outbound_message = models.OneToOneField(
         "csbot.Message", on_delete=models.PROTECT, related_name="agent_action"
     )
-    agent = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="agent_actions")
+    agent = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="agent_actions"
+    )
     kind = models.CharField(max_length=8, choices=Kind.choices)
     final_text = models.TextField()
     edit_distance = models.DecimalField(
@@ -266,15 +286,21 @@ class AgentAction(models.Model):
     class Meta:
         constraints = [
             # One action per inbound message: a double-submitted reply is a duplicate.
-            models.UniqueConstraint(fields=["inbound_message"], name="one_action_per_inbound_message"),
+            models.UniqueConstraint(
+                fields=["inbound_message"], name="one_action_per_inbound_message"
+            ),
             models.CheckConstraint(
                 condition=Q(kind__in=["use", "edit", "ignore", "none"]), name="action_kind_valid"
             ),
             models.CheckConstraint(
                 condition=Q(kind="none") | Q(draft__isnull=False), name="action_with_kind_has_draft"
             ),
-            models.CheckConstraint(condition=Q(handle_seconds__gte=0), name="action_handle_non_negative"),
-            models.CheckConstraint(condition=Q(acted_at__gte=models.F("shown_at")), name="action_acted_after_shown"),
+            models.CheckConstraint(
+                condition=Q(handle_seconds__gte=0), name="action_handle_non_negative"
+            ),
+            models.CheckConstraint(
+                condition=Q(acted_at__gte=models.F("shown_at")), name="action_acted_after_shown"
+            ),
         ]
 
     def __str__(self) -> str:

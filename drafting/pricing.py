@@ -11,13 +11,15 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from drafting.models import MONEY, ModelEndpoint
+from drafting.models import MONEY_PLACES, ModelEndpoint
 
 _MILLION = Decimal(1_000_000)
-_QUANTUM = Decimal(1).scaleb(-MONEY["decimal_places"])
+_QUANTUM = Decimal(1).scaleb(-MONEY_PLACES)
 
 
-def attempt_cost(*, endpoint: ModelEndpoint, tokens_in: int, tokens_out: int, latency_ms: int) -> Decimal:
+def attempt_cost(
+    *, endpoint: ModelEndpoint, tokens_in: int, tokens_out: int, latency_ms: int
+) -> Decimal:
     if endpoint.kind == ModelEndpoint.Kind.LOCAL:
         gpu_seconds = Decimal(latency_ms) / 1000
         cost = gpu_seconds * endpoint.gpu_hour_usd / 3600

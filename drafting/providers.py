@@ -104,7 +104,12 @@ def _retry_after(response: httpx.Response | None) -> float | None:
         return None  # HTTP-date form: rare from LLM APIs; the caller's backoff applies.
 
 
-_CONTEXT_MARKERS = ("context length", "maximum context", "context_length_exceeded", "too many tokens")
+_CONTEXT_MARKERS = (
+    "context length",
+    "maximum context",
+    "context_length_exceeded",
+    "too many tokens",
+)
 
 
 class OpenAICompatibleProvider:
@@ -160,8 +165,12 @@ def _classify(exc: openai.APIError, *, latency_ms: int) -> ProviderError:
         return RateLimited(message, latency_ms=latency_ms, retry_after=_retry_after(exc.response))
     if isinstance(exc, openai.APIStatusError):
         if exc.status_code >= 500:
-            return Unavailable(message, latency_ms=latency_ms, retry_after=_retry_after(exc.response))
-        if exc.status_code in (400, 413, 422) and any(m in message.lower() for m in _CONTEXT_MARKERS):
+            return Unavailable(
+                message, latency_ms=latency_ms, retry_after=_retry_after(exc.response)
+            )
+        if exc.status_code in (400, 413, 422) and any(
+            m in message.lower() for m in _CONTEXT_MARKERS
+        ):
             return ContextTooLong(message, latency_ms=latency_ms)
         if exc.status_code in (408, 409):
             return ProviderTimeout(message, latency_ms=latency_ms)

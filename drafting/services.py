@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -44,7 +44,7 @@ def _enqueue(draft_id: int, *, countdown: float = 0) -> None:
     from drafting.tasks import draft_generate_task
 
     try:
-        draft_generate_task.apply_async(args=[draft_id], countdown=countdown)
+        draft_generate_task.apply_async(args=(draft_id,), countdown=countdown)
     except (KombuOperationalError, OSError):
         # The row is committed and queued: the sweeper enqueues it once the broker is back.
         # Failing here would turn a stored message into an error response.
@@ -122,7 +122,9 @@ def _prompt_messages(draft: Draft) -> list[dict[str, str]]:
     """System prompt, then the thread up to the message being answered (newest N only)."""
     inbound = draft.message
     history = list(
-        Message.objects.filter(conversation_id=inbound.conversation_id, created_at__lte=inbound.created_at)
+        Message.objects.filter(
+            conversation_id=inbound.conversation_id, created_at__lte=inbound.created_at
+        )
         .exclude(pk__gt=inbound.pk, created_at=inbound.created_at)
         .order_by("-created_at", "-id")
         .values_list("direction", "text")[: settings.DRAFT_HISTORY_MESSAGES]
@@ -155,7 +157,9 @@ def draft_generate(*, draft_id: int) -> None:
         _draft_fail(draft_id, reason="The policy has no enabled tier.")
         return
     endpoint = tier.endpoint
-    request = CompletionRequest(messages=_prompt_messages(draft), max_tokens=endpoint.max_output_tokens)
+    request = CompletionRequest(
+        messages=_prompt_messages(draft), max_tokens=endpoint.max_output_tokens
+    )
     started_at = timezone.now()
     try:
         completion = provider_for(endpoint).complete(request)
@@ -220,7 +224,10 @@ def _draft_after_failure(draft_id: int, exc: ProviderError, *, tries: int) -> No
         delay = settings.DRAFT_RETRY_BASE_SECONDS * 2 ** (tries - 1)
     due = timezone.now() + timedelta(seconds=delay)
     requeued = Draft.objects.filter(pk=draft_id, status=Draft.Status.GENERATING).update(
-        status=Draft.Status.QUEUED, retry_at=due, enqueued_at=due, failure_reason=f"{exc.kind}: retrying"
+        status=Draft.Status.QUEUED,
+        retry_at=due,
+        enqueued_at=due,
+        failure_reason=f"{exc.kind}: retrying",
     )
     if requeued:
         _enqueue(draft_id, countdown=delay)
@@ -253,11 +260,13 @@ def drafts_sweep(*, now: datetime | None = None) -> SweepResult:
         status__in=PENDING, created_at__lt=now - timedelta(seconds=settings.DRAFT_MAX_AGE_SECONDS)
     ).update(status=Draft.Status.FAILED, failure_reason="expired: no draft in time")
     Draft.objects.filter(
-        status=Draft.Status.GENERATING, claimed_at__lt=stale_before, tries__gte=settings.DRAFT_MAX_TRIES
+        status=Draft.Status.GENERATING,
+        claimed_at__lt=stale_before,
+        tries__gte=settings.DRAFT_MAX_TRIES,
     ).update(status=Draft.Status.FAILED, failure_reason="worker lost, out of tries")
-    reclaimed = Draft.objects.filter(status=Draft.Status.GENERATING, claimed_at__lt=stale_before).update(
-        status=Draft.Status.QUEUED, retry_at=None, enqueued_at=None
-    )
+    reclaimed = Draft.objects.filter(
+        status=Draft.Status.GENERATING, claimed_at__lt=stale_before
+    ).update(status=Draft.Status.QUEUED, retry_at=None, enqueued_at=None)
     due = list(
         Draft.objects.filter(status=Draft.Status.QUEUED)
         .filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=stale_before))
@@ -286,7 +295,7 @@ def action_record(
     draft: Draft | None,
     inbound_message: Message,
     outbound_message: Message,
-    agent: AbstractBaseUser,
+    agent: User,
     kind: str,
     acted_at: datetime,
     shown_at: datetime | None = None,
@@ -309,13 +318,17 @@ def action_record(
         raise ActionRejected("kind", "This draft has text: the action is use, edit or ignore.")
     distance = _edit_distance(draft.text, final_text) if draft is not None and has_text else None
     if kind == AgentAction.Kind.USE and distance != 0:
-        raise ActionRejected("final_text", "A used draft is sent as is; send changed text as an edit.")
+        raise ActionRejected(
+            "final_text", "A used draft is sent as is; send changed text as an edit."
+        )
     if kind == AgentAction.Kind.EDIT and distance == 0:
         kind = AgentAction.Kind.USE
 
     shown_at = shown_at or (draft.first_shown_at if draft is not None else None)
     if shown_at is None:
-        raise ActionRejected("shown_at", "When the agent first saw the message is unknown; send shown_at.")
+        raise ActionRejected(
+            "shown_at", "When the agent first saw the message is unknown; send shown_at."
+        )
     if acted_at < shown_at:
         raise ActionRejected("acted_at", "acted_at is before shown_at.")
     return AgentAction.objects.create(

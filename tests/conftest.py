@@ -72,12 +72,14 @@ class TeamSetup:
 
 
 def make_team(name: str, *, endpoint: ModelEndpoint | None = None) -> TeamSetup:
-    team = TeamFactory(name=name)
-    channel = ChannelFactory(team=team, name="web-chat")
-    profile = AgentProfileFactory(team=team, user__username=f"{name.lower().replace(' ', '-')}-agent")
-    policy = PolicyFactory(team=team)
-    endpoint = endpoint or EndpointFactory()
-    TierFactory(policy=policy, endpoint=endpoint, position=1)
+    team = TeamFactory.create(name=name)
+    channel = ChannelFactory.create(team=team, name="web-chat")
+    profile = AgentProfileFactory.create(
+        team=team, user__username=f"{name.lower().replace(' ', '-')}-agent"
+    )
+    policy = PolicyFactory.create(team=team)
+    endpoint = endpoint or EndpointFactory.create()
+    TierFactory.create(policy=policy, endpoint=endpoint, position=1)
     return TeamSetup(
         team=team,
         channel=channel,
@@ -108,5 +110,7 @@ def celery_worker(transactional_db: None) -> Iterator[None]:
     from csbot.celery import app
 
     app.control.purge()  # tasks left in the broker by earlier tests point at deleted rows
-    with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False, shutdown_timeout=60):
+    with start_worker(
+        app, pool="threads", concurrency=2, perform_ping_check=False, shutdown_timeout=60
+    ):
         yield

@@ -37,7 +37,7 @@ class UserFactory(factory.django.DjangoModelFactory[Any]):
     password = factory.PostGenerationMethodCall("set_password", "pw-for-tests")
 
     @factory.post_generation
-    def save_password(obj: Any, create: bool, extracted: Any, **kwargs: Any) -> None:  # noqa: N805
+    def save_password(obj: Any, create: bool, extracted: Any, **kwargs: Any) -> None:
         if create:
             obj.save()
 
@@ -108,7 +108,9 @@ class DraftFactory(factory.django.DjangoModelFactory[Draft]):
         model = Draft
 
     message = factory.SubFactory(MessageFactory)
-    policy = factory.SubFactory(PolicyFactory, team=factory.SelfAttribute("..message.conversation.team"))
+    policy = factory.SubFactory(
+        PolicyFactory, team=factory.SelfAttribute("..message.conversation.team")
+    )
 
 
 def token_for(channel: Channel) -> str:

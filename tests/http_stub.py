@@ -6,6 +6,7 @@ exactly as against a paid API; only the far end is scripted.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -15,7 +16,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
-def chat_completion(text: str, *, prompt_tokens: int = 42, completion_tokens: int = 17, model: str = "stub-model") -> dict[str, Any]:
+def chat_completion(
+    text: str, *, prompt_tokens: int = 42, completion_tokens: int = 17, model: str = "stub-model"
+) -> dict[str, Any]:
     """The body of a successful /v1/chat/completions response, as OpenAI returns it."""
     return {
         "id": "chatcmpl-stub",
@@ -70,7 +73,7 @@ def openai_stub(*replies: Reply | Callable[[dict[str, Any]], Reply]) -> Iterator
         def log_message(self, format: str, *args: Any) -> None:  # quiet test output
             return
 
-        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             payload = json.loads(self.rfile.read(length) or b"{}")
             with lock:
@@ -97,7 +100,9 @@ def openai_stub(*replies: Reply | Callable[[dict[str, Any]], Reply]) -> Iterator
     thread.start()
     try:
         yield StubServer(
-            base_url=f"http://127.0.0.1:{server.server_address[1]}/v1", requests=requests, script=script
+            base_url=f"http://127.0.0.1:{server.server_address[1]}/v1",
+            requests=requests,
+            script=script,
         )
     finally:
         server.shutdown()
@@ -140,10 +145,8 @@ class TcpProxy:
             self._listener.close()
             self._listener = None
         for conn in self._connections:
-            try:
+            with contextlib.suppress(OSError):
                 conn.close()
-            except OSError:
-                pass
         self._connections.clear()
 
     def _accept(self, listener: Any) -> None:
@@ -167,7 +170,5 @@ class TcpProxy:
             pass
         finally:
             for sock in (source, sink):
-                try:
+                with contextlib.suppress(OSError):
                     sock.close()
-                except OSError:
-                    pass

@@ -15,7 +15,7 @@ from django.utils import timezone
 from csbot import services
 from csbot.models import Conversation, Message
 from drafting.models import AgentAction, Draft
-from tests.conftest import TeamSetup, make_team
+from tests.conftest import TeamSetup
 from tests.factories import MessageFactory
 
 
@@ -24,15 +24,23 @@ def login(client: Client, setup: TeamSetup) -> Client:
     return client
 
 
-def ingest(setup: TeamSetup, conversation: str, message_id: str, text: str = "Hi there") -> services.IngestResult:
+def ingest(
+    setup: TeamSetup, conversation: str, message_id: str, text: str = "Hi there"
+) -> services.IngestResult:
     return services.message_ingest(
-        channel=setup.channel, conversation_external_id=conversation, channel_message_id=message_id, text=text
+        channel=setup.channel,
+        conversation_external_id=conversation,
+        channel_message_id=message_id,
+        text=text,
     )
 
 
 def make_ready(draft: Draft, text: str = "Thanks for writing! Your order ships tomorrow.") -> Draft:
     Draft.objects.filter(pk=draft.pk).update(
-        status=Draft.Status.READY, text=text, ready_at=timezone.now(), final_endpoint=draft.policy.tiers.get().endpoint
+        status=Draft.Status.READY,
+        text=text,
+        ready_at=timezone.now(),
+        final_endpoint=draft.policy.tiers.get().endpoint,
     )
     draft.refresh_from_db()
     return draft
@@ -57,14 +65,21 @@ def test_conversation_page_runs_the_same_queries_whatever_the_thread_length(
     short = ingest(acme, "short", "s-1").message.conversation
     long = ingest(acme, "long", "l-1").message.conversation
     for n in range(40):
-        MessageFactory(conversation=long, direction=Message.Direction.OUTBOUND if n % 2 else Message.Direction.INBOUND)
+        MessageFactory.create(
+            conversation=long,
+            direction=Message.Direction.OUTBOUND if n % 2 else Message.Direction.INBOUND,
+        )
     ingest(acme, "long", "l-last")
     login(client, acme)
     # Warm up both (the first view of a draft writes first_shown_at once).
     client.get(f"/console/c/{short.pk}")
     client.get(f"/console/c/{long.pk}")
-    assert count_queries(client, f"/console/c/{short.pk}") == count_queries(client, f"/console/c/{long.pk}")
-    assert count_queries(client, f"/console/c/{short.pk}/draft") == count_queries(client, f"/console/c/{long.pk}/draft")
+    assert count_queries(client, f"/console/c/{short.pk}") == count_queries(
+        client, f"/console/c/{long.pk}"
+    )
+    assert count_queries(client, f"/console/c/{short.pk}/draft") == count_queries(
+        client, f"/console/c/{long.pk}/draft"
+    )
 
 
 def test_queue_page_runs_the_same_queries_whatever_the_number_of_conversations(
@@ -79,7 +94,9 @@ def test_queue_page_runs_the_same_queries_whatever_the_number_of_conversations(
     assert count_queries(client, "/console/") == count_queries(client, "/console/")
 
 
-def test_queue_lists_only_the_agents_own_team(client: Client, acme: TeamSetup, globex: TeamSetup) -> None:
+def test_queue_lists_only_the_agents_own_team(
+    client: Client, acme: TeamSetup, globex: TeamSetup
+) -> None:
     ingest(acme, "acme-conv", "a-1", "Acme customer question")
     ingest(globex, "globex-conv", "g-1", "Globex customer question")
     body = login(client, acme).get("/console/").content.decode()
@@ -87,7 +104,9 @@ def test_queue_lists_only_the_agents_own_team(client: Client, acme: TeamSetup, g
     assert "Globex customer question" not in body
 
 
-def test_another_teams_conversation_is_a_404(client: Client, acme: TeamSetup, globex: TeamSetup) -> None:
+def test_another_teams_conversation_is_a_404(
+    client: Client, acme: TeamSetup, globex: TeamSetup
+) -> None:
     theirs = ingest(globex, "g", "g-1").message.conversation
     login(client, acme)
     assert client.get(f"/console/c/{theirs.pk}").status_code == 404
@@ -97,7 +116,9 @@ def test_another_teams_conversation_is_a_404(client: Client, acme: TeamSetup, gl
     assert not Message.objects.filter(conversation=theirs, direction="out").exists()
 
 
-def test_first_view_starts_the_handle_clock_and_later_views_keep_it(client: Client, acme: TeamSetup) -> None:
+def test_first_view_starts_the_handle_clock_and_later_views_keep_it(
+    client: Client, acme: TeamSetup
+) -> None:
     result = ingest(acme, "c", "m")
     assert result.draft is not None
     login(client, acme)
@@ -114,7 +135,11 @@ def test_ready_draft_is_shown_with_its_actions(client: Client, acme: TeamSetup) 
     result = ingest(acme, "c", "m")
     assert result.draft is not None
     make_ready(result.draft, "We can refund that today.")
-    body = login(client, acme).get(f"/console/c/{result.message.conversation_id}/draft").content.decode()
+    body = (
+        login(client, acme)
+        .get(f"/console/c/{result.message.conversation_id}/draft")
+        .content.decode()
+    )
     assert "We can refund that today." in body
     assert 'data-action="accept"' in body
     assert "hx-trigger" not in body  # settled: the panel stops polling
@@ -122,7 +147,11 @@ def test_ready_draft_is_shown_with_its_actions(client: Client, acme: TeamSetup) 
 
 def test_generating_draft_panel_keeps_polling(client: Client, acme: TeamSetup) -> None:
     result = ingest(acme, "c", "m")
-    body = login(client, acme).get(f"/console/c/{result.message.conversation_id}/draft").content.decode()
+    body = (
+        login(client, acme)
+        .get(f"/console/c/{result.message.conversation_id}/draft")
+        .content.decode()
+    )
     assert 'hx-trigger="every 1s"' in body
     assert "Drafting a reply" in body
 
@@ -131,7 +160,9 @@ def reply(client: Client, conversation: Conversation, **data: Any) -> Any:
     return client.post(f"/console/c/{conversation.pk}/reply", data)
 
 
-def test_accepting_records_a_use_with_the_draft_text_and_handle_time(client: Client, acme: TeamSetup) -> None:
+def test_accepting_records_a_use_with_the_draft_text_and_handle_time(
+    client: Client, acme: TeamSetup
+) -> None:
     result = ingest(acme, "c", "m")
     assert result.draft is not None
     draft = make_ready(result.draft)
@@ -139,7 +170,12 @@ def test_accepting_records_a_use_with_the_draft_text_and_handle_time(client: Cli
     login(client, acme).get(f"/console/c/{conversation.pk}")
     Draft.objects.filter(pk=draft.pk).update(first_shown_at=timezone.now() - timedelta(seconds=30))
     response = reply(
-        client, conversation, text=draft.text, kind="use", inbound_message_id=result.message.pk, draft_id=draft.pk
+        client,
+        conversation,
+        text=draft.text,
+        kind="use",
+        inbound_message_id=result.message.pk,
+        draft_id=draft.pk,
     )
     assert response.status_code == 302
     action = AgentAction.objects.get(draft=draft)
@@ -158,7 +194,12 @@ def test_a_double_submitted_reply_is_sent_once(client: Client, acme: TeamSetup) 
     draft = make_ready(result.draft)
     conversation = result.message.conversation
     login(client, acme).get(f"/console/c/{conversation.pk}")
-    form = {"text": "My own words.", "kind": "ignore", "inbound_message_id": result.message.pk, "draft_id": draft.pk}
+    form = {
+        "text": "My own words.",
+        "kind": "ignore",
+        "inbound_message_id": result.message.pk,
+        "draft_id": draft.pk,
+    }
     reply(client, conversation, **form)
     reply(client, conversation, **form)
     assert Message.objects.filter(conversation=conversation, direction="out").count() == 1
@@ -173,8 +214,17 @@ def test_held_out_reply_is_recorded_as_an_unaided_baseline(client: Client, acme:
     conversation = result.message.conversation
     body = login(client, acme).get(f"/console/c/{conversation.pk}").content.decode()
     assert "No suggestion" in body or "write the reply" in body
-    Draft.objects.filter(pk=result.draft.pk).update(first_shown_at=timezone.now() - timedelta(seconds=45))
-    reply(client, conversation, text="Written by hand.", kind="none", inbound_message_id=result.message.pk, draft_id=result.draft.pk)
+    Draft.objects.filter(pk=result.draft.pk).update(
+        first_shown_at=timezone.now() - timedelta(seconds=45)
+    )
+    reply(
+        client,
+        conversation,
+        text="Written by hand.",
+        kind="none",
+        inbound_message_id=result.message.pk,
+        draft_id=result.draft.pk,
+    )
     action = AgentAction.objects.get(inbound_message=result.message)
     assert action.kind == AgentAction.Kind.NONE
     assert action.draft == result.draft
@@ -190,8 +240,19 @@ def test_edits_and_ignores_measure_how_far_the_reply_is_from_the_draft(
     assert result.draft is not None
     draft = make_ready(result.draft, "Your parcel ships tomorrow.")
     login(client, acme).get(f"/console/c/{result.message.conversation_id}")
-    text = "Your parcel ships tomorrow. Sorry for the wait!" if typed == "edit" else "Let me check with the warehouse."
-    reply(client, result.message.conversation, text=text, kind=typed, inbound_message_id=result.message.pk, draft_id=draft.pk)
+    text = (
+        "Your parcel ships tomorrow. Sorry for the wait!"
+        if typed == "edit"
+        else "Let me check with the warehouse."
+    )
+    reply(
+        client,
+        result.message.conversation,
+        text=text,
+        kind=typed,
+        inbound_message_id=result.message.pk,
+        draft_id=draft.pk,
+    )
     action = AgentAction.objects.get(draft=draft)
     assert action.kind == expected
     assert action.edit_distance is not None and action.edit_distance > 0

@@ -37,7 +37,9 @@ def wait_for(fetch: Callable[[], T], done: Callable[[T], bool], *, timeout: floa
     return value
 
 
-def ingest(setup: TeamSetup, conversation: str, message_id: str, text: str) -> services.IngestResult:
+def ingest(
+    setup: TeamSetup, conversation: str, message_id: str, text: str
+) -> services.IngestResult:
     return services.message_ingest(
         channel=setup.channel,
         conversation_external_id=conversation,
@@ -143,7 +145,7 @@ def test_two_workers_claiming_one_draft_at_once_get_it_exactly_once(transactiona
 
 def test_a_redelivered_task_does_not_draft_twice(db: None) -> None:
     with openai_stub(Reply(body=chat_completion("Your refund is on its way."))) as stub:
-        setup = make_team("Redelivery", endpoint=EndpointFactory(base_url=stub.base_url))
+        setup = make_team("Redelivery", endpoint=EndpointFactory.create(base_url=stub.base_url))
         draft = ingest(setup, "c1", "m1", "Where is my refund?").draft
         assert draft is not None
         drafting.draft_generate(draft_id=draft.pk)
@@ -173,8 +175,13 @@ def test_a_draft_superseded_while_generating_keeps_its_cost_but_never_becomes_re
     transactional_db: None,
 ) -> None:
     release = threading.Event()
-    with openai_stub(Reply(body=chat_completion("Old answer.", prompt_tokens=1000, completion_tokens=500), wait=release)) as stub:
-        endpoint = EndpointFactory(
+    with openai_stub(
+        Reply(
+            body=chat_completion("Old answer.", prompt_tokens=1000, completion_tokens=500),
+            wait=release,
+        )
+    ) as stub:
+        endpoint = EndpointFactory.create(
             kind=ModelEndpoint.Kind.PAID,
             base_url=stub.base_url,
             input_price_per_mtok=Decimal("2.50"),
@@ -183,7 +190,9 @@ def test_a_draft_superseded_while_generating_keeps_its_cost_but_never_becomes_re
         setup = make_team("Race", endpoint=endpoint)
         first = ingest(setup, "c1", "m1", "Hello?").draft
         assert first is not None
-        worker = threading.Thread(target=lambda: (drafting.draft_generate(draft_id=first.pk), connection.close()))
+        worker = threading.Thread(
+            target=lambda: (drafting.draft_generate(draft_id=first.pk), connection.close())
+        )
         worker.start()
         wait_for(lambda: len(stub.requests), lambda n: n == 1, timeout=10)
         ingest(setup, "c1", "m2", "Never mind, found it.")
@@ -208,7 +217,7 @@ def test_vllm_down_records_a_failed_attempt_and_the_sweeper_drafts_it_once_back(
     settings.DRAFT_RETRY_BASE_SECONDS = 0
     target = urlparse(vllm_base_url)
     proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 80)  # stopped: "vLLM is down"
-    endpoint = EndpointFactory(base_url=proxy.base_url, timeout_seconds=120)
+    endpoint = EndpointFactory.create(base_url=proxy.base_url, timeout_seconds=120)
     setup = make_team("Outage", endpoint=endpoint)
     result = ingest(setup, "c1", "m1", "Can I pay by bank transfer?")
     draft = result.draft
@@ -244,13 +253,17 @@ def test_vllm_down_records_a_failed_attempt_and_the_sweeper_drafts_it_once_back(
     assert draft.total_cost == sum(a.cost for a in draft.attempts.all())
 
 
-def test_sweeper_reclaims_a_draft_whose_worker_died_and_expires_old_ones(db: None, empty_broker: None) -> None:
+def test_sweeper_reclaims_a_draft_whose_worker_died_and_expires_old_ones(
+    db: None, empty_broker: None
+) -> None:
     setup = make_team("Sweeper")
     stuck = ingest(setup, "c1", "m1", "Hi").draft
     old = ingest(setup, "c2", "m2", "Hello").draft
     assert stuck is not None and old is not None
     long_ago = timezone.now() - timedelta(seconds=settings.DRAFT_STALE_SECONDS + 5)
-    Draft.objects.filter(pk=stuck.pk).update(status=Draft.Status.GENERATING, claimed_at=long_ago, tries=1)
+    Draft.objects.filter(pk=stuck.pk).update(
+        status=Draft.Status.GENERATING, claimed_at=long_ago, tries=1
+    )
     Draft.objects.filter(pk=old.pk).update(
         created_at=timezone.now() - timedelta(seconds=settings.DRAFT_MAX_AGE_SECONDS + 5)
     )
@@ -267,8 +280,15 @@ def test_sweeper_reclaims_a_draft_whose_worker_died_and_expires_old_ones(db: Non
 
 
 def test_a_permanent_provider_error_fails_the_draft_with_the_reason(db: None) -> None:
-    with openai_stub(Reply(status=401, body={"error": {"message": "Incorrect API key", "type": "invalid_request_error"}})) as stub:
-        setup = make_team("Auth", endpoint=EndpointFactory(kind=ModelEndpoint.Kind.PAID, base_url=stub.base_url))
+    with openai_stub(
+        Reply(
+            status=401,
+            body={"error": {"message": "Incorrect API key", "type": "invalid_request_error"}},
+        )
+    ) as stub:
+        setup = make_team(
+            "Auth", endpoint=EndpointFactory.create(kind=ModelEndpoint.Kind.PAID, base_url=stub.base_url)
+        )
         draft = ingest(setup, "c1", "m1", "Hi").draft
         assert draft is not None
         drafting.draft_generate(draft_id=draft.pk)
@@ -282,7 +302,7 @@ def test_transient_errors_give_up_after_the_configured_tries(db: None, settings:
     settings.DRAFT_MAX_TRIES = 2
     settings.DRAFT_RETRY_BASE_SECONDS = 0
     with openai_stub(Reply(status=503, body={"error": {"message": "overloaded"}})) as stub:
-        setup = make_team("Flaky", endpoint=EndpointFactory(base_url=stub.base_url))
+        setup = make_team("Flaky", endpoint=EndpointFactory.create(base_url=stub.base_url))
         draft = ingest(setup, "c1", "m1", "Hi").draft
         assert draft is not None
         drafting.draft_generate(draft_id=draft.pk)
@@ -294,8 +314,10 @@ def test_transient_errors_give_up_after_the_configured_tries(db: None, settings:
 
 
 def test_a_paid_attempt_costs_its_tokens_at_the_endpoint_prices(db: None) -> None:
-    with openai_stub(Reply(body=chat_completion("Sure!", prompt_tokens=1200, completion_tokens=300))) as stub:
-        endpoint = EndpointFactory(
+    with openai_stub(
+        Reply(body=chat_completion("Sure!", prompt_tokens=1200, completion_tokens=300))
+    ) as stub:
+        endpoint = EndpointFactory.create(
             kind=ModelEndpoint.Kind.PAID,
             base_url=stub.base_url,
             input_price_per_mtok=Decimal("0.15"),

@@ -33,7 +33,9 @@ class IntegrationTokenAuthentication(authentication.BaseAuthentication):
         if not header or header[0].lower() != self.keyword.lower().encode():
             return None
         if len(header) != 2:
-            raise exceptions.AuthenticationFailed("Malformed Authorization header: use 'Token <key>'.")
+            raise exceptions.AuthenticationFailed(
+                "Malformed Authorization header: use 'Token <key>'."
+            )
         try:
             key = header[1].decode()
         except UnicodeDecodeError as exc:

@@ -28,14 +28,19 @@ def _text_field(**kwargs: Any) -> serializers.CharField:
 
 class InboundMessageIn(StrictSerializer):
     conversation_external_id = serializers.CharField(
-        max_length=200, help_text="The channel's id for the conversation; new ids open a conversation."
+        max_length=200,
+        help_text="The channel's id for the conversation; new ids open a conversation.",
     )
     channel_message_id = serializers.CharField(
         max_length=200, help_text="The channel's id for this message; posting it again is a no-op."
     )
     text = _text_field(help_text=f"At most {settings.CSBOT_MAX_MESSAGE_CHARS} characters.")
-    customer_ref = serializers.CharField(max_length=200, required=False, default="", allow_blank=True)
-    sent_at = serializers.DateTimeField(required=False, help_text="When the customer sent it (default: now).")
+    customer_ref = serializers.CharField(
+        max_length=200, required=False, default="", allow_blank=True
+    )
+    sent_at = serializers.DateTimeField(
+        required=False, help_text="When the customer sent it (default: now)."
+    )
 
 
 class DraftSummaryOut(serializers.ModelSerializer[Draft]):
@@ -45,7 +50,9 @@ class DraftSummaryOut(serializers.ModelSerializer[Draft]):
 
 
 class MessageOut(serializers.ModelSerializer[Message]):
-    conversation_external_id = serializers.CharField(source="conversation.external_id", read_only=True)
+    conversation_external_id = serializers.CharField(
+        source="conversation.external_id", read_only=True
+    )
     draft = serializers.SerializerMethodField()
 
     class Meta:
@@ -107,7 +114,9 @@ class DraftAttemptOut(serializers.ModelSerializer[DraftAttempt]):
 
 
 class DraftOut(serializers.ModelSerializer[Draft]):
-    final_endpoint = serializers.CharField(source="final_endpoint.name", read_only=True, allow_null=True)
+    final_endpoint = serializers.CharField(
+        source="final_endpoint.name", read_only=True, allow_null=True
+    )
     attempts = DraftAttemptOut(many=True, read_only=True)
 
     class Meta:
@@ -135,9 +144,12 @@ class ActionIn(StrictSerializer):
     )
     agent = serializers.CharField(max_length=150, help_text="Username of the agent (same team).")
     shown_at = serializers.DateTimeField(
-        required=False, help_text="When the agent first saw the draft (default: as recorded by csbot)."
+        required=False,
+        help_text="When the agent first saw the draft (default: as recorded by csbot).",
     )
-    acted_at = serializers.DateTimeField(required=False, help_text="When the reply was sent (default: now).")
+    acted_at = serializers.DateTimeField(
+        required=False, help_text="When the reply was sent (default: now)."
+    )
 
 
 class ActionOut(serializers.ModelSerializer[AgentAction]):

@@ -10,7 +10,9 @@ urlpatterns = [
     path("messages", views.MessageIngestView.as_view(), name="message-ingest"),
     path("messages/<int:pk>", views.MessageDetailView.as_view(), name="message-detail"),
     path("conversations", views.ConversationListView.as_view(), name="conversation-list"),
-    path("conversations/<int:pk>", views.ConversationDetailView.as_view(), name="conversation-detail"),
+    path(
+        "conversations/<int:pk>", views.ConversationDetailView.as_view(), name="conversation-detail"
+    ),
     path(
         "conversations/<int:pk>/messages",
         views.ConversationMessagesView.as_view(),

@@ -62,7 +62,9 @@ class MessageIngestView(APIView):
         )
         drafts = {result.message.pk: result.draft} if result.draft is not None else {}
         body = s.MessageOut(result.message, context={"drafts": drafts}).data
-        return Response(body, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
+        return Response(
+            body, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
+        )
 
 
 class ConversationListView(generics.ListAPIView[Conversation]):
@@ -78,7 +80,9 @@ class ConversationListView(generics.ListAPIView[Conversation]):
         wanted = self.request.query_params.get("status")
         if wanted:
             if wanted not in Conversation.Status.values:
-                raise serializers.ValidationError({"status": [f"One of {Conversation.Status.values}."]})
+                raise serializers.ValidationError(
+                    {"status": [f"One of {Conversation.Status.values}."]}
+                )
             queryset = queryset.filter(status=wanted)
         return queryset
 
@@ -102,10 +106,9 @@ class ConversationMessagesView(generics.ListAPIView[Message]):
         team = request_team(self.request)
         if not Conversation.objects.filter(pk=self.kwargs["pk"], team=team).exists():
             raise not_found()
-        return Message.objects.filter(conversation_id=self.kwargs["pk"]).select_related("conversation")
-
-    def get_serializer_context(self) -> dict[str, Any]:
-        return super().get_serializer_context()
+        return Message.objects.filter(conversation_id=self.kwargs["pk"]).select_related(
+            "conversation"
+        )
 
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         page = self.paginate_queryset(self.get_queryset())
@@ -134,9 +137,9 @@ class DraftDetailView(generics.RetrieveAPIView[Draft]):
     serializer_class = s.DraftOut
 
     def get_queryset(self) -> QuerySet[Draft]:
-        return drafting_selectors.drafts_for_team(team_id=request_team(self.request).pk).prefetch_related(
-            "attempts__endpoint"
-        )
+        return drafting_selectors.drafts_for_team(
+            team_id=request_team(self.request).pk
+        ).prefetch_related("attempts__endpoint")
 
 
 class DraftActionView(APIView):
@@ -170,10 +173,14 @@ class DraftActionView(APIView):
             .first()
         )
         if agent is None:
-            raise serializers.ValidationError({"agent": ["No active agent of this team has that username."]})
+            raise serializers.ValidationError(
+                {"agent": ["No active agent of this team has that username."]}
+            )
         text = data.get("final_text") or (draft.text if data["kind"] == "use" else "")
         if not text:
-            raise serializers.ValidationError({"final_text": ["This field is required for this kind."]})
+            raise serializers.ValidationError(
+                {"final_text": ["This field is required for this kind."]}
+            )
         try:
             result = services.reply_send(
                 conversation=draft.message.conversation,

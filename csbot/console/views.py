@@ -59,7 +59,9 @@ def draft_panel(request: HttpRequest, pk: int) -> HttpResponse:
 
 class ReplyForm(forms.Form):
     text = forms.CharField(max_length=settings.CSBOT_MAX_MESSAGE_CHARS, strip=True)
-    kind = forms.ChoiceField(choices=[("use", "use"), ("edit", "edit"), ("ignore", "ignore"), ("none", "none")])
+    kind = forms.ChoiceField(
+        choices=[("use", "use"), ("edit", "edit"), ("ignore", "ignore"), ("none", "none")]
+    )
     inbound_message_id = forms.IntegerField(required=False)
     draft_id = forms.IntegerField(required=False)
 
@@ -72,14 +74,17 @@ def reply(request: HttpRequest, pk: int) -> HttpResponse:
     form = ReplyForm(request.POST)
     if not form.is_valid():
         for field, errors in form.errors.items():
-            flash.error(request, f"{field}: {' '.join(errors)}")
+            flash.error(request, f"{field}: {' '.join(str(e) for e in errors)}")
         return redirect("console:conversation", pk=pk)
     data = form.cleaned_data
     inbound = None
     draft = None
     if data["inbound_message_id"]:
         inbound = get_object_or_404(
-            Message, pk=data["inbound_message_id"], conversation=conversation, direction=Message.Direction.INBOUND
+            Message,
+            pk=data["inbound_message_id"],
+            conversation=conversation,
+            direction=Message.Direction.INBOUND,
         )
     if data["draft_id"] and inbound is not None:
         # The draft the agent saw, even if the customer has written again since.

@@ -28,20 +28,30 @@ class Command(BaseCommand):
     help = "Create the demo team, agent login, local-vLLM cascade policy and demo conversations."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--password", default="csbot-demo", help="Password for the demo logins.")
-        parser.add_argument("--no-conversations", action="store_true", help="Skip demo conversations.")
-        parser.add_argument("--holdout-share", default="0.10", help="Share of conversations held out.")
+        parser.add_argument(
+            "--password", default="csbot-demo", help="Password for the demo logins."
+        )
+        parser.add_argument(
+            "--no-conversations", action="store_true", help="Skip demo conversations."
+        )
+        parser.add_argument(
+            "--holdout-share", default="0.10", help="Share of conversations held out."
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         with transaction.atomic():
             team, _ = Team.objects.get_or_create(name="Demo Support")
             channel, _ = Channel.objects.get_or_create(team=team, name="web-chat")
             users = get_user_model().objects
-            agent = users.filter(username="agent").first() or users.create_user("agent", email="agent@example.com")
+            agent = users.filter(username="agent").first() or users.create_user(
+                "agent", email="agent@example.com"
+            )
             agent.set_password(options["password"])
             agent.save()
             AgentProfile.objects.get_or_create(user=agent, defaults={"team": team})
-            admin = users.filter(username="admin").first() or users.create_superuser("admin", email="admin@example.com")
+            admin = users.filter(username="admin").first() or users.create_superuser(
+                "admin", email="admin@example.com"
+            )
             admin.set_password(options["password"])
             admin.save()
             AgentProfile.objects.get_or_create(
@@ -73,10 +83,15 @@ class Command(BaseCommand):
             policy, created = CascadePolicy.objects.get_or_create(
                 team=team,
                 name="Demo cascade",
-                defaults={"system_prompt": SYSTEM_PROMPT, "holdout_share": Decimal(options["holdout_share"])},
+                defaults={
+                    "system_prompt": SYSTEM_PROMPT,
+                    "holdout_share": Decimal(options["holdout_share"]),
+                },
             )
             if created:
-                CascadeTier.objects.create(policy=policy, position=1, endpoint=local, threshold=Decimal("0"))
+                CascadeTier.objects.create(
+                    policy=policy, position=1, endpoint=local, threshold=Decimal("0")
+                )
 
         seeded = 0
         if not options["no_conversations"]:

@@ -19,25 +19,37 @@ class Command(BaseCommand):
     help = "Post demo customer messages to the ingest API (a fresh channel token is created)."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--url", default="http://127.0.0.1:8000", help="Where csbot's web server runs.")
+        parser.add_argument(
+            "--url", default="http://127.0.0.1:8000", help="Where csbot's web server runs."
+        )
         parser.add_argument("--team", default="Demo Support")
         parser.add_argument("--channel", default="web-chat")
         parser.add_argument("--count", type=int, default=10, help="Messages to post.")
-        parser.add_argument("--interval", type=float, default=3.0, help="Mean seconds between messages.")
+        parser.add_argument(
+            "--interval", type=float, default=3.0, help="Mean seconds between messages."
+        )
         parser.add_argument("--seed", type=int, default=None)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        channel = Channel.objects.filter(team__name=options["team"], name=options["channel"]).first()
+        channel = Channel.objects.filter(
+            team__name=options["team"], name=options["channel"]
+        ).first()
         if channel is None:
-            raise CommandError(f"No channel {options['channel']!r} in team {options['team']!r}: run seed_demo.")
+            raise CommandError(
+                f"No channel {options['channel']!r} in team {options['team']!r}: run seed_demo."
+            )
         _, key = services.api_token_create(channel=channel, name=f"simulate-{uuid.uuid4().hex[:6]}")
         rng = random.Random(options["seed"])
         catalogue = demo_conversations()
         open_threads: list[tuple[str, str, list[str]]] = []
-        with httpx.Client(base_url=options["url"], headers={"Authorization": f"Token {key}"}, timeout=10) as client:
+        with httpx.Client(
+            base_url=options["url"], headers={"Authorization": f"Token {key}"}, timeout=10
+        ) as client:
             for number in range(1, options["count"] + 1):
                 if open_threads and rng.random() < 0.3:
-                    external_id, customer, remaining = open_threads.pop(rng.randrange(len(open_threads)))
+                    external_id, customer, remaining = open_threads.pop(
+                        rng.randrange(len(open_threads))
+                    )
                     text = remaining.pop(0)
                 else:
                     pick = rng.choice(catalogue)
@@ -55,7 +67,9 @@ class Command(BaseCommand):
                     },
                 )
                 if response.status_code >= 400:
-                    raise CommandError(f"POST failed ({response.status_code}): {response.text[:300]}")
+                    raise CommandError(
+                        f"POST failed ({response.status_code}): {response.text[:300]}"
+                    )
                 body = response.json()
                 draft = body.get("draft") or {}
                 self.stdout.write(
@@ -63,4 +77,6 @@ class Command(BaseCommand):
                     f"draft {draft.get('status', 'none')}"
                 )
                 if number < options["count"]:
-                    time.sleep(rng.expovariate(1 / options["interval"]) if options["interval"] > 0 else 0)
+                    time.sleep(
+                        rng.expovariate(1 / options["interval"]) if options["interval"] > 0 else 0
+                    )
