@@ -7,10 +7,44 @@
 --   4 conversations  size of the conversation pool (several messages land in one
 --                    conversation, so the supersede path of draft_request runs too)
 --
+-- Environment: BENCH_RATE_PER_THREAD (requests/s, default 0). 0 is a closed loop: each
+-- connection sends its next request as soon as the previous answer arrives (the server's
+-- capacity). Above 0, each thread hands out send slots on a fixed schedule (an open-loop
+-- arrival rate, as wrk2 does but without its coordinated-omission correction); when the
+-- server falls behind, late slots are sent at once, so the achieved rate shows it.
+--
 -- Every request carries a unique channel_message_id (prefix, thread, counter, random), so
 -- each should be a 201. done() prints one line starting with BENCH_JSON for the Python side.
 
 local threads = {}
+local RATE_PER_THREAD = tonumber(os.getenv("BENCH_RATE_PER_THREAD") or "0") or 0
+
+if RATE_PER_THREAD > 0 then
+  -- wrk's Lua has no sub-second wall clock; LuaJIT's FFI reaches clock_gettime.
+  local ffi = require("ffi")
+  ffi.cdef([[
+    typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
+    int clock_gettime(int clock_id, bench_timespec *tp);
+  ]])
+  local CLOCK_MONOTONIC = 1
+  local timespec = ffi.new("bench_timespec")
+  local interval_ms = 1000 / RATE_PER_THREAD
+  local next_slot_ms = nil
+
+  local function now_ms()
+    ffi.C.clock_gettime(CLOCK_MONOTONIC, timespec)
+    return tonumber(timespec.tv_sec) * 1000 + tonumber(timespec.tv_nsec) / 1e6
+  end
+
+  -- wrk calls delay() before each request (defined only when pacing: it costs a timer).
+  function delay()
+    local now = now_ms()
+    next_slot_ms = next_slot_ms or now
+    local slot = next_slot_ms
+    next_slot_ms = next_slot_ms + interval_ms
+    return math.max(0, math.floor(slot - now))
+  end
+end
 
 local TEXTS = {
   "Hi, my order hasn't arrived yet and the tracking page has not changed for four days. Can you check?",

@@ -1,29 +1,43 @@
 """Benchmark of the ingest endpoint (POST /api/v1/messages) under gunicorn on PostgreSQL.
 
-    .venv/bin/python bench/ingest.py [--duration 20] [--connections 16] [--workers N] ...
+    .venv/bin/python bench/ingest.py [--duration 20] [--connections 16] [--rate 0] ...
 
-What it does:
+Steps:
 
-1. creates its own database (`csbot_bench` next to the one in DATABASE_URL), migrates it and
-   seeds a team, channel, agent, an active cascade policy with one local tier and hold-out
-   share 0 (so every message gets a queued draft, enqueued to Celery on commit) and a token;
-2. starts gunicorn on 127.0.0.1 with DEBUG off and Celery on its own Redis db number (3 by
-   default; flushed before and after, and no worker consumes it);
-3. drives load with wrk (bench/ingest.lua): a warm-up, then the measured run, each request a
-   new channel_message_id in a conversation drawn from a pool (some conversations get several
-   messages, so earlier drafts are superseded). Without wrk, a Python thread pool does it;
-4. checks in the database and Redis that every 201 stored one inbound message with exactly
-   one draft, and that one task per draft reached the queue;
-5. prints one JSON object on stdout (progress goes to stderr), stops gunicorn and drops the
+1. create a scratch database (`csbot_bench`, on the server of DATABASE_URL), migrate it and
+   seed a team, channel, agent, an active cascade policy with one local tier and hold-out
+   share 0 (every message gets a queued draft, enqueued to Celery on commit) and a token;
+2. start gunicorn on 127.0.0.1 with DEBUG off and the Celery broker on its own Redis db
+   number (3 by default; flushed before and after; no worker consumes it);
+3. drive load with wrk and bench/ingest.lua (a warm-up, then the measured run). Every request
+   is a new channel_message_id in a conversation drawn from a pool, so conversations get
+   several messages and earlier drafts are superseded. Without wrk a Python thread pool
+   stands in (and the JSON says so);
+4. check that every 201 stored one inbound message with exactly one draft, and that one task
+   per draft reached the Redis queue;
+5. print one JSON object on stdout (progress goes to stderr), stop gunicorn and drop the
    database (unless --keep).
 
-Target (the issue): >= 250 messages/s and p95 <= 50 ms on a 2-core machine.
+Target (the issue): >= 250 messages/s and p95 <= 50 ms on a 2-core machine, draft enqueued.
 
-Worker class: the default is gthread (2 workers per core, 2 threads each). Sync workers do not
-do keep-alive: gunicorn closes the connection after each response, so every request pays a
-new TCP connection and the arbiter's accept; gthread keeps connections open and its second
-thread overlaps one request's PostgreSQL/Redis round trips with another's Python work. See
-the module's measurements in the report that came with it; `--worker-class sync` compares.
+Load shape. By default (`--rate 0`) the load is a closed loop: each of the --connections
+sends its next message when the previous answer arrives, which finds the server's capacity.
+Latency then is queueing plus service time: by Little's law the mean latency is
+connections / throughput, so with 16 connections a p95 under 50 ms needs roughly 400
+messages/s. `--rate 250` offers 250 messages/s on a schedule instead and measures the
+latency at that load, which is what the target describes; `met` is judged on whichever ran.
+
+Worker class. gthread is the default, 2 workers per core with 2 threads each (see the
+measurements in the report that came with this file). gunicorn's sync workers close the
+connection after every response (no keep-alive), so each message also pays a TCP connect
+and an accept in the arbiter's shared socket; gthread keeps connections open and its
+second thread overlaps one request's PostgreSQL/Redis round trips with another's Python.
+
+CPU accounting. This machine is shared: wall-clock rates move with whatever else runs. The
+JSON therefore also gives the CPU milliseconds each message cost in gunicorn, the
+PostgreSQL backends, Redis and the load generator, the share of the machine other processes
+took meanwhile, and `cpu_bound_messages_per_s`: the rate the measured CPU cost per message
+allows when all cores are free (an upper bound; it ignores latency).
 """
 
 from __future__ import annotations
@@ -33,19 +47,21 @@ import http.client
 import importlib.metadata
 import json
 import os
+import resource
 import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -63,7 +79,8 @@ TARGET_P95_MS = 50.0
 CELERY_QUEUE = "celery"
 SEED_FLAG = "--internal-seed"
 SEED_OUTPUT_PREFIX = "BENCH_KEY="
-WRK_MARKER = "BENCH_JSON "
+WRK_OUTPUT_PREFIX = "BENCH_JSON "
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 TEXTS = (
     "Hi, my order hasn't arrived yet and the tracking page has not changed for four days.",
@@ -88,6 +105,7 @@ class Config:
     warmup_s: float
     connections: int
     threads: int
+    rate: float
     workers: int
     worker_class: str
     worker_threads: int
@@ -95,59 +113,56 @@ class Config:
     database_url: str
     broker_url: str
     keep: bool
-    force_python_load: bool
+    python_load: bool
+
+    @property
+    def database_name(self) -> str:
+        return urlsplit(self.database_url).path.lstrip("/")
 
 
 def cpu_count() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return len(os.sched_getaffinity(0))
 
 
 def parse_args(argv: list[str]) -> Config:
     cpus = cpu_count()
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=float, default=20.0, help="Measured seconds (20).")
-    parser.add_argument("--warmup", type=float, default=3.0, help="Warm-up seconds (3).")
-    parser.add_argument("--connections", type=int, default=16, help="Open connections (16).")
-    parser.add_argument("--threads", type=int, default=1, help="Load-generator threads (1).")
-    parser.add_argument(
-        "--workers", type=int, default=2 * cpus, help=f"gunicorn workers (2 x cores = {2 * cpus})."
+    parser = argparse.ArgumentParser(
+        description="Benchmark POST /api/v1/messages under gunicorn on PostgreSQL.",
+        epilog="DATABASE_URL and CELERY_BROKER_URL name the servers (default: those of "
+        "scripts/services.sh); the bench uses its own database and Redis db on them.",
     )
-    parser.add_argument(
-        "--worker-class", choices=("gthread", "sync"), default="gthread", help="(gthread)"
-    )
-    parser.add_argument(
-        "--worker-threads", type=int, default=2, help="Threads per gthread worker (2)."
-    )
-    parser.add_argument(
-        "--conversations", type=int, default=2000, help="Conversation pool size (2000)."
-    )
-    parser.add_argument(
-        "--db-name", default="csbot_bench", help="Scratch database, dropped after (csbot_bench)."
-    )
-    parser.add_argument(
-        "--redis-db", type=int, default=3, help="Redis db number for the broker, flushed (3)."
-    )
-    parser.add_argument("--keep", action="store_true", help="Keep the bench database.")
-    parser.add_argument(
-        "--python-load", action="store_true", help="Use the Python load generator, not wrk."
-    )
+    add = parser.add_argument
+    add("--duration", type=float, default=20.0, help="measured seconds (20)")
+    add("--warmup", type=float, default=3.0, help="warm-up seconds, not measured (3)")
+    add("--connections", type=int, default=16, help="open connections (16)")
+    add("--threads", type=int, default=1, help="wrk threads (1)")
+    add("--rate", type=float, default=0.0, help="offered messages/s; 0: closed loop (0)")
+    add("--workers", type=int, default=2 * cpus, help=f"gunicorn workers (2 x cores = {2 * cpus})")
+    add("--worker-class", choices=("gthread", "sync"), default="gthread", help="(gthread)")
+    add("--worker-threads", type=int, default=2, help="threads per gthread worker (2)")
+    add("--conversations", type=int, default=2000, help="conversation pool size (2000)")
+    add("--db-name", default="csbot_bench", help="scratch database, dropped after (csbot_bench)")
+    add("--redis-db", type=int, default=3, help="Redis db number for the broker, flushed (3)")
+    add("--keep", action="store_true", help="keep the bench database afterwards")
+    add("--python-load", action="store_true", help="use the Python load generator, not wrk")
     args = parser.parse_args(argv)
     if min(args.connections, args.threads, args.workers, args.worker_threads) < 1:
         parser.error("--connections, --threads, --workers and --worker-threads must be >= 1")
     if args.threads > args.connections:
         parser.error("--threads must not exceed --connections")
+    if args.duration <= 0 or args.warmup < 0 or args.rate < 0 or args.conversations < 1:
+        parser.error("--duration must be > 0; --warmup and --rate >= 0; --conversations >= 1")
 
-    base_db = os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL)
-    parts = urlsplit(base_db)
-    if parts.scheme not in ("postgres", "postgresql", "pgsql"):
-        parser.error(f"DATABASE_URL must point to PostgreSQL, not {parts.scheme!r}")
-    if parts.path.lstrip("/") == args.db_name:
+    database = urlsplit(os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL))
+    if database.scheme not in ("postgres", "postgresql", "pgsql"):
+        parser.error(f"DATABASE_URL must point to PostgreSQL, not {database.scheme!r}")
+    if database.path.lstrip("/") == args.db_name:
         parser.error(f"--db-name {args.db_name!r} is the database in DATABASE_URL: pick another")
 
     broker = urlsplit(os.environ.get("CELERY_BROKER_URL", DEFAULT_BROKER_URL))
     if broker.scheme not in ("redis", "rediss"):
-        broker = urlsplit(DEFAULT_BROKER_URL)  # same server as scripts/services.sh starts
-    if (broker.path.strip("/") or "0") == str(args.redis_db):
+        broker = urlsplit(DEFAULT_BROKER_URL)  # the server scripts/services.sh starts
+    elif (broker.path.strip("/") or "0") == str(args.redis_db):
         parser.error(f"--redis-db {args.redis_db} is CELERY_BROKER_URL's db: it would be flushed")
 
     return Config(
@@ -155,14 +170,15 @@ def parse_args(argv: list[str]) -> Config:
         warmup_s=args.warmup,
         connections=args.connections,
         threads=args.threads,
+        rate=args.rate,
         workers=args.workers,
         worker_class=args.worker_class,
         worker_threads=args.worker_threads,
         conversations=args.conversations,
-        database_url=urlunsplit(parts._replace(path=f"/{args.db_name}")),
+        database_url=urlunsplit(database._replace(path=f"/{args.db_name}")),
         broker_url=urlunsplit(broker._replace(path=f"/{args.redis_db}")),
         keep=args.keep,
-        force_python_load=args.python_load,
+        python_load=args.python_load,
     )
 
 
@@ -181,7 +197,7 @@ def bench_env(config: Config) -> dict[str, str]:
     return env
 
 
-# --- Database and broker ----------------------------------------------------------------------
+# --- Database, seed and broker ----------------------------------------------------------------
 
 
 def _connect(url: str) -> psycopg.Connection[Any]:
@@ -198,19 +214,14 @@ def _drop(conn: psycopg.Connection[Any], name: str) -> None:
 
 
 def database_create(config: Config) -> None:
-    name = urlsplit(config.database_url).path.lstrip("/")
     with _server_conn(config) as conn:
-        _drop(conn, name)  # a leftover from an interrupted run
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        _drop(conn, config.database_name)  # a leftover from an interrupted run
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(config.database_name)))
 
 
 def database_drop(config: Config) -> None:
     with _server_conn(config) as conn:
-        _drop(conn, urlsplit(config.database_url).path.lstrip("/"))
-
-
-def broker_client(config: Config) -> redis.Redis:
-    return redis.Redis.from_url(config.broker_url)
+        _drop(conn, config.database_name)
 
 
 def run_django(config: Config, *args: str) -> str:
@@ -262,8 +273,8 @@ def seed() -> None:
 
 
 def prepare(config: Config) -> str:
-    """Create, migrate and seed the bench database; returns the channel token."""
-    log(f"creating database {urlsplit(config.database_url).path.lstrip('/')}")
+    """Create, migrate and seed the bench database; returns the channel's token key."""
+    log(f"creating database {config.database_name}")
     database_create(config)
     log("migrating")
     run_django(config, sys.executable, "manage.py", "migrate", "--noinput", "-v", "0")
@@ -272,7 +283,7 @@ def prepare(config: Config) -> str:
     for line in out.splitlines():
         if line.startswith(SEED_OUTPUT_PREFIX):
             return line.removeprefix(SEED_OUTPUT_PREFIX).strip()
-    raise RuntimeError(f"the seed printed no token:\n{out}")
+    raise RuntimeError(f"the seed printed no key:\n{out}")
 
 
 @dataclass(frozen=True)
@@ -290,9 +301,7 @@ def stored_counts(config: Config, message_prefix: str) -> StoredCounts:
     with _connect(config.database_url) as conn:
         row = conn.execute(
             """
-            SELECT count(*),
-                   coalesce(sum(n), 0),
-                   count(*) FILTER (WHERE n <> 1),
+            SELECT count(*), coalesce(sum(n), 0), count(*) FILTER (WHERE n <> 1),
                    count(DISTINCT conversation_id)
               FROM (SELECT m.id, m.conversation_id, count(d.id) AS n
                       FROM csbot_message m
@@ -321,7 +330,7 @@ def stored_counts(config: Config, message_prefix: str) -> StoredCounts:
     )
 
 
-def settle(config: Config, message_prefix: str, timeout_s: float = 10.0) -> None:
+def settle(config: Config, message_prefix: str, timeout_s: float = 15.0) -> None:
     """Wait for requests the load generator abandoned at its deadline to finish server-side."""
     deadline = time.monotonic() + timeout_s
     last = -1
@@ -331,6 +340,119 @@ def settle(config: Config, message_prefix: str, timeout_s: float = 10.0) -> None
             return
         last = now
         time.sleep(0.5)
+
+
+def database_backends(config: Config) -> set[int]:
+    """PIDs of the PostgreSQL backends serving the bench database (gunicorn's connections)."""
+    with _connect(config.database_url) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchall()
+    return {int(pid) for (pid,) in rows}
+
+
+# --- CPU accounting ---------------------------------------------------------------------------
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process; 0 when it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat.rsplit(")", 1)[1].split()  # the name in parentheses may contain spaces
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def child_pids(parent: int) -> set[int]:
+    pids = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                pids.add(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return pids
+
+
+def machine_jiffies() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs since boot, from /proc/stat."""
+    values = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
+def own_children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def own_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def redis_cpu_s(client: redis.Redis) -> float:
+    info = client.info("cpu")
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+
+@dataclass(frozen=True)
+class CpuSample:
+    gunicorn: float
+    postgres: float
+    redis: float
+    load_generator: float
+    machine_busy: float
+    machine_total: float
+
+
+@dataclass
+class CpuMeter:
+    """CPU seconds spent by each part of the bench between two samples."""
+
+    config: Config
+    broker: redis.Redis
+    gunicorn_pid: int
+    gunicorn_pids: set[int] = field(default_factory=set)
+    backend_pids: set[int] = field(default_factory=set)
+
+    def sample(self) -> CpuSample:
+        # Workers and backends persist (CONN_MAX_AGE); sampled pids accumulate over the run.
+        self.gunicorn_pids |= {self.gunicorn_pid, *child_pids(self.gunicorn_pid)}
+        self.backend_pids |= database_backends(self.config)
+        busy, total = machine_jiffies()
+        return CpuSample(
+            gunicorn=sum(process_cpu_s(pid) for pid in self.gunicorn_pids),
+            postgres=sum(process_cpu_s(pid) for pid in self.backend_pids),
+            redis=redis_cpu_s(self.broker),
+            # wrk is a waited-for child; the Python generator runs in this process.
+            load_generator=own_children_cpu_s() + own_cpu_s(),
+            machine_busy=busy / CLOCK_TICKS,
+            machine_total=total / CLOCK_TICKS,
+        )
+
+
+def cpu_report(before: CpuSample, after: CpuSample, messages: int, cpus: int) -> dict[str, Any]:
+    parts = {
+        "gunicorn": after.gunicorn - before.gunicorn,
+        "postgres": after.postgres - before.postgres,
+        "redis": after.redis - before.redis,
+        "load_generator": after.load_generator - before.load_generator,
+    }
+    ours = sum(parts.values())
+    busy = after.machine_busy - before.machine_busy
+    total = after.machine_total - before.machine_total
+    per_message = {name: 1000 * seconds / max(messages, 1) for name, seconds in parts.items()}
+    per_message["total"] = 1000 * ours / max(messages, 1)
+    return {
+        "cpu_ms_per_message": {name: round(ms, 2) for name, ms in per_message.items()},
+        "cpu_bound_messages_per_s": round(cpus * 1000 / per_message["total"], 1)
+        if per_message["total"]
+        else None,
+        "other_processes_cpu_share": round(max(0.0, busy - ours) / total, 3) if total else None,
+    }
 
 
 # --- gunicorn ---------------------------------------------------------------------------------
@@ -345,8 +467,14 @@ def free_port() -> int:
 @dataclass
 class Server:
     config: Config
+    log_file: IO[bytes]
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
 
     @property
     def description(self) -> str:
@@ -354,28 +482,27 @@ class Server:
         kind = self.config.worker_class
         if kind == "gthread":
             kind = f"gthread x{self.config.worker_threads} threads"
-        return f"gunicorn {version} csbot.wsgi:application ({self.config.workers} {kind} workers)"
+        return f"gunicorn {version} csbot.wsgi:application, {self.config.workers} {kind} workers"
 
     def start(self) -> None:
         command = [
             str(BIN / "gunicorn"),
             "csbot.wsgi:application",
-            "--bind",
-            f"127.0.0.1:{self.port}",
-            "--workers",
-            str(self.config.workers),
-            "--worker-class",
-            self.config.worker_class,
-            "--log-level",
-            "warning",
-            # Above the load generator's connection count, so no connection waits for a slot.
-            "--backlog",
-            "2048",
+            f"--bind=127.0.0.1:{self.port}",
+            f"--workers={self.config.workers}",
+            f"--worker-class={self.config.worker_class}",
+            "--log-level=warning",
         ]
         if self.config.worker_class == "gthread":
-            command += ["--threads", str(self.config.worker_threads)]
+            command.append(f"--threads={self.config.worker_threads}")
         log(f"starting {self.description} on port {self.port}")
-        self.process = subprocess.Popen(command, cwd=ROOT, env=bench_env(self.config))
+        self.process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=bench_env(self.config),
+            stdout=self.log_file,
+            stderr=self.log_file,
+        )
         self._wait_until_answering()
 
     def _wait_until_answering(self, timeout_s: float = 60.0) -> None:
@@ -405,8 +532,23 @@ class Server:
             self.process.kill()
             self.process.wait()
 
+    def log_tail(self, lines: int = 30) -> str:
+        self.log_file.flush()
+        text = Path(self.log_file.name).read_text(errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
 
 # --- Load generation --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One load run: its own channel_message_id prefix; conversations shared across phases."""
+
+    name: str
+    duration_s: float
+    message_prefix: str
+    conv_prefix: str
 
 
 @dataclass(frozen=True)
@@ -425,43 +567,29 @@ class LoadResult:
     max_ms: float
 
 
-@dataclass(frozen=True)
-class Phase:
-    """One load run: its own channel_message_id prefix, shared conversations."""
-
-    name: str
-    duration_s: float
-    message_prefix: str
-    conv_prefix: str
-
-
-def run_wrk(config: Config, server: Server, token: str, phase: Phase) -> LoadResult:
+def run_wrk(config: Config, port: int, token: str, phase: Phase) -> LoadResult:
     wrk = shutil.which("wrk")
     assert wrk is not None
     command = [
         wrk,
-        "--threads",
-        str(config.threads),
-        "--connections",
-        str(config.connections),
-        "--duration",
-        f"{max(1, round(phase.duration_s))}s",
-        "--timeout",
-        "10s",
-        "--script",
-        str(LUA_SCRIPT),
-        f"http://127.0.0.1:{server.port}/api/v1/messages",
+        f"--threads={config.threads}",
+        f"--connections={config.connections}",
+        f"--duration={max(1, round(phase.duration_s))}s",
+        "--timeout=10s",
+        f"--script={LUA_SCRIPT}",
+        f"http://127.0.0.1:{port}/api/v1/messages",
         "--",
         token,
         phase.message_prefix,
         phase.conv_prefix,
         str(config.conversations),
     ]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    line = next((x for x in done.stdout.splitlines() if x.startswith(WRK_MARKER)), None)
+    env = dict(os.environ, BENCH_RATE_PER_THREAD=str(config.rate / config.threads))
+    done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
+    line = next((x for x in done.stdout.splitlines() if x.startswith(WRK_OUTPUT_PREFIX)), None)
     if done.returncode != 0 or line is None:
         raise RuntimeError(f"wrk failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-    data = json.loads(line.removeprefix(WRK_MARKER))
+    data = json.loads(line.removeprefix(WRK_OUTPUT_PREFIX))
     latency = data["latency_us"]
     version = subprocess.run([wrk, "--version"], capture_output=True, text=True, check=False)
     return LoadResult(
@@ -490,12 +618,17 @@ class _Tally:
 
 
 def _python_client(
-    port: int, token: str, phase: Phase, config: Config, number: int, stop_at: float, tally: _Tally
+    config: Config, port: int, token: str, phase: Phase, number: int, stop_at: float, tally: _Tally
 ) -> None:
     headers = {"Content-Type": "application/json", "Authorization": f"Token {token}"}
+    interval = config.connections / config.rate if config.rate else 0.0
+    next_slot = time.monotonic()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     counter = 0
     while time.monotonic() < stop_at:
+        if interval:
+            time.sleep(max(0.0, next_slot - time.monotonic()))
+            next_slot += interval
         counter += 1
         conversation = 1 + secrets.randbelow(config.conversations)
         body = json.dumps(
@@ -530,32 +663,32 @@ def _python_client(
 def _percentile_ms(ordered: list[float], percent: float) -> float:
     if not ordered:
         return 0.0
-    rank = max(0, min(len(ordered) - 1, round(percent / 100 * len(ordered) + 0.5) - 1))
+    rank = min(len(ordered) - 1, max(0, int(percent / 100 * len(ordered) + 0.5) - 1))
     return ordered[rank] * 1000
 
 
-def run_python_load(config: Config, server: Server, token: str, phase: Phase) -> LoadResult:
+def run_python_load(config: Config, port: int, token: str, phase: Phase) -> LoadResult:
     """Fallback without wrk: one thread per connection, http.client with keep-alive. The GIL
-    and the client's own CPU use (on the same cores as the server) make it pessimistic."""
+    and its own CPU use (on the server's cores) make it pessimistic: compare with care."""
     tallies = [_Tally() for _ in range(config.connections)]
     started = time.monotonic()
     stop_at = started + phase.duration_s
-    workers = [
+    clients = [
         threading.Thread(
             target=_python_client,
-            args=(server.port, token, phase, config, number, stop_at, tally),
+            args=(config, port, token, phase, number, stop_at, tally),
             daemon=True,
         )
         for number, tally in enumerate(tallies, start=1)
     ]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
+    for client in clients:
+        client.start()
+    for client in clients:
+        client.join()
     elapsed = time.monotonic() - started
     latencies = sorted(x for tally in tallies for x in tally.latencies_s)
     return LoadResult(
-        generator="python http.client threads (wrk not found)",
+        generator="python http.client threads",
         requests=len(latencies),
         duration_s=elapsed,
         status_201=sum(t.status_201 for t in tallies),
@@ -570,11 +703,16 @@ def run_python_load(config: Config, server: Server, token: str, phase: Phase) ->
     )
 
 
-def run_load(config: Config, server: Server, token: str, phase: Phase) -> LoadResult:
-    log(f"{phase.name}: {phase.duration_s:g}s, {config.connections} connections")
-    if config.force_python_load or shutil.which("wrk") is None:
-        return run_python_load(config, server, token, phase)
-    return run_wrk(config, server, token, phase)
+def use_wrk(config: Config) -> bool:
+    return not config.python_load and shutil.which("wrk") is not None
+
+
+def run_load(config: Config, port: int, token: str, phase: Phase) -> LoadResult:
+    rate = f"{config.rate:g} messages/s offered" if config.rate else "closed loop"
+    log(f"{phase.name}: {phase.duration_s:g}s, {config.connections} connections, {rate}")
+    if use_wrk(config):
+        return run_wrk(config, port, token, phase)
+    return run_python_load(config, port, token, phase)
 
 
 # --- Main -------------------------------------------------------------------------------------
@@ -586,9 +724,9 @@ def bench_database(config: Config) -> Iterator[str]:
         yield prepare(config)
     finally:
         if config.keep:
-            log(f"keeping database {urlsplit(config.database_url).path.lstrip('/')}")
+            log(f"keeping database {config.database_name}")
         else:
-            log("dropping the bench database")
+            log(f"dropping database {config.database_name}")
             database_drop(config)
 
 
@@ -597,14 +735,46 @@ def running(server: Server) -> Iterator[Server]:
     try:
         server.start()
         yield server
+    except BaseException:
+        log(f"gunicorn log (last lines):\n{server.log_tail()}")
+        raise
     finally:
         log("stopping gunicorn")
         server.stop()
 
 
-def report(
-    config: Config, server: Server, load: LoadResult, stored: StoredCounts, tasks: int
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Measurement:
+    load: LoadResult
+    stored: StoredCounts
+    tasks: int
+    cpu: dict[str, Any]
+
+
+def measure(config: Config, server: Server, token: str, broker: redis.Redis) -> Measurement:
+    run_id = f"b{int(time.time())}"
+    conversations = f"{run_id}-conv"
+    if config.warmup_s > 0:
+        warmup = Phase("warm-up", config.warmup_s, f"{run_id}-warm", conversations)
+        run_load(config, server.port, token, warmup)
+        settle(config, warmup.message_prefix)
+    broker.flushdb()  # count only the measured run's tasks
+    measured = Phase("measured run", config.duration_s, f"{run_id}-main", conversations)
+    meter = CpuMeter(config, broker, server.pid)
+    before = meter.sample()
+    load = run_load(config, server.port, token, measured)
+    after = meter.sample()
+    settle(config, measured.message_prefix)
+    stored = stored_counts(config, measured.message_prefix)
+    tasks = int(broker.llen(CELERY_QUEUE))
+    if load.non_2xx or load.socket_errors:
+        log(f"errors during the run; gunicorn log (last lines):\n{server.log_tail()}")
+    cpu = cpu_report(before, after, stored.messages, cpu_count())
+    return Measurement(load=load, stored=stored, tasks=tasks, cpu=cpu)
+
+
+def report(config: Config, server: Server, result: Measurement, load_avg: float) -> dict[str, Any]:
+    load, stored = result.load, result.stored
     messages_per_s = load.status_201 / load.duration_s if load.duration_s else 0.0
     # wrk stops at its deadline without waiting for the requests in flight: the server still
     # stores those (at most one per connection), so they are messages without a counted 201.
@@ -613,18 +783,24 @@ def report(
         "messages_match_201s": 0 <= unanswered <= config.connections,
         "one_draft_per_message": stored.messages_without_one_draft == 0
         and stored.drafts == stored.messages,
-        "one_task_per_draft": tasks == stored.drafts,
+        "one_task_per_draft": result.tasks == stored.drafts,
         "no_holdouts": stored.drafts_by_status.get("held_out", 0) == 0,
     }
-    latency_met = load.p95_ms <= TARGET_P95_MS
-    throughput_met = messages_per_s >= TARGET_MESSAGES_PER_S
+    met = (
+        messages_per_s >= TARGET_MESSAGES_PER_S
+        and load.p95_ms <= TARGET_P95_MS
+        and load.non_2xx == 0
+        and load.socket_errors == 0
+        and all(checks.values())
+    )
     return {
         "bench": "ingest",
         "server": server.description,
         "worker_class": config.worker_class,
         "workers": config.workers,
         "worker_threads": config.worker_threads if config.worker_class == "gthread" else 1,
-        "load_generator": load.generator,
+        "load_generator": load.generator + ("" if use_wrk(config) else " (wrk not used)"),
+        "load": f"{config.rate:g} messages/s offered" if config.rate else "closed loop",
         "connections": config.connections,
         "duration_s": round(load.duration_s, 2),
         "requests": load.requests,
@@ -645,15 +821,16 @@ def report(
         "conversations": stored.conversations,
         "drafts": stored.drafts,
         "drafts_by_status": stored.drafts_by_status,
-        "tasks_enqueued": tasks,
+        "tasks_enqueued": result.tasks,
         "checks": checks,
+        **result.cpu,
         "targets": {"messages_per_s": TARGET_MESSAGES_PER_S, "p95_ms": TARGET_P95_MS},
-        "met": throughput_met
-        and latency_met
-        and load.non_2xx == 0
-        and load.socket_errors == 0
-        and all(checks.values()),
-        "machine": {"cpus": cpu_count(), "python": sys.version.split()[0]},
+        "met": met,
+        "machine": {
+            "cpus": cpu_count(),
+            "load_avg_1m_at_start": round(load_avg, 2),
+            "python": sys.version.split()[0],
+        },
     }
 
 
@@ -662,25 +839,19 @@ def main(argv: list[str]) -> int:
         seed()
         return 0
     config = parse_args(argv)
-    broker = broker_client(config)
+    load_avg = os.getloadavg()[0]
+    broker = redis.Redis.from_url(config.broker_url)
     broker.flushdb()
-    run_id = f"b{int(time.time())}"
-    warmup = Phase("warm-up", config.warmup_s, f"{run_id}-warm", f"{run_id}-conv")
-    measured = Phase("measured run", config.duration_s, f"{run_id}-main", f"{run_id}-conv")
     try:
-        with bench_database(config) as token, running(Server(config)) as server:
-            if warmup.duration_s > 0:
-                run_load(config, server, token, warmup)
-                settle(config, warmup.message_prefix)
-            broker.flushdb()  # count only the measured run's tasks
-            load = run_load(config, server, token, measured)
-            settle(config, measured.message_prefix)
-            stored = stored_counts(config, measured.message_prefix)
-            tasks = int(broker.llen(CELERY_QUEUE))
+        with (
+            tempfile.NamedTemporaryFile(prefix="bench-gunicorn-", suffix=".log") as log_file,
+            bench_database(config) as token,
+            running(Server(config, log_file)) as server,
+        ):
+            result = measure(config, server, token, broker)
     finally:
         broker.flushdb()
-    result = report(config, server, load, stored, tasks)
-    print(json.dumps(result))
+    print(json.dumps(report(config, server, result, load_avg)))
     return 0
 
 

@@ -7,7 +7,10 @@ process at start-up, not surface as odd behaviour at 3 a.m.
 from __future__ import annotations
 
 import os
+import zoneinfo
+from collections.abc import Iterable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -75,4 +78,23 @@ def env_url(name: str, default: str, *, schemes: tuple[str, ...]) -> str:
         )
     if value and "://" not in value:
         raise ImproperlyConfigured(f"{name}={value!r} is not a URL.")
+    if value and value.split("://", 1)[0] in ("http", "https") and not urlsplit(value).hostname:
+        raise ImproperlyConfigured(f"{name}={value!r} has no host.")
+    return value
+
+
+def env_choice(name: str, default: str, *, choices: Iterable[str]) -> str:
+    value = env_str(name, default)
+    allowed = list(choices)
+    if value not in allowed:
+        raise ImproperlyConfigured(f"{name}={value!r} must be one of: {', '.join(allowed)}.")
+    return value
+
+
+def env_timezone(name: str, default: str) -> str:
+    value = env_str(name, default)
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        raise ImproperlyConfigured(f"{name}={value!r} is not a known time zone.") from exc
     return value

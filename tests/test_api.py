@@ -27,6 +27,7 @@ from tests.factories import (
     ConversationFactory,
     DraftFactory,
     MessageFactory,
+    UserFactory,
     token_for,
 )
 
@@ -47,7 +48,10 @@ def ingest(client: APIClient, **overrides: Any) -> Any:
 
 
 def action(client: APIClient, draft: Draft, **payload: Any) -> Any:
-    body = {key: value.isoformat() if isinstance(value, datetime) else value for key, value in payload.items()}
+    body = {
+        key: value.isoformat() if isinstance(value, datetime) else value
+        for key, value in payload.items()
+    }
     return client.post(f"/api/v1/drafts/{draft.pk}/action", body, format="json")
 
 
@@ -59,10 +63,10 @@ def make_draft(
     shown_at: datetime | None = None,
 ) -> Draft:
     """A draft for a fresh inbound message of `setup`'s team, in the given state."""
-    conversation = ConversationFactory(channel=setup.channel)
-    message = MessageFactory(conversation=conversation)
+    conversation = ConversationFactory.create(channel=setup.channel)
+    message = MessageFactory.create(conversation=conversation)
     now = timezone.now()
-    return DraftFactory(
+    return DraftFactory.create(
         message=message,
         policy=setup.policy,
         status=status,
@@ -140,7 +144,9 @@ def test_ingest_uses_sent_at_as_message_time(acme: TeamSetup) -> None:
     assert Message.objects.get(pk=response.json()["id"]).created_at == sent_at
 
 
-def test_posting_the_same_channel_message_id_twice_returns_the_first_result(acme: TeamSetup) -> None:
+def test_posting_the_same_channel_message_id_twice_returns_the_first_result(
+    acme: TeamSetup,
+) -> None:
     client = acme.api()
     first = ingest(client)
     second = ingest(client, text="Where is my parcel? (resent)")
@@ -156,7 +162,7 @@ def test_posting_the_same_channel_message_id_twice_returns_the_first_result(acme
 
 
 def test_same_channel_message_id_on_another_channel_is_a_new_message(acme: TeamSetup) -> None:
-    email = ChannelFactory(team=acme.team, name="email")
+    email = ChannelFactory.create(team=acme.team, name="email")
     email_client = APIClient()
     email_client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(email)}")
 
@@ -186,7 +192,9 @@ def test_second_message_reuses_the_conversation_and_supersedes_the_first_draft(
     assert second["draft"]["status"] == "queued"
 
 
-def test_ingest_without_an_active_policy_stores_the_message_without_a_draft(acme: TeamSetup) -> None:
+def test_ingest_without_an_active_policy_stores_the_message_without_a_draft(
+    acme: TeamSetup,
+) -> None:
     acme.policy.active = False
     acme.policy.save(update_fields=["active"])
 
@@ -242,7 +250,9 @@ def test_ingest_refuses_an_unknown_field_by_name(acme: TeamSetup) -> None:
 
 
 def test_ingest_answers_malformed_json_with_a_400_detail(acme: TeamSetup) -> None:
-    response = acme.api().post(INGEST, data='{"text": "unterminated', content_type="application/json")
+    response = acme.api().post(
+        INGEST, data='{"text": "unterminated', content_type="application/json"
+    )
 
     assert response.status_code == 400
     assert "detail" in response.json()
@@ -250,7 +260,9 @@ def test_ingest_answers_malformed_json_with_a_400_detail(acme: TeamSetup) -> Non
 
 
 def test_ingest_answers_a_json_list_with_a_400_object(acme: TeamSetup) -> None:
-    response = acme.api().post(INGEST, data=json.dumps([{"text": "hi"}]), content_type="application/json")
+    response = acme.api().post(
+        INGEST, data=json.dumps([{"text": "hi"}]), content_type="application/json"
+    )
 
     assert response.status_code == 400
     body = response.json()
@@ -354,10 +366,8 @@ def test_an_agent_session_reads_its_team_but_cannot_post_customer_messages(
 
 
 def test_a_logged_in_user_without_agent_profile_is_refused(acme: TeamSetup) -> None:
-    from tests.factories import UserFactory
-
     client = APIClient()
-    client.force_login(UserFactory(username="no-team"))
+    client.force_login(UserFactory.create(username="no-team"))
 
     assert client.get(CONVERSATIONS).status_code == 403
 
@@ -367,7 +377,11 @@ def test_a_logged_in_user_without_agent_profile_is_refused(acme: TeamSetup) -> N
 
 def test_another_team_gets_404_for_every_object_of_acme(acme: TeamSetup, globex: TeamSetup) -> None:
     created = ingest(acme.api()).json()
-    conversation_id, message_id, draft_id = created["conversation"], created["id"], created["draft"]["id"]
+    conversation_id, message_id, draft_id = (
+        created["conversation"],
+        created["id"],
+        created["draft"]["id"],
+    )
     urls = [
         f"{CONVERSATIONS}/{conversation_id}",
         f"{CONVERSATIONS}/{conversation_id}/messages",
@@ -447,7 +461,7 @@ def test_draft_detail_shows_status_and_text(acme: TeamSetup) -> None:
 def test_conversation_list_paginates_with_a_cursor_newest_first(acme: TeamSetup) -> None:
     base = timezone.now()
     expected = [
-        ConversationFactory(channel=acme.channel, updated_at=base - timedelta(minutes=i)).pk
+        ConversationFactory.create(channel=acme.channel, updated_at=base - timedelta(minutes=i)).pk
         for i in range(5)
     ]
     client = acme.api()
@@ -469,8 +483,8 @@ def test_conversation_list_paginates_with_a_cursor_newest_first(acme: TeamSetup)
 
 
 def test_conversation_list_filters_by_status_and_refuses_unknown_status(acme: TeamSetup) -> None:
-    open_conversation = ConversationFactory(channel=acme.channel)
-    ConversationFactory(channel=acme.channel, status=Conversation.Status.CLOSED)
+    open_conversation = ConversationFactory.create(channel=acme.channel)
+    ConversationFactory.create(channel=acme.channel, status=Conversation.Status.CLOSED)
     client = acme.api()
 
     filtered = client.get(CONVERSATIONS, {"status": "open"})
@@ -600,7 +614,7 @@ def test_action_by_an_agent_of_another_team_is_refused(acme: TeamSetup, globex: 
 
 
 def test_action_by_an_inactive_agent_is_refused(acme: TeamSetup) -> None:
-    gone = AgentProfileFactory(team=acme.team, user__username="former-agent").user
+    gone = AgentProfileFactory.create(team=acme.team, user__username="former-agent").user
     gone.is_active = False
     gone.save(update_fields=["is_active"])
     draft = make_draft(acme, shown_at=timezone.now() - timedelta(minutes=1))
@@ -628,7 +642,12 @@ def test_explicit_shown_at_starts_the_clock_on_a_never_shown_draft(acme: TeamSet
     acted_at = shown_at + timedelta(seconds=90)
 
     response = action(
-        acme.api(), draft, kind="use", agent=acme.agent.username, shown_at=shown_at, acted_at=acted_at
+        acme.api(),
+        draft,
+        kind="use",
+        agent=acme.agent.username,
+        shown_at=shown_at,
+        acted_at=acted_at,
     )
 
     assert response.status_code == 201

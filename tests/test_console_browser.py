@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from django.urls import reverse
 from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from csbot import services
 from csbot.models import Conversation, Message
@@ -35,7 +36,7 @@ CHROMIUM_ARGS = [
 ]
 PASSWORD = "pw-for-tests"  # the factories' test password
 # CPU vLLM needs about 2 s a draft; the first request after start-up can take much longer.
-DRAFT_TIMEOUT_MS = 180_000
+DRAFT_TIMEOUT_MS = 40_000
 NAV_TIMEOUT_MS = 30_000
 
 EDIT_ADDITION = " Thanks for your patience!"
@@ -59,9 +60,15 @@ def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[Browser]:
             browser.close()
 
 
-def _wait_for_draft(page: Page) -> str:
-    """Wait, without reloading, until the polled draft panel shows a ready draft; its text."""
-    page.wait_for_selector("#draft-text", state="visible", timeout=DRAFT_TIMEOUT_MS)
+def _wait_for_draft(page: Page, artifacts_dir: Path) -> str:
+    """Wait, without reloading, until the polled draft panel shows a ready draft; its text.
+    On a timeout the page is kept (screenshot and HTML) next to the other artifacts."""
+    try:
+        page.wait_for_selector("#draft-text", state="visible", timeout=DRAFT_TIMEOUT_MS)
+    except PlaywrightTimeoutError:
+        page.screenshot(path=str(artifacts_dir / "console-draft-timeout.png"), full_page=True)
+        (artifacts_dir / "console-draft-timeout.html").write_text(page.content())
+        raise
     text = page.locator("#draft-text").get_attribute("data-text")
     assert text, "the draft panel shows an empty draft"
     return text
@@ -92,6 +99,9 @@ def test_agent_accepts_edits_and_ignores_drafts_in_the_browser(
     page = context.new_page()
     page_errors: list[str] = []
     page.on("pageerror", lambda exc: page_errors.append(str(exc)))
+    page.on("console", lambda msg: logger.info("browser console %s: %s", msg.type, msg.text))
+    page.on("requestfailed", lambda req: logger.info("request failed: %s %s", req.url, req.failure))
+    page.on("response", lambda resp: logger.info("response %s %s", resp.status, resp.url))
 
     # Log in through the form.
     page.goto(f"{live_server.url}{reverse('login')}")
@@ -129,7 +139,7 @@ def test_agent_accepts_edits_and_ignores_drafts_in_the_browser(
     def open_and_wait(conversation: Conversation) -> str:
         page.goto(conversation_url(conversation))
         initial_states.append(page.locator("#draft-panel-state").get_attribute("data-status"))
-        return _wait_for_draft(page)
+        return _wait_for_draft(page, artifacts_dir)
 
     # 1. Accept, by clicking the button. The screenshots are taken with the draft on screen.
     shown = {}

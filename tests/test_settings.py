@@ -147,6 +147,9 @@ def test_overrides_are_read_from_the_environment(tmp_path: Path) -> None:
         ("DRAFT_STALE_SECONDS", "0"),
         ("CSBOT_MAX_MESSAGE_CHARS", "4k"),
         ("LOCAL_LLM_URL", "ftp://x"),
+        ("LOCAL_LLM_URL", "http://"),
+        ("LOG_LEVEL", "LOUD"),
+        ("TIME_ZONE", "Mars/Base"),
     ],
     ids=lambda value: value or "empty",
 )
@@ -280,7 +283,9 @@ def test_env_url_accepts_listed_schemes_and_an_unset_optional_url(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("CSBOT_TEST_URL", "https://api.example.com/v1")
-    assert env.env_url("CSBOT_TEST_URL", "", schemes=("http", "https")) == "https://api.example.com/v1"
+    assert (
+        env.env_url("CSBOT_TEST_URL", "", schemes=("http", "https")) == "https://api.example.com/v1"
+    )
 
     monkeypatch.delenv("CSBOT_TEST_URL")
     assert env.env_url("CSBOT_TEST_URL", "", schemes=("http",)) == ""
