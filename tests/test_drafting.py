@@ -190,9 +190,14 @@ def test_a_draft_superseded_while_generating_keeps_its_cost_but_never_becomes_re
         setup = make_team("Race", endpoint=endpoint)
         first = ingest(setup, "c1", "m1", "Hello?").draft
         assert first is not None
-        worker = threading.Thread(
-            target=lambda: (drafting.draft_generate(draft_id=first.pk), connection.close())
-        )
+
+        def generate() -> None:
+            try:
+                drafting.draft_generate(draft_id=first.pk)
+            finally:
+                connection.close()
+
+        worker = threading.Thread(target=generate)
         worker.start()
         wait_for(lambda: len(stub.requests), lambda n: n == 1, timeout=10)
         ingest(setup, "c1", "m2", "Never mind, found it.")
@@ -287,7 +292,8 @@ def test_a_permanent_provider_error_fails_the_draft_with_the_reason(db: None) ->
         )
     ) as stub:
         setup = make_team(
-            "Auth", endpoint=EndpointFactory.create(kind=ModelEndpoint.Kind.PAID, base_url=stub.base_url)
+            "Auth",
+            endpoint=EndpointFactory.create(kind=ModelEndpoint.Kind.PAID, base_url=stub.base_url),
         )
         draft = ingest(setup, "c1", "m1", "Hi").draft
         assert draft is not None

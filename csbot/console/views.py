@@ -65,6 +65,12 @@ class ReplyForm(forms.Form):
     inbound_message_id = forms.IntegerField(required=False)
     draft_id = forms.IntegerField(required=False)
 
+    def clean_text(self) -> str:
+        # Browsers submit a textarea's line breaks as CRLF. Store them as LF, as the draft has
+        # them: otherwise an accepted multi-line draft is no longer "as is" and is rejected.
+        text: str = self.cleaned_data["text"]
+        return text.replace("\r\n", "\n").replace("\r", "\n")
+
 
 @login_required
 @require_POST

@@ -40,7 +40,7 @@ class Command(BaseCommand):
             "--timeout",
             type=float,
             default=600,
-            help="seconds to wait for health (first start ≈2.5 min)",
+            help="seconds to wait for health (start ≈75 s on 2 CPU cores)",
         )
         for name, text in (("status", "show the server's state"), ("stop", "stop our server")):
             actions.add_parser(name, help=text).add_argument("--port", type=int, default=port)
