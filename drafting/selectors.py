@@ -10,7 +10,9 @@ from drafting.models import AgentAction, Draft
 
 
 def live_draft_for_message(*, message_id: int) -> Draft | None:
-    return Draft.objects.live().filter(message_id=message_id).first()
+    return (
+        Draft.objects.live().select_related("final_endpoint").filter(message_id=message_id).first()
+    )
 
 
 def live_drafts_for_messages(*, message_ids: Iterable[int]) -> dict[int, Draft]:
@@ -39,6 +41,11 @@ def action_for_reply(*, inbound_message_id: int | None, draft_id: int | None) ->
     if draft_id is not None:
         return queryset.filter(draft_id=draft_id).first()
     return None
+
+
+def draft_of_message(*, draft_id: int, message_id: int) -> Draft | None:
+    """The draft with this id if it answers this message (whatever its status now)."""
+    return Draft.objects.filter(pk=draft_id, message_id=message_id).first()
 
 
 def drafts_for_team(*, team_id: int) -> QuerySet[Draft]:

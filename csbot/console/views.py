@@ -7,15 +7,15 @@ from django.conf import settings
 from django.contrib import messages as flash
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from csbot import selectors, services
 from csbot.models import Conversation, Message, Team
+from drafting import selectors as drafting_selectors
 from drafting import services as drafting
-from drafting.models import Draft
 from drafting.services import ActionRejected
 
 
@@ -94,7 +94,11 @@ def reply(request: HttpRequest, pk: int) -> HttpResponse:
         )
     if data["draft_id"] and inbound is not None:
         # The draft the agent saw, even if the customer has written again since.
-        draft = get_object_or_404(Draft, pk=data["draft_id"], message=inbound)
+        draft = drafting_selectors.draft_of_message(
+            draft_id=data["draft_id"], message_id=inbound.pk
+        )
+        if draft is None:
+            raise Http404("No such draft for this message.")
     try:
         services.reply_send(
             conversation=conversation,
