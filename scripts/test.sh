@@ -20,17 +20,25 @@ export DJANGO_DEBUG=0
 export CSBOT_VAR_DIR="${CSBOT_VAR_DIR:-$PWD/var/test}"
 mkdir -p "$CSBOT_VAR_DIR" artifacts
 
+mkdir -p "$CSBOT_VAR_DIR/static"
+
 PY=.venv/bin/python
+llm_pid=""
 if [ -z "${LOCAL_LLM_URL:-}" ]; then
     $PY manage.py local_llm install
-    # Starting (and on a first run, compiling) takes minutes: do it while lint runs. The
-    # test session reuses this server through the same health check.
-    $PY manage.py local_llm serve --background
+    # Starting the server takes a minute or more: do it while lint runs. The test session
+    # reuses this server through the same health check.
+    $PY manage.py local_llm serve --background &
+    llm_pid=$!
 fi
 
 echo "[test] ruff"
 .venv/bin/ruff check .
 echo "[test] mypy"
 .venv/bin/mypy .
+if [ -n "$llm_pid" ]; then
+    echo "[test] waiting for the local vLLM server"
+    wait "$llm_pid"
+fi
 echo "[test] pytest"
 .venv/bin/pytest "$@"
