@@ -5,7 +5,6 @@ from typing import Any
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from django.utils import timezone
 
 from csbot import services
 from csbot.models import AgentProfile, ApiToken, Channel, Conversation, Message, Team
@@ -65,11 +64,19 @@ class ApiTokenAdmin(admin.ModelAdmin[ApiToken]):
 
     @admin.action(description="Revoke selected tokens")
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
-        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
-        messages.success(request, f"{count} token(s) revoked.")
+        tokens = list(queryset.filter(revoked_at__isnull=True))
+        for token in tokens:
+            services.api_token_revoke(token=token)
+        messages.success(request, f"{len(tokens)} token(s) revoked.")
 
 
-_MESSAGE_FIELDS: tuple[str, ...] = ("created_at", "direction", "author", "text", "channel_message_id")
+_MESSAGE_FIELDS: tuple[str, ...] = (
+    "created_at",
+    "direction",
+    "author",
+    "text",
+    "channel_message_id",
+)
 
 
 class MessageInline(admin.TabularInline[Message, Conversation]):

@@ -27,15 +27,6 @@ class IngestResult:
     created: bool
 
 
-def _conversation_for(*, channel: Channel, external_id: str, customer_ref: str) -> Conversation:
-    conversation, _ = Conversation.objects.get_or_create(
-        channel=channel,
-        external_id=external_id,
-        defaults={"team_id": channel.team_id, "customer_ref": customer_ref},
-    )
-    return conversation
-
-
 def message_ingest(
     *,
     channel: Channel,
@@ -47,17 +38,22 @@ def message_ingest(
 ) -> IngestResult:
     """Store an inbound customer message and request its draft, in one transaction.
 
-    Idempotent on (channel, channel_message_id): a repeat returns the first message and
-    draft (created=False), also when two copies race — the unique constraint decides.
+    Idempotent on (channel, channel_message_id): the unique constraint decides, also when two
+    copies race; a repeat rolls back and returns the first message and draft (created=False).
+    There is no look-up first: duplicates are rare and this is the hot path.
     """
-    existing = _existing(channel=channel, channel_message_id=channel_message_id)
-    if existing is not None:
-        return existing
     now = timezone.now()
     try:
         with transaction.atomic():
-            conversation = _conversation_for(
-                channel=channel, external_id=conversation_external_id, customer_ref=customer_ref
+            conversation, new_conversation = Conversation.objects.get_or_create(
+                channel=channel,
+                external_id=conversation_external_id,
+                defaults={
+                    "team_id": channel.team_id,
+                    "customer_ref": customer_ref,
+                    "updated_at": now,
+                    "awaiting_reply_since": now,
+                },
             )
             message = Message.objects.create(
                 conversation=conversation,
@@ -68,12 +64,13 @@ def message_ingest(
                 channel_message_id=channel_message_id,
                 created_at=created_at or now,
             )
-            Conversation.objects.filter(pk=conversation.pk).update(
-                status=Conversation.Status.OPEN,
-                updated_at=now,
-                awaiting_reply_since=Coalesce("awaiting_reply_since", Value(now)),
-            )
-            draft = drafting.draft_request(message=message)
+            if not new_conversation:
+                Conversation.objects.filter(pk=conversation.pk).update(
+                    status=Conversation.Status.OPEN,
+                    updated_at=now,
+                    awaiting_reply_since=Coalesce("awaiting_reply_since", Value(now)),
+                )
+            draft = drafting.draft_request(message=message, new_conversation=new_conversation)
     except IntegrityError:
         existing = _existing(channel=channel, channel_message_id=channel_message_id)
         if existing is None:
@@ -163,3 +160,12 @@ def api_token_create(*, channel: Channel, name: str) -> tuple[ApiToken, str]:
         channel=channel, name=name, key_hash=ApiToken.hash_key(key), prefix=key[:8]
     )
     return token, key
+
+
+def api_token_revoke(*, token: ApiToken) -> None:
+    """Revoke a token. This process stops accepting it at once; other web processes within
+    API_TOKEN_CACHE_SECONDS."""
+    from csbot.api.auth import forget_token
+
+    ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    forget_token(token.key_hash)

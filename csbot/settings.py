@@ -183,6 +183,10 @@ CSBOT_MAX_MESSAGE_CHARS = env_int("CSBOT_MAX_MESSAGE_CHARS", 4000, minimum=1)
 # Request bodies above this are refused before parsing (413).
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("CSBOT_MAX_BODY_BYTES", 64 * 1024, minimum=1024)
 
+# Seconds a web process keeps a valid API token without asking the database again (a revoked
+# token can keep working this long in other processes). 0 turns the cache off.
+API_TOKEN_CACHE_SECONDS = env_int("API_TOKEN_CACHE_SECONDS", 30, minimum=0)
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "csbot.api.auth.IntegrationTokenAuthentication",

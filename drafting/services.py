@@ -54,31 +54,34 @@ def _enqueue(draft_id: int, *, countdown: float = 0) -> None:
 # --- Requesting a draft (web process) ---------------------------------------------------------
 
 
-def draft_request(*, message: Message) -> Draft | None:
+def draft_request(*, message: Message, new_conversation: bool = False) -> Draft | None:
     """Create the draft for a new inbound message, inside the caller's transaction.
 
     Steps: find the team's active policy (none: no draft); supersede the conversation's
     unfinished or unanswered drafts (the customer wrote again, so they are stale); hold the
     conversation out when it already is, or draw it into the hold-out group on its first
     draft; otherwise queue the draft and ring the worker after commit, with the id only.
+    `new_conversation` (the caller just created it) skips the look-ups that cannot find
+    anything: ingest is the hot path.
     """
     conversation = message.conversation
     policy = CascadePolicy.objects.filter(team_id=conversation.team_id, active=True).first()
     if policy is None:
         return None
-    Draft.objects.filter(
-        message__conversation_id=conversation.pk,
-        status__in=[*PENDING, Draft.Status.READY],
-        action__isnull=True,
-    ).update(status=Draft.Status.SUPERSEDED)
-
-    # Hold-out is per conversation so an agent never sees drafts in a baseline conversation.
-    first_status = (
-        Draft.objects.filter(message__conversation_id=conversation.pk)
-        .order_by("created_at", "id")
-        .values_list("status", flat=True)
-        .first()
-    )
+    first_status = None
+    if not new_conversation:
+        Draft.objects.filter(
+            message__conversation_id=conversation.pk,
+            status__in=[*PENDING, Draft.Status.READY],
+            action__isnull=True,
+        ).update(status=Draft.Status.SUPERSEDED)
+        # Hold-out is per conversation so an agent never sees drafts in a baseline conversation.
+        first_status = (
+            Draft.objects.filter(message__conversation_id=conversation.pk)
+            .order_by("created_at", "id")
+            .values_list("status", flat=True)
+            .first()
+        )
     if first_status is None:
         held_out = random.random() < float(policy.holdout_share)  # noqa: S311 - a draw, not crypto
     else:

@@ -36,6 +36,8 @@ def _static_files_from_the_source(settings: Any) -> None:
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     }
     settings.WHITENOISE_USE_FINDERS = True
+    # Tests revoke tokens behind the web layer's back; the cache has its own test.
+    settings.API_TOKEN_CACHE_SECONDS = 0
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,7 @@ from django.conf import settings
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from csbot import services
 from csbot.api.parsers import BoundedJSONParser, RequestTooLarge
 from csbot.models import ApiToken, Conversation, Message
 from drafting.models import AgentAction, Draft
@@ -764,3 +765,14 @@ def test_swagger_ui_page_loads_with_its_assets_served_locally(db: None, settings
     assert "swagger-ui" in page
     assert "/static/drf_spectacular_sidecar/swagger-ui-dist/" in page  # no CDN
     assert "/api/schema/" in page
+
+
+def test_a_token_revoked_through_the_service_is_refused_at_once_despite_the_cache(
+    acme: TeamSetup, settings: Any
+) -> None:
+    settings.API_TOKEN_CACHE_SECONDS = 30
+    client = acme.api()
+    assert client.get("/api/v1/conversations").status_code == 200  # now cached
+    token = ApiToken.objects.get(channel=acme.channel)
+    services.api_token_revoke(token=token)
+    assert client.get("/api/v1/conversations").status_code == 401

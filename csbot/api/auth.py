@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.http import Http404
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions
@@ -25,6 +27,33 @@ class IntegrationPrincipal:
         return f"integration:{self.token.name}"
 
 
+# Ingest is the hot path and every request looks its token up: positive look-ups are kept
+# per process for API_TOKEN_CACHE_SECONDS. A revocation therefore reaches other processes
+# within that time (this process forgets at once, see `forget_token`).
+_token_cache: dict[str, tuple[float, ApiToken]] = {}
+_TOKEN_CACHE_MAX = 1024
+
+
+def _active_token(key_hash: str) -> ApiToken | None:
+    ttl = settings.API_TOKEN_CACHE_SECONDS
+    now = time.monotonic()
+    cached = _token_cache.get(key_hash)
+    if cached is not None and cached[0] > now:
+        return cached[1]
+    token = (
+        ApiToken.objects.active().select_related("channel__team").filter(key_hash=key_hash).first()
+    )
+    if token is not None and ttl > 0:
+        if len(_token_cache) >= _TOKEN_CACHE_MAX:
+            _token_cache.clear()
+        _token_cache[key_hash] = (now + ttl, token)
+    return token
+
+
+def forget_token(key_hash: str) -> None:
+    _token_cache.pop(key_hash, None)
+
+
 class IntegrationTokenAuthentication(authentication.BaseAuthentication):
     keyword = "Token"
 
@@ -40,12 +69,7 @@ class IntegrationTokenAuthentication(authentication.BaseAuthentication):
             key = header[1].decode()
         except UnicodeDecodeError as exc:
             raise exceptions.AuthenticationFailed("Invalid token.") from exc
-        token = (
-            ApiToken.objects.active()
-            .select_related("channel__team")
-            .filter(key_hash=ApiToken.hash_key(key))
-            .first()
-        )
+        token = _active_token(ApiToken.hash_key(key))
         if token is None:
             raise exceptions.AuthenticationFailed("Invalid or revoked token.")
         return IntegrationPrincipal(token=token), token

@@ -114,7 +114,7 @@ class ConversationMessagesView(generics.ListAPIView[Message]):
         page = self.paginate_queryset(self.get_queryset())
         assert page is not None
         drafts = drafting_selectors.live_drafts_for_messages(message_ids=[m.pk for m in page])
-        data = s.MessageOut(page, many=True, context={"drafts": drafts}).data
+        data = self.get_serializer(page, many=True, context={"drafts": drafts}).data
         return self.get_paginated_response(data)
 
 
