@@ -38,14 +38,28 @@ class ModelEndpoint(models.Model):
         help_text="Name of the environment variable holding the API key (never the key itself).",
     )
     input_price_per_mtok = models.DecimalField(
-        max_digits=PRICE_DIGITS, decimal_places=PRICE_PLACES, default=ZERO, help_text="USD per million input tokens."
+        max_digits=PRICE_DIGITS,
+        decimal_places=PRICE_PLACES,
+        default=ZERO,
+        help_text="USD per million input tokens.",
     )
     output_price_per_mtok = models.DecimalField(
-        max_digits=PRICE_DIGITS, decimal_places=PRICE_PLACES, default=ZERO, help_text="USD per million output tokens."
+        max_digits=PRICE_DIGITS,
+        decimal_places=PRICE_PLACES,
+        default=ZERO,
+        help_text="USD per million output tokens.",
     )
-    request_fee = models.DecimalField(max_digits=PRICE_DIGITS, decimal_places=PRICE_PLACES, default=ZERO, help_text="USD per request.")
+    request_fee = models.DecimalField(
+        max_digits=PRICE_DIGITS,
+        decimal_places=PRICE_PLACES,
+        default=ZERO,
+        help_text="USD per request.",
+    )
     gpu_hour_usd = models.DecimalField(
-        max_digits=PRICE_DIGITS, decimal_places=PRICE_PLACES, default=ZERO, help_text="Local endpoints: USD per GPU hour."
+        max_digits=PRICE_DIGITS,
+        decimal_places=PRICE_PLACES,
+        default=ZERO,
+        help_text="Local endpoints: USD per GPU hour.",
     )
     timeout_seconds = models.PositiveIntegerField(default=30, validators=[MinValueValidator(1)])
     max_output_tokens = models.PositiveIntegerField(default=256, validators=[MinValueValidator(1)])
@@ -161,7 +175,9 @@ class Draft(models.Model):
         ModelEndpoint, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     score = models.DecimalField(max_digits=5, decimal_places=4, null=True, blank=True)
-    total_cost = models.DecimalField(max_digits=MONEY_DIGITS, decimal_places=MONEY_PLACES, default=ZERO)
+    total_cost = models.DecimalField(
+        max_digits=MONEY_DIGITS, decimal_places=MONEY_PLACES, default=ZERO
+    )
     failure_reason = models.CharField(max_length=200, blank=True)
     tries = models.PositiveSmallIntegerField(
         default=0, help_text="How many times a worker claimed it."

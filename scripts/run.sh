@@ -16,10 +16,12 @@ $PY manage.py migrate --noinput
 $PY manage.py seed_demo
 
 pids=()
+started_llm=""
 cleanup() {
     echo "[run] stopping…"
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    if [ -z "${LOCAL_LLM_URL:-}" ]; then $PY manage.py local_llm stop || true; fi
+    # Stop the model server only if this run started it (a test run may share it).
+    if [ -n "$started_llm" ]; then $PY manage.py local_llm stop || true; fi
     wait || true
 }
 trap cleanup EXIT INT TERM
@@ -31,6 +33,7 @@ echo "[run] web console starting at http://127.0.0.1:$PORT/ (log: var/logs/web.l
 # The worker starts once the model server answers, so demo drafts do not burn their retries
 # on a server still installing or compiling (first run: several minutes, shown below).
 if [ -z "${LOCAL_LLM_URL:-}" ]; then
+    if ! $PY manage.py local_llm status >/dev/null 2>&1; then started_llm=1; fi
     $PY manage.py local_llm serve --background
 fi
 $PY -m celery -A csbot worker --beat --pool threads --concurrency 2 --loglevel INFO \

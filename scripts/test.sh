@@ -36,6 +36,8 @@ echo "[test] ruff"
 .venv/bin/ruff check .
 echo "[test] mypy"
 .venv/bin/mypy .
+echo "[test] migrations up to date"
+$PY manage.py makemigrations --check --dry-run
 if [ -n "$llm_pid" ]; then
     echo "[test] waiting for the local vLLM server"
     wait "$llm_pid"
