@@ -68,24 +68,28 @@ def draft_request(*, message: Message, new_conversation: bool = False) -> Draft 
     policy = CascadePolicy.objects.filter(team_id=conversation.team_id, active=True).first()
     if policy is None:
         return None
-    first_status = None
+    # Hold-out is per conversation, so an agent never sees drafts in a baseline conversation:
+    # drawn on the conversation's first draft, inherited after.
+    held_out = None
     if not new_conversation:
-        Draft.objects.filter(
+        superseded = Draft.objects.filter(
             message__conversation_id=conversation.pk,
             status__in=[*PENDING, Draft.Status.READY],
             action__isnull=True,
         ).update(status=Draft.Status.SUPERSEDED)
-        # Hold-out is per conversation so an agent never sees drafts in a baseline conversation.
-        first_status = (
-            Draft.objects.filter(message__conversation_id=conversation.pk)
-            .order_by("created_at", "id")
-            .values_list("status", flat=True)
-            .first()
-        )
-    if first_status is None:
+        if superseded:
+            held_out = False  # it had a real draft, so it is not held out
+        else:
+            first_status = (
+                Draft.objects.filter(message__conversation_id=conversation.pk)
+                .order_by("created_at", "id")
+                .values_list("status", flat=True)
+                .first()
+            )
+            if first_status is not None:
+                held_out = first_status == Draft.Status.HELD_OUT
+    if held_out is None:
         held_out = random.random() < float(policy.holdout_share)  # noqa: S311 - a draw, not crypto
-    else:
-        held_out = first_status == Draft.Status.HELD_OUT
     if held_out:
         return Draft.objects.create(message=message, policy=policy, status=Draft.Status.HELD_OUT)
     draft = Draft.objects.create(message=message, policy=policy, enqueued_at=timezone.now())

@@ -370,3 +370,33 @@ def test_a_team_without_an_active_policy_stores_the_message_without_a_draft(db: 
     result = ingest(setup, "c1", "m1", "Hi")
     assert result.created
     assert result.draft is None
+
+
+def test_a_drafted_conversation_stays_drafted_after_a_reply_even_if_the_hold_out_grows(
+    db: None,
+) -> None:
+    setup = make_team("Sticky")
+    first = ingest(setup, "c1", "m1", "Hi").draft
+    assert first is not None and first.status == Draft.Status.QUEUED
+    Draft.objects.filter(pk=first.pk).update(
+        status=Draft.Status.READY,
+        text="Hello!",
+        ready_at=timezone.now(),
+        first_shown_at=timezone.now(),
+    )
+    first.refresh_from_db()
+    services.reply_send(
+        conversation=first.message.conversation,
+        agent=setup.agent,
+        text="Hello!",
+        inbound_message=first.message,
+        draft=first,
+        kind="use",
+    )
+    setup.policy.holdout_share = Decimal("1")
+    setup.policy.save()
+    second = ingest(setup, "c1", "m2", "One more question").draft
+    assert second is not None
+    assert second.status == Draft.Status.QUEUED
+    first.refresh_from_db()
+    assert first.status == Draft.Status.READY  # answered drafts are not superseded
