@@ -12,6 +12,7 @@ import pytest
 from django.conf import settings
 from rest_framework.test import APIClient
 
+from csbot import services
 from csbot.models import AgentProfile, Channel, Team
 from drafting.models import CascadePolicy, ModelEndpoint
 from tests.factories import (
@@ -90,6 +91,19 @@ def make_team(name: str, *, endpoint: ModelEndpoint | None = None) -> TeamSetup:
         policy=policy,
         endpoint=endpoint,
         token=token_for(channel),
+    )
+
+
+def ingest(
+    setup: TeamSetup, conversation: str, message_id: str, text: str = "Hi there"
+) -> services.IngestResult:
+    """A customer message arriving on the team's channel, as the API would store it."""
+    return services.message_ingest(
+        channel=setup.channel,
+        conversation_external_id=conversation,
+        channel_message_id=message_id,
+        text=text,
+        customer_ref="Dana",
     )
 
 

@@ -12,27 +12,15 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from csbot import services
 from csbot.models import Conversation, Message
 from drafting.models import AgentAction, Draft
-from tests.conftest import TeamSetup
+from tests.conftest import TeamSetup, ingest
 from tests.factories import MessageFactory
 
 
 def login(client: Client, setup: TeamSetup) -> Client:
     client.force_login(setup.agent)
     return client
-
-
-def ingest(
-    setup: TeamSetup, conversation: str, message_id: str, text: str = "Hi there"
-) -> services.IngestResult:
-    return services.message_ingest(
-        channel=setup.channel,
-        conversation_external_id=conversation,
-        channel_message_id=message_id,
-        text=text,
-    )
 
 
 def make_ready(draft: Draft, text: str = "Thanks for writing! Your order ships tomorrow.") -> Draft:

@@ -21,7 +21,7 @@ from csbot import services
 from csbot.celery import app as celery_app
 from drafting import services as drafting
 from drafting.models import Draft, DraftAttempt, ModelEndpoint
-from tests.conftest import TeamSetup, make_team
+from tests.conftest import ingest, make_team
 from tests.factories import EndpointFactory
 from tests.http_stub import Reply, TcpProxy, chat_completion, openai_stub
 
@@ -35,18 +35,6 @@ def wait_for(fetch: Callable[[], T], done: Callable[[T], bool], *, timeout: floa
         time.sleep(0.25)
         value = fetch()
     return value
-
-
-def ingest(
-    setup: TeamSetup, conversation: str, message_id: str, text: str
-) -> services.IngestResult:
-    return services.message_ingest(
-        channel=setup.channel,
-        conversation_external_id=conversation,
-        channel_message_id=message_id,
-        text=text,
-        customer_ref="Dana",
-    )
 
 
 def queued_draft_ids() -> list[int]:
