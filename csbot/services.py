@@ -152,6 +152,13 @@ def reply_send(
     return ReplyResult(message=message, action=action, created=True)
 
 
+def conversation_close(*, conversation: Conversation) -> None:
+    """Take a conversation off the queue. The customer's next message reopens it."""
+    Conversation.objects.filter(pk=conversation.pk).update(
+        status=Conversation.Status.CLOSED, awaiting_reply_since=None, updated_at=timezone.now()
+    )
+
+
 def api_token_create(*, channel: Channel, name: str) -> tuple[ApiToken, str]:
     """A new integration token for `channel`. Returns the row and the key, which is not
     stored (only its hash) and so can be shown exactly once."""

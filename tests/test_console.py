@@ -244,3 +244,18 @@ def test_edits_and_ignores_measure_how_far_the_reply_is_from_the_draft(
     action = AgentAction.objects.get(draft=draft)
     assert action.kind == expected
     assert action.edit_distance is not None and action.edit_distance > 0
+
+
+def test_closing_takes_a_conversation_off_the_queue_until_the_customer_writes_again(
+    client: Client, acme: TeamSetup
+) -> None:
+    conversation = ingest(acme, "c", "m1", "Thanks, all sorted!").message.conversation
+    login(client, acme)
+    response = client.post(f"/console/c/{conversation.pk}/close")
+    assert response.status_code == 302
+    assert "Thanks, all sorted!" not in client.get("/console/").content.decode()
+    ingest(acme, "c", "m2", "Oh, one more thing")
+    conversation.refresh_from_db()
+    assert conversation.status == Conversation.Status.OPEN
+    assert conversation.awaiting_reply_since is not None
+    assert "one more thing" in client.get("/console/").content.decode()

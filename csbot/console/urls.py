@@ -11,4 +11,5 @@ urlpatterns = [
     path("c/<int:pk>", views.conversation, name="conversation"),
     path("c/<int:pk>/draft", views.draft_panel, name="draft-panel"),
     path("c/<int:pk>/reply", views.reply, name="reply"),
+    path("c/<int:pk>/close", views.close, name="close"),
 ]

@@ -121,3 +121,12 @@ def reply(request: HttpRequest, pk: int) -> HttpResponse:
     if next_conversation is not None:
         return redirect("console:conversation", pk=next_conversation)
     return redirect(reverse("console:queue"))
+
+
+@login_required
+@require_POST
+def close(request: HttpRequest, pk: int) -> HttpResponse:
+    conversation = get_object_or_404(Conversation, pk=pk, team=_team(request))
+    services.conversation_close(conversation=conversation)
+    flash.success(request, "Conversation closed; it reopens if the customer writes again.")
+    return redirect("console:queue")
