@@ -185,8 +185,12 @@ def provider_for(endpoint: ModelEndpoint) -> Provider:
     api_key = os.environ.get(endpoint.api_key_env, "") if endpoint.api_key_env else ""
     if endpoint.api_key_env and not api_key:
         raise PermanentError(f"The environment variable {endpoint.api_key_env} is not set.")
+    try:
+        base_url = endpoint.resolved_base_url()
+    except ValueError as exc:
+        raise PermanentError(str(exc)) from exc
     return OpenAICompatibleProvider(
-        base_url=endpoint.resolved_base_url(),
+        base_url=base_url,
         model=endpoint.model_name,
         # vLLM accepts any key when started without --api-key; the SDK insists on one.
         api_key=api_key or "not-needed",

@@ -388,3 +388,23 @@ def test_a_drafted_conversation_stays_drafted_after_a_reply_even_if_the_hold_out
     assert second.status == Draft.Status.QUEUED
     first.refresh_from_db()
     assert first.status == Draft.Status.READY  # answered drafts are not superseded
+
+
+def test_a_misconfigured_endpoint_fails_the_draft_with_a_recorded_attempt(
+    db: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CSBOT_TEST_MISSING_KEY", raising=False)
+    no_key = EndpointFactory.create(
+        kind=ModelEndpoint.Kind.PAID,
+        base_url="http://127.0.0.1:9/v1",
+        api_key_env="CSBOT_TEST_MISSING_KEY",
+    )
+    setup = make_team("Misconfigured", endpoint=no_key)
+    draft = ingest(setup, "c1", "m1", "Hi").draft
+    assert draft is not None
+    drafting.draft_generate(draft_id=draft.pk)
+    draft.refresh_from_db()
+    assert draft.status == Draft.Status.FAILED
+    attempt = draft.attempts.get()
+    assert attempt.error_kind == DraftAttempt.ErrorKind.PERMANENT
+    assert "CSBOT_TEST_MISSING_KEY" in attempt.error_message
