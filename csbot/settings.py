@@ -171,6 +171,9 @@ LOCAL_LLM_PORT = env_int("LOCAL_LLM_PORT", 8001, minimum=1)
 DRAFT_STALE_SECONDS = env_int("DRAFT_STALE_SECONDS", 120, minimum=1)
 # Drafts older than this are worthless to the agent: the sweeper marks them failed.
 DRAFT_MAX_AGE_SECONDS = env_int("DRAFT_MAX_AGE_SECONDS", 1800, minimum=1)
+# The whole cascade of one draft must finish within this many seconds: no tier is asked
+# after it, and each tier's timeout is cut to the time left.
+DRAFT_DEADLINE_SECONDS = env_int("DRAFT_DEADLINE_SECONDS", 90, minimum=1)
 # Transient provider failures are retried (by the sweeper) at most this many times.
 DRAFT_MAX_TRIES = env_int("DRAFT_MAX_TRIES", 5, minimum=1)
 DRAFT_RETRY_BASE_SECONDS = env_int("DRAFT_RETRY_BASE_SECONDS", 10, minimum=0)

@@ -246,6 +246,9 @@ class DraftAttempt(models.Model):
     tokens_out = models.PositiveIntegerField(default=0)
     latency_ms = models.PositiveIntegerField(default=0)
     cost = models.DecimalField(max_digits=MONEY_DIGITS, decimal_places=MONEY_PLACES, default=ZERO)
+    score = models.DecimalField(
+        max_digits=5, decimal_places=4, null=True, blank=True, help_text="The cascade scorer's g."
+    )
     outcome = models.CharField(max_length=8, choices=Outcome.choices)
     error_kind = models.CharField(max_length=20, choices=ErrorKind.choices, blank=True, default="")
     error_message = models.CharField(max_length=500, blank=True)

@@ -8,6 +8,7 @@ the typed error below.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -131,6 +132,12 @@ class OpenAICompatibleProvider:
             )
         except openai.APIError as exc:
             raise _classify(exc, latency_ms=_elapsed_ms(started)) from exc
+        except json.JSONDecodeError as exc:
+            # The SDK parses the body after the status check: a 200 with a broken body lands
+            # here, not in APIError. The server is misbehaving: transient, try elsewhere.
+            raise Unavailable(
+                f"Malformed JSON in the response: {exc}", latency_ms=_elapsed_ms(started)
+            ) from exc
         latency_ms = _elapsed_ms(started)
         if not response.choices:
             raise EmptyCompletion("The response had no choices.", latency_ms=latency_ms)
@@ -180,8 +187,9 @@ def _classify(exc: openai.APIError, *, latency_ms: int) -> ProviderError:
     return Unavailable(message, latency_ms=latency_ms)
 
 
-def provider_for(endpoint: ModelEndpoint) -> Provider:
-    """The provider for an endpoint. The API key is read from the environment at call time."""
+def provider_for(endpoint: ModelEndpoint, *, timeout: float | None = None) -> Provider:
+    """The provider for an endpoint. The API key is read from the environment at call time.
+    `timeout` (seconds) tightens the endpoint's own timeout, e.g. to a draft's deadline."""
     api_key = os.environ.get(endpoint.api_key_env, "") if endpoint.api_key_env else ""
     if endpoint.api_key_env and not api_key:
         raise PermanentError(f"The environment variable {endpoint.api_key_env} is not set.")
@@ -194,5 +202,5 @@ def provider_for(endpoint: ModelEndpoint) -> Provider:
         model=endpoint.model_name,
         # vLLM accepts any key when started without --api-key; the SDK insists on one.
         api_key=api_key or "not-needed",
-        timeout=float(endpoint.timeout_seconds),
+        timeout=min(float(endpoint.timeout_seconds), timeout or float("inf")),
     )

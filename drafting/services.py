@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -22,9 +23,9 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from rapidfuzz.distance import Levenshtein
 
 from csbot.models import Message
+from drafting.cascade import CascadeResult, TierAttempt, run_cascade
 from drafting.models import AgentAction, CascadePolicy, CascadeTier, Draft, DraftAttempt
-from drafting.pricing import attempt_cost
-from drafting.providers import CompletionRequest, ProviderError, provider_for
+from drafting.scoring import DefaultScorer, ScoringContext
 
 logger = logging.getLogger(__name__)
 
@@ -145,88 +146,102 @@ def _prompt_messages(draft: Draft) -> list[dict[str, str]]:
 
 
 def draft_generate(*, draft_id: int) -> None:
-    """Claim the draft, ask the policy's first enabled tier, record the attempt, finish.
+    """Claim the draft, run the policy's cascade, store every attempt, finish the draft.
 
-    A provider error is recorded as a failed attempt; transient ones put the draft back in the
-    queue with a backoff (the sweeper is the safety net), permanent ones fail it.
+    Steps: claim (or leave quietly); run the enabled tiers in order within the draft deadline
+    (drafting.cascade); store each attempt with its tokens, latency, cost, score or error; add
+    their cost to the draft (spent even if the customer wrote again meanwhile); a chosen draft
+    makes a generating draft ready. Without one, a transient failure puts the draft back in
+    the queue with a backoff (the sweeper is the safety net) and anything else fails it.
     """
     if not draft_claim(draft_id=draft_id):
         logger.info("draft %s not claimable (taken, done or not due); skipping", draft_id)
         return
     draft = Draft.objects.select_related("message", "policy").get(pk=draft_id)
-    tier = (
+    tiers = list(
         CascadeTier.objects.select_related("endpoint")
         .filter(policy_id=draft.policy_id, endpoint__enabled=True)
         .order_by("position")
-        .first()
     )
-    if tier is None:
+    if not tiers:
         _draft_fail(draft_id, reason="The policy has no enabled tier.")
         return
-    endpoint = tier.endpoint
-    request = CompletionRequest(
-        messages=_prompt_messages(draft), max_tokens=endpoint.max_output_tokens
+    result = run_cascade(
+        tiers=tiers,
+        messages=_prompt_messages(draft),
+        context=ScoringContext(customer_text=draft.message.text),
+        scorer=DefaultScorer(),
+        deadline=time.monotonic() + settings.DRAFT_DEADLINE_SECONDS,
     )
-    started_at = timezone.now()
-    try:
-        completion = provider_for(endpoint).complete(request)
-    except ProviderError as exc:
-        DraftAttempt.objects.create(
-            draft_id=draft_id,
-            tier=tier.position,
-            endpoint=endpoint,
-            model_name=endpoint.model_name,
-            latency_ms=exc.latency_ms,
-            outcome=DraftAttempt.Outcome.ERROR,
-            error_kind=exc.kind,
-            error_message=str(exc)[:500],
-            started_at=started_at,
-        )
-        logger.warning("draft %s: %s failed (%s): %s", draft_id, endpoint.name, exc.kind, exc)
-        _draft_after_failure(draft_id, exc, tries=draft.tries)
-        return
-
-    cost = attempt_cost(
-        endpoint=endpoint,
-        tokens_in=completion.tokens_in,
-        tokens_out=completion.tokens_out,
-        latency_ms=completion.latency_ms,
-    )
-    score = completion.mean_token_prob
+    chosen = result.chosen
     with transaction.atomic():
-        DraftAttempt.objects.create(
+        DraftAttempt.objects.bulk_create([_attempt_row(draft_id, a) for a in result.attempts])
+        Draft.objects.filter(pk=draft_id).update(total_cost=F("total_cost") + result.total_cost)
+        if chosen is not None and chosen.completion is not None:
+            Draft.objects.filter(pk=draft_id, status=Draft.Status.GENERATING).update(
+                status=Draft.Status.READY,
+                text=chosen.completion.text,
+                final_endpoint=chosen.endpoint,
+                score=_score(chosen.score),
+                ready_at=timezone.now(),
+                failure_reason="",
+            )
+    if chosen is None:
+        for attempt in result.attempts:
+            if attempt.error is not None:
+                logger.warning(
+                    "draft %s: %s failed (%s): %s",
+                    draft_id,
+                    attempt.endpoint.name,
+                    attempt.error.kind,
+                    attempt.error,
+                )
+        _draft_after_failure(draft_id, result, tries=draft.tries)
+
+
+def _score(value: float | None) -> Decimal | None:
+    return None if value is None else Decimal(f"{value:.4f}")
+
+
+def _attempt_row(draft_id: int, attempt: TierAttempt) -> DraftAttempt:
+    completion, error = attempt.completion, attempt.error
+    if completion is not None:
+        return DraftAttempt(
             draft_id=draft_id,
-            tier=tier.position,
-            endpoint=endpoint,
+            tier=attempt.tier,
+            endpoint=attempt.endpoint,
             model_name=completion.model,
             tokens_in=completion.tokens_in,
             tokens_out=completion.tokens_out,
             latency_ms=completion.latency_ms,
-            cost=cost,
+            cost=attempt.cost,
+            score=_score(attempt.score),
             outcome=DraftAttempt.Outcome.OK,
-            started_at=started_at,
+            started_at=attempt.started_at,
         )
-        # The money was spent even if the customer wrote again meanwhile: always add the cost;
-        # only a draft still generating becomes ready.
-        Draft.objects.filter(pk=draft_id).update(total_cost=F("total_cost") + cost)
-        Draft.objects.filter(pk=draft_id, status=Draft.Status.GENERATING).update(
-            status=Draft.Status.READY,
-            text=completion.text,
-            final_endpoint=endpoint,
-            score=None if score is None else Decimal(f"{score:.4f}"),
-            ready_at=timezone.now(),
-            failure_reason="",
-        )
+    assert error is not None
+    return DraftAttempt(
+        draft_id=draft_id,
+        tier=attempt.tier,
+        endpoint=attempt.endpoint,
+        model_name=attempt.endpoint.model_name,
+        latency_ms=error.latency_ms,
+        outcome=DraftAttempt.Outcome.ERROR,
+        error_kind=error.kind,
+        error_message=str(error)[:500],
+        started_at=attempt.started_at,
+    )
 
 
-def _draft_after_failure(draft_id: int, exc: ProviderError, *, tries: int) -> None:
-    if not exc.transient:
-        _draft_fail(draft_id, reason=f"{exc.kind}: {exc}"[:200])
+def _draft_after_failure(draft_id: int, result: CascadeResult, *, tries: int) -> None:
+    reason = result.failure_reason()
+    if not result.retryable:
+        _draft_fail(draft_id, reason=reason[:200])
         return
     if tries >= settings.DRAFT_MAX_TRIES:
-        _draft_fail(draft_id, reason=f"{exc.kind} after {tries} tries"[:200])
+        _draft_fail(draft_id, reason=f"{reason} (after {tries} tries)"[:200])
         return
-    delay = exc.retry_after
+    delay = result.retry_after
     if delay is None:
         delay = settings.DRAFT_RETRY_BASE_SECONDS * 2 ** (tries - 1)
     due = timezone.now() + timedelta(seconds=delay)
@@ -234,7 +249,7 @@ def _draft_after_failure(draft_id: int, exc: ProviderError, *, tries: int) -> No
         status=Draft.Status.QUEUED,
         retry_at=due,
         enqueued_at=due,
-        failure_reason=f"{exc.kind}: retrying",
+        failure_reason=f"{reason}; retrying"[:200],
     )
     if requeued:
         _enqueue(draft_id, countdown=delay)

@@ -17,7 +17,13 @@ from typing import Any
 
 
 def chat_completion(
-    text: str, *, prompt_tokens: int = 42, completion_tokens: int = 17, model: str = "stub-model"
+    text: str,
+    *,
+    prompt_tokens: int = 42,
+    completion_tokens: int = 17,
+    model: str = "stub-model",
+    logprob: float = -0.1,
+    finish_reason: str = "stop",
 ) -> dict[str, Any]:
     """The body of a successful /v1/chat/completions response, as OpenAI returns it."""
     return {
@@ -31,11 +37,11 @@ def chat_completion(
                 "message": {"role": "assistant", "content": text},
                 "logprobs": {
                     "content": [
-                        {"token": word, "logprob": -0.1, "bytes": None, "top_logprobs": []}
+                        {"token": word, "logprob": logprob, "bytes": None, "top_logprobs": []}
                         for word in text.split()
                     ]
                 },
-                "finish_reason": "stop",
+                "finish_reason": finish_reason,
             }
         ],
         "usage": {

@@ -1,0 +1,123 @@
+"""The FrugalGPT cascade: ask tiers in order, stop at the first good-enough draft.
+
+One entry point, `run_cascade`, which returns every attempt it made (the caller stores them).
+For each tier in policy order, within the draft's deadline:
+
+1. ask the tier's endpoint (its timeout shortened to the time left);
+2. a provider error is recorded and the next tier is asked: a rate limit, timeout or outage
+   there says nothing about the next tier, a context too long may fit a larger one, and an
+   auth/bad-request error is this endpoint's problem;
+3. a draft is scored by the scorer g(context, draft); score ≥ the tier's threshold stops the
+   cascade, otherwise the next tier is asked.
+
+When no tier reaches its threshold, the draft of the last tier that answered is used (the
+strongest model asked, as in FrugalGPT), with its score. When no tier answered, there is no
+draft: the result says whether the failure is worth retrying later.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+from django.utils import timezone
+
+from drafting.models import CascadeTier, ModelEndpoint
+from drafting.pricing import attempt_cost
+from drafting.providers import Completion, CompletionRequest, ProviderError, provider_for
+from drafting.scoring import Scorer, ScoringContext
+
+
+@dataclass(frozen=True)
+class TierAttempt:
+    tier: int
+    endpoint: ModelEndpoint
+    started_at: datetime
+    completion: Completion | None = None
+    error: ProviderError | None = None
+    score: float | None = None
+    cost: Decimal = Decimal(0)
+
+    @property
+    def ok(self) -> bool:
+        return self.completion is not None
+
+
+@dataclass
+class CascadeResult:
+    attempts: list[TierAttempt] = field(default_factory=list)
+    chosen: TierAttempt | None = None
+    deadline_hit: bool = False
+
+    @property
+    def total_cost(self) -> Decimal:
+        return sum((attempt.cost for attempt in self.attempts), Decimal(0))
+
+    @property
+    def retryable(self) -> bool:
+        """No draft, but a later try may get one (every failure was transient)."""
+        errors = [a.error for a in self.attempts if a.error is not None]
+        return self.chosen is None and (self.deadline_hit or any(e.transient for e in errors))
+
+    @property
+    def retry_after(self) -> float | None:
+        hints = [a.error.retry_after for a in self.attempts if a.error and a.error.retry_after]
+        return max(hints) if hints else None
+
+    def failure_reason(self) -> str:
+        if self.chosen is not None:
+            return ""
+        if not self.attempts:
+            return "deadline: no tier could be asked in time"
+        last = self.attempts[-1].error
+        reason = f"{last.kind}: {last}" if last is not None else "no draft"
+        return ("deadline; " if self.deadline_hit else "") + reason
+
+
+def run_cascade(
+    *,
+    tiers: list[CascadeTier],
+    messages: list[dict[str, str]],
+    context: ScoringContext,
+    scorer: Scorer,
+    deadline: float,
+) -> CascadeResult:
+    """Ask `tiers` in order until one's draft scores at least its threshold; `deadline` is a
+    time.monotonic() value after which no tier is asked."""
+    result = CascadeResult()
+    for tier in tiers:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            result.deadline_hit = True
+            break
+        endpoint = tier.endpoint
+        started_at = timezone.now()
+        request = CompletionRequest(messages=messages, max_tokens=endpoint.max_output_tokens)
+        try:
+            completion = provider_for(endpoint, timeout=remaining).complete(request)
+        except ProviderError as exc:
+            result.attempts.append(
+                TierAttempt(tier=tier.position, endpoint=endpoint, started_at=started_at, error=exc)
+            )
+            continue
+        score = scorer.score(context=context, completion=completion)
+        attempt = TierAttempt(
+            tier=tier.position,
+            endpoint=endpoint,
+            started_at=started_at,
+            completion=completion,
+            score=score,
+            cost=attempt_cost(
+                endpoint=endpoint,
+                tokens_in=completion.tokens_in,
+                tokens_out=completion.tokens_out,
+                latency_ms=completion.latency_ms,
+            ),
+        )
+        result.attempts.append(attempt)
+        result.chosen = attempt
+        if Decimal(f"{score:.4f}") >= tier.threshold:
+            break
+    return result

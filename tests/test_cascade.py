@@ -1,0 +1,291 @@
+"""The cascade: escalation by score, fall-through on provider faults, the deadline, scoring."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from drafting import services as drafting
+from drafting.models import Draft, DraftAttempt, ModelEndpoint
+from drafting.providers import Completion
+from drafting.scoring import DefaultScorer, ScoringContext
+from tests.conftest import TeamSetup, ingest, make_team
+from tests.factories import EndpointFactory, TierFactory
+from tests.http_stub import Reply, chat_completion, openai_stub
+
+GOOD = "Thanks for reaching out! Your refund was issued today and arrives in 3-5 days."
+
+
+def paid_endpoint(base_url: str, **overrides: Any) -> ModelEndpoint:
+    fields: dict[str, Any] = {
+        "kind": ModelEndpoint.Kind.PAID,
+        "base_url": base_url,
+        "model_name": "gpt-stub",
+        "input_price_per_mtok": Decimal("2.50"),
+        "output_price_per_mtok": Decimal("10.00"),
+        "timeout_seconds": 10,
+    }
+    fields.update(overrides)
+    return EndpointFactory.create(**fields)
+
+
+def two_tier_team(
+    name: str, first: ModelEndpoint, second: ModelEndpoint, *, threshold: str
+) -> TeamSetup:
+    setup = make_team(name, endpoint=first)
+    tier = setup.policy.tiers.get()
+    tier.threshold = Decimal(threshold)
+    tier.save()
+    TierFactory.create(policy=setup.policy, position=2, endpoint=second, threshold=Decimal("0"))
+    return setup
+
+
+def drafted(setup: TeamSetup, text: str = "Where is my refund?") -> Draft:
+    draft = ingest(setup, "c1", "m1", text).draft
+    assert draft is not None
+    drafting.draft_generate(draft_id=draft.pk)
+    draft.refresh_from_db()
+    return draft
+
+
+# --- Escalation by score -----------------------------------------------------------------------
+
+
+def test_a_low_scored_cheap_draft_escalates_to_the_paid_tier(db: None) -> None:
+    unsure = Reply(body=chat_completion("Maybe. I think?", logprob=-3.0))
+    with (
+        openai_stub(unsure) as cheap,
+        openai_stub(
+            Reply(body=chat_completion(GOOD, prompt_tokens=800, completion_tokens=40))
+        ) as paid,
+    ):
+        setup = two_tier_team(
+            "Escalate",
+            paid_endpoint(
+                cheap.base_url,
+                input_price_per_mtok=Decimal("0.10"),
+                output_price_per_mtok=Decimal("0.40"),
+            ),
+            paid_endpoint(paid.base_url),
+            threshold="0.5",
+        )
+        draft = drafted(setup)
+    assert draft.status == Draft.Status.READY
+    assert draft.text == GOOD
+    attempts = list(draft.attempts.order_by("tier"))
+    assert [a.tier for a in attempts] == [1, 2]
+    assert attempts[0].score is not None and attempts[0].score < Decimal("0.5")
+    assert draft.final_endpoint == attempts[1].endpoint
+    assert draft.score == attempts[1].score
+    # 800 × $2.50/M + 40 × $10/M = $0.0024 for the paid tier, plus the cheap tier's tokens.
+    assert attempts[1].cost == Decimal("0.0024")
+    assert draft.total_cost == attempts[0].cost + attempts[1].cost
+
+
+def test_a_confident_cheap_draft_stops_the_cascade(db: None) -> None:
+    with (
+        openai_stub(Reply(body=chat_completion(GOOD, logprob=-0.01))) as cheap,
+        openai_stub() as paid,
+    ):
+        setup = two_tier_team(
+            "Stop", paid_endpoint(cheap.base_url), paid_endpoint(paid.base_url), threshold="0.5"
+        )
+        draft = drafted(setup)
+    assert draft.status == Draft.Status.READY
+    assert draft.attempts.count() == 1
+    assert paid.requests == []
+
+
+@pytest.mark.vllm
+@pytest.mark.parametrize(("threshold", "tiers_asked"), [("0.9999", [1, 2]), ("0", [1])])
+def test_real_vllm_tier_then_recorded_paid_tier(
+    vllm_base_url: str, db: None, threshold: str, tiers_asked: list[int]
+) -> None:
+    with openai_stub(
+        Reply(body=chat_completion(GOOD, prompt_tokens=120, completion_tokens=30))
+    ) as paid:
+        local = EndpointFactory.create(base_url=vllm_base_url, timeout_seconds=120)
+        setup = two_tier_team(
+            f"Real {threshold}", local, paid_endpoint(paid.base_url), threshold=threshold
+        )
+        draft = drafted(
+            setup, "Hello, I was charged twice for my order. Can you refund one charge?"
+        )
+    assert draft.status == Draft.Status.READY, draft.failure_reason
+    attempts = list(draft.attempts.order_by("tier"))
+    assert [a.tier for a in attempts] == tiers_asked
+    local_attempt = attempts[0]
+    assert local_attempt.outcome == DraftAttempt.Outcome.OK
+    assert local_attempt.tokens_in > 0 and local_attempt.tokens_out > 0
+    assert local_attempt.cost > 0 and local_attempt.score is not None
+    assert draft.total_cost == sum(a.cost for a in attempts)
+    if tiers_asked == [1, 2]:
+        assert draft.text == GOOD
+        assert attempts[1].cost == Decimal("0.0006")  # 120 × 2.50/M + 30 × 10/M
+    else:
+        assert draft.final_endpoint == local
+
+
+# --- Provider faults fall through to the next tier --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fault", "kind"),
+    [
+        (
+            Reply(
+                status=429, body={"error": {"message": "slow down"}}, headers={"Retry-After": "7"}
+            ),
+            "rate_limited",
+        ),
+        (Reply(status=500, body={"error": {"message": "boom"}}), "unavailable"),
+        (Reply(raw=b'{"id": "x", "choices": [ {"mess'), "unavailable"),
+        (
+            Reply(
+                status=400,
+                body={"error": {"message": "This model's maximum context length is 4096 tokens"}},
+            ),
+            "context_too_long",
+        ),
+        (Reply(status=401, body={"error": {"message": "bad key"}}), "permanent"),
+    ],
+    ids=["429", "500", "malformed-json", "context-too-long", "401"],
+)
+def test_a_failing_tier_is_recorded_and_the_next_tier_answers(
+    db: None, fault: Reply, kind: str
+) -> None:
+    with openai_stub(fault) as broken, openai_stub(Reply(body=chat_completion(GOOD))) as backup:
+        setup = two_tier_team(
+            f"Fault {kind}",
+            paid_endpoint(broken.base_url),
+            paid_endpoint(backup.base_url),
+            threshold="0",
+        )
+        draft = drafted(setup)
+    assert draft.status == Draft.Status.READY
+    assert draft.text == GOOD
+    failed, ok = draft.attempts.order_by("tier")
+    assert (failed.outcome, failed.error_kind, failed.cost) == ("error", kind, Decimal(0))
+    assert ok.outcome == "ok"
+
+
+def test_a_hanging_tier_times_out_and_the_next_tier_answers(db: None) -> None:
+    hang = threading.Event()
+    try:
+        with (
+            openai_stub(Reply(body=chat_completion("late"), wait=hang)) as slow,
+            openai_stub(Reply(body=chat_completion(GOOD))) as backup,
+        ):
+            setup = two_tier_team(
+                "Timeout",
+                paid_endpoint(slow.base_url, timeout_seconds=1),
+                paid_endpoint(backup.base_url),
+                threshold="0",
+            )
+            draft = drafted(setup)
+    finally:
+        hang.set()
+    assert draft.status == Draft.Status.READY
+    assert list(draft.attempts.order_by("tier").values_list("error_kind", flat=True)) == [
+        "timeout",
+        "",
+    ]
+
+
+def test_when_every_tier_is_rate_limited_the_draft_waits_for_the_longest_retry_after(
+    db: None,
+) -> None:
+    limited = Reply(
+        status=429, body={"error": {"message": "slow down"}}, headers={"Retry-After": "7"}
+    )
+    with (
+        openai_stub(limited) as first,
+        openai_stub(Reply(status=503, body={"error": {"message": "busy"}})) as second,
+    ):
+        setup = two_tier_team(
+            "AllDown", paid_endpoint(first.base_url), paid_endpoint(second.base_url), threshold="0"
+        )
+        before = timezone.now()
+        draft = drafted(setup)
+    assert draft.status == Draft.Status.QUEUED  # not lost: retried later
+    assert draft.retry_at is not None
+    assert timedelta(seconds=6) <= draft.retry_at - before <= timedelta(seconds=9)
+    assert draft.attempts.count() == 2
+    assert "retrying" in draft.failure_reason
+
+
+def test_the_deadline_bounds_the_whole_cascade(db: None, settings: Any) -> None:
+    settings.DRAFT_DEADLINE_SECONDS = 1
+    hang = threading.Event()
+    try:
+        with (
+            openai_stub(Reply(body=chat_completion("late"), wait=hang)) as slow,
+            openai_stub(Reply(body=chat_completion(GOOD))) as backup,
+        ):
+            setup = two_tier_team(
+                "Deadline",
+                paid_endpoint(slow.base_url, timeout_seconds=30),
+                paid_endpoint(backup.base_url),
+                threshold="0",
+            )
+            draft = drafted(setup)
+    finally:
+        hang.set()
+    attempt = draft.attempts.get()
+    assert attempt.error_kind == "timeout"
+    assert attempt.latency_ms < 5000  # cut to the deadline, not the endpoint's 30 s
+    assert backup.requests == []  # no time left for tier 2
+    assert draft.status == Draft.Status.QUEUED
+    assert "deadline" in draft.failure_reason
+
+
+# --- The default scorer ----------------------------------------------------------------------
+
+
+def completion(
+    text: str, *, logprobs: list[float] | None = None, finish: str = "stop"
+) -> Completion:
+    return Completion(
+        text=text,
+        tokens_in=10,
+        tokens_out=10,
+        latency_ms=5,
+        model="m",
+        finish_reason=finish,
+        token_logprobs=logprobs or [],
+    )
+
+
+CONTEXT = ScoringContext(customer_text="Hi, where is my parcel? It was due on Monday.")
+
+
+def test_default_scorer_reads_the_models_confidence() -> None:
+    scorer = DefaultScorer()
+    sure = scorer.score(context=CONTEXT, completion=completion(GOOD, logprobs=[-0.01] * 5))
+    unsure = scorer.score(context=CONTEXT, completion=completion(GOOD, logprobs=[-2.0] * 5))
+    assert sure > 0.95
+    assert unsure < 0.2
+
+
+@pytest.mark.parametrize(
+    ("draft", "finish", "at_most"),
+    [
+        ("", "stop", 0.0),
+        (GOOD, "length", 0.6),
+        ("I'm sorry, but as an AI language model I cannot help with that.", "stop", 0.1),
+        ("Здравствуйте! Ваша посылка уже в пути.", "stop", 0.2),
+    ],
+    ids=["empty", "truncated", "refusal", "other-script"],
+)
+def test_default_scorer_marks_down_drafts_an_agent_cannot_use(
+    draft: str, finish: str, at_most: float
+) -> None:
+    score = DefaultScorer().score(
+        context=CONTEXT, completion=completion(draft, logprobs=[-0.01] * 5, finish=finish)
+    )
+    assert score <= at_most
