@@ -66,6 +66,24 @@ class CascadeResult:
         hints = [a.error.retry_after for a in self.attempts if a.error and a.error.retry_after]
         return max(hints) if hints else None
 
+    def counterfactual_cost(self, top: CascadeTier) -> Decimal | None:
+        """What the top tier alone would have charged: its own attempt when it was asked,
+        else its prices applied to the chosen draft's tokens (and timing, if it is local)."""
+        for attempt in self.attempts:
+            if attempt.ok and attempt.endpoint.pk == top.endpoint_id:
+                return attempt.cost
+        if self.chosen is None or self.chosen.completion is None:
+            return None
+        completion = self.chosen.completion
+        return attempt_cost(
+            endpoint=top.endpoint,
+            tokens_in=completion.tokens_in,
+            tokens_out=completion.tokens_out,
+            latency_ms=completion.latency_ms,
+            server_ms=completion.server_ms,
+            concurrency=completion.concurrency,
+        )
+
     def failure_reason(self) -> str:
         if self.chosen is not None:
             return ""
@@ -114,6 +132,8 @@ def run_cascade(
                 tokens_in=completion.tokens_in,
                 tokens_out=completion.tokens_out,
                 latency_ms=completion.latency_ms,
+                server_ms=completion.server_ms,
+                concurrency=completion.concurrency,
             ),
         )
         result.attempts.append(attempt)

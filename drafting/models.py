@@ -178,6 +178,13 @@ class Draft(models.Model):
     total_cost = models.DecimalField(
         max_digits=MONEY_DIGITS, decimal_places=MONEY_PLACES, default=ZERO
     )
+    counterfactual_cost = models.DecimalField(
+        max_digits=MONEY_DIGITS,
+        decimal_places=MONEY_PLACES,
+        null=True,
+        blank=True,
+        help_text="What the policy's top tier alone would have cost for this draft's tokens.",
+    )
     failure_reason = models.CharField(max_length=200, blank=True)
     tries = models.PositiveSmallIntegerField(
         default=0, help_text="How many times a worker claimed it."

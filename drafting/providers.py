@@ -11,9 +11,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
 import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 import openai
@@ -39,6 +43,11 @@ class Completion:
     model: str
     finish_reason: str
     token_logprobs: list[float] = field(default_factory=list)
+    # The server's own compute time for this request (vLLM per-request metrics), if it says.
+    server_ms: int | None = None
+    # Requests this process had in flight to the same server when this one started (itself
+    # included): the share of a batching server's time this request may be charged.
+    concurrency: int = 1
 
     @property
     def mean_token_prob(self) -> float | None:
@@ -116,11 +125,16 @@ _CONTEXT_MARKERS = (
 class OpenAICompatibleProvider:
     def __init__(self, *, base_url: str, model: str, api_key: str, timeout: float):
         self.model = model
+        self.base_url = base_url
         self.client = openai.OpenAI(
             base_url=base_url, api_key=api_key, timeout=timeout, max_retries=0
         )
 
     def complete(self, request: CompletionRequest) -> Completion:
+        with _in_flight(self.base_url) as concurrency:
+            return self._complete(request, concurrency=concurrency)
+
+    def _complete(self, request: CompletionRequest, *, concurrency: int) -> Completion:
         started = time.monotonic()
         try:
             response = self.client.chat.completions.create(
@@ -155,7 +169,38 @@ class OpenAICompatibleProvider:
             model=response.model or self.model,
             finish_reason=choice.finish_reason or "",
             token_logprobs=logprobs,
+            server_ms=_server_ms(response.model_extra),
+            concurrency=concurrency,
         )
+
+
+_in_flight_counts: Counter[str] = Counter()
+_in_flight_lock = threading.Lock()
+
+
+@contextmanager
+def _in_flight(server: str) -> Iterator[int]:
+    with _in_flight_lock:
+        _in_flight_counts[server] += 1
+        concurrency = _in_flight_counts[server]
+    try:
+        yield concurrency
+    finally:
+        with _in_flight_lock:
+            _in_flight_counts[server] -= 1
+
+
+def _server_ms(extra: dict[str, Any] | None) -> int | None:
+    """Compute time from vLLM's per-request `metrics` (queue time excluded), when present."""
+    metrics = (extra or {}).get("metrics")
+    if not isinstance(metrics, dict):
+        return None
+    try:
+        busy = float(metrics["time_to_first_token_ms"]) - float(metrics.get("queue_time_ms") or 0)
+        busy += float(metrics["generation_time_ms"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return max(0, round(busy))
 
 
 def _elapsed_ms(started: float) -> int:

@@ -183,6 +183,7 @@ def draft_generate(*, draft_id: int) -> None:
                 text=chosen.completion.text,
                 final_endpoint=chosen.endpoint,
                 score=_score(chosen.score),
+                counterfactual_cost=result.counterfactual_cost(tiers[-1]),
                 ready_at=timezone.now(),
                 failure_reason="",
             )

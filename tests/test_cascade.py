@@ -12,7 +12,8 @@ from django.utils import timezone
 
 from drafting import services as drafting
 from drafting.models import Draft, DraftAttempt, ModelEndpoint
-from drafting.providers import Completion
+from drafting.pricing import attempt_cost
+from drafting.providers import Completion, _server_ms
 from drafting.scoring import DefaultScorer, ScoringContext
 from tests.conftest import TeamSetup, ingest, make_team
 from tests.factories import EndpointFactory, TierFactory
@@ -85,6 +86,7 @@ def test_a_low_scored_cheap_draft_escalates_to_the_paid_tier(db: None) -> None:
     # 800 × $2.50/M + 40 × $10/M = $0.0024 for the paid tier, plus the cheap tier's tokens.
     assert attempts[1].cost == Decimal("0.0024")
     assert draft.total_cost == attempts[0].cost + attempts[1].cost
+    assert draft.counterfactual_cost == attempts[1].cost  # the top tier did answer
 
 
 def test_a_confident_cheap_draft_stops_the_cascade(db: None) -> None:
@@ -93,12 +95,22 @@ def test_a_confident_cheap_draft_stops_the_cascade(db: None) -> None:
         openai_stub() as paid,
     ):
         setup = two_tier_team(
-            "Stop", paid_endpoint(cheap.base_url), paid_endpoint(paid.base_url), threshold="0.5"
+            "Stop",
+            paid_endpoint(
+                cheap.base_url,
+                input_price_per_mtok=Decimal("0.10"),
+                output_price_per_mtok=Decimal("0.40"),
+            ),
+            paid_endpoint(paid.base_url),
+            threshold="0.5",
         )
         draft = drafted(setup)
     assert draft.status == Draft.Status.READY
     assert draft.attempts.count() == 1
     assert paid.requests == []
+    # The top tier alone: its prices for the stub's 42 prompt + 17 completion tokens.
+    assert draft.counterfactual_cost == Decimal("0.000275")
+    assert draft.total_cost < draft.counterfactual_cost
 
 
 @pytest.mark.vllm
@@ -129,6 +141,12 @@ def test_real_vllm_tier_then_recorded_paid_tier(
         assert attempts[1].cost == Decimal("0.0006")  # 120 × 2.50/M + 30 × 10/M
     else:
         assert draft.final_endpoint == local
+        # Had the paid tier answered alone: its prices for the tokens the local tier used.
+        expected = (
+            Decimal(local_attempt.tokens_in) * Decimal("2.50")
+            + Decimal(local_attempt.tokens_out) * Decimal("10.00")
+        ) / Decimal(1_000_000)
+        assert draft.counterfactual_cost == expected.quantize(Decimal("1e-10"))
 
 
 # --- Provider faults fall through to the next tier --------------------------------------------
@@ -289,3 +307,35 @@ def test_default_scorer_marks_down_drafts_an_agent_cannot_use(
         context=CONTEXT, completion=completion(draft, logprobs=[-0.01] * 5, finish=finish)
     )
     assert score <= at_most
+
+
+# --- Cost metering ----------------------------------------------------------------------------
+
+
+def test_local_cost_prefers_the_servers_own_timing_then_shares_latency_between_concurrent_requests() -> (
+    None
+):
+    local = ModelEndpoint(kind=ModelEndpoint.Kind.LOCAL, gpu_hour_usd=Decimal("3.60"))
+    # $3.60/h = $0.001 per second.
+    assert attempt_cost(
+        endpoint=local, tokens_in=9, tokens_out=9, latency_ms=4000, server_ms=2500
+    ) == Decimal("0.0025")
+    assert attempt_cost(
+        endpoint=local, tokens_in=9, tokens_out=9, latency_ms=4000, concurrency=4
+    ) == Decimal("0.001")
+    assert attempt_cost(endpoint=local, tokens_in=9, tokens_out=9, latency_ms=4000) == Decimal(
+        "0.004"
+    )
+
+
+def test_vllm_per_request_metrics_give_compute_time_without_queueing() -> None:
+    metrics = {
+        "metrics": {
+            "time_to_first_token_ms": 500.0,
+            "queue_time_ms": 120.0,
+            "generation_time_ms": 3000.0,
+        }
+    }
+    assert _server_ms(metrics) == 3380
+    assert _server_ms({"metrics": None}) is None
+    assert _server_ms(None) is None
