@@ -174,6 +174,10 @@ DRAFT_MAX_AGE_SECONDS = env_int("DRAFT_MAX_AGE_SECONDS", 1800, minimum=1)
 # The whole cascade of one draft must finish within this many seconds: no tier is asked
 # after it, and each tier's timeout is cut to the time left.
 DRAFT_DEADLINE_SECONDS = env_int("DRAFT_DEADLINE_SECONDS", 90, minimum=1)
+# Circuit breaker per endpoint, shared by all workers through Redis: this many rate limits /
+# timeouts / outages in a row (or one auth error) cool the endpoint down for this long.
+BREAKER_FAILURES = env_int("BREAKER_FAILURES", 3, minimum=1)
+BREAKER_COOLDOWN_SECONDS = env_int("BREAKER_COOLDOWN_SECONDS", 30, minimum=1)
 # Transient provider failures are retried (by the sweeper) at most this many times.
 DRAFT_MAX_TRIES = env_int("DRAFT_MAX_TRIES", 5, minimum=1)
 DRAFT_RETRY_BASE_SECONDS = env_int("DRAFT_RETRY_BASE_SECONDS", 10, minimum=0)

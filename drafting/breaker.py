@@ -35,6 +35,8 @@ from typing import Literal, TypedDict
 
 import redis
 from django.conf import settings
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +53,10 @@ DEFAULT_COOLDOWN_SECONDS = 30
 # day without a single call, starting again closed is as good as a trial.
 _MARKER_SECONDS = 24 * 3600
 # A breaker must never stall a draft: Redis answers in milliseconds or is treated as down.
+# One immediate retry covers a pooled connection dropped by a Redis restart; redis-py's default
+# (three retries with exponential backoff) would hold every draft for seconds during an outage.
 _REDIS_TIMEOUT_SECONDS = 2.0
+_REDIS_RETRIES = 1
 
 StateName = Literal["closed", "open", "half-open"]
 
@@ -151,6 +156,7 @@ class CircuitBreaker(BaseCircuitBreaker):
 
     Redis errors do not fail a draft: the breaker then reads closed and records nothing (the
     cascade behaves as it did before there was a breaker), with a warning in the log.
+    `state` and `reset` are for people (admin), who should see the error instead: they raise.
     """
 
     def __init__(
@@ -183,20 +189,32 @@ class CircuitBreaker(BaseCircuitBreaker):
             # Half-open: SET NX lets exactly one worker through for the trial.
             return not self.client.set(trial_key, 1, ex=self.cooldown, nx=True)
         except redis.RedisError as exc:
-            logger.warning("Circuit breaker: Redis failed (%s); endpoint %s treated as closed.", exc, endpoint_id)
+            logger.warning(
+                "Circuit breaker: Redis failed (%s); endpoint %s treated as closed.",
+                exc,
+                endpoint_id,
+            )
             return False
 
     def record_success(self, endpoint_id: int) -> None:
         try:
             self.client.delete(*self._keys(endpoint_id))
         except redis.RedisError as exc:
-            logger.warning("Circuit breaker: Redis failed (%s); success of endpoint %s not recorded.", exc, endpoint_id)
+            logger.warning(
+                "Circuit breaker: Redis failed (%s); success of endpoint %s not recorded.",
+                exc,
+                endpoint_id,
+            )
 
     def record_failure(self, endpoint_id: int, kind: str) -> bool:
         try:
             return super().record_failure(endpoint_id, kind)
         except redis.RedisError as exc:
-            logger.warning("Circuit breaker: Redis failed (%s); failure of endpoint %s not recorded.", exc, endpoint_id)
+            logger.warning(
+                "Circuit breaker: Redis failed (%s); failure of endpoint %s not recorded.",
+                exc,
+                endpoint_id,
+            )
             return False
 
     def _count_failure(self, endpoint_id: int) -> tuple[int, bool]:
@@ -345,6 +363,7 @@ def breaker() -> BaseCircuitBreaker:
             url,
             socket_timeout=_REDIS_TIMEOUT_SECONDS,
             socket_connect_timeout=_REDIS_TIMEOUT_SECONDS,
+            retry=Retry(NoBackoff(), _REDIS_RETRIES),
         )
         return CircuitBreaker(client)
     return LocalCircuitBreaker()

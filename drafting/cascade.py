@@ -3,7 +3,9 @@
 One entry point, `run_cascade`, which returns every attempt it made (the caller stores them).
 For each tier in policy order, within the draft's deadline:
 
-1. ask the tier's endpoint (its timeout shortened to the time left);
+1. skip the tier while its circuit breaker cools down (recorded as a `circuit_open` attempt);
+   otherwise ask its endpoint (its timeout shortened to the time left) and tell the breaker
+   how it went;
 2. a provider error is recorded and the next tier is asked: a rate limit, timeout or outage
    there says nothing about the next tier, a context too long may fit a larger one, and an
    auth/bad-request error is this endpoint's problem;
@@ -24,9 +26,16 @@ from decimal import Decimal
 
 from django.utils import timezone
 
+from drafting.breaker import BaseCircuitBreaker, breaker
 from drafting.models import CascadeTier, ModelEndpoint
 from drafting.pricing import attempt_cost
-from drafting.providers import Completion, CompletionRequest, ProviderError, provider_for
+from drafting.providers import (
+    CircuitOpen,
+    Completion,
+    CompletionRequest,
+    ProviderError,
+    provider_for,
+)
 from drafting.scoring import Scorer, ScoringContext
 
 
@@ -101,9 +110,12 @@ def run_cascade(
     context: ScoringContext,
     scorer: Scorer,
     deadline: float,
+    guard: BaseCircuitBreaker | None = None,
 ) -> CascadeResult:
     """Ask `tiers` in order until one's draft scores at least its threshold; `deadline` is a
-    time.monotonic() value after which no tier is asked."""
+    time.monotonic() value after which no tier is asked; `guard` defaults to the shared
+    per-endpoint circuit breaker."""
+    guard = guard or breaker()
     result = CascadeResult()
     for tier in tiers:
         remaining = deadline - time.monotonic()
@@ -112,14 +124,24 @@ def run_cascade(
             break
         endpoint = tier.endpoint
         started_at = timezone.now()
+        if guard.is_open(endpoint.pk):
+            skipped = CircuitOpen(f"{endpoint.name} is cooling down after repeated failures.")
+            result.attempts.append(
+                TierAttempt(
+                    tier=tier.position, endpoint=endpoint, started_at=started_at, error=skipped
+                )
+            )
+            continue
         request = CompletionRequest(messages=messages, max_tokens=endpoint.max_output_tokens)
         try:
             completion = provider_for(endpoint, timeout=remaining).complete(request)
         except ProviderError as exc:
+            guard.record_failure(endpoint.pk, exc.kind)
             result.attempts.append(
                 TierAttempt(tier=tier.position, endpoint=endpoint, started_at=started_at, error=exc)
             )
             continue
+        guard.record_success(endpoint.pk)
         score = scorer.score(context=context, completion=completion)
         attempt = TierAttempt(
             tier=tier.position,

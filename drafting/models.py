@@ -242,6 +242,7 @@ class DraftAttempt(models.Model):
         CONTEXT_TOO_LONG = "context_too_long", "Context too long"
         PERMANENT = "permanent", "Auth / bad request"
         EMPTY = "empty", "Empty response"
+        CIRCUIT_OPEN = "circuit_open", "Skipped: circuit open"
 
     draft = models.ForeignKey(Draft, on_delete=models.CASCADE, related_name="attempts")
     tier = models.PositiveSmallIntegerField()

@@ -98,6 +98,12 @@ class EmptyCompletion(ProviderError):
     kind = "empty"
 
 
+class CircuitOpen(ProviderError):
+    """Not a call: the tier was skipped because its circuit breaker is cooling down."""
+
+    kind = "circuit_open"
+
+
 class Provider(Protocol):
     def complete(self, request: CompletionRequest) -> Completion: ...
 

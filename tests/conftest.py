@@ -41,6 +41,23 @@ def _static_files_from_the_source(settings: Any) -> None:
     settings.API_TOKEN_CACHE_SECONDS = 0
 
 
+@pytest.fixture(autouse=True)
+def _closed_circuit_breakers() -> Iterator[None]:
+    """Endpoint ids repeat between test runs: start every test with no breaker state."""
+    from drafting.breaker import breaker
+
+    breaker.cache_clear()
+    if settings.CELERY_BROKER_URL.startswith("redis"):
+        import redis
+
+        client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+        keys = list(client.scan_iter("csbot:breaker:*"))
+        if keys:
+            client.delete(*keys)
+    yield
+    breaker.cache_clear()
+
+
 @pytest.fixture(scope="session")
 def artifacts_dir() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 from django.utils import timezone
 
 from drafting import services as drafting
+from drafting.breaker import breaker
 from drafting.models import Draft, DraftAttempt, ModelEndpoint
 from drafting.pricing import attempt_cost
 from drafting.providers import Completion, _server_ms
@@ -46,8 +48,10 @@ def two_tier_team(
     return setup
 
 
-def drafted(setup: TeamSetup, text: str = "Where is my refund?") -> Draft:
-    draft = ingest(setup, "c1", "m1", text).draft
+def drafted(
+    setup: TeamSetup, text: str = "Where is my refund?", *, conversation: str = "c1"
+) -> Draft:
+    draft = ingest(setup, conversation, f"{conversation}-m1", text).draft
     assert draft is not None
     drafting.draft_generate(draft_id=draft.pk)
     draft.refresh_from_db()
@@ -339,3 +343,35 @@ def test_vllm_per_request_metrics_give_compute_time_without_queueing() -> None:
     assert _server_ms(metrics) == 3380
     assert _server_ms({"metrics": None}) is None
     assert _server_ms(None) is None
+
+
+def test_the_circuit_breaker_skips_a_failing_tier_and_closes_once_it_recovers(
+    db: None, settings: Any
+) -> None:
+    settings.BREAKER_FAILURES = 2
+    settings.BREAKER_COOLDOWN_SECONDS = 1
+    breaker.cache_clear()
+    boom = Reply(status=500, body={"error": {"message": "boom"}})
+    with (
+        openai_stub(boom, boom, Reply(body=chat_completion(GOOD, logprob=-0.01))) as flaky,
+        openai_stub(Reply(body=chat_completion("Backup answer."))) as backup,
+    ):
+        setup = two_tier_team(
+            "Breaker", paid_endpoint(flaky.base_url), paid_endpoint(backup.base_url), threshold="0"
+        )
+        first = drafted(setup, conversation="a")
+        second = drafted(setup, conversation="b")  # second failure in a row: the breaker opens
+        third = drafted(setup, conversation="c")
+        assert len(flaky.requests) == 2  # the third draft did not even call the broken tier
+        skipped = third.attempts.get(tier=1)
+        assert (skipped.error_kind, skipped.cost, skipped.latency_ms) == ("circuit_open", 0, 0)
+        assert {first.status, second.status, third.status} == {Draft.Status.READY}
+        assert breaker().state(setup.endpoint.pk)["state"] == "open"
+
+        deadline = time.monotonic() + 5
+        while breaker().state(setup.endpoint.pk)["state"] == "open" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        fourth = drafted(setup, conversation="d")  # the half-open trial succeeds
+    assert fourth.final_endpoint == setup.endpoint
+    assert fourth.text == GOOD
+    assert breaker().state(setup.endpoint.pk)["state"] == "closed"
