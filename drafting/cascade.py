@@ -3,9 +3,11 @@
 One entry point, `run_cascade`, which returns every attempt it made (the caller stores them).
 For each tier in policy order, within the draft's deadline:
 
-1. skip the tier while its circuit breaker cools down (recorded as a `circuit_open` attempt);
-   otherwise ask its endpoint (its timeout shortened to the time left) and tell the breaker
-   how it went;
+1. skip the tier when its spend cap is reached (recorded as `spend_capped`, alert logged) or
+   while its circuit breaker cools down (recorded as a `circuit_open` attempt);
+   otherwise ask its endpoint (its timeout shortened to the time left; emails, phone numbers,
+   card numbers and IBANs replaced by placeholders for any non-local endpoint and put back,
+   where safe, in its draft) and tell the breaker how it went;
 2. a provider error is recorded and the next tier is asked: a rate limit, timeout or outage
    there says nothing about the next tier, a context too long may fit a larger one, and an
    auth/bad-request error is this endpoint's problem;
@@ -19,8 +21,9 @@ draft: the result says whether the failure is worth retrying later.
 
 from __future__ import annotations
 
+import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 
@@ -28,15 +31,20 @@ from django.utils import timezone
 
 from drafting.breaker import BaseCircuitBreaker, breaker
 from drafting.models import CascadeTier, ModelEndpoint
+from drafting.pii import redact_messages, restore
 from drafting.pricing import attempt_cost
 from drafting.providers import (
     CircuitOpen,
     Completion,
     CompletionRequest,
     ProviderError,
+    SpendCapped,
     provider_for,
 )
 from drafting.scoring import Scorer, ScoringContext
+from drafting.selectors import endpoint_spend
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -124,6 +132,22 @@ def run_cascade(
             break
         endpoint = tier.endpoint
         started_at = timezone.now()
+        spend = endpoint_spend(endpoint=endpoint) if endpoint.has_spend_cap else None
+        if spend is not None and spend.capped:
+            logger.warning(
+                "spend cap: %s reached its %s cap (today $%s, month $%s); tier skipped",
+                endpoint.name,
+                spend.capped,
+                spend.today,
+                spend.month,
+            )
+            capped = SpendCapped(f"{endpoint.name} reached its {spend.capped} spend cap.")
+            result.attempts.append(
+                TierAttempt(
+                    tier=tier.position, endpoint=endpoint, started_at=started_at, error=capped
+                )
+            )
+            continue
         if guard.is_open(endpoint.pk):
             skipped = CircuitOpen(f"{endpoint.name} is cooling down after repeated failures.")
             result.attempts.append(
@@ -132,7 +156,11 @@ def run_cascade(
                 )
             )
             continue
-        request = CompletionRequest(messages=messages, max_tokens=endpoint.max_output_tokens)
+        sent, placeholders = messages, dict[str, str]()
+        if endpoint.kind != ModelEndpoint.Kind.LOCAL:
+            # Personal data never leaves for a third party's API; the local tier sees it all.
+            sent, placeholders = redact_messages(messages)
+        request = CompletionRequest(messages=sent, max_tokens=endpoint.max_output_tokens)
         try:
             completion = provider_for(endpoint, timeout=remaining).complete(request)
         except ProviderError as exc:
@@ -143,6 +171,8 @@ def run_cascade(
             continue
         guard.record_success(endpoint.pk)
         score = scorer.score(context=context, completion=completion)
+        if placeholders:
+            completion = replace(completion, text=restore(completion.text, placeholders))
         attempt = TierAttempt(
             tier=tier.position,
             endpoint=endpoint,

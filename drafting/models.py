@@ -64,6 +64,20 @@ class ModelEndpoint(models.Model):
     timeout_seconds = models.PositiveIntegerField(default=30, validators=[MinValueValidator(1)])
     max_output_tokens = models.PositiveIntegerField(default=256, validators=[MinValueValidator(1)])
     enabled = models.BooleanField(default=True)
+    daily_spend_cap = models.DecimalField(
+        max_digits=PRICE_DIGITS,
+        decimal_places=PRICE_PLACES,
+        null=True,
+        blank=True,
+        help_text="USD per UTC day; once reached the tier is skipped until the next day. Blank: no cap.",
+    )
+    monthly_spend_cap = models.DecimalField(
+        max_digits=PRICE_DIGITS,
+        decimal_places=PRICE_PLACES,
+        null=True,
+        blank=True,
+        help_text="USD per calendar month (UTC). Blank: no cap.",
+    )
 
     class Meta:
         constraints = [
@@ -81,6 +95,10 @@ class ModelEndpoint(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def has_spend_cap(self) -> bool:
+        return self.daily_spend_cap is not None or self.monthly_spend_cap is not None
 
     def resolved_base_url(self) -> str:
         if self.base_url:
@@ -243,6 +261,7 @@ class DraftAttempt(models.Model):
         PERMANENT = "permanent", "Auth / bad request"
         EMPTY = "empty", "Empty response"
         CIRCUIT_OPEN = "circuit_open", "Skipped: circuit open"
+        SPEND_CAPPED = "spend_capped", "Skipped: spend cap reached"
 
     draft = models.ForeignKey(Draft, on_delete=models.CASCADE, related_name="attempts")
     tier = models.PositiveSmallIntegerField()
@@ -264,6 +283,7 @@ class DraftAttempt(models.Model):
 
     class Meta:
         ordering = ["draft", "started_at", "id"]
+        indexes = [models.Index(fields=["endpoint", "started_at"], name="attempt_spend_idx")]
         constraints = [
             models.CheckConstraint(condition=Q(cost__gte=0), name="attempt_cost_non_negative"),
             models.CheckConstraint(

@@ -98,6 +98,13 @@ class EmptyCompletion(ProviderError):
     kind = "empty"
 
 
+class SpendCapped(ProviderError):
+    """Not a call: the endpoint's daily or monthly spend cap is reached."""
+
+    kind = "spend_capped"
+    transient = False
+
+
 class CircuitOpen(ProviderError):
     """Not a call: the tier was skipped because its circuit breaker is cooling down."""
 

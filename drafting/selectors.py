@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
 
-from django.db.models import OuterRef, QuerySet, Subquery
+from django.db.models import OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models.functions import Coalesce
+from django.utils import timezone
 
-from drafting.models import AgentAction, Draft
+from drafting.models import AgentAction, Draft, DraftAttempt, ModelEndpoint
 
 
 def live_draft_for_message(*, message_id: int) -> Draft | None:
@@ -52,3 +57,28 @@ def drafts_for_team(*, team_id: int) -> QuerySet[Draft]:
     return Draft.objects.filter(message__conversation__team_id=team_id).select_related(
         "message", "final_endpoint"
     )
+
+
+@dataclass(frozen=True)
+class EndpointSpend:
+    today: Decimal
+    month: Decimal
+    capped: str  # "", "daily" or "monthly"
+
+
+def endpoint_spend(*, endpoint: ModelEndpoint, now: datetime | None = None) -> EndpointSpend:
+    """What the endpoint's attempts cost this UTC day and month (one aggregate query), and
+    which cap, if any, that reaches."""
+    now = (now or timezone.now()).astimezone(UTC)
+    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    month = day.replace(day=1)
+    totals = DraftAttempt.objects.filter(endpoint=endpoint, started_at__gte=month).aggregate(
+        month=Coalesce(Sum("cost"), Decimal(0)),
+        today=Coalesce(Sum("cost", filter=Q(started_at__gte=day)), Decimal(0)),
+    )
+    capped = ""
+    if endpoint.daily_spend_cap is not None and totals["today"] >= endpoint.daily_spend_cap:
+        capped = "daily"
+    elif endpoint.monthly_spend_cap is not None and totals["month"] >= endpoint.monthly_spend_cap:
+        capped = "monthly"
+    return EndpointSpend(today=totals["today"], month=totals["month"], capped=capped)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from datetime import timedelta
@@ -375,3 +376,47 @@ def test_the_circuit_breaker_skips_a_failing_tier_and_closes_once_it_recovers(
     assert fourth.final_endpoint == setup.endpoint
     assert fourth.text == GOOD
     assert breaker().state(setup.endpoint.pk)["state"] == "closed"
+
+
+# --- Guards ------------------------------------------------------------------------------------
+
+
+def test_a_tier_over_its_daily_spend_cap_is_skipped(db: None) -> None:
+    with openai_stub() as capped, openai_stub(Reply(body=chat_completion(GOOD))) as backup:
+        pricey = paid_endpoint(capped.base_url, daily_spend_cap=Decimal("0.01"))
+        setup = two_tier_team("Capped", pricey, paid_endpoint(backup.base_url), threshold="0")
+        earlier = ingest(setup, "old", "old-1").draft
+        assert earlier is not None
+        DraftAttempt.objects.create(
+            draft=earlier, tier=1, endpoint=pricey, cost=Decimal("0.02"), outcome="ok"
+        )
+        draft = drafted(setup)
+    assert capped.requests == []
+    assert list(draft.attempts.order_by("tier").values_list("error_kind", flat=True)) == [
+        "spend_capped",
+        "",
+    ]
+    assert draft.text == GOOD
+
+
+def test_a_paid_tier_never_receives_personal_data_and_the_agent_sees_it_restored(db: None) -> None:
+    customer = (
+        "Hi, I'm jane.doe@example.com, call me on +44 20 7946 0958. I paid with "
+        "4242 4242 4242 4242 and want the refund to DE89 3704 0044 0532 0130 00."
+    )
+    reply = "We will email [EMAIL_1] and refund to the account ending [IBAN_1] today."
+    with openai_stub(Reply(body=chat_completion(reply))) as paid:
+        setup = make_team("Private", endpoint=paid_endpoint(paid.base_url))
+        draft = drafted(setup, customer)
+    body = json.dumps(paid.requests[0]["json"])
+    for secret in (
+        "jane.doe@example.com",
+        "7946 0958",
+        "4242 4242 4242 4242",
+        "DE89 3704",
+        "0130 00",
+    ):
+        assert secret not in body
+    assert "[EMAIL_1]" in body and "[CARD_1]" in body and "[IBAN_1]" in body
+    assert "jane.doe@example.com" in draft.text  # the customer's own address comes back
+    assert "3704 0044" not in draft.text  # an IBAN is never repeated in full
