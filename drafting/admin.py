@@ -1,7 +1,14 @@
 from __future__ import annotations
 
-from django.contrib import admin
+from decimal import Decimal
 
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from redis.exceptions import RedisError
+
+from drafting import selectors, services
+from drafting.breaker import breaker
 from drafting.models import (
     AgentAction,
     CascadePolicy,
@@ -18,14 +25,57 @@ class ModelEndpointAdmin(admin.ModelAdmin[ModelEndpoint]):
         "name",
         "kind",
         "model_name",
-        "base_url",
         "input_price_per_mtok",
         "output_price_per_mtok",
         "gpu_hour_usd",
         "enabled",
+        "spend_today",
+        "spend_month",
+        "cap_state",
+        "breaker_state",
     ]
     list_filter = ["kind", "enabled"]
     search_fields = ["name", "model_name"]
+    actions = ["test_connection"]
+
+    # A handful of endpoints per installation: one aggregate per row is fine here.
+    @admin.display(description="spent today ($)")
+    def spend_today(self, endpoint: ModelEndpoint) -> Decimal:
+        return selectors.endpoint_spend(endpoint=endpoint).today.quantize(Decimal("0.0001"))
+
+    @admin.display(description="this month ($)")
+    def spend_month(self, endpoint: ModelEndpoint) -> Decimal:
+        return selectors.endpoint_spend(endpoint=endpoint).month.quantize(Decimal("0.0001"))
+
+    @admin.display(description="cap")
+    def cap_state(self, endpoint: ModelEndpoint) -> str:
+        if not endpoint.has_spend_cap:
+            return "no cap"
+        capped = selectors.endpoint_spend(endpoint=endpoint).capped
+        return f"⚠ {capped} cap reached: tier skipped" if capped else "under cap"
+
+    @admin.display(description="circuit")
+    def breaker_state(self, endpoint: ModelEndpoint) -> str:
+        try:
+            state = breaker().state(endpoint.pk)
+        except RedisError as exc:
+            return f"unknown ({exc.__class__.__name__})"
+        if state["state"] == "closed":
+            return "closed"
+        return f"{state['state']} ({state['seconds_left']:.0f} s left)"
+
+    @admin.action(description="Test connection (list models, one tiny completion)")
+    def test_connection(self, request: HttpRequest, queryset: QuerySet[ModelEndpoint]) -> None:
+        for endpoint in queryset:
+            check = services.endpoint_check(endpoint=endpoint)
+            if check.ok:
+                messages.success(
+                    request,
+                    f"{endpoint.name}: OK in {check.latency_ms} ms; models: "
+                    f"{', '.join(check.models) or 'none listed'}; reply: {check.reply[:60]!r}",
+                )
+            else:
+                messages.error(request, f"{endpoint.name}: failed: {check.error}")
 
 
 class CascadeTierInline(admin.TabularInline[CascadeTier, CascadePolicy]):

@@ -143,6 +143,13 @@ class OpenAICompatibleProvider:
             base_url=base_url, api_key=api_key, timeout=timeout, max_retries=0
         )
 
+    def model_names(self) -> list[str]:
+        """The models the server offers (GET /models), for connection checks."""
+        try:
+            return [model.id for model in self.client.models.list()]
+        except openai.APIError as exc:
+            raise _classify(exc, latency_ms=0) from exc
+
     def complete(self, request: CompletionRequest) -> Completion:
         with _in_flight(self.base_url) as concurrency:
             return self._complete(request, concurrency=concurrency)
@@ -245,7 +252,9 @@ def _classify(exc: openai.APIError, *, latency_ms: int) -> ProviderError:
     return Unavailable(message, latency_ms=latency_ms)
 
 
-def provider_for(endpoint: ModelEndpoint, *, timeout: float | None = None) -> Provider:
+def provider_for(
+    endpoint: ModelEndpoint, *, timeout: float | None = None
+) -> OpenAICompatibleProvider:
     """The provider for an endpoint. The API key is read from the environment at call time.
     `timeout` (seconds) tightens the endpoint's own timeout, e.g. to a draft's deadline."""
     api_key = os.environ.get(endpoint.api_key_env, "") if endpoint.api_key_env else ""

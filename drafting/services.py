@@ -24,7 +24,15 @@ from rapidfuzz.distance import Levenshtein
 
 from csbot.models import Message
 from drafting.cascade import CascadeResult, TierAttempt, run_cascade
-from drafting.models import AgentAction, CascadePolicy, CascadeTier, Draft, DraftAttempt
+from drafting.models import (
+    AgentAction,
+    CascadePolicy,
+    CascadeTier,
+    Draft,
+    DraftAttempt,
+    ModelEndpoint,
+)
+from drafting.providers import CompletionRequest, ProviderError, provider_for
 from drafting.scoring import DefaultScorer, ScoringContext
 
 logger = logging.getLogger(__name__)
@@ -365,4 +373,34 @@ def action_record(
         shown_at=shown_at,
         acted_at=acted_at,
         handle_seconds=Decimal(f"{(acted_at - shown_at).total_seconds():.3f}"),
+    )
+
+
+# --- Admin checks ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EndpointCheck:
+    ok: bool
+    models: list[str]
+    latency_ms: int
+    reply: str
+    error: str
+
+
+def endpoint_check(*, endpoint: ModelEndpoint) -> EndpointCheck:
+    """Test an endpoint the way drafting uses it: list its models, then one tiny completion.
+    Nothing is recorded (it is not a draft); the result says what happened."""
+    try:
+        provider = provider_for(endpoint, timeout=15)
+        models = provider.model_names()
+        completion = provider.complete(
+            CompletionRequest(messages=[{"role": "user", "content": "Say OK."}], max_tokens=8)
+        )
+    except ProviderError as exc:
+        return EndpointCheck(
+            ok=False, models=[], latency_ms=exc.latency_ms, reply="", error=f"{exc.kind}: {exc}"
+        )
+    return EndpointCheck(
+        ok=True, models=models, latency_ms=completion.latency_ms, reply=completion.text, error=""
     )

@@ -79,6 +79,24 @@ def openai_stub(*replies: Reply | Callable[[dict[str, Any]], Reply]) -> Iterator
         def log_message(self, format: str, *args: Any) -> None:  # quiet test output
             return
 
+        def do_GET(self) -> None:
+            if not self.path.endswith("/models"):
+                self.send_error(404)
+                return
+            data = json.dumps(
+                {
+                    "object": "list",
+                    "data": [
+                        {"id": "stub-model", "object": "model", "created": 0, "owned_by": "stub"}
+                    ],
+                }
+            ).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             payload = json.loads(self.rfile.read(length) or b"{}")
