@@ -154,6 +154,10 @@ class TcpProxy:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
+    @property
+    def connections(self) -> int:
+        return len(self._connections)
+
     def start(self) -> None:
         socket = self._socket_module
         listener = socket.socket()
@@ -169,6 +173,10 @@ class TcpProxy:
             self._listener.close()
             self._listener = None
         for conn in self._connections:
+            with contextlib.suppress(OSError):
+                # shutdown() sends the FIN at once and wakes the pipe threads blocked in
+                # recv(); a bare close() from another thread does neither.
+                conn.shutdown(self._socket_module.SHUT_RDWR)
             with contextlib.suppress(OSError):
                 conn.close()
         self._connections.clear()

@@ -8,6 +8,7 @@ import time
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlparse
 
 import pytest
 from django.utils import timezone
@@ -20,7 +21,7 @@ from drafting.providers import Completion, _server_ms
 from drafting.scoring import DefaultScorer, ScoringContext
 from tests.conftest import TeamSetup, ingest, make_team
 from tests.factories import EndpointFactory, TierFactory
-from tests.http_stub import Reply, chat_completion, openai_stub
+from tests.http_stub import Reply, TcpProxy, chat_completion, openai_stub
 
 GOOD = "Thanks for reaching out! Your refund was issued today and arrives in 3-5 days."
 
@@ -420,3 +421,39 @@ def test_a_paid_tier_never_receives_personal_data_and_the_agent_sees_it_restored
     assert "[EMAIL_1]" in body and "[CARD_1]" in body and "[IBAN_1]" in body
     assert "jane.doe@example.com" in draft.text  # the customer's own address comes back
     assert "3704 0044" not in draft.text  # an IBAN is never repeated in full
+
+
+@pytest.mark.vllm
+def test_vllm_dying_mid_request_falls_through_to_the_paid_tier(
+    vllm_base_url: str, db: None
+) -> None:
+    target = urlparse(vllm_base_url)
+    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 80)
+    proxy.start()
+
+    def kill_once_the_request_is_in_flight() -> None:
+        deadline = time.monotonic() + 30
+        while not proxy.connections and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)  # the request is now being generated upstream
+        proxy.stop()  # the local server "dies": its connections drop
+
+    killer = threading.Thread(target=kill_once_the_request_is_in_flight)
+    try:
+        with openai_stub(Reply(body=chat_completion(GOOD))) as paid:
+            local = EndpointFactory.create(
+                base_url=proxy.base_url, timeout_seconds=120, max_output_tokens=96
+            )
+            setup = two_tier_team("Killed", local, paid_endpoint(paid.base_url), threshold="0")
+            killer.start()
+            draft = drafted(
+                setup, "Please write me a long, detailed answer about your refund policy."
+            )
+    finally:
+        killer.join()
+        proxy.stop()
+    assert draft.status == Draft.Status.READY
+    assert draft.text == GOOD
+    dead, ok = draft.attempts.order_by("tier")
+    assert (dead.outcome, dead.error_kind) == ("error", "unavailable")
+    assert ok.endpoint != local
