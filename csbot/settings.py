@@ -178,6 +178,10 @@ DRAFT_DEADLINE_SECONDS = env_int("DRAFT_DEADLINE_SECONDS", 90, minimum=1)
 # timeouts / outages in a row (or one auth error) cool the endpoint down for this long.
 BREAKER_FAILURES = env_int("BREAKER_FAILURES", 3, minimum=1)
 BREAKER_COOLDOWN_SECONDS = env_int("BREAKER_COOLDOWN_SECONDS", 30, minimum=1)
+# Completion cache: agent-approved replies to first-turn messages are reused for this long
+# (0 turns the cache off). "Lightly edited" = normalised edit distance up to this share.
+DRAFT_CACHE_TTL_SECONDS = env_int("DRAFT_CACHE_TTL_SECONDS", 7 * 24 * 3600, minimum=0)
+DRAFT_CACHE_MAX_EDIT_PERCENT = env_int("DRAFT_CACHE_MAX_EDIT_PERCENT", 20, minimum=0)
 # Transient provider failures are retried (by the sweeper) at most this many times.
 DRAFT_MAX_TRIES = env_int("DRAFT_MAX_TRIES", 5, minimum=1)
 DRAFT_RETRY_BASE_SECONDS = env_int("DRAFT_RETRY_BASE_SECONDS", 10, minimum=0)

@@ -5,12 +5,14 @@ from decimal import Decimal
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils import timezone
 from redis.exceptions import RedisError
 
 from drafting import selectors, services
 from drafting.breaker import breaker
 from drafting.models import (
     AgentAction,
+    CachedReply,
     CascadePolicy,
     CascadeTier,
     Draft,
@@ -95,6 +97,7 @@ class CascadePolicyAdmin(admin.ModelAdmin[CascadePolicy]):
 _ATTEMPT_FIELDS: tuple[str, ...] = (
     "tier",
     "endpoint",
+    "cache_hit",
     "model_name",
     "tokens_in",
     "tokens_out",
@@ -109,6 +112,7 @@ _ATTEMPT_FIELDS: tuple[str, ...] = (
 
 class DraftAttemptInline(admin.TabularInline[DraftAttempt, Draft]):
     model = DraftAttempt
+    fk_name = "draft"
     extra = 0
     can_delete = False
     fields = readonly_fields = _ATTEMPT_FIELDS
@@ -167,3 +171,17 @@ class AgentActionAdmin(admin.ModelAdmin[AgentAction]):
     list_filter = ["kind"]
     list_select_related = ["agent", "draft"]
     raw_id_fields = ["draft", "inbound_message", "outbound_message"]
+
+
+@admin.register(CachedReply)
+class CachedReplyAdmin(admin.ModelAdmin[CachedReply]):
+    list_display = ["customer_text", "team", "hits", "created_at", "expires_at"]
+    list_filter = ["team"]
+    search_fields = ["customer_text", "reply"]
+    raw_id_fields = ["source_draft"]
+    actions = ["purge_expired"]
+
+    @admin.action(description="Purge expired entries (of the whole cache)")
+    def purge_expired(self, request: HttpRequest, queryset: QuerySet[CachedReply]) -> None:
+        count, _ = CachedReply.objects.filter(expires_at__lte=timezone.now()).delete()
+        messages.success(request, f"{count} expired cached replies purged.")

@@ -264,8 +264,20 @@ class DraftAttempt(models.Model):
         SPEND_CAPPED = "spend_capped", "Skipped: spend cap reached"
 
     draft = models.ForeignKey(Draft, on_delete=models.CASCADE, related_name="attempts")
-    tier = models.PositiveSmallIntegerField()
-    endpoint = models.ForeignKey(ModelEndpoint, on_delete=models.PROTECT, related_name="attempts")
+    tier = models.PositiveSmallIntegerField(help_text="Cascade position; 0 for a cache hit.")
+    # Null only for a cache hit, which asks no endpoint.
+    endpoint = models.ForeignKey(
+        ModelEndpoint, null=True, blank=True, on_delete=models.PROTECT, related_name="attempts"
+    )
+    cache_hit = models.BooleanField(default=False)
+    cache_source = models.ForeignKey(
+        Draft,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Cache hits: the draft whose agent-approved reply was reused.",
+    )
     model_name = models.CharField(
         max_length=200, blank=True, help_text="The model the server resolved."
     )
@@ -286,6 +298,10 @@ class DraftAttempt(models.Model):
         indexes = [models.Index(fields=["endpoint", "started_at"], name="attempt_spend_idx")]
         constraints = [
             models.CheckConstraint(condition=Q(cost__gte=0), name="attempt_cost_non_negative"),
+            models.CheckConstraint(
+                condition=Q(cache_hit=True) | Q(endpoint__isnull=False),
+                name="attempt_asks_an_endpoint_unless_cached",
+            ),
             models.CheckConstraint(
                 condition=Q(outcome="ok", error_kind="") | (Q(outcome="error") & ~Q(error_kind="")),
                 name="attempt_error_kind_matches_outcome",
@@ -352,3 +368,25 @@ class AgentAction(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} by {self.agent} on draft {self.draft_id}"
+
+
+class CachedReply(models.Model):
+    """An agent-approved reply to a team's first-turn customer message (FrugalGPT's completion
+    cache): the same opening question gets it again, at no model cost, until it expires."""
+
+    team = models.ForeignKey("csbot.Team", on_delete=models.CASCADE, related_name="cached_replies")
+    key = models.CharField(max_length=64, help_text="SHA-256 of the normalised customer text.")
+    customer_text = models.TextField()
+    reply = models.TextField()
+    source_draft = models.ForeignKey(Draft, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    hits = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["team", "key"], name="cached_reply_unique_per_team")
+        ]
+
+    def __str__(self) -> str:
+        return self.customer_text[:60]

@@ -23,9 +23,11 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from rapidfuzz.distance import Levenshtein
 
 from csbot.models import Message
+from drafting.cache import cache_lookup, cache_store
 from drafting.cascade import CascadeResult, TierAttempt, run_cascade
 from drafting.models import (
     AgentAction,
+    CachedReply,
     CascadePolicy,
     CascadeTier,
     Draft,
@@ -174,6 +176,10 @@ def draft_generate(*, draft_id: int) -> None:
     if not tiers:
         _draft_fail(draft_id, reason="The policy has no enabled tier.")
         return
+    cached = cache_lookup(draft=draft)
+    if cached is not None:
+        _draft_from_cache(draft, cached)
+        return
     result = run_cascade(
         tiers=tiers,
         messages=_prompt_messages(draft),
@@ -206,6 +212,25 @@ def draft_generate(*, draft_id: int) -> None:
                     attempt.error,
                 )
         _draft_after_failure(draft_id, result, tries=draft.tries)
+
+
+def _draft_from_cache(draft: Draft, cached: CachedReply) -> None:
+    """A cache hit is an attempt too: tier 0, no endpoint, no cost, its source recorded."""
+    with transaction.atomic():
+        DraftAttempt.objects.create(
+            draft=draft,
+            tier=0,
+            cache_hit=True,
+            cache_source_id=cached.source_draft_id,
+            outcome=DraftAttempt.Outcome.OK,
+        )
+        Draft.objects.filter(pk=draft.pk, status=Draft.Status.GENERATING).update(
+            status=Draft.Status.READY,
+            text=cached.reply,
+            final_endpoint=None,
+            ready_at=timezone.now(),
+            failure_reason="",
+        )
 
 
 def _score(value: float | None) -> Decimal | None:
@@ -362,7 +387,7 @@ def action_record(
         )
     if acted_at < shown_at:
         raise ActionRejected("acted_at", "acted_at is before shown_at.")
-    return AgentAction.objects.create(
+    action = AgentAction.objects.create(
         draft=draft,
         inbound_message=inbound_message,
         outbound_message=outbound_message,
@@ -374,6 +399,14 @@ def action_record(
         acted_at=acted_at,
         handle_seconds=Decimal(f"{(acted_at - shown_at).total_seconds():.3f}"),
     )
+    lightly_edited = (
+        kind == AgentAction.Kind.EDIT
+        and distance is not None
+        and (distance * 100 <= settings.DRAFT_CACHE_MAX_EDIT_PERCENT)
+    )
+    if draft is not None and (kind == AgentAction.Kind.USE or lightly_edited):
+        cache_store(draft=draft, final_text=final_text)
+    return action
 
 
 # --- Admin checks ------------------------------------------------------------------------------

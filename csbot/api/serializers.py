@@ -101,7 +101,7 @@ class ConversationOut(serializers.ModelSerializer[Conversation]):
 
 
 class DraftAttemptOut(serializers.ModelSerializer[DraftAttempt]):
-    endpoint = serializers.CharField(source="endpoint.name", read_only=True)
+    endpoint = serializers.CharField(source="endpoint.name", read_only=True, allow_null=True)
 
     class Meta:
         model = DraftAttempt
@@ -115,6 +115,7 @@ class DraftAttemptOut(serializers.ModelSerializer[DraftAttempt]):
             "cost",
             "outcome",
             "error_kind",
+            "cache_hit",
             "started_at",
         ]
 

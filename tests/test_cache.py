@@ -1,0 +1,129 @@
+"""The completion cache: agent-approved first-turn replies reused per team, until they expire."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.utils import timezone
+
+from csbot import services
+from drafting import services as drafting
+from drafting.models import CachedReply, Draft, ModelEndpoint
+from tests.conftest import TeamSetup, ingest, make_team
+from tests.factories import EndpointFactory
+from tests.http_stub import Reply, chat_completion, openai_stub
+
+QUESTION = "Do you ship to Canada?"
+ANSWER = "Yes! We ship to Canada in 5-7 business days."
+
+
+def generate(setup: TeamSetup, conversation: str, text: str = QUESTION, turn: int = 1) -> Draft:
+    draft = ingest(setup, conversation, f"{conversation}-{turn}", text).draft
+    assert draft is not None
+    drafting.draft_generate(draft_id=draft.pk)
+    draft.refresh_from_db()
+    return draft
+
+
+def act(setup: TeamSetup, draft: Draft, kind: str, text: str) -> None:
+    Draft.objects.filter(pk=draft.pk).update(first_shown_at=timezone.now() - timedelta(seconds=20))
+    draft.refresh_from_db()
+    services.reply_send(
+        conversation=draft.message.conversation,
+        agent=setup.agent,
+        text=text,
+        inbound_message=draft.message,
+        draft=draft,
+        kind=kind,
+    )
+
+
+def stubbed_team(name: str, stub_url: str) -> TeamSetup:
+    return make_team(
+        name, endpoint=EndpointFactory.create(kind=ModelEndpoint.Kind.PAID, base_url=stub_url)
+    )
+
+
+def test_an_approved_first_turn_reply_is_served_from_the_cache_next_time(db: None) -> None:
+    with openai_stub(Reply(body=chat_completion(ANSWER))) as stub:
+        setup = stubbed_team("Cache", stub.base_url)
+        first = generate(setup, "a")
+        act(setup, first, "use", first.text)
+        second = generate(setup, "b", "  do you SHIP to canada  ")  # same question, normalised
+    assert len(stub.requests) == 1  # the second draft asked no model
+    assert second.status == Draft.Status.READY
+    assert second.text == ANSWER
+    hit = second.attempts.get()
+    assert (hit.cache_hit, hit.tier, hit.endpoint, hit.cost, hit.cache_source) == (
+        True,
+        0,
+        None,
+        Decimal(0),
+        first,
+    )
+    assert second.total_cost == 0
+    assert CachedReply.objects.get().hits == 1
+
+
+def test_a_lightly_edited_reply_is_cached_as_the_agent_sent_it(db: None) -> None:
+    with openai_stub(Reply(body=chat_completion(ANSWER))) as stub:
+        setup = stubbed_team("Edited", stub.base_url)
+        first = generate(setup, "a")
+        act(setup, first, "edit", ANSWER + " Thanks!")
+        second = generate(setup, "b")
+    assert second.text == ANSWER + " Thanks!"
+
+
+def test_ignored_and_heavily_edited_drafts_are_not_cached(db: None) -> None:
+    with openai_stub(Reply(body=chat_completion(ANSWER))) as stub:
+        setup = stubbed_team("Rejected", stub.base_url)
+        act(setup, generate(setup, "a"), "ignore", "We do not ship there, sorry.")
+        act(
+            setup,
+            generate(setup, "b"),
+            "edit",
+            "Canada: yes, but only by courier, 2 weeks, extra fee applies.",
+        )
+        generate(setup, "c")
+    assert CachedReply.objects.count() == 0
+    assert len(stub.requests) == 3
+
+
+def test_a_different_question_misses(db: None) -> None:
+    with openai_stub(Reply(body=chat_completion(ANSWER))) as stub:
+        setup = stubbed_team("Miss", stub.base_url)
+        act(setup, generate(setup, "a"), "use", ANSWER)
+        other = generate(setup, "b", "Do you ship to Mexico?")
+    assert len(stub.requests) == 2
+    assert not other.attempts.get().cache_hit
+
+
+def test_an_expired_entry_misses(db: None, settings: Any) -> None:
+    with openai_stub(Reply(body=chat_completion(ANSWER))) as stub:
+        setup = stubbed_team("Expired", stub.base_url)
+        act(setup, generate(setup, "a"), "use", ANSWER)
+        CachedReply.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
+        generate(setup, "b")
+    assert len(stub.requests) == 2
+
+
+def test_the_cache_is_per_team(db: None) -> None:
+    with openai_stub(Reply(body=chat_completion(ANSWER))) as stub:
+        acme = stubbed_team("Acme", stub.base_url)
+        globex = stubbed_team("Globex", stub.base_url)
+        act(acme, generate(acme, "a"), "use", ANSWER)
+        theirs = generate(globex, "a")
+    assert len(stub.requests) == 2
+    assert not theirs.attempts.get().cache_hit
+
+
+def test_a_second_turn_never_hits_the_cache(db: None) -> None:
+    with openai_stub(Reply(body=chat_completion(ANSWER))) as stub:
+        setup = stubbed_team("Turns", stub.base_url)
+        act(setup, generate(setup, "a"), "use", ANSWER)
+        ingest(setup, "b", "b-1", "Hello there")
+        later = generate(setup, "b", QUESTION, turn=2)
+    assert not later.attempts.get().cache_hit
+    assert len(stub.requests) == 2
