@@ -3,15 +3,16 @@
 One entry point, `run_cascade`, which returns every attempt it made (the caller stores them).
 For each tier in policy order, within the draft's deadline:
 
-1. skip the tier when its spend cap is reached (recorded as `spend_capped`, alert logged) or
+1. trim the thread to the endpoint's prompt-token budget (drafting.prompting);
+2. skip the tier when its spend cap is reached (recorded as `spend_capped`, alert logged) or
    while its circuit breaker cools down (recorded as a `circuit_open` attempt);
    otherwise ask its endpoint (its timeout shortened to the time left; emails, phone numbers,
    card numbers and IBANs replaced by placeholders for any non-local endpoint and put back,
    where safe, in its draft) and tell the breaker how it went;
-2. a provider error is recorded and the next tier is asked: a rate limit, timeout or outage
+3. a provider error is recorded and the next tier is asked: a rate limit, timeout or outage
    there says nothing about the next tier, a context too long may fit a larger one, and an
    auth/bad-request error is this endpoint's problem;
-3. a draft is scored by the scorer g(context, draft); score ≥ the tier's threshold stops the
+4. a draft is scored by the scorer g(context, draft); score ≥ the tier's threshold stops the
    cascade, otherwise the next tier is asked.
 
 When no tier reaches its threshold, the draft of the last tier that answered is used (the
@@ -33,6 +34,7 @@ from drafting.breaker import BaseCircuitBreaker, breaker
 from drafting.models import CascadeTier, ModelEndpoint
 from drafting.pii import redact_messages, restore
 from drafting.pricing import attempt_cost
+from drafting.prompting import trim_to_budget
 from drafting.providers import (
     CircuitOpen,
     Completion,
@@ -56,6 +58,7 @@ class TierAttempt:
     error: ProviderError | None = None
     score: float | None = None
     cost: Decimal = Decimal(0)
+    tokens_saved: int = 0
 
     @property
     def ok(self) -> bool:
@@ -156,17 +159,24 @@ def run_cascade(
                 )
             )
             continue
-        sent, placeholders = messages, dict[str, str]()
+        trimmed = trim_to_budget(messages, budget=endpoint.prompt_token_budget)
+        sent, placeholders = trimmed.messages, dict[str, str]()
         if endpoint.kind != ModelEndpoint.Kind.LOCAL:
             # Personal data never leaves for a third party's API; the local tier sees it all.
-            sent, placeholders = redact_messages(messages)
+            sent, placeholders = redact_messages(sent)
         request = CompletionRequest(messages=sent, max_tokens=endpoint.max_output_tokens)
         try:
             completion = provider_for(endpoint, timeout=remaining).complete(request)
         except ProviderError as exc:
             guard.record_failure(endpoint.pk, exc.kind)
             result.attempts.append(
-                TierAttempt(tier=tier.position, endpoint=endpoint, started_at=started_at, error=exc)
+                TierAttempt(
+                    tier=tier.position,
+                    endpoint=endpoint,
+                    started_at=started_at,
+                    error=exc,
+                    tokens_saved=trimmed.tokens_saved,
+                )
             )
             continue
         guard.record_success(endpoint.pk)
@@ -179,6 +189,7 @@ def run_cascade(
             started_at=started_at,
             completion=completion,
             score=score,
+            tokens_saved=trimmed.tokens_saved,
             cost=attempt_cost(
                 endpoint=endpoint,
                 tokens_in=completion.tokens_in,

@@ -63,6 +63,11 @@ class ModelEndpoint(models.Model):
     )
     timeout_seconds = models.PositiveIntegerField(default=30, validators=[MinValueValidator(1)])
     max_output_tokens = models.PositiveIntegerField(default=256, validators=[MinValueValidator(1)])
+    prompt_token_budget = models.PositiveIntegerField(
+        default=1500,
+        validators=[MinValueValidator(64)],
+        help_text="Estimated prompt tokens sent at most: older turns are dropped first.",
+    )
     enabled = models.BooleanField(default=True)
     daily_spend_cap = models.DecimalField(
         max_digits=PRICE_DIGITS,
@@ -268,6 +273,9 @@ class DraftAttempt(models.Model):
     # Null only for a cache hit, which asks no endpoint.
     endpoint = models.ForeignKey(
         ModelEndpoint, null=True, blank=True, on_delete=models.PROTECT, related_name="attempts"
+    )
+    prompt_tokens_saved = models.PositiveIntegerField(
+        default=0, help_text="Estimated prompt tokens trimmed from the thread for this tier."
     )
     cache_hit = models.BooleanField(default=False)
     cache_source = models.ForeignKey(

@@ -250,6 +250,7 @@ def _attempt_row(draft_id: int, attempt: TierAttempt) -> DraftAttempt:
             latency_ms=completion.latency_ms,
             cost=attempt.cost,
             score=_score(attempt.score),
+            prompt_tokens_saved=attempt.tokens_saved,
             outcome=DraftAttempt.Outcome.OK,
             started_at=attempt.started_at,
         )
@@ -263,6 +264,7 @@ def _attempt_row(draft_id: int, attempt: TierAttempt) -> DraftAttempt:
         outcome=DraftAttempt.Outcome.ERROR,
         error_kind=error.kind,
         error_message=str(error)[:500],
+        prompt_tokens_saved=attempt.tokens_saved,
         started_at=attempt.started_at,
     )
 
