@@ -139,14 +139,13 @@ class OpenAICompatibleProvider:
     def __init__(self, *, base_url: str, model: str, api_key: str, timeout: float):
         self.model = model
         self.base_url = base_url
-        self.client = openai.OpenAI(
-            base_url=base_url, api_key=api_key, timeout=timeout, max_retries=0
-        )
+        self.timeout = timeout
+        self.client = _client(base_url=base_url, api_key=api_key)
 
     def model_names(self) -> list[str]:
         """The models the server offers (GET /models), for connection checks."""
         try:
-            return [model.id for model in self.client.models.list()]
+            return [model.id for model in self.client.models.list(timeout=self.timeout)]
         except openai.APIError as exc:
             raise _classify(exc, latency_ms=0) from exc
 
@@ -163,6 +162,7 @@ class OpenAICompatibleProvider:
                 max_tokens=request.max_tokens,
                 temperature=request.temperature,
                 logprobs=request.logprobs,
+                timeout=self.timeout,
             )
         except openai.APIError as exc:
             raise _classify(exc, latency_ms=_elapsed_ms(started)) from exc
@@ -192,6 +192,24 @@ class OpenAICompatibleProvider:
             server_ms=_server_ms(response.model_extra),
             concurrency=concurrency,
         )
+
+
+# One SDK client (and so one HTTP connection pool) per server and key, shared by the threads
+# of a process: building one costs ~40 ms (TLS context and all), more than the rest of a
+# draft's orchestration. Timeouts are passed per request.
+_clients: dict[tuple[str, str], openai.OpenAI] = {}
+_clients_lock = threading.Lock()
+
+
+def _client(*, base_url: str, api_key: str) -> openai.OpenAI:
+    key = (base_url, api_key)
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            client = _clients[key] = openai.OpenAI(
+                base_url=base_url, api_key=api_key, max_retries=0
+            )
+        return client
 
 
 _in_flight_counts: Counter[str] = Counter()

@@ -1,0 +1,301 @@
+"""Benchmark of the drafting cascade's own overhead, the cache-hit path and local-vLLM drafts/s.
+
+    .venv/bin/python bench/cascade.py [--drafts 200] [--vllm-drafts 8] [--keep]
+
+Steps: create a scratch PostgreSQL database (`csbot_bench_cascade` on the server of
+DATABASE_URL), migrate, seed a team with a two-tier policy on an in-process OpenAI-compatible
+stub that answers at once (tier 1 answers with low confidence, so every draft escalates to
+tier 2: the full path: trimming, redaction, breaker, spend check, scoring, pricing, storing);
+then time `draft_generate` per draft:
+- orchestration overhead = wall time of draft_generate − the provider time its attempts
+  recorded (target p50 ≤ 15 ms);
+- cache-hit path = draft_generate for a first-turn message with an approved cached reply
+  (target p50 ≤ 10 ms);
+- drafts/s against the local vLLM server (LOCAL_LLM_URL, else 127.0.0.1:LOCAL_LLM_PORT), one
+  tier, 4 drafts at a time, when a server answers (else null with the reason).
+Prints one JSON object on stdout; progress on stderr. Drops the database unless --keep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATABASE_URL = "postgres://csbot:csbot@127.0.0.1:5432/csbot"
+DB_NAME = "csbot_bench_cascade"
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
+
+
+@contextmanager
+def stub_server() -> Iterator[str]:
+    """Answers /chat/completions at once: low-confidence text to the `unsure` model."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+        def do_POST(self) -> None:
+            payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            logprob = -3.0 if payload["model"] == "unsure" else -0.05
+            text = "Thanks for writing! Your refund is on its way and arrives in 3-5 days."
+            body = json.dumps(
+                {
+                    "id": "x",
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": payload["model"],
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": text},
+                            "logprobs": {
+                                "content": [
+                                    {
+                                        "token": w,
+                                        "logprob": logprob,
+                                        "bytes": None,
+                                        "top_logprobs": [],
+                                    }
+                                    for w in text.split()
+                                ]
+                            },
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": {"prompt_tokens": 120, "completion_tokens": 20, "total_tokens": 140},
+                }
+            ).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
+
+
+def database(url: str, *, create: bool) -> None:
+    admin_url = urlunsplit(urlsplit(url)._replace(path="/postgres"))
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DB_NAME))
+        )
+        if create:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DB_NAME)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--drafts", type=int, default=200, help="drafts per timed path (200)")
+    parser.add_argument("--vllm-drafts", type=int, default=8, help="drafts against local vLLM (8)")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch database")
+    args = parser.parse_args()
+
+    server_url = os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL)
+    bench_url = urlunsplit(urlsplit(server_url)._replace(path=f"/{DB_NAME}"))
+    database(server_url, create=True)
+    os.environ.update(
+        DJANGO_SETTINGS_MODULE="csbot.settings",
+        DJANGO_SECRET_KEY=os.environ.get("DJANGO_SECRET_KEY", "bench"),
+        DATABASE_URL=bench_url,
+        LOG_LEVEL="ERROR",
+    )
+    os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/4")
+    sys.path.insert(0, str(ROOT))
+    try:
+        result = run(args)
+    finally:
+        from django.db import connections
+
+        connections.close_all()
+        if not args.keep:
+            database(server_url, create=False)
+    print(json.dumps(result))
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    import django
+
+    django.setup()
+    from datetime import timedelta
+    from decimal import Decimal
+
+    from django.conf import settings
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+    from django.utils import timezone
+
+    from csbot.models import AgentProfile, Channel, Conversation, Message, Team
+    from drafting import services
+    from drafting.models import CachedReply, CascadePolicy, CascadeTier, Draft, ModelEndpoint
+
+    log("migrating the scratch database")
+    call_command("migrate", verbosity=0)
+    team = Team.objects.create(name="Bench")
+    channel = Channel.objects.create(team=team, name="bench")
+    agent = get_user_model().objects.create_user("bench-agent")
+    AgentProfile.objects.create(user=agent, team=team)
+
+    def new_draft(policy: CascadePolicy, n: int, text: str) -> Draft:
+        conversation = Conversation.objects.create(
+            team=team, channel=channel, external_id=f"{policy.pk}-{n}"
+        )
+        message = Message.objects.create(
+            conversation=conversation,
+            channel=channel,
+            direction="in",
+            text=text,
+            channel_message_id=f"{policy.pk}-{n}",
+        )
+        return Draft.objects.create(message=message, policy=policy)
+
+    result: dict[str, Any] = {
+        "bench": "cascade",
+        "drafts": args.drafts,
+        "cpus": len(os.sched_getaffinity(0)),
+    }
+    with stub_server() as stub_url:
+        cheap = ModelEndpoint.objects.create(
+            name="unsure", kind="paid", base_url=stub_url, model_name="unsure"
+        )
+        paid = ModelEndpoint.objects.create(
+            name="sure",
+            kind="paid",
+            base_url=stub_url,
+            model_name="sure",
+            input_price_per_mtok=Decimal("2.5"),
+        )
+        policy = CascadePolicy.objects.create(
+            team=team, name="two tiers", system_prompt="Be brief.", holdout_share=0
+        )
+        CascadeTier.objects.create(
+            policy=policy, position=1, endpoint=cheap, threshold=Decimal("0.5")
+        )
+        CascadeTier.objects.create(policy=policy, position=2, endpoint=paid, threshold=Decimal("0"))
+
+        log(f"timing {args.drafts} escalating two-tier drafts")
+        overheads = []
+        for n in range(args.drafts + 10):
+            draft = new_draft(
+                policy, n, f"Where is my refund for order {n}? Mail me at a{n}@example.com"
+            )
+            started = time.perf_counter()
+            services.draft_generate(draft_id=draft.pk)
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            provider_ms = sum(draft.attempts.values_list("latency_ms", flat=True))
+            if n >= 10:  # warm-up
+                overheads.append(elapsed_ms - provider_ms)
+        result["orchestration_overhead_ms"] = {
+            "p50": percentile(overheads, 0.5),
+            "p95": percentile(overheads, 0.95),
+            "target_p50": 15,
+        }
+
+        log(f"timing {args.drafts} cache hits")
+        CachedReply.objects.create(
+            team=team,
+            key=__import__("drafting.cache", fromlist=["cache_key"]).cache_key(
+                "Do you ship to Canada?"
+            ),
+            customer_text="Do you ship to Canada?",
+            reply="Yes, in 5-7 days.",
+            expires_at=timezone.now() + timedelta(days=1),
+        )
+        hits = []
+        for n in range(args.drafts + 10):
+            draft = new_draft(policy, 100_000 + n, "Do you ship to Canada?")
+            started = time.perf_counter()
+            services.draft_generate(draft_id=draft.pk)
+            if n >= 10:
+                hits.append((time.perf_counter() - started) * 1000)
+        assert Draft.objects.get(pk=draft.pk).attempts.get().cache_hit
+        result["cache_hit_ms"] = {
+            "p50": percentile(hits, 0.5),
+            "p95": percentile(hits, 0.95),
+            "target_p50": 10,
+        }
+
+    base = settings.LOCAL_LLM_URL or f"http://127.0.0.1:{settings.LOCAL_LLM_PORT}/v1"
+    if args.vllm_drafts <= 0:
+        result["local_vllm"] = {"drafts_per_s": None, "reason": "--vllm-drafts 0"}
+        return result
+    try:
+        urllib.request.urlopen(f"{base}/models", timeout=3).read()  # noqa: S310 - our own server
+    except OSError as exc:
+        result["local_vllm"] = {"drafts_per_s": None, "reason": f"no server at {base}: {exc}"}
+        return result
+    local = ModelEndpoint.objects.create(
+        name="local",
+        kind="local",
+        base_url=base,
+        model_name="smollm2-135m-instruct",
+        max_output_tokens=48,
+    )
+    local_policy = CascadePolicy.objects.create(
+        team=team, name="local", system_prompt="Be brief.", active=False
+    )
+    CascadeTier.objects.create(policy=local_policy, position=1, endpoint=local)
+    drafts = [
+        new_draft(local_policy, 200_000 + n, f"My parcel {n} is late, can you check?")
+        for n in range(args.vllm_drafts)
+    ]
+    log(f"{args.vllm_drafts} drafts against the local vLLM at {base}, 4 at a time")
+
+    def generate(draft_id: int) -> None:
+        from django.db import connection
+
+        try:
+            services.draft_generate(draft_id=draft_id)
+        finally:
+            connection.close()
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(generate, [d.pk for d in drafts]))
+    seconds = time.perf_counter() - started
+    ready = Draft.objects.filter(pk__in=[d.pk for d in drafts], status="ready").count()
+    result["local_vllm"] = {
+        "url": base,
+        "drafts": len(drafts),
+        "ready": ready,
+        "seconds": round(seconds, 2),
+        "drafts_per_s": round(ready / seconds, 3),
+        "max_output_tokens": 48,
+    }
+    return result
+
+
+if __name__ == "__main__":
+    main()
