@@ -1,5 +1,5 @@
 # The two commands of the README: `make run` and `make test`. Everything else is a helper.
-.PHONY: run test lint install services bench-ingest clean
+.PHONY: run test lint install services bench-ingest bench-cascade clean
 
 run:            ## install, migrate, seed the demo, start web + worker + local vLLM
 	scripts/run.sh
@@ -19,6 +19,9 @@ services:       ## PostgreSQL + Redis for local development (prints their URLs)
 
 bench-ingest: install services
 	.venv/bin/python bench/ingest.py
+
+bench-cascade: install services
+	.venv/bin/python bench/cascade.py
 
 clean:
 	rm -rf var artifacts .pytest_cache .mypy_cache .ruff_cache
