@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from decimal import Decimal
-
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -31,30 +29,21 @@ class ModelEndpointAdmin(admin.ModelAdmin[ModelEndpoint]):
         "output_price_per_mtok",
         "gpu_hour_usd",
         "enabled",
-        "spend_today",
-        "spend_month",
-        "cap_state",
+        "spend",
         "breaker_state",
     ]
     list_filter = ["kind", "enabled"]
     search_fields = ["name", "model_name"]
     actions = ["test_connection"]
 
-    # A handful of endpoints per installation: one aggregate per row is fine here.
-    @admin.display(description="spent today ($)")
-    def spend_today(self, endpoint: ModelEndpoint) -> Decimal:
-        return selectors.endpoint_spend(endpoint=endpoint).today.quantize(Decimal("0.0001"))
-
-    @admin.display(description="this month ($)")
-    def spend_month(self, endpoint: ModelEndpoint) -> Decimal:
-        return selectors.endpoint_spend(endpoint=endpoint).month.quantize(Decimal("0.0001"))
-
-    @admin.display(description="cap")
-    def cap_state(self, endpoint: ModelEndpoint) -> str:
-        if not endpoint.has_spend_cap:
-            return "no cap"
-        capped = selectors.endpoint_spend(endpoint=endpoint).capped
-        return f"⚠ {capped} cap reached: tier skipped" if capped else "under cap"
+    # A handful of endpoints per installation: one aggregate query per row is fine here.
+    @admin.display(description="spend today / this month")
+    def spend(self, endpoint: ModelEndpoint) -> str:
+        spend = selectors.endpoint_spend(endpoint=endpoint)
+        text = f"${spend.today:.4f} / ${spend.month:.4f}"
+        if spend.capped:
+            return f"{text} · ⚠ {spend.capped} cap reached: tier skipped"
+        return f"{text} · under cap" if endpoint.has_spend_cap else f"{text} · no cap"
 
     @admin.display(description="circuit")
     def breaker_state(self, endpoint: ModelEndpoint) -> str:
