@@ -40,6 +40,7 @@ from drafting.providers import (
     Completion,
     CompletionRequest,
     ProviderError,
+    ProviderTimeout,
     SpendCapped,
     provider_for,
 )
@@ -168,7 +169,11 @@ def run_cascade(
         try:
             completion = provider_for(endpoint, timeout=remaining).complete(request)
         except ProviderError as exc:
-            guard.record_failure(endpoint.pk, exc.kind)
+            cut_by_deadline = (
+                isinstance(exc, ProviderTimeout) and remaining < endpoint.timeout_seconds
+            )
+            if not cut_by_deadline:  # our deadline, not the endpoint's health
+                guard.record_failure(endpoint.pk, exc.kind)
             result.attempts.append(
                 TierAttempt(
                     tier=tier.position,

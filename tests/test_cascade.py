@@ -264,6 +264,7 @@ def test_the_deadline_bounds_the_whole_cascade(db: None, settings: Any) -> None:
     assert attempt.error_kind == "timeout"
     assert attempt.latency_ms < 5000  # cut to the deadline, not the endpoint's 30 s
     assert backup.requests == []  # no time left for tier 2
+    assert breaker().state(setup.endpoint.pk)["failures"] == 0  # our deadline, not its fault
     assert draft.status == Draft.Status.QUEUED
     assert "deadline" in draft.failure_reason
 
