@@ -50,6 +50,18 @@ from drafting.selectors import endpoint_spend
 logger = logging.getLogger(__name__)
 
 
+def completion_cost(endpoint: ModelEndpoint, completion: Completion) -> Decimal:
+    """What `endpoint` charges (or would charge) for this completion's tokens and timing."""
+    return attempt_cost(
+        endpoint=endpoint,
+        tokens_in=completion.tokens_in,
+        tokens_out=completion.tokens_out,
+        latency_ms=completion.latency_ms,
+        server_ms=completion.server_ms,
+        concurrency=completion.concurrency,
+    )
+
+
 @dataclass(frozen=True)
 class TierAttempt:
     tier: int
@@ -96,14 +108,7 @@ class CascadeResult:
         if self.chosen is None or self.chosen.completion is None:
             return None
         completion = self.chosen.completion
-        return attempt_cost(
-            endpoint=top.endpoint,
-            tokens_in=completion.tokens_in,
-            tokens_out=completion.tokens_out,
-            latency_ms=completion.latency_ms,
-            server_ms=completion.server_ms,
-            concurrency=completion.concurrency,
-        )
+        return completion_cost(top.endpoint, completion)
 
     def failure_reason(self) -> str:
         if self.chosen is not None:
@@ -195,14 +200,7 @@ def run_cascade(
             completion=completion,
             score=score,
             tokens_saved=trimmed.tokens_saved,
-            cost=attempt_cost(
-                endpoint=endpoint,
-                tokens_in=completion.tokens_in,
-                tokens_out=completion.tokens_out,
-                latency_ms=completion.latency_ms,
-                server_ms=completion.server_ms,
-                concurrency=completion.concurrency,
-            ),
+            cost=completion_cost(endpoint, completion),
         )
         result.attempts.append(attempt)
         result.chosen = attempt

@@ -21,7 +21,7 @@ from drafting.providers import Completion, _server_ms
 from drafting.scoring import DefaultScorer, ScoringContext
 from tests.conftest import TeamSetup, ingest, make_team
 from tests.factories import EndpointFactory, TierFactory
-from tests.http_stub import Reply, TcpProxy, chat_completion, openai_stub
+from tests.http_stub import Reply, StubServer, TcpProxy, chat_completion, openai_stub
 
 GOOD = "Thanks for reaching out! Your refund was issued today and arrives in 3-5 days."
 
@@ -198,7 +198,8 @@ def test_a_failing_tier_is_recorded_and_the_next_tier_answers(
     assert ok.outcome == "ok"
 
 
-def test_a_hanging_tier_times_out_and_the_next_tier_answers(db: None) -> None:
+def draft_with_a_hanging_first_tier(name: str, *, timeout_seconds: int) -> tuple[Draft, StubServer]:
+    """A draft whose tier 1 never answers (until released) and tier 2 answers at once."""
     hang = threading.Event()
     try:
         with (
@@ -206,14 +207,18 @@ def test_a_hanging_tier_times_out_and_the_next_tier_answers(db: None) -> None:
             openai_stub(Reply(body=chat_completion(GOOD))) as backup,
         ):
             setup = two_tier_team(
-                "Timeout",
-                paid_endpoint(slow.base_url, timeout_seconds=1),
+                name,
+                paid_endpoint(slow.base_url, timeout_seconds=timeout_seconds),
                 paid_endpoint(backup.base_url),
                 threshold="0",
             )
-            draft = drafted(setup)
+            return drafted(setup), backup
     finally:
         hang.set()
+
+
+def test_a_hanging_tier_times_out_and_the_next_tier_answers(db: None) -> None:
+    draft, _ = draft_with_a_hanging_first_tier("Timeout", timeout_seconds=1)
     assert draft.status == Draft.Status.READY
     assert list(draft.attempts.order_by("tier").values_list("error_kind", flat=True)) == [
         "timeout",
@@ -245,26 +250,13 @@ def test_when_every_tier_is_rate_limited_the_draft_waits_for_the_longest_retry_a
 
 def test_the_deadline_bounds_the_whole_cascade(db: None, settings: Any) -> None:
     settings.DRAFT_DEADLINE_SECONDS = 1
-    hang = threading.Event()
-    try:
-        with (
-            openai_stub(Reply(body=chat_completion("late"), wait=hang)) as slow,
-            openai_stub(Reply(body=chat_completion(GOOD))) as backup,
-        ):
-            setup = two_tier_team(
-                "Deadline",
-                paid_endpoint(slow.base_url, timeout_seconds=30),
-                paid_endpoint(backup.base_url),
-                threshold="0",
-            )
-            draft = drafted(setup)
-    finally:
-        hang.set()
+    draft, backup = draft_with_a_hanging_first_tier("Deadline", timeout_seconds=30)
     attempt = draft.attempts.get()
+    assert attempt.endpoint is not None
     assert attempt.error_kind == "timeout"
     assert attempt.latency_ms < 5000  # cut to the deadline, not the endpoint's 30 s
     assert backup.requests == []  # no time left for tier 2
-    assert breaker().state(setup.endpoint.pk)["failures"] == 0  # our deadline, not its fault
+    assert breaker().state(attempt.endpoint.pk)["failures"] == 0  # our deadline, not its fault
     assert draft.status == Draft.Status.QUEUED
     assert "deadline" in draft.failure_reason
 
