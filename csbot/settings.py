@@ -11,7 +11,16 @@ import dj_database_url
 import django_stubs_ext
 from django.core.exceptions import ImproperlyConfigured
 
-from csbot.env import env_bool, env_choice, env_int, env_list, env_str, env_timezone, env_url
+from csbot.env import (
+    env_bool,
+    env_choice,
+    env_float,
+    env_int,
+    env_list,
+    env_str,
+    env_timezone,
+    env_url,
+)
 
 # Lets runtime code subscript Django generics (`admin.ModelAdmin[Team]`) as the type stubs do.
 django_stubs_ext.monkeypatch()
@@ -182,6 +191,30 @@ BREAKER_COOLDOWN_SECONDS = env_int("BREAKER_COOLDOWN_SECONDS", 30, minimum=1)
 # (0 turns the cache off). "Lightly edited" = normalised edit distance up to this share.
 DRAFT_CACHE_TTL_SECONDS = env_int("DRAFT_CACHE_TTL_SECONDS", 7 * 24 * 3600, minimum=0)
 DRAFT_CACHE_MAX_EDIT_PERCENT = env_int("DRAFT_CACHE_MAX_EDIT_PERCENT", 20, minimum=0)
+# Semantic half of the cache: a first-turn message whose embedding has cosine similarity of at
+# least this with a cached question gets that question's reply. Strict on purpose: "ship to
+# Canada?" and "ship to Mexico?" are close in embedding space but need different answers.
+# Above 1 turns the semantic cache off (exact hits only).
+DRAFT_CACHE_SEMANTIC_THRESHOLD = env_float(
+    "DRAFT_CACHE_SEMANTIC_THRESHOLD", 0.95, minimum=0.5, maximum=1.01
+)
+# Few-shot prompting: the k replies agents used as is for the most similar earlier customer
+# messages (cosine ≥ the minimum) go into the system prompt. 0 turns it off.
+DRAFT_FEWSHOT_K = env_int("DRAFT_FEWSHOT_K", 3, minimum=0)
+DRAFT_FEWSHOT_MIN_SIMILARITY = env_float(
+    "DRAFT_FEWSHOT_MIN_SIMILARITY", 0.5, minimum=0.0, maximum=1.0
+)
+# Text embeddings (semantic cache, few-shot search; issue 5's classifiers too):
+# "minilm" = the all-MiniLM-L6-v2 sentence-transformer in the worker process (shipped as a
+# package, no download), "openai" = an OpenAI-compatible /v1/embeddings endpoint such as vLLM
+# serving a pooling model (EMBEDDING_URL, EMBEDDING_MODEL), "none" = exact cache only, no
+# few-shot examples.
+EMBEDDING_BACKEND = env_choice("EMBEDDING_BACKEND", "minilm", choices=("minilm", "openai", "none"))
+EMBEDDING_URL = env_url("EMBEDDING_URL", "", schemes=("http", "https"))
+EMBEDDING_MODEL = env_str("EMBEDDING_MODEL", "")
+EMBEDDING_API_KEY_ENV = env_str("EMBEDDING_API_KEY_ENV", "")
+# Vectors kept in memory per process, keyed by the text's hash.
+EMBEDDING_CACHE_SIZE = env_int("EMBEDDING_CACHE_SIZE", 10_000, minimum=0)
 # Transient provider failures are retried (by the sweeper) at most this many times.
 DRAFT_MAX_TRIES = env_int("DRAFT_MAX_TRIES", 5, minimum=1)
 DRAFT_RETRY_BASE_SECONDS = env_int("DRAFT_RETRY_BASE_SECONDS", 10, minimum=0)

@@ -16,6 +16,7 @@ from drafting.models import (
     Draft,
     DraftAttempt,
     ModelEndpoint,
+    ReplyExample,
 )
 
 
@@ -87,6 +88,10 @@ _ATTEMPT_FIELDS: tuple[str, ...] = (
     "tier",
     "endpoint",
     "cache_hit",
+    "cache_match",
+    "cache_similarity",
+    "fewshot_examples",
+    "prompt_tokens_saved",
     "model_name",
     "tokens_in",
     "tokens_out",
@@ -164,8 +169,17 @@ class AgentActionAdmin(admin.ModelAdmin[AgentAction]):
 
 @admin.register(CachedReply)
 class CachedReplyAdmin(admin.ModelAdmin[CachedReply]):
-    list_display = ["customer_text", "team", "hits", "created_at", "expires_at"]
+    list_display = [
+        "customer_text",
+        "team",
+        "hits",
+        "embedding_model",
+        "created_at",
+        "expires_at",
+    ]
     list_filter = ["team"]
+    list_select_related = ["team"]
+    readonly_fields = ["embedding_model"]
     search_fields = ["customer_text", "reply"]
     raw_id_fields = ["source_draft"]
     actions = ["purge_expired"]
@@ -174,3 +188,16 @@ class CachedReplyAdmin(admin.ModelAdmin[CachedReply]):
     def purge_expired(self, request: HttpRequest, queryset: QuerySet[CachedReply]) -> None:
         count, _ = CachedReply.objects.filter(expires_at__lte=timezone.now()).delete()
         messages.success(request, f"{count} expired cached replies purged.")
+
+
+@admin.register(ReplyExample)
+class ReplyExampleAdmin(admin.ModelAdmin[ReplyExample]):
+    """Few-shot examples: replies agents used as is, personal data scrubbed. Delete one that
+    should no longer be shown to the model (a policy changed, a price is out of date)."""
+
+    list_display = ["customer_text", "team", "embedding_model", "created_at"]
+    list_filter = ["team"]
+    list_select_related = ["team"]
+    search_fields = ["customer_text", "reply"]
+    raw_id_fields = ["source_draft"]
+    readonly_fields = ["embedding_model", "created_at"]

@@ -1,4 +1,4 @@
-"""The completion cache (FrugalGPT's "LLM approximation"), exact-match part.
+"""The completion cache (FrugalGPT's "LLM approximation"): exact and semantic.
 
 Rules, each for a reason:
 - per team: one team's approved answers are not another's;
@@ -6,21 +6,30 @@ Rules, each for a reason:
 - only replies agents used as is or lightly edited: the cache must not spread bad drafts;
   the agent's final text is stored, which is the approved answer;
 - a TTL (DRAFT_CACHE_TTL_SECONDS): stale answers are the known failure of caches;
-- the key is the customer's text normalised (case, whitespace, surrounding punctuation).
+- exact match first: the key is the customer's text normalised (case, whitespace, surrounding
+  punctuation) — no model needed;
+- then semantic match: the embedding of the customer's text against the team's cached
+  questions, a hit only at cosine ≥ DRAFT_CACHE_SEMANTIC_THRESHOLD (strict: near-identical
+  questions, reworded). Vectors of another embedder are never compared.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db.models import F
 from django.utils import timezone
 
 from csbot.models import Message
+from drafting.embeddings import to_bytes
 from drafting.models import CachedReply, Draft
+from drafting.similarity import QueryVector, VectorIndex
 
 _SPACES = re.compile(r"\s+")
 
@@ -36,34 +45,77 @@ def is_first_turn(message: Message) -> bool:
     ).exists()
 
 
-def cache_lookup(*, draft: Draft) -> CachedReply | None:
-    """A live cached reply for this draft's message, counting the hit; None when not cacheable."""
-    if settings.DRAFT_CACHE_TTL_SECONDS == 0 or not is_first_turn(draft.message):
+def _live_vectors(team_id: int, model: str, after_id: int) -> Iterable[tuple[int, Any]]:
+    return (
+        CachedReply.objects.filter(
+            team_id=team_id,
+            embedding_model=model,
+            pk__gt=after_id,
+            expires_at__gt=timezone.now(),
+            embedding__isnull=False,
+        )
+        .order_by("pk")
+        .values_list("pk", "embedding")
+    )
+
+
+cache_index = VectorIndex(_live_vectors)
+
+
+@dataclass(frozen=True)
+class CacheHit:
+    entry: CachedReply
+    match: str  # "exact" or "semantic"
+    similarity: float
+
+
+def cache_lookup(*, team_id: int, query: QueryVector) -> CacheHit | None:
+    """A live cached reply for a first-turn message (the caller checked the turn), counting
+    the hit; None on a miss or with the cache off."""
+    if settings.DRAFT_CACHE_TTL_SECONDS == 0:
         return None
-    entry = CachedReply.objects.filter(
-        team_id=draft.policy.team_id,
-        key=cache_key(draft.message.text),
-        expires_at__gt=timezone.now(),
-    ).first()
+    now = timezone.now()
+    live = CachedReply.objects.filter(team_id=team_id, expires_at__gt=now)
+    hit: CacheHit | None = None
+    entry = live.filter(key=cache_key(query.text)).first()
     if entry is not None:
-        CachedReply.objects.filter(pk=entry.pk).update(hits=F("hits") + 1)
-    return entry
+        hit = CacheHit(entry=entry, match="exact", similarity=1.0)
+    elif settings.DRAFT_CACHE_SEMANTIC_THRESHOLD <= 1 and (embedded := query.get()):
+        model, vector = embedded
+        for pk, similarity in cache_index.search(
+            team_id=team_id,
+            model=model,
+            vector=vector,
+            k=3,
+            min_similarity=settings.DRAFT_CACHE_SEMANTIC_THRESHOLD,
+        ):
+            entry = live.filter(pk=pk).first()  # purged or expired since the index saw it?
+            if entry is not None:
+                hit = CacheHit(entry=entry, match="semantic", similarity=similarity)
+                break
+    if hit is not None:
+        CachedReply.objects.filter(pk=hit.entry.pk).update(hits=F("hits") + 1)
+    return hit
 
 
-def cache_store(*, draft: Draft, final_text: str) -> None:
-    """Remember an approved reply to a first-turn message (the caller checked the action)."""
-    if settings.DRAFT_CACHE_TTL_SECONDS == 0 or not is_first_turn(draft.message):
+def cache_store(*, draft: Draft, final_text: str, query: QueryVector) -> None:
+    """Remember an approved reply to a first-turn message (the caller checked the action and
+    the turn), with the question's embedding when an embedder is configured."""
+    if settings.DRAFT_CACHE_TTL_SECONDS == 0:
         return
     now = timezone.now()
+    embedded = query.get()
     CachedReply.objects.update_or_create(
         team_id=draft.policy.team_id,
-        key=cache_key(draft.message.text),
+        key=cache_key(query.text),
         defaults={
-            "customer_text": draft.message.text,
+            "customer_text": query.text,
             "reply": final_text,
             "source_draft": draft,
             "created_at": now,
             "expires_at": now + timedelta(seconds=settings.DRAFT_CACHE_TTL_SECONDS),
             "hits": 0,
+            "embedding": to_bytes(embedded[1]) if embedded else None,
+            "embedding_model": embedded[0] if embedded else "",
         },
     )

@@ -3,7 +3,8 @@
 One entry point, `run_cascade`, which returns every attempt it made (the caller stores them).
 For each tier in policy order, within the draft's deadline:
 
-1. trim the thread to the endpoint's prompt-token budget (drafting.prompting);
+1. fit the thread and the few-shot examples into the endpoint's prompt-token budget
+   (drafting.prompting);
 2. skip the tier when its spend cap is reached (recorded as `spend_capped`, alert logged) or
    while its circuit breaker cools down (recorded as a `circuit_open` attempt);
    otherwise ask its endpoint (its timeout shortened to the time left; emails, phone numbers,
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
@@ -34,7 +36,7 @@ from drafting.breaker import BaseCircuitBreaker, breaker
 from drafting.models import CascadeTier, ModelEndpoint
 from drafting.pii import redact_messages, restore
 from drafting.pricing import attempt_cost
-from drafting.prompting import trim_to_budget
+from drafting.prompting import Example, trim_to_budget
 from drafting.providers import (
     CircuitOpen,
     Completion,
@@ -72,6 +74,7 @@ class TierAttempt:
     score: float | None = None
     cost: Decimal = Decimal(0)
     tokens_saved: int = 0
+    examples: int = 0
 
     @property
     def ok(self) -> bool:
@@ -128,10 +131,12 @@ def run_cascade(
     scorer: Scorer,
     deadline: float,
     guard: BaseCircuitBreaker | None = None,
+    examples: Sequence[Example] = (),
 ) -> CascadeResult:
     """Ask `tiers` in order until one's draft scores at least its threshold; `deadline` is a
     time.monotonic() value after which no tier is asked; `guard` defaults to the shared
-    per-endpoint circuit breaker."""
+    per-endpoint circuit breaker; `examples` are few-shot examples, best first, fitted into
+    each tier's prompt budget."""
     guard = guard or breaker()
     result = CascadeResult()
     for tier in tiers:
@@ -165,7 +170,7 @@ def run_cascade(
                 )
             )
             continue
-        trimmed = trim_to_budget(messages, budget=endpoint.prompt_token_budget)
+        trimmed = trim_to_budget(messages, budget=endpoint.prompt_token_budget, examples=examples)
         sent, placeholders = trimmed.messages, dict[str, str]()
         if endpoint.kind != ModelEndpoint.Kind.LOCAL:
             # Personal data never leaves for a third party's API; the local tier sees it all.
@@ -186,6 +191,7 @@ def run_cascade(
                     started_at=started_at,
                     error=exc,
                     tokens_saved=trimmed.tokens_saved,
+                    examples=trimmed.examples,
                 )
             )
             continue
@@ -200,6 +206,7 @@ def run_cascade(
             completion=completion,
             score=score,
             tokens_saved=trimmed.tokens_saved,
+            examples=trimmed.examples,
             cost=completion_cost(endpoint, completion),
         )
         result.attempts.append(attempt)

@@ -278,6 +278,22 @@ class DraftAttempt(models.Model):
         default=0, help_text="Estimated prompt tokens trimmed from the thread for this tier."
     )
     cache_hit = models.BooleanField(default=False)
+    cache_match = models.CharField(
+        max_length=8,
+        choices=[("", "—"), ("exact", "Exact text"), ("semantic", "Similar text")],
+        blank=True,
+        default="",
+    )
+    cache_similarity = models.DecimalField(
+        max_digits=5,
+        decimal_places=4,
+        null=True,
+        blank=True,
+        help_text="Semantic cache hits: cosine similarity of the two customer messages.",
+    )
+    fewshot_examples = models.PositiveSmallIntegerField(
+        default=0, help_text="Agent-used replies to similar messages put into the prompt."
+    )
     cache_source = models.ForeignKey(
         Draft,
         null=True,
@@ -390,10 +406,38 @@ class CachedReply(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField()
     hits = models.PositiveIntegerField(default=0)
+    # The customer text's embedding (float32, L2-normalised) for the semantic look-up, and the
+    # embedder that made it: vectors of different models are never compared.
+    embedding = models.BinaryField(null=True, editable=False)
+    embedding_model = models.CharField(max_length=120, blank=True, editable=False)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["team", "key"], name="cached_reply_unique_per_team")
+        ]
+
+    def __str__(self) -> str:
+        return self.customer_text[:60]
+
+
+class ReplyExample(models.Model):
+    """A reply an agent sent exactly as drafted, kept as a few-shot example for later drafts to
+    similar customer messages. Both texts are scrubbed of personal data (drafting.pii.scrub):
+    they are shown to the model while it drafts for other customers."""
+
+    team = models.ForeignKey("csbot.Team", on_delete=models.CASCADE, related_name="reply_examples")
+    customer_text = models.TextField()
+    reply = models.TextField()
+    source_draft = models.OneToOneField(
+        Draft, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    embedding = models.BinaryField(editable=False)
+    embedding_model = models.CharField(max_length=120, editable=False)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["team", "embedding_model", "id"], name="reply_example_search_idx")
         ]
 
     def __str__(self) -> str:

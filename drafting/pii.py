@@ -209,3 +209,11 @@ def restore(text: str, placeholders: dict[str, str]) -> str:
         return original if kind in RESTORABLE else _mask(kind, original)
 
     return _PLACEHOLDER.sub(put_back, text)
+
+
+def scrub(text: str) -> str:
+    """Personal data replaced for good by unnumbered placeholders (`[EMAIL]`, `[CARD]` …), for
+    text kept to show other conversations (few-shot examples). `restore` never matches them, so
+    one customer's address can never be put back into another customer's draft."""
+    redacted = redact(text)
+    return _PLACEHOLDER.sub(lambda match: f"[{match.group(1)}]", redacted.text)

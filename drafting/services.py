@@ -23,11 +23,11 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from rapidfuzz.distance import Levenshtein
 
 from csbot.models import Message
-from drafting.cache import cache_lookup, cache_store
+from drafting.cache import CacheHit, cache_lookup, cache_store, is_first_turn
 from drafting.cascade import CascadeResult, TierAttempt, run_cascade
+from drafting.examples import example_store, examples_similar
 from drafting.models import (
     AgentAction,
-    CachedReply,
     CascadePolicy,
     CascadeTier,
     Draft,
@@ -36,6 +36,7 @@ from drafting.models import (
 )
 from drafting.providers import CompletionRequest, ProviderError, provider_for
 from drafting.scoring import DefaultScorer, ScoringContext
+from drafting.similarity import QueryVector
 
 logger = logging.getLogger(__name__)
 
@@ -176,16 +177,22 @@ def draft_generate(*, draft_id: int) -> None:
     if not tiers:
         _draft_fail(draft_id, reason="The policy has no enabled tier.")
         return
-    cached = cache_lookup(draft=draft)
-    if cached is not None:
-        _draft_from_cache(draft, cached)
-        return
+    deadline = time.monotonic() + settings.DRAFT_DEADLINE_SECONDS
+    team_id = draft.policy.team_id
+    # Embedded at most once, and only if the exact cache misses: both searches share it.
+    query = QueryVector(draft.message.text)
+    if is_first_turn(draft.message):
+        hit = cache_lookup(team_id=team_id, query=query)
+        if hit is not None:
+            _draft_from_cache(draft, hit)
+            return
     result = run_cascade(
         tiers=tiers,
         messages=_prompt_messages(draft),
         context=ScoringContext(customer_text=draft.message.text),
         scorer=DefaultScorer(),
-        deadline=time.monotonic() + settings.DRAFT_DEADLINE_SECONDS,
+        deadline=deadline,
+        examples=examples_similar(team_id=team_id, query=query, exclude_draft_id=draft.pk),
     )
     chosen = result.chosen
     with transaction.atomic():
@@ -214,13 +221,23 @@ def draft_generate(*, draft_id: int) -> None:
         _draft_after_failure(draft_id, result, tries=draft.tries)
 
 
-def _draft_from_cache(draft: Draft, cached: CachedReply) -> None:
-    """A cache hit is an attempt too: tier 0, no endpoint, no cost, its source recorded."""
+def _draft_from_cache(draft: Draft, hit: CacheHit) -> None:
+    """A cache hit is an attempt too: tier 0, no endpoint, no cost, its source recorded. The
+    counterfactual (what the top tier alone would have cost) is the source draft's: the same
+    question, answered by the same reply."""
+    cached = hit.entry
+    counterfactual = (
+        Draft.objects.filter(pk=cached.source_draft_id or 0)
+        .values_list("counterfactual_cost", flat=True)
+        .first()
+    )
     with transaction.atomic():
         DraftAttempt.objects.create(
             draft=draft,
             tier=0,
             cache_hit=True,
+            cache_match=hit.match,
+            cache_similarity=_score(hit.similarity),
             cache_source_id=cached.source_draft_id,
             outcome=DraftAttempt.Outcome.OK,
         )
@@ -228,6 +245,7 @@ def _draft_from_cache(draft: Draft, cached: CachedReply) -> None:
             status=Draft.Status.READY,
             text=cached.reply,
             final_endpoint=None,
+            counterfactual_cost=counterfactual,
             ready_at=timezone.now(),
             failure_reason="",
         )
@@ -251,6 +269,7 @@ def _attempt_row(draft_id: int, attempt: TierAttempt) -> DraftAttempt:
             cost=attempt.cost,
             score=_score(attempt.score),
             prompt_tokens_saved=attempt.tokens_saved,
+            fewshot_examples=attempt.examples,
             outcome=DraftAttempt.Outcome.OK,
             started_at=attempt.started_at,
         )
@@ -265,6 +284,7 @@ def _attempt_row(draft_id: int, attempt: TierAttempt) -> DraftAttempt:
         error_kind=error.kind,
         error_message=str(error)[:500],
         prompt_tokens_saved=attempt.tokens_saved,
+        fewshot_examples=attempt.examples,
         started_at=attempt.started_at,
     )
 
@@ -401,14 +421,48 @@ def action_record(
         acted_at=acted_at,
         handle_seconds=Decimal(f"{(acted_at - shown_at).total_seconds():.3f}"),
     )
-    lightly_edited = (
-        kind == AgentAction.Kind.EDIT
-        and distance is not None
-        and (distance * 100 <= settings.DRAFT_CACHE_MAX_EDIT_PERCENT)
-    )
-    if draft is not None and (kind == AgentAction.Kind.USE or lightly_edited):
-        cache_store(draft=draft, final_text=final_text)
+    if _worth_remembering(action):
+        # Embedding belongs in the worker (a model load, tens of milliseconds): ring its bell.
+        transaction.on_commit(lambda: _enqueue_remember(action.pk))
     return action
+
+
+def _worth_remembering(action: AgentAction) -> bool:
+    lightly_edited = (
+        action.kind == AgentAction.Kind.EDIT
+        and action.edit_distance is not None
+        and action.edit_distance * 100 <= settings.DRAFT_CACHE_MAX_EDIT_PERCENT
+    )
+    return action.draft_id is not None and (action.kind == AgentAction.Kind.USE or lightly_edited)
+
+
+def _enqueue_remember(action_id: int) -> None:
+    from drafting.tasks import reply_remember_task
+
+    try:
+        reply_remember_task.delay(action_id)
+    except (KombuOperationalError, OSError):
+        # Only an optimisation is lost (one cache entry or example); the reply itself is stored.
+        logger.exception("action %s: could not reach the broker; reply not remembered", action_id)
+
+
+def reply_remember(*, action_id: int) -> None:
+    """Learn from an approved reply (worker): a reply to a first-turn message that the agent
+    used or lightly edited goes into the completion cache; one used as is becomes a few-shot
+    example. Idempotent: a redelivered task rewrites the same rows."""
+    action = (
+        AgentAction.objects.select_related("draft__policy", "inbound_message")
+        .filter(pk=action_id)
+        .first()
+    )
+    if action is None or action.draft is None or not _worth_remembering(action):
+        return
+    draft, message = action.draft, action.inbound_message
+    query = QueryVector(message.text)
+    if is_first_turn(message):
+        cache_store(draft=draft, final_text=action.final_text, query=query)
+    if action.kind == AgentAction.Kind.USE:
+        example_store(draft=draft, final_text=action.final_text, query=query)
 
 
 # --- Admin checks ------------------------------------------------------------------------------

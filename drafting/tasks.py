@@ -16,3 +16,8 @@ def draft_generate_task(draft_id: int) -> None:
 def drafts_sweep_task() -> dict[str, int]:
     result = services.drafts_sweep()
     return {"requeued": result.requeued, "reclaimed": result.reclaimed, "expired": result.expired}
+
+
+@shared_task(name="drafting.tasks.reply_remember", ignore_result=True)
+def reply_remember_task(action_id: int) -> None:
+    services.reply_remember(action_id=action_id)

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from csbot import services
 from drafting import services as drafting
-from drafting.models import CachedReply, Draft, ModelEndpoint
+from drafting.models import AgentAction, CachedReply, Draft, ModelEndpoint
 from tests.conftest import TeamSetup, ingest, make_team
 from tests.factories import EndpointFactory
 from tests.http_stub import Reply, chat_completion, openai_stub
@@ -28,6 +28,8 @@ def generate(setup: TeamSetup, conversation: str, text: str = QUESTION, turn: in
 
 
 def act(setup: TeamSetup, draft: Draft, kind: str, text: str) -> None:
+    """The agent replies; then what the worker does when the action's bell rings (the test
+    transaction never commits, so on_commit callbacks are captured, not run)."""
     Draft.objects.filter(pk=draft.pk).update(first_shown_at=timezone.now() - timedelta(seconds=20))
     draft.refresh_from_db()
     services.reply_send(
@@ -38,6 +40,7 @@ def act(setup: TeamSetup, draft: Draft, kind: str, text: str) -> None:
         draft=draft,
         kind=kind,
     )
+    drafting.reply_remember(action_id=AgentAction.objects.get(draft=draft).pk)
 
 
 def stubbed_team(name: str, stub_url: str) -> TeamSetup:
@@ -56,14 +59,18 @@ def test_an_approved_first_turn_reply_is_served_from_the_cache_next_time(db: Non
     assert second.status == Draft.Status.READY
     assert second.text == ANSWER
     hit = second.attempts.get()
-    assert (hit.cache_hit, hit.tier, hit.endpoint, hit.cost, hit.cache_source) == (
+    assert (hit.cache_hit, hit.cache_match, hit.tier, hit.endpoint, hit.cost) == (
         True,
+        "exact",
         0,
         None,
         Decimal(0),
-        first,
     )
+    assert hit.cache_source == first
     assert second.total_cost == 0
+    # Savings against the all-paid baseline: the same answer cost the source draft this much.
+    assert first.counterfactual_cost is not None
+    assert second.counterfactual_cost == first.counterfactual_cost
     assert CachedReply.objects.get().hits == 1
 
 

@@ -20,7 +20,7 @@ from django.utils import timezone
 from csbot import services
 from csbot.celery import app as celery_app
 from drafting import services as drafting
-from drafting.models import Draft, DraftAttempt, ModelEndpoint
+from drafting.models import CachedReply, Draft, DraftAttempt, ModelEndpoint, ReplyExample
 from tests.conftest import ingest, make_team
 from tests.factories import EndpointFactory
 from tests.http_stub import Reply, TcpProxy, chat_completion, openai_stub
@@ -101,6 +101,14 @@ def test_api_message_is_drafted_by_real_vllm_through_celery_and_the_action_is_st
     assert body["kind"] == "use"
     assert body["final_text"] == draft.text
     assert Decimal(body["handle_seconds"]) >= Decimal("12")
+    # After commit the worker learns from it: a cached first-turn reply and a few-shot example.
+    example = wait_for(
+        lambda: ReplyExample.objects.filter(source_draft_id=draft_id).first(),
+        lambda e: e is not None,
+        timeout=60,
+    )
+    assert example is not None and example.embedding_model.startswith("minilm:")
+    assert CachedReply.objects.get(source_draft_id=draft_id).reply == draft.text
 
 
 # --- The claim ---------------------------------------------------------------------------------

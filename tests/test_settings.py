@@ -150,6 +150,9 @@ def test_overrides_are_read_from_the_environment(tmp_path: Path) -> None:
         ("LOCAL_LLM_URL", "http://"),
         ("LOG_LEVEL", "LOUD"),
         ("TIME_ZONE", "Mars/Base"),
+        ("DRAFT_CACHE_SEMANTIC_THRESHOLD", "high"),
+        ("DRAFT_CACHE_SEMANTIC_THRESHOLD", "0.2"),
+        ("EMBEDDING_BACKEND", "word2vec"),
     ],
     ids=lambda value: value or "empty",
 )
@@ -313,3 +316,13 @@ def test_env_url_refuses_an_empty_value_where_a_default_exists(
 
     with pytest.raises(ImproperlyConfigured, match="CSBOT_TEST_URL"):
         env.env_url("CSBOT_TEST_URL", "redis://d", schemes=("redis",))
+
+
+def test_env_float_reads_a_number_within_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CSBOT_TEST_SHARE", " 0.97 ")
+    assert env.env_float("CSBOT_TEST_SHARE", 0.5, minimum=0, maximum=1) == 0.97
+    monkeypatch.delenv("CSBOT_TEST_SHARE")
+    assert env.env_float("CSBOT_TEST_SHARE", 0.5, minimum=0, maximum=1) == 0.5
+    monkeypatch.setenv("CSBOT_TEST_SHARE", "1.5")
+    with pytest.raises(ImproperlyConfigured, match="between 0 and 1"):
+        env.env_float("CSBOT_TEST_SHARE", 0.5, minimum=0, maximum=1)

@@ -1,0 +1,77 @@
+"""Few-shot examples (FrugalGPT's prompt selection): instead of a fixed long prompt, each draft
+shows the model the k replies agents *used as is* for the customer messages most similar to
+the one being answered — few tokens, and the team's own facts and tone.
+
+Examples are per team, scrubbed of personal data before they are stored (they are shown while
+drafting for other customers), and searched by embedding cosine (DRAFT_FEWSHOT_K,
+DRAFT_FEWSHOT_MIN_SIMILARITY).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from django.conf import settings
+
+from drafting.embeddings import to_bytes
+from drafting.models import Draft, ReplyExample
+from drafting.pii import scrub
+from drafting.prompting import Example
+from drafting.similarity import QueryVector, VectorIndex
+
+# An example is there to show facts and tone: a long one costs more tokens than it teaches.
+EXAMPLE_MAX_CHARS = 600
+
+
+def _vectors(team_id: int, model: str, after_id: int) -> Iterable[tuple[int, Any]]:
+    return (
+        ReplyExample.objects.filter(team_id=team_id, embedding_model=model, pk__gt=after_id)
+        .order_by("pk")
+        .values_list("pk", "embedding")
+    )
+
+
+example_index = VectorIndex(_vectors)
+
+
+def examples_similar(*, team_id: int, query: QueryVector, exclude_draft_id: int) -> list[Example]:
+    """The team's used replies to the messages most similar to the query, best first."""
+    if settings.DRAFT_FEWSHOT_K == 0 or not (embedded := query.get()):
+        return []
+    model, vector = embedded
+    found = example_index.search(
+        team_id=team_id,
+        model=model,
+        vector=vector,
+        k=settings.DRAFT_FEWSHOT_K + 1,  # one spare: the message's own earlier draft
+        min_similarity=settings.DRAFT_FEWSHOT_MIN_SIMILARITY,
+    )
+    rows = {
+        row.pk: row
+        for row in ReplyExample.objects.filter(pk__in=[pk for pk, _ in found]).exclude(
+            source_draft_id=exclude_draft_id
+        )
+    }
+    picked = [(rows[pk], similarity) for pk, similarity in found if pk in rows]
+    return [
+        Example(customer=row.customer_text, reply=row.reply, similarity=similarity)
+        for row, similarity in picked[: settings.DRAFT_FEWSHOT_K]
+    ]
+
+
+def example_store(*, draft: Draft, final_text: str, query: QueryVector) -> None:
+    """Keep a reply the agent used as is (the caller checked) as a few-shot example."""
+    if not (embedded := query.get()):
+        return
+    model, vector = embedded
+    ReplyExample.objects.update_or_create(
+        source_draft=draft,
+        defaults={
+            "team_id": draft.policy.team_id,
+            "customer_text": scrub(query.text)[:EXAMPLE_MAX_CHARS],
+            "reply": scrub(final_text)[:EXAMPLE_MAX_CHARS],
+            "embedding": to_bytes(vector),
+            "embedding_model": model,
+        },
+    )
