@@ -159,7 +159,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     from csbot.models import AgentProfile, Channel, Conversation, Message, Team
     from drafting import services
-    from drafting.models import CachedReply, CascadePolicy, CascadeTier, Draft, ModelEndpoint
+    from drafting.models import (
+        CachedReply,
+        CascadePolicy,
+        CascadeTier,
+        Draft,
+        EndpointPrice,
+        ModelEndpoint,
+    )
 
     log("migrating the scratch database")
     call_command("migrate", verbosity=0)
@@ -191,11 +198,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             name="unsure", kind="paid", base_url=stub_url, model_name="unsure"
         )
         paid = ModelEndpoint.objects.create(
-            name="sure",
-            kind="paid",
-            base_url=stub_url,
-            model_name="sure",
-            input_price_per_mtok=Decimal("2.5"),
+            name="sure", kind="paid", base_url=stub_url, model_name="sure"
+        )
+        # Priced before the first draft: each draft's cascade loads these (one query).
+        EndpointPrice.objects.create(endpoint=cheap, effective_from=timezone.now())
+        EndpointPrice.objects.create(
+            endpoint=paid, effective_from=timezone.now(), input_price_per_mtok=Decimal("2.5")
         )
         policy = CascadePolicy.objects.create(
             team=team, name="two tiers", system_prompt="Be brief.", holdout_share=0
@@ -263,6 +271,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         model_name="smollm2-135m-instruct",
         max_output_tokens=48,
     )
+    EndpointPrice.objects.create(endpoint=local, effective_from=timezone.now())
     local_policy = CascadePolicy.objects.create(
         team=team, name="local", system_prompt="Be brief.", active=False
     )

@@ -252,10 +252,11 @@ def seed() -> None:
 
     from django.contrib.auth import get_user_model
     from django.db import transaction
+    from django.utils import timezone
 
     from csbot import services
     from csbot.models import AgentProfile, Channel, Team
-    from drafting.models import CascadePolicy, CascadeTier, ModelEndpoint
+    from drafting.models import CascadePolicy, CascadeTier, EndpointPrice, ModelEndpoint
 
     with transaction.atomic():
         team = Team.objects.create(name="Bench Support")
@@ -266,8 +267,10 @@ def seed() -> None:
             name="bench-local",
             kind=ModelEndpoint.Kind.LOCAL,
             model_name="smollm2-135m-instruct",
-            gpu_hour_usd=Decimal("0.80"),
             max_output_tokens=96,
+        )
+        EndpointPrice.objects.create(
+            endpoint=endpoint, effective_from=timezone.now(), gpu_hour_usd=Decimal("0.80")
         )
         policy = CascadePolicy.objects.create(
             team=team,

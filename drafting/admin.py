@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from decimal import Decimal
+from typing import Any
+
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -15,9 +18,39 @@ from drafting.models import (
     CascadeTier,
     Draft,
     DraftAttempt,
+    EndpointPrice,
     ModelEndpoint,
     ReplyExample,
 )
+from drafting.pricing import PriceBook
+
+
+def _usd(amount: Decimal) -> str:
+    """A price without the column's trailing zeros: 0.150000 → 0.15, 10.000000 → 10."""
+    return format(amount.normalize(), "f")
+
+
+def _annotation(endpoint: ModelEndpoint, name: str) -> Any:
+    """A value get_queryset annotated on the row (the type checker cannot see annotations)."""
+    return getattr(endpoint, name)
+
+
+class EndpointPriceInline(admin.TabularInline[EndpointPrice, ModelEndpoint]):
+    model = EndpointPrice
+    extra = 0
+    ordering = ["-effective_from"]
+    fields = [
+        "effective_from",
+        "input_price_per_mtok",
+        "output_price_per_mtok",
+        "request_fee",
+        "gpu_hour_usd",
+        "note",
+        "created_at",
+    ]
+    readonly_fields = ["created_at"]
+    # The table, then how to change a price (a tabular inline has no description).
+    template = "admin/drafting/endpointprice_inline.html"
 
 
 @admin.register(ModelEndpoint)
@@ -26,9 +59,7 @@ class ModelEndpointAdmin(admin.ModelAdmin[ModelEndpoint]):
         "name",
         "kind",
         "model_name",
-        "input_price_per_mtok",
-        "output_price_per_mtok",
-        "gpu_hour_usd",
+        "current_price",
         "enabled",
         "spend",
         "breaker_state",
@@ -36,11 +67,31 @@ class ModelEndpointAdmin(admin.ModelAdmin[ModelEndpoint]):
     list_filter = ["kind", "enabled"]
     search_fields = ["name", "model_name"]
     actions = ["test_connection"]
+    inlines = [EndpointPriceInline]
 
-    # A handful of endpoints per installation: one aggregate query per row is fine here.
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ModelEndpoint]:
+        # The list's price and spend columns read these: two queries for the page in all.
+        return selectors.endpoints_with_spend(
+            super().get_queryset(request).prefetch_related("prices")
+        )
+
+    @admin.display(description="price now")
+    def current_price(self, endpoint: ModelEndpoint) -> str:
+        price = PriceBook(endpoint.prices.all()).price_at(endpoint.pk, timezone.now())
+        if price is None:
+            return "⚠ no price in force: attempts cost $0"
+        if endpoint.kind == ModelEndpoint.Kind.LOCAL:
+            return f"${_usd(price.gpu_hour_usd)}/GPU h"
+        text = f"${_usd(price.input_price_per_mtok)} in / ${_usd(price.output_price_per_mtok)} out per M"
+        return f"{text} + ${_usd(price.request_fee)}/request" if price.request_fee else text
+
     @admin.display(description="spend today / this month")
     def spend(self, endpoint: ModelEndpoint) -> str:
-        spend = selectors.endpoint_spend(endpoint=endpoint)
+        spend = selectors.EndpointSpend.of(
+            endpoint=endpoint,
+            today=_annotation(endpoint, "spend_today"),
+            month=_annotation(endpoint, "spend_month"),
+        )
         text = f"${spend.today:.4f} / ${spend.month:.4f}"
         if spend.capped:
             return f"{text} · ⚠ {spend.capped} cap reached: tier skipped"

@@ -16,6 +16,9 @@ For each tier in policy order, within the draft's deadline:
 4. a draft is scored by the scorer g(context, draft); score ≥ the tier's threshold stops the
    cascade, otherwise the next tier is asked.
 
+Each answer is costed at its endpoint's prices in force when the attempt started, from a
+PriceBook loaded once for all the tiers (drafting.pricing), not one query per attempt.
+
 When no tier reaches its threshold, the draft of the last tier that answered is used (the
 strongest model asked, as in FrugalGPT), with its score. When no tier answered, there is no
 draft: the result says whether the failure is worth retrying later.
@@ -35,7 +38,7 @@ from django.utils import timezone
 from drafting.breaker import BaseCircuitBreaker, breaker
 from drafting.models import CascadeTier, ModelEndpoint
 from drafting.pii import redact_messages, restore
-from drafting.pricing import attempt_cost
+from drafting.pricing import PriceBook, attempt_cost
 from drafting.prompting import Example, trim_to_budget
 from drafting.providers import (
     CircuitOpen,
@@ -52,10 +55,14 @@ from drafting.selectors import endpoint_spend
 logger = logging.getLogger(__name__)
 
 
-def completion_cost(endpoint: ModelEndpoint, completion: Completion) -> Decimal:
-    """What `endpoint` charges (or would charge) for this completion's tokens and timing."""
+def completion_cost(
+    endpoint: ModelEndpoint, completion: Completion, *, prices: PriceBook, at: datetime
+) -> Decimal:
+    """What `endpoint` charges (or would charge) for this completion's tokens and timing, at
+    its prices in force at `at`."""
     return attempt_cost(
         endpoint=endpoint,
+        price=prices.price_at(endpoint.pk, at),
         tokens_in=completion.tokens_in,
         tokens_out=completion.tokens_out,
         latency_ms=completion.latency_ms,
@@ -83,6 +90,7 @@ class TierAttempt:
 
 @dataclass
 class CascadeResult:
+    prices: PriceBook = field(default_factory=PriceBook)
     attempts: list[TierAttempt] = field(default_factory=list)
     chosen: TierAttempt | None = None
     deadline_hit: bool = False
@@ -104,14 +112,16 @@ class CascadeResult:
 
     def counterfactual_cost(self, top: CascadeTier) -> Decimal | None:
         """What the top tier alone would have charged: its own attempt when it was asked,
-        else its prices applied to the chosen draft's tokens (and timing, if it is local)."""
+        else its prices in force when the chosen attempt started, applied to the chosen
+        draft's tokens (and timing, if it is local)."""
         for attempt in self.attempts:
             if attempt.ok and attempt.endpoint.pk == top.endpoint_id:
                 return attempt.cost
         if self.chosen is None or self.chosen.completion is None:
             return None
-        completion = self.chosen.completion
-        return completion_cost(top.endpoint, completion)
+        return completion_cost(
+            top.endpoint, self.chosen.completion, prices=self.prices, at=self.chosen.started_at
+        )
 
     def failure_reason(self) -> str:
         if self.chosen is not None:
@@ -132,13 +142,16 @@ def run_cascade(
     deadline: float,
     guard: BaseCircuitBreaker | None = None,
     examples: Sequence[Example] = (),
+    prices: PriceBook | None = None,
 ) -> CascadeResult:
     """Ask `tiers` in order until one's draft scores at least its threshold; `deadline` is a
     time.monotonic() value after which no tier is asked; `guard` defaults to the shared
     per-endpoint circuit breaker; `examples` are few-shot examples, best first, fitted into
-    each tier's prompt budget."""
+    each tier's prompt budget; `prices` defaults to the tiers' price rows, loaded here."""
     guard = guard or breaker()
-    result = CascadeResult()
+    if prices is None:
+        prices = PriceBook.load(endpoint_ids=[tier.endpoint_id for tier in tiers])
+    result = CascadeResult(prices=prices)
     for tier in tiers:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -207,7 +220,7 @@ def run_cascade(
             score=score,
             tokens_saved=trimmed.tokens_saved,
             examples=trimmed.examples,
-            cost=completion_cost(endpoint, completion),
+            cost=completion_cost(endpoint, completion, prices=prices, at=started_at),
         )
         result.attempts.append(attempt)
         result.chosen = attempt

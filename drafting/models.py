@@ -37,30 +37,6 @@ class ModelEndpoint(models.Model):
         blank=True,
         help_text="Name of the environment variable holding the API key (never the key itself).",
     )
-    input_price_per_mtok = models.DecimalField(
-        max_digits=PRICE_DIGITS,
-        decimal_places=PRICE_PLACES,
-        default=ZERO,
-        help_text="USD per million input tokens.",
-    )
-    output_price_per_mtok = models.DecimalField(
-        max_digits=PRICE_DIGITS,
-        decimal_places=PRICE_PLACES,
-        default=ZERO,
-        help_text="USD per million output tokens.",
-    )
-    request_fee = models.DecimalField(
-        max_digits=PRICE_DIGITS,
-        decimal_places=PRICE_PLACES,
-        default=ZERO,
-        help_text="USD per request.",
-    )
-    gpu_hour_usd = models.DecimalField(
-        max_digits=PRICE_DIGITS,
-        decimal_places=PRICE_PLACES,
-        default=ZERO,
-        help_text="Local endpoints: USD per GPU hour.",
-    )
     timeout_seconds = models.PositiveIntegerField(default=30, validators=[MinValueValidator(1)])
     max_output_tokens = models.PositiveIntegerField(default=256, validators=[MinValueValidator(1)])
     prompt_token_budget = models.PositiveIntegerField(
@@ -87,13 +63,6 @@ class ModelEndpoint(models.Model):
     class Meta:
         constraints = [
             models.CheckConstraint(
-                condition=Q(input_price_per_mtok__gte=0)
-                & Q(output_price_per_mtok__gte=0)
-                & Q(request_fee__gte=0)
-                & Q(gpu_hour_usd__gte=0),
-                name="endpoint_prices_non_negative",
-            ),
-            models.CheckConstraint(
                 condition=Q(kind__in=["local", "paid"]), name="endpoint_kind_valid"
             ),
         ]
@@ -111,6 +80,61 @@ class ModelEndpoint(models.Model):
         if self.kind == self.Kind.LOCAL:
             return settings.LOCAL_LLM_URL or f"http://127.0.0.1:{settings.LOCAL_LLM_PORT}/v1"
         raise ValueError(f"Endpoint {self.name!r} has no base URL.")
+
+
+class EndpointPrice(models.Model):
+    """An endpoint's prices from `effective_from` on, until its next row takes over.
+
+    Rows are never edited to change a price: a new row with a later `effective_from` is added,
+    so attempts already charged keep the cost they were charged (drafting.pricing).
+    """
+
+    endpoint = models.ForeignKey(ModelEndpoint, on_delete=models.CASCADE, related_name="prices")
+    effective_from = models.DateTimeField()
+    input_price_per_mtok = models.DecimalField(
+        max_digits=PRICE_DIGITS,
+        decimal_places=PRICE_PLACES,
+        default=ZERO,
+        help_text="USD per million input tokens.",
+    )
+    output_price_per_mtok = models.DecimalField(
+        max_digits=PRICE_DIGITS,
+        decimal_places=PRICE_PLACES,
+        default=ZERO,
+        help_text="USD per million output tokens.",
+    )
+    request_fee = models.DecimalField(
+        max_digits=PRICE_DIGITS,
+        decimal_places=PRICE_PLACES,
+        default=ZERO,
+        help_text="USD per request.",
+    )
+    gpu_hour_usd = models.DecimalField(
+        max_digits=PRICE_DIGITS,
+        decimal_places=PRICE_PLACES,
+        default=ZERO,
+        help_text="Local endpoints: USD per GPU hour.",
+    )
+    note = models.CharField(max_length=200, blank=True, help_text="Why, e.g. vendor price cut.")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["endpoint", "-effective_from"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["endpoint", "effective_from"], name="endpoint_price_unique_per_instant"
+            ),
+            models.CheckConstraint(
+                condition=Q(input_price_per_mtok__gte=0)
+                & Q(output_price_per_mtok__gte=0)
+                & Q(request_fee__gte=0)
+                & Q(gpu_hour_usd__gte=0),
+                name="endpoint_price_non_negative",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.endpoint} from {self.effective_from:%Y-%m-%d %H:%M %Z}"
 
 
 class CascadePolicy(models.Model):

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -8,7 +9,7 @@ from django.contrib.auth import get_user_model
 
 from csbot import services
 from csbot.models import AgentProfile, ApiToken, Channel, Conversation, Message, Team
-from drafting.models import CascadePolicy, CascadeTier, Draft, ModelEndpoint
+from drafting.models import CascadePolicy, CascadeTier, Draft, EndpointPrice, ModelEndpoint
 
 
 class TeamFactory(factory.django.DjangoModelFactory[Team]):
@@ -71,16 +72,34 @@ class MessageFactory(factory.django.DjangoModelFactory[Message]):
     channel_message_id = factory.Sequence(lambda n: f"msg-{n}")
 
 
+# Before any attempt a test makes: an endpoint's first price is in force for all of them.
+EARLY = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+class EndpointPriceFactory(factory.django.DjangoModelFactory[EndpointPrice]):
+    class Meta:
+        model = EndpointPrice
+
+    endpoint = factory.SubFactory("tests.factories.EndpointFactory", price=None)
+    effective_from = EARLY
+    gpu_hour_usd = Decimal("0.80")
+    note = "initial"
+
+
 class EndpointFactory(factory.django.DjangoModelFactory[ModelEndpoint]):
+    """An endpoint with one price row in force since EARLY: set its prices with
+    `price__input_price_per_mtok=...`, or pass `price=None` for an endpoint with none."""
+
     class Meta:
         model = ModelEndpoint
+        skip_postgeneration_save = True
 
     name = factory.Sequence(lambda n: f"endpoint-{n}")
     kind = ModelEndpoint.Kind.LOCAL
     model_name = "smollm2-135m-instruct"
-    gpu_hour_usd = Decimal("0.80")
     timeout_seconds = 60
     max_output_tokens = 48
+    price = factory.RelatedFactory(EndpointPriceFactory, factory_related_name="endpoint")
 
 
 class PolicyFactory(factory.django.DjangoModelFactory[CascadePolicy]):

@@ -16,7 +16,7 @@ from django.utils import timezone
 from drafting import services as drafting
 from drafting.breaker import breaker
 from drafting.models import Draft, DraftAttempt, ModelEndpoint
-from drafting.pricing import attempt_cost
+from drafting.pricing import Price, attempt_cost
 from drafting.providers import Completion, _server_ms
 from drafting.scoring import DefaultScorer, ScoringContext
 from tests.conftest import TeamSetup, ingest, make_team
@@ -31,8 +31,8 @@ def paid_endpoint(base_url: str, **overrides: Any) -> ModelEndpoint:
         "kind": ModelEndpoint.Kind.PAID,
         "base_url": base_url,
         "model_name": "gpt-stub",
-        "input_price_per_mtok": Decimal("2.50"),
-        "output_price_per_mtok": Decimal("10.00"),
+        "price__input_price_per_mtok": Decimal("2.50"),
+        "price__output_price_per_mtok": Decimal("10.00"),
         "timeout_seconds": 10,
     }
     fields.update(overrides)
@@ -75,8 +75,8 @@ def test_a_low_scored_cheap_draft_escalates_to_the_paid_tier(db: None) -> None:
             "Escalate",
             paid_endpoint(
                 cheap.base_url,
-                input_price_per_mtok=Decimal("0.10"),
-                output_price_per_mtok=Decimal("0.40"),
+                price__input_price_per_mtok=Decimal("0.10"),
+                price__output_price_per_mtok=Decimal("0.40"),
             ),
             paid_endpoint(paid.base_url),
             threshold="0.5",
@@ -104,8 +104,8 @@ def test_a_confident_cheap_draft_stops_the_cascade(db: None) -> None:
             "Stop",
             paid_endpoint(
                 cheap.base_url,
-                input_price_per_mtok=Decimal("0.10"),
-                output_price_per_mtok=Decimal("0.40"),
+                price__input_price_per_mtok=Decimal("0.10"),
+                price__output_price_per_mtok=Decimal("0.40"),
             ),
             paid_endpoint(paid.base_url),
             threshold="0.5",
@@ -314,17 +314,13 @@ def test_default_scorer_marks_down_drafts_an_agent_cannot_use(
 def test_local_cost_prefers_the_servers_own_timing_then_shares_latency_between_concurrent_requests() -> (
     None
 ):
-    local = ModelEndpoint(kind=ModelEndpoint.Kind.LOCAL, gpu_hour_usd=Decimal("3.60"))
+    local = ModelEndpoint(kind=ModelEndpoint.Kind.LOCAL)
     # $3.60/h = $0.001 per second.
-    assert attempt_cost(
-        endpoint=local, tokens_in=9, tokens_out=9, latency_ms=4000, server_ms=2500
-    ) == Decimal("0.0025")
-    assert attempt_cost(
-        endpoint=local, tokens_in=9, tokens_out=9, latency_ms=4000, concurrency=4
-    ) == Decimal("0.001")
-    assert attempt_cost(endpoint=local, tokens_in=9, tokens_out=9, latency_ms=4000) == Decimal(
-        "0.004"
-    )
+    price = Price(effective_from=timezone.now(), gpu_hour_usd=Decimal("3.60"))
+    tokens = {"tokens_in": 9, "tokens_out": 9, "latency_ms": 4000}
+    assert attempt_cost(endpoint=local, price=price, **tokens, server_ms=2500) == Decimal("0.0025")
+    assert attempt_cost(endpoint=local, price=price, **tokens, concurrency=4) == Decimal("0.001")
+    assert attempt_cost(endpoint=local, price=price, **tokens) == Decimal("0.004")
 
 
 def test_vllm_per_request_metrics_give_compute_time_without_queueing() -> None:

@@ -180,8 +180,8 @@ def test_a_draft_superseded_while_generating_keeps_its_cost_but_never_becomes_re
         endpoint = EndpointFactory.create(
             kind=ModelEndpoint.Kind.PAID,
             base_url=stub.base_url,
-            input_price_per_mtok=Decimal("2.50"),
-            output_price_per_mtok=Decimal("10.00"),
+            price__input_price_per_mtok=Decimal("2.50"),
+            price__output_price_per_mtok=Decimal("10.00"),
         )
         setup = make_team("Race", endpoint=endpoint)
         first = ingest(setup, "c1", "m1", "Hello?").draft
@@ -322,9 +322,9 @@ def test_a_paid_attempt_costs_its_tokens_at_the_endpoint_prices(db: None) -> Non
         endpoint = EndpointFactory.create(
             kind=ModelEndpoint.Kind.PAID,
             base_url=stub.base_url,
-            input_price_per_mtok=Decimal("0.15"),
-            output_price_per_mtok=Decimal("0.60"),
-            request_fee=Decimal("0.0001"),
+            price__input_price_per_mtok=Decimal("0.15"),
+            price__output_price_per_mtok=Decimal("0.60"),
+            price__request_fee=Decimal("0.0001"),
         )
         setup = make_team("Paid", endpoint=endpoint)
         draft = ingest(setup, "c1", "m1", "Hi").draft

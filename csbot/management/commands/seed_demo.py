@@ -5,6 +5,7 @@ Idempotent: running it again keeps what exists (and does not duplicate conversat
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -15,8 +16,10 @@ from django.db import transaction
 from csbot import services
 from csbot.demo import demo_conversations
 from csbot.models import AgentProfile, Channel, Team
-from drafting.models import CascadePolicy, CascadeTier, ModelEndpoint
+from drafting.models import CascadePolicy, CascadeTier, EndpointPrice, ModelEndpoint
 
+# Demo prices are in force from long before any demo draft (the data migration's instant too).
+DEMO_PRICES_FROM = datetime(2000, 1, 1, tzinfo=UTC)
 SYSTEM_PROMPT = (
     "You are a friendly, concise customer-support agent for an online shop. Answer the "
     "customer's last message in two to four sentences. Do not invent order details; ask for "
@@ -63,23 +66,32 @@ class Command(BaseCommand):
                 defaults={
                     "kind": ModelEndpoint.Kind.LOCAL,
                     "model_name": "smollm2-135m-instruct",
-                    "gpu_hour_usd": Decimal("0.80"),
                     "timeout_seconds": 60,
                     "max_output_tokens": 96,
                 },
             )
-            ModelEndpoint.objects.get_or_create(
+            paid, _ = ModelEndpoint.objects.get_or_create(
                 name="openai-gpt-4o-mini",
                 defaults={
                     "kind": ModelEndpoint.Kind.PAID,
                     "base_url": "https://api.openai.com/v1",
                     "model_name": "gpt-4o-mini",
                     "api_key_env": "OPENAI_API_KEY",
-                    "input_price_per_mtok": Decimal("0.15"),
-                    "output_price_per_mtok": Decimal("0.60"),
                     "enabled": False,
                 },
             )
+            # A first price only: a price an admin added since is theirs to keep.
+            if not local.prices.exists():
+                EndpointPrice.objects.create(
+                    endpoint=local, effective_from=DEMO_PRICES_FROM, gpu_hour_usd=Decimal("0.80")
+                )
+            if not paid.prices.exists():
+                EndpointPrice.objects.create(
+                    endpoint=paid,
+                    effective_from=DEMO_PRICES_FROM,
+                    input_price_per_mtok=Decimal("0.15"),
+                    output_price_per_mtok=Decimal("0.60"),
+                )
             policy, created = CascadePolicy.objects.get_or_create(
                 team=team,
                 name="Demo cascade",

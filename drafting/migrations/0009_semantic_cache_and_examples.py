@@ -9,7 +9,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('csbot', '0001_initial'),
-        ('drafting', '0007_prompt_budget'),
+        ('drafting', '0008_endpoint_prices'),
     ]
 
     operations = [
