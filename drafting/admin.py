@@ -4,6 +4,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.contrib import admin, messages
+from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
@@ -55,6 +56,8 @@ class EndpointPriceInline(admin.TabularInline[EndpointPrice, ModelEndpoint]):
 
 @admin.register(ModelEndpoint)
 class ModelEndpointAdmin(admin.ModelAdmin[ModelEndpoint]):
+    # A base URL typed without a scheme is an https one (Django 6's default, chosen now).
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     list_display = [
         "name",
         "kind",
