@@ -213,6 +213,8 @@ EMBEDDING_BACKEND = env_choice("EMBEDDING_BACKEND", "minilm", choices=("minilm",
 EMBEDDING_URL = env_url("EMBEDDING_URL", "", schemes=("http", "https"))
 EMBEDDING_MODEL = env_str("EMBEDDING_MODEL", "")
 EMBEDDING_API_KEY_ENV = env_str("EMBEDDING_API_KEY_ENV", "")
+# CPU threads the in-process embedder uses (per process).
+EMBEDDING_THREADS = env_int("EMBEDDING_THREADS", 1, minimum=1)
 # Vectors kept in memory per process, keyed by the text's hash.
 EMBEDDING_CACHE_SIZE = env_int("EMBEDDING_CACHE_SIZE", 10_000, minimum=0)
 # Transient provider failures are retried (by the sweeper) at most this many times.

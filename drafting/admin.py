@@ -238,6 +238,13 @@ class CachedReplyAdmin(admin.ModelAdmin[CachedReply]):
     raw_id_fields = ["source_draft"]
     actions = ["purge_expired"]
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[CachedReply]:
+        return selectors.cached_replies_with_hits().select_related("team")
+
+    @admin.display(description="hits", ordering="hits")
+    def hits(self, entry: CachedReply) -> int:
+        return int(entry.hits)  # type: ignore[attr-defined]
+
     @admin.action(description="Purge expired entries (of the whole cache)")
     def purge_expired(self, request: HttpRequest, queryset: QuerySet[CachedReply]) -> None:
         count, _ = CachedReply.objects.filter(expires_at__lte=timezone.now()).delete()

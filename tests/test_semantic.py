@@ -14,6 +14,7 @@ from drafting.embeddings import CachedEmbedder, MiniLMEmbedder, OpenAIEmbedder
 from drafting.models import CachedReply, Draft, ReplyExample
 from drafting.pii import scrub
 from drafting.prompting import EXAMPLES_HEADER, Example, estimate_tokens, trim_to_budget
+from drafting.selectors import cached_replies_with_hits
 from drafting.similarity import QueryVector, VectorIndex
 from tests.conftest import ingest
 from tests.http_stub import Reply, chat_completion, openai_stub
@@ -109,8 +110,9 @@ def test_a_reworded_first_question_hits_the_semantic_cache(db: None) -> None:
         0,
     )
     assert hit.cache_similarity is not None and hit.cache_similarity >= 0.95
-    entry = CachedReply.objects.get()
-    assert entry.embedding_model == "minilm:all-MiniLM-L6-v2:384" and entry.hits == 1
+    entry = cached_replies_with_hits().get()
+    assert entry.embedding_model == "minilm:all-MiniLM-L6-v2:384"
+    assert entry.hits == 1  # type: ignore[attr-defined]
 
 
 def test_a_similar_but_different_question_is_no_semantic_hit(db: None) -> None:
