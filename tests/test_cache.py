@@ -135,3 +135,18 @@ def test_a_second_turn_never_hits_the_cache(db: None) -> None:
         later = generate(setup, "b", QUESTION, turn=2)
     assert not later.attempts.get().cache_hit
     assert len(stub.requests) == 2
+
+
+def test_a_cache_hit_costs_a_fixed_handful_of_statements(
+    db: None, django_assert_max_num_queries: Any
+) -> None:
+    """The hit path is benchmarked (bench/cascade.py): claim, the draft with its first-turn
+    flag, the look-up, then the attempt and the ready draft in one savepoint."""
+    with openai_stub(Reply(body=chat_completion(ANSWER))) as stub:
+        setup = stubbed_team("Statements", stub.base_url)
+        act(setup, generate(setup, "a"), "use", ANSWER)
+        draft = ingest(setup, "b", "b-1", QUESTION).draft
+        assert draft is not None
+        with django_assert_max_num_queries(7):
+            drafting.draft_generate(draft_id=draft.pk)
+    assert draft.attempts.get().cache_hit
