@@ -413,6 +413,8 @@ class AgentAction(models.Model):
                 condition=Q(acted_at__gte=models.F("shown_at")), name="action_acted_after_shown"
             ),
         ]
+        # Accounting finds the days whose rollup a late action made stale by acted_at.
+        indexes = [models.Index(fields=["acted_at"], name="action_acted_at_idx")]
 
     def __str__(self) -> str:
         return f"{self.kind} by {self.agent} on draft {self.draft_id}"

@@ -1,0 +1,298 @@
+"""Expected Net Cost Savings (Howell et al., LivePerson 2023) from measured agent actions.
+
+    ENCS = P(use)·S_use + P(edit)·S_edit + P(ignore)·S_ignore − C      (per draft)
+
+For every drafted message: labour saving = R × (T_baseline − handle seconds) / 3600 when the
+agent used, edited or ignored the draft (negative when a useless draft cost time), 0 when no
+draft text was there to use; cost = what its cascade attempts cost. Summed over a period:
+ENCS = labour savings − model cost. The decomposition above (P over every draft, S_a the mean
+saving of kind a, C the mean cost) gives the same total, exactly; the report shows both.
+
+- R: the team's agent rate in force on the draft's day (AccountingSettings, dated rows; a
+  team's own row wins over the default for all teams).
+- T_baseline: per team, the mean handle time of the replies agents wrote in held-out
+  conversations (no draft) during the period, once there are at least `min_holdout_sample`
+  of them (with a 95 % confidence interval); before that the configured default.
+- Savings against the all-paid baseline: each draft stores what the policy's top tier alone
+  would have cost (drafting's counterfactual); the report shows that total and the cascade's
+  saving against it.
+
+Everything is computed from facts (accounting.facts): the rollup for closed days, the raw
+rows for the rest; money stays Decimal throughout and is rounded once, at the end.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any
+
+from accounting.facts import DRAFTED_KINDS, KINDS, Fact
+from accounting.models import AccountingSettings
+
+GROUP_BY = ("model", "policy", "team", "agent", "day", "month")
+MONEY = Decimal("0.0000000001")
+SECONDS = Decimal("0.001")
+SHARE = Decimal("0.0001")
+ZERO = Decimal(0)
+
+
+class SettingsMissing(LookupError):
+    """No AccountingSettings row is in force for a team on a day: ENCS cannot be priced."""
+
+
+def money(value: Decimal | Fraction) -> Decimal:
+    if isinstance(value, Fraction):
+        value = Decimal(value.numerator) / Decimal(value.denominator)
+    return value.quantize(MONEY)
+
+
+@dataclass(frozen=True)
+class Scope:
+    start: date  # first day
+    end: date  # day after the last
+    team_ids: tuple[int, ...] | None = None
+    policy_ids: tuple[int, ...] | None = None
+
+    def admits(self, fact: Fact) -> bool:
+        return (self.team_ids is None or fact.team_id in self.team_ids) and (
+            self.policy_ids is None or fact.policy_id in self.policy_ids
+        )
+
+
+@dataclass(frozen=True)
+class Baseline:
+    seconds: Decimal
+    source: str  # "measured" or "default"
+    sample: int
+    min_sample: int
+    ci95_seconds: tuple[Decimal, Decimal] | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "seconds": str(self.seconds.quantize(SECONDS)),
+            "source": self.source,
+            "sample": self.sample,
+            "min_sample": self.min_sample,
+            "ci95_seconds": [str(v.quantize(SECONDS)) for v in self.ci95_seconds]
+            if self.ci95_seconds
+            else None,
+        }
+
+
+class SettingsBook:
+    """Every AccountingSettings row, read once; `at(team, day)` is the row in force."""
+
+    def __init__(self, rows: Iterable[AccountingSettings]):
+        self._rows: dict[int | None, list[AccountingSettings]] = defaultdict(list)
+        for row in sorted(rows, key=lambda r: r.effective_from, reverse=True):
+            self._rows[row.team_id].append(row)
+
+    @classmethod
+    def load(cls) -> SettingsBook:
+        return cls(AccountingSettings.objects.all())
+
+    def at(self, team_id: int, day: date) -> AccountingSettings:
+        for owner in (team_id, None):
+            for row in self._rows.get(owner, []):
+                if row.effective_from <= day:
+                    return row
+        raise SettingsMissing(
+            f"No accounting settings in force for team {team_id} on {day}: add an agent rate "
+            "and default baseline (admin → Accounting settings)."
+        )
+
+
+def baseline_for(
+    facts: Sequence[Fact], *, team_id: int, book: SettingsBook, last_day: date
+) -> Baseline:
+    held = [f for f in facts if f.team_id == team_id and f.kind == "held_out"]
+    n = sum(f.drafts for f in held)
+    settings_row = book.at(team_id, last_day)
+    if n >= settings_row.min_holdout_sample and n > 0:
+        total = sum((f.handle_seconds for f in held), ZERO)
+        total_sq = sum((f.handle_seconds_sq for f in held), ZERO)
+        mean = total / n
+        ci = None
+        if n > 1:
+            variance = max(ZERO, (total_sq - n * mean * mean) / (n - 1))
+            half = Decimal("1.96") * (variance / n).sqrt()
+            ci = (mean - half, mean + half)
+        return Baseline(
+            seconds=mean,
+            source="measured",
+            sample=n,
+            min_sample=settings_row.min_holdout_sample,
+            ci95_seconds=ci,
+        )
+    return Baseline(
+        seconds=settings_row.default_baseline_seconds,
+        source="default",
+        sample=n,
+        min_sample=settings_row.min_holdout_sample,
+    )
+
+
+@dataclass
+class Totals:
+    """Sums over a set of facts, with the labour saving already priced per fact."""
+
+    drafts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    handle: dict[str, Decimal] = field(default_factory=lambda: dict.fromkeys(KINDS, ZERO))
+    savings: dict[str, Fraction] = field(default_factory=lambda: dict.fromkeys(KINDS, Fraction(0)))
+    cost: Decimal = ZERO
+    counterfactual_cost: Decimal = ZERO
+
+    def add(self, fact: Fact, saving: Fraction) -> None:
+        self.drafts[fact.kind] += fact.drafts
+        self.handle[fact.kind] += fact.handle_seconds
+        self.savings[fact.kind] += saving
+        self.cost += fact.cost
+        self.counterfactual_cost += fact.counterfactual_cost
+
+    def as_json(self) -> dict[str, Any]:
+        drafted = {k: self.drafts[k] for k in (*DRAFTED_KINDS, "none", "unused")}
+        n_drafts = sum(drafted.values())
+        acted = sum(self.drafts[k] for k in DRAFTED_KINDS)
+        messages = sum(self.drafts.values())
+        labour = sum(self.savings.values(), Fraction(0))
+        encs = labour - Fraction(self.cost)
+        decomposition: dict[str, Any] = {"drafts": n_drafts}
+        if n_drafts:
+            p = {k: Fraction(v, n_drafts) for k, v in drafted.items()}
+            s = {k: (self.savings[k] / v if v else Fraction(0)) for k, v in drafted.items()}
+            c = Fraction(self.cost) / n_drafts
+            per_draft = sum((p[k] * s[k] for k in drafted), Fraction(0)) - c
+            decomposition.update(
+                p={k: str(money(v).quantize(SHARE)) for k, v in p.items()},
+                s_usd={k: str(money(v)) for k, v in s.items()},
+                c_usd=str(money(c)),
+                encs_per_draft_usd=str(money(per_draft)),
+                encs_usd=str(money(per_draft * n_drafts)),
+            )
+        return {
+            "messages": messages,
+            "drafts": n_drafts,
+            "actions": {
+                "use": self.drafts["use"],
+                "edit": self.drafts["edit"],
+                "ignore": self.drafts["ignore"],
+                "none": self.drafts["none"] + self.drafts["held_out"],
+            },
+            "unanswered_drafts": self.drafts["unused"],
+            "held_out": self.drafts["held_out"] + self.drafts["held_out_open"],
+            "shares": {
+                k: str((Decimal(self.drafts[k]) / acted).quantize(SHARE) if acted else ZERO)
+                for k in DRAFTED_KINDS
+            },
+            "handle_seconds": {
+                k: str((self.handle[k] / self.drafts[k]).quantize(SECONDS))
+                if self.drafts[k]
+                else None
+                for k in (*DRAFTED_KINDS, "held_out")
+            },
+            "labor_savings_usd": str(money(labour)),
+            "model_cost_usd": str(money(self.cost)),
+            "encs_usd": str(money(encs)),
+            "encs_per_message_usd": str(money(encs / messages)) if messages else None,
+            "all_paid_cost_usd": str(money(self.counterfactual_cost)),
+            "cascade_savings_usd": str(money(self.counterfactual_cost - self.cost)),
+            "encs_all_paid_usd": str(money(labour - Fraction(self.counterfactual_cost))),
+            "decomposition": decomposition,
+        }
+
+
+def _saving(fact: Fact, *, rate: Decimal, baseline: Decimal) -> Fraction:
+    if fact.kind not in DRAFTED_KINDS:
+        return Fraction(0)
+    # R × (n·T − Σ handle) / 3600, exactly.
+    return (
+        Fraction(rate) * (fact.drafts * Fraction(baseline) - Fraction(fact.handle_seconds)) / 3600
+    )
+
+
+Labeller = Callable[[Fact], str]
+
+
+def totals(
+    facts: Sequence[Fact], *, scope: Scope, book: SettingsBook, label: Labeller | None = None
+) -> tuple[Totals, dict[str, Totals], dict[int, Baseline]]:
+    """Exact sums over the facts in `scope`: in total, per `label(fact)`, and each team's
+    baseline (measured over the whole scope)."""
+    facts = [f for f in facts if scope.admits(f)]
+    last_day = date.fromordinal(scope.end.toordinal() - 1)
+    teams = sorted({f.team_id for f in facts} | set(scope.team_ids or ()))
+    baselines = {t: baseline_for(facts, team_id=t, book=book, last_day=last_day) for t in teams}
+    total = Totals()
+    groups: dict[str, Totals] = defaultdict(Totals)
+    for fact in facts:
+        rate = book.at(fact.team_id, fact.day).agent_hourly_usd
+        saving = _saving(fact, rate=rate, baseline=baselines[fact.team_id].seconds)
+        total.add(fact, saving)
+        if label is not None:
+            groups[label(fact)].add(fact, saving)
+    return total, groups, baselines
+
+
+def summarise(
+    facts: Sequence[Fact],
+    *,
+    scope: Scope,
+    book: SettingsBook,
+    group_by: str | None = None,
+    label: Labeller | None = None,
+) -> dict[str, Any]:
+    """The ENCS figures of `facts` (already limited to `scope`'s days), in total and per group
+    (`label(fact)` names a fact's group)."""
+    total, groups, baselines = totals(facts, scope=scope, book=book, label=label)
+    result = total.as_json()
+    if len(baselines) == 1:
+        only = next(iter(baselines.values()))
+        result["baseline_seconds"] = str(only.seconds.quantize(SECONDS))
+        result["baseline_source"] = only.source
+    else:
+        result["baseline_seconds"] = None
+        result["baseline_source"] = "per team" if baselines else "none"
+    result["baselines"] = {str(t): b.as_json() for t, b in baselines.items()}
+    if group_by and label is not None:
+        result["groups"] = [
+            {"group": name, **totals.as_json()} for name, totals in sorted(groups.items())
+        ]
+    return result
+
+
+def whatif(
+    *,
+    agent_hourly_usd: Decimal,
+    baseline_seconds: Decimal,
+    handle_seconds: dict[str, Decimal],
+    shares: dict[str, Decimal],
+    cost_per_response_usd: Decimal,
+    messages_per_year: int,
+) -> dict[str, Any]:
+    """The paper's case-study arithmetic: ENCS per message and per year from assumed action
+    times and shares (use/edit/ignore, shares summing to at most 1; the rest saves nothing)."""
+    per_message = Fraction(0)
+    savings: dict[str, str] = {}
+    for kind in DRAFTED_KINDS:
+        s = (
+            Fraction(agent_hourly_usd)
+            * (Fraction(baseline_seconds) - Fraction(handle_seconds[kind]))
+            / 3600
+        )
+        savings[kind] = str(money(s))
+        per_message += Fraction(shares[kind]) * s
+    per_message -= Fraction(cost_per_response_usd)
+    return {
+        "s_usd": savings,
+        "encs_per_message_usd": str(money(per_message)),
+        "encs_per_year_usd": str(money(per_message * messages_per_year)),
+        "messages_per_year": messages_per_year,
+        "break_even_cost_per_response_usd": str(
+            money(per_message + Fraction(cost_per_response_usd))
+        ),
+    }

@@ -1,0 +1,168 @@
+"""Facts: drafts summed per (day, team, policy, model, agent, outcome) — all ENCS needs.
+
+ENCS is linear in its inputs: labour saving = R × (n·T_baseline − Σ handle seconds) / 3600 and
+cost = Σ attempt costs, so sums per day and per outcome lose nothing. Facts come from the raw
+rows (one GROUP BY over drafts joined to their actions) or, for days already closed, from the
+`DailyFact` rollup; both give the same numbers (tests/test_accounting.py checks it, with
+hypothesis).
+
+Outcome kinds, one per draft:
+- `use`, `edit`, `ignore`: the agent replied with the draft shown (AgentAction.kind);
+- `none`: the agent replied but there was no draft text to use (the draft failed);
+- `unused`: no reply answers this draft (failed or late and never answered, superseded by a
+  newer customer message, or still open) — it cost money and saved no time;
+- `held_out`: the conversation is in the hold-out group and the agent replied unaided: the
+  sample `T_baseline` is measured from; `held_out_open`: held out, not answered (yet).
+A draft belongs to the day it was created on (the project's time zone): that is when its cost
+was incurred; its action may come later.
+"""
+
+from __future__ import annotations
+
+import zoneinfo
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db.models import (
+    Case,
+    CharField,
+    Count,
+    DecimalField,
+    F,
+    Q,
+    QuerySet,
+    Sum,
+    Value,
+    When,
+)
+from django.db.models.functions import Coalesce, TruncDate
+
+from drafting.models import MONEY_DIGITS, MONEY_PLACES, Draft
+
+DRAFTED_KINDS = ("use", "edit", "ignore")
+KINDS = (*DRAFTED_KINDS, "none", "unused", "held_out", "held_out_open")
+ZERO = Decimal(0)
+
+
+@dataclass(frozen=True)
+class Fact:
+    day: date
+    team_id: int
+    policy_id: int
+    endpoint_id: int | None
+    source: str  # "model" (an endpoint's draft), "cache" (a cache hit) or "none" (no text)
+    agent_id: int | None
+    kind: str
+    drafts: int
+    handle_seconds: Decimal
+    handle_seconds_sq: Decimal
+    cost: Decimal
+    counterfactual_cost: Decimal
+
+    @property
+    def key(self) -> tuple[object, ...]:
+        return (
+            self.day,
+            self.team_id,
+            self.policy_id,
+            self.endpoint_id,
+            self.source,
+            self.agent_id,
+            self.kind,
+        )
+
+
+def local_tz() -> zoneinfo.ZoneInfo:
+    return zoneinfo.ZoneInfo(settings.TIME_ZONE)
+
+
+def day_start(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=local_tz())
+
+
+def drafts_between(start: date, end: date) -> QuerySet[Draft]:
+    """Drafts created on days start … end − 1 (local time)."""
+    return Draft.objects.filter(created_at__gte=day_start(start), created_at__lt=day_start(end))
+
+
+def raw_facts(start: date, end: date, *, team_ids: Iterable[int] | None = None) -> list[Fact]:
+    """Facts for days start … end − 1 straight from the drafts and actions (one query)."""
+    money: DecimalField[Any, Any] = DecimalField(
+        max_digits=MONEY_DIGITS + 6, decimal_places=MONEY_PLACES
+    )
+    seconds: DecimalField[Any, Any] = DecimalField(max_digits=30, decimal_places=6)
+    drafts = drafts_between(start, end)
+    if team_ids is not None:
+        drafts = drafts.filter(policy__team_id__in=list(team_ids))
+    rows = (
+        drafts.annotate(
+            fact_day=TruncDate("created_at", tzinfo=local_tz()),
+            fact_team=F("policy__team_id"),
+            fact_source=Case(
+                When(final_endpoint__isnull=False, then=Value("model")),
+                When(~Q(text=""), then=Value("cache")),
+                default=Value("none"),
+                output_field=CharField(),
+            ),
+            fact_kind=Case(
+                When(status=Draft.Status.HELD_OUT, action__isnull=False, then=Value("held_out")),
+                When(status=Draft.Status.HELD_OUT, then=Value("held_out_open")),
+                When(action__isnull=True, then=Value("unused")),
+                default=F("action__kind"),
+                output_field=CharField(),
+            ),
+        )
+        .values(
+            "fact_day",
+            "fact_team",
+            "policy_id",
+            "final_endpoint_id",
+            "fact_source",
+            "action__agent_id",
+            "fact_kind",
+        )
+        .annotate(
+            n=Count("id"),
+            handle=Coalesce(Sum("action__handle_seconds"), Value(ZERO), output_field=seconds),
+            handle_sq=Coalesce(
+                Sum(
+                    F("action__handle_seconds") * F("action__handle_seconds"), output_field=seconds
+                ),
+                Value(ZERO),
+                output_field=seconds,
+            ),
+            spent=Coalesce(Sum("total_cost"), Value(ZERO), output_field=money),
+            # A draft with no counterfactual (nothing answered) would have cost what it did.
+            all_paid=Coalesce(
+                Sum(Coalesce("counterfactual_cost", "total_cost"), output_field=money),
+                Value(ZERO),
+                output_field=money,
+            ),
+        )
+        .order_by()
+    )
+    return [
+        Fact(
+            day=row["fact_day"],
+            team_id=row["fact_team"],
+            policy_id=row["policy_id"],
+            endpoint_id=row["final_endpoint_id"],
+            source=row["fact_source"],
+            agent_id=row["action__agent_id"],
+            kind=row["fact_kind"],
+            drafts=row["n"],
+            handle_seconds=Decimal(row["handle"]),
+            handle_seconds_sq=Decimal(row["handle_sq"]),
+            cost=Decimal(row["spent"]),
+            counterfactual_cost=Decimal(row["all_paid"]),
+        )
+        for row in rows
+    ]
+
+
+def days(start: date, end: date) -> list[date]:
+    return [start + timedelta(days=n) for n in range((end - start).days)]

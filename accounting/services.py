@@ -1,0 +1,76 @@
+"""Accounting write flows: the daily fact rollup."""
+
+from __future__ import annotations
+
+import logging
+from datetime import date, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from accounting.facts import drafts_between, raw_facts
+from accounting.models import DailyFact, RolledUpDay
+from accounting.selectors import stale_days
+
+logger = logging.getLogger(__name__)
+
+
+def settled_before() -> date:
+    """The first day whose drafts may still change: a day is rolled up only once every draft
+    of it is finished (DRAFT_MAX_AGE_SECONDS after midnight, plus an hour's margin)."""
+    settled = timezone.now() - timedelta(seconds=settings.DRAFT_MAX_AGE_SECONDS + 3600)
+    return timezone.localtime(settled).date()
+
+
+def facts_rollup(*, day: date) -> int:
+    """Replace the day's DailyFact rows by a fresh sum of its raw rows; returns the row count.
+    Refuses a day that has not settled (see settled_before)."""
+    if day >= settled_before():
+        raise ValueError(f"{day} has not settled yet; it is read from the raw rows.")
+    now = timezone.now()
+    facts = raw_facts(day, day + timedelta(days=1))
+    with transaction.atomic():
+        DailyFact.objects.filter(day=day).delete()
+        DailyFact.objects.bulk_create(
+            DailyFact(
+                day=f.day,
+                team_id=f.team_id,
+                policy_id=f.policy_id,
+                endpoint_id=f.endpoint_id,
+                source=f.source,
+                agent_id=f.agent_id,
+                kind=f.kind,
+                drafts=f.drafts,
+                handle_seconds=f.handle_seconds,
+                handle_seconds_sq=f.handle_seconds_sq,
+                cost=f.cost,
+                counterfactual_cost=f.counterfactual_cost,
+            )
+            for f in facts
+        )
+        RolledUpDay.objects.update_or_create(day=day, defaults={"rolled_at": now})
+    return len(facts)
+
+
+def facts_rollup_due(*, limit: int = 62) -> list[date]:
+    """Roll up settled days never rolled up (oldest first, at most `limit` per call) and days
+    a late action made stale. Returns the days rolled up."""
+    first = drafts_between(date(1970, 1, 2), settled_before()).order_by("created_at").first()
+    if first is None:
+        return []
+    start = timezone.localtime(first.created_at).date()
+    end = settled_before()
+    rolled = dict(
+        RolledUpDay.objects.filter(day__gte=start, day__lt=end).values_list("day", "rolled_at")
+    )
+    due = sorted(stale_days(rolled))
+    day = start
+    while day < end and len(due) < limit:
+        if day not in rolled:
+            due.append(day)
+        day += timedelta(days=1)
+    for day in due[:limit]:
+        rows = facts_rollup(day=day)
+        logger.info("accounting: rolled up %s (%s fact rows)", day, rows)
+    return due[:limit]

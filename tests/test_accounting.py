@@ -1,0 +1,323 @@
+"""ENCS from stored rows: a scenario worked out by hand, the baseline switch, the rollup, and a
+hypothesis property (totals = sum of groups; rollup = recomputation from raw rows)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any
+
+import pytest
+from django.db import transaction
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from accounting.engine import GROUP_BY, Scope, SettingsBook, money, totals, whatif
+from accounting.facts import raw_facts
+from accounting.models import AccountingSettings, DailyFact
+from accounting.selectors import encs_report, scope_facts
+from accounting.services import facts_rollup
+from csbot.models import Message
+from drafting.models import AgentAction, CascadePolicy, Draft
+from tests.factories import (
+    ConversationFactory,
+    EndpointFactory,
+    MessageFactory,
+    PolicyFactory,
+    TeamFactory,
+    UserFactory,
+)
+
+DAY = date(2026, 10, 5)
+OCTOBER = Scope(start=date(2026, 10, 1), end=date(2026, 11, 1))
+
+
+def at(day: date, hour: int = 12) -> datetime:
+    return datetime(day.year, day.month, day.day, hour, tzinfo=UTC)
+
+
+def drafted(
+    policy: CascadePolicy,
+    *,
+    kind: str | None,
+    handle: str = "0",
+    cost: str = "0",
+    counterfactual: str | None = None,
+    day: date = DAY,
+    agent: Any = None,
+    endpoint: Any = None,
+) -> Draft:
+    """A draft of `policy`'s team created on `day`, answered with `kind` after `handle` s
+    (kind None: failed and never answered; "none": failed, answered unaided; "held_out": a
+    held-out conversation answered unaided)."""
+    created = at(day)
+    conversation = ConversationFactory.create(team=policy.team)
+    inbound = MessageFactory.create(conversation=conversation, created_at=created)
+    held_out = kind == "held_out"
+    failed = kind in ("none", None)  # no text: the agent had nothing to use
+    draft = Draft.objects.create(
+        message=inbound,
+        policy=policy,
+        status=Draft.Status.HELD_OUT
+        if held_out
+        else (Draft.Status.FAILED if failed else Draft.Status.READY),
+        text="" if held_out or failed else "Draft text",
+        final_endpoint=None if held_out or failed else endpoint,
+        total_cost=Decimal(cost),
+        counterfactual_cost=Decimal(counterfactual) if counterfactual else None,
+        created_at=created,
+        ready_at=None if held_out or failed else created,
+    )
+    if kind is not None:
+        outbound = MessageFactory.create(
+            conversation=conversation, direction=Message.Direction.OUTBOUND
+        )
+        AgentAction.objects.create(
+            draft=draft,
+            inbound_message=inbound,
+            outbound_message=outbound,
+            agent=agent or UserFactory.create(),
+            kind="none" if held_out else kind,
+            final_text="Reply",
+            shown_at=created,
+            acted_at=created + timedelta(seconds=float(handle)),
+            handle_seconds=Decimal(handle),
+        )
+    return draft
+
+
+@pytest.fixture
+def policy(db: None) -> CascadePolicy:
+    # R = $36/h = $0.01/s; T_baseline 120 s until 3 held-out replies are in.
+    AccountingSettings.objects.create(
+        effective_from=date(2026, 1, 1),
+        agent_hourly_usd=Decimal(36),
+        default_baseline_seconds=Decimal(120),
+        min_holdout_sample=3,
+    )
+    return PolicyFactory.create(team=TeamFactory.create(name="Hand"))
+
+
+def scenario(policy: CascadePolicy) -> None:
+    endpoint = EndpointFactory.create()
+    drafted(
+        policy, kind="use", handle="30", cost="0.002", counterfactual="0.010", endpoint=endpoint
+    )
+    drafted(
+        policy, kind="edit", handle="60", cost="0.004", counterfactual="0.012", endpoint=endpoint
+    )
+    drafted(
+        policy, kind="ignore", handle="150", cost="0.001", counterfactual="0.009", endpoint=endpoint
+    )
+    drafted(policy, kind=None, cost="0.003")  # failed, never answered: cost, no saving
+    drafted(policy, kind="held_out", handle="100")
+    drafted(policy, kind="held_out", handle="140")
+
+
+def test_a_small_scenario_matches_the_hand_computation(policy: CascadePolicy) -> None:
+    scenario(policy)
+    report = encs_report(OCTOBER)
+    # Savings at R = $0.01/s, T = 120 s (2 held-out replies < 3: the default):
+    #   use 0.01 × (120 − 30) = 0.90, edit 0.01 × 60 = 0.60, ignore 0.01 × (−30) = −0.30
+    assert report["baseline_source"] == "default" and report["baseline_seconds"] == "120.000"
+    assert report["labor_savings_usd"] == "1.2000000000"
+    assert report["model_cost_usd"] == "0.0100000000"
+    assert report["encs_usd"] == "1.1900000000"
+    assert report["messages"] == 6 and report["drafts"] == 4
+    assert report["encs_per_message_usd"] == "0.1983333333"  # 1.19 / 6
+    assert report["actions"] == {"use": 1, "edit": 1, "ignore": 1, "none": 2}
+    assert report["shares"] == {"use": "0.3333", "edit": "0.3333", "ignore": "0.3333"}
+    assert report["handle_seconds"]["use"] == "30.000"
+    assert report["handle_seconds"]["held_out"] == "120.000"
+    # P(a)·S_a over the 4 drafts (the unanswered one saves 0) − C = 0.2975 per draft.
+    decomposition = report["decomposition"]
+    assert decomposition["p"] == {
+        "use": "0.2500",
+        "edit": "0.2500",
+        "ignore": "0.2500",
+        "none": "0.0000",
+        "unused": "0.2500",
+    }
+    assert decomposition["c_usd"] == "0.0025000000"
+    assert decomposition["encs_per_draft_usd"] == "0.2975000000"
+    assert decomposition["encs_usd"] == report["encs_usd"]
+    # Against the all-paid baseline: 0.010 + 0.012 + 0.009 + 0.003 (no counterfactual: its cost).
+    assert report["all_paid_cost_usd"] == "0.0340000000"
+    assert report["cascade_savings_usd"] == "0.0240000000"
+    assert report["encs_all_paid_usd"] == "1.1660000000"
+
+
+def test_the_baseline_switches_to_the_measured_one_with_enough_held_out_replies(
+    policy: CascadePolicy,
+) -> None:
+    scenario(policy)
+    drafted(policy, kind="held_out", handle="150")
+    report = encs_report(OCTOBER)
+    # Held-out mean (100 + 140 + 150) / 3 = 130 s: use 1.00, edit 0.70, ignore −0.20.
+    assert report["baseline_source"] == "measured" and report["baseline_seconds"] == "130.000"
+    assert report["labor_savings_usd"] == "1.5000000000"
+    assert report["encs_usd"] == "1.4900000000"
+    # sd = √700, half-width 1.96 × √(700/3) = 29.939…
+    baseline = report["baselines"][str(policy.team_id)]
+    assert baseline["sample"] == 3
+    assert baseline["ci95_seconds"] == ["100.061", "159.939"]
+
+
+def test_the_agent_rate_in_force_on_the_day_prices_the_saving(policy: CascadePolicy) -> None:
+    AccountingSettings.objects.create(
+        team=policy.team,
+        effective_from=date(2026, 10, 10),
+        agent_hourly_usd=Decimal(72),
+        default_baseline_seconds=Decimal(120),
+        min_holdout_sample=3,
+    )
+    drafted(policy, kind="use", handle="60", day=date(2026, 10, 9))  # 0.01 × 60 = 0.60
+    drafted(policy, kind="use", handle="60", day=date(2026, 10, 10))  # 0.02 × 60 = 1.20
+    assert encs_report(OCTOBER)["labor_savings_usd"] == "1.8000000000"
+
+
+def test_groups_by_model_agent_and_day(policy: CascadePolicy) -> None:
+    scenario(policy)
+    report = encs_report(OCTOBER, group_by="day")
+    assert [g["group"] for g in report["groups"]] == [DAY.isoformat()]
+    names = {g["group"] for g in report["by_model"]}
+    assert "no draft" in names and len(names) == 2
+
+
+def test_the_rollup_gives_what_the_raw_rows_give_and_a_late_action_makes_it_stale(
+    policy: CascadePolicy,
+) -> None:
+    scenario(policy)
+    raw = encs_report(OCTOBER, group_by="model")
+    assert facts_rollup(day=DAY) > 0
+    assert DailyFact.objects.filter(day=DAY).exists()
+    assert encs_report(OCTOBER, group_by="model") == raw
+    # An agent answers one of that day's drafts after the rollup: the day is read raw again.
+    open_draft = drafted(policy, kind=None, cost="0.001")
+    assert scope_facts(OCTOBER) != raw_facts(OCTOBER.start, OCTOBER.end)
+    conversation = open_draft.message.conversation
+    AgentAction.objects.create(
+        draft=open_draft,
+        inbound_message=open_draft.message,
+        outbound_message=MessageFactory.create(
+            conversation=conversation, direction=Message.Direction.OUTBOUND
+        ),
+        agent=UserFactory.create(),
+        kind="none",
+        final_text="Written unaided",
+        shown_at=at(DAY),
+        acted_at=datetime.now(tz=UTC),
+        handle_seconds=Decimal(10),
+    )
+    assert sorted(scope_facts(OCTOBER), key=repr) == sorted(
+        raw_facts(OCTOBER.start, OCTOBER.end), key=repr
+    )
+
+
+def test_an_unsettled_day_is_not_rolled_up(db: None) -> None:
+    with pytest.raises(ValueError, match="not settled"):
+        facts_rollup(day=datetime.now(tz=UTC).date())
+
+
+def test_whatif_reproduces_the_case_study_arithmetic() -> None:
+    result = whatif(
+        agent_hourly_usd=Decimal(36),
+        baseline_seconds=Decimal(120),
+        handle_seconds={"use": Decimal(30), "edit": Decimal(60), "ignore": Decimal(150)},
+        shares={"use": Decimal("0.5"), "edit": Decimal("0.3"), "ignore": Decimal("0.2")},
+        cost_per_response_usd=Decimal("0.011"),
+        messages_per_year=500_000,
+    )
+    # 0.5 × 0.90 + 0.3 × 0.60 + 0.2 × (−0.30) − 0.011 = 0.559
+    assert result["encs_per_message_usd"] == "0.5590000000"
+    assert result["encs_per_year_usd"] == "279500.0000000000"
+
+
+# --- Property: totals = sum of groups; rollup = raw ------------------------------------------
+
+draft_specs = st.lists(
+    st.tuples(
+        st.sampled_from(["use", "edit", "ignore", "none", None, "held_out"]),
+        st.integers(min_value=0, max_value=900),  # handle seconds
+        st.integers(min_value=0, max_value=5000),  # cost in 1e-6 $
+        st.integers(min_value=0, max_value=2),  # day offset
+        st.integers(min_value=0, max_value=1),  # team
+        st.integers(min_value=0, max_value=2),  # agent
+    ),
+    min_size=1,
+    max_size=14,
+)
+
+
+@pytest.mark.django_db
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(specs=draft_specs)
+def test_totals_are_the_sum_of_groups_and_the_rollup_equals_recomputation(
+    specs: list[tuple[Any, ...]],
+) -> None:
+    with transaction.atomic():
+        AccountingSettings.objects.create(
+            effective_from=date(2026, 1, 1),
+            agent_hourly_usd=Decimal("41.5"),
+            default_baseline_seconds=Decimal("97.5"),
+            min_holdout_sample=2,
+        )
+        policies = [PolicyFactory.create(), PolicyFactory.create()]
+        agents = [UserFactory.create() for _ in range(3)]
+        endpoint = EndpointFactory.create()
+        for kind, handle, cost, offset, team, agent in specs:
+            drafted(
+                policies[team],
+                kind=kind,
+                handle=str(handle),
+                cost=str(Decimal(cost) / 1_000_000),
+                counterfactual=str(Decimal(cost) / 500_000) if cost % 2 else None,
+                day=DAY + timedelta(days=offset),
+                agent=agents[agent],
+                endpoint=endpoint,
+            )
+        scope = OCTOBER
+        book = SettingsBook.load()
+        facts = raw_facts(scope.start, scope.end)
+        for label in (
+            lambda f: str(f.team_id),
+            lambda f: f.day.isoformat(),
+            lambda f: str(f.agent_id),
+            lambda f: f"{f.endpoint_id}/{f.source}",
+        ):
+            total, groups, _ = totals(facts, scope=scope, book=book, label=label)
+            assert sum(g.cost for g in groups.values()) == total.cost
+            assert sum(g.counterfactual_cost for g in groups.values()) == total.counterfactual_cost
+            for kind in total.drafts:
+                assert sum(g.drafts[kind] for g in groups.values()) == total.drafts[kind]
+                assert (
+                    sum((g.savings[kind] for g in groups.values()), Fraction(0))
+                    == (total.savings[kind])
+                )
+        # Decomposition = the per-draft sum, exactly.
+        raw = {group: encs_report(scope, group_by=group) for group in GROUP_BY}
+        if raw["team"]["drafts"]:
+            assert raw["team"]["decomposition"]["encs_usd"] == raw["team"]["encs_usd"]
+        expected_savings = (
+            sum((_hand_saving(kind, handle) for kind, handle, *_ in specs), Fraction(0))
+            if all(kind != "held_out" for kind, *_ in specs)
+            else None
+        )
+        if expected_savings is not None:  # no held-out sample: T is the default everywhere
+            assert raw["team"]["labor_savings_usd"] == str(money(expected_savings))
+        for offset in range(3):
+            facts_rollup(day=DAY + timedelta(days=offset))
+        for group in GROUP_BY:
+            assert encs_report(scope, group_by=group) == raw[group]
+        transaction.set_rollback(True)
+
+
+def _hand_saving(kind: str | None, handle: int) -> Fraction:
+    if kind not in ("use", "edit", "ignore"):
+        return Fraction(0)
+    return Fraction(Decimal("41.5")) * (Fraction(Decimal("97.5")) - handle) / 3600
