@@ -31,7 +31,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
-from accounting.facts import DRAFTED_KINDS, KINDS, Fact
+from accounting.facts import DRAFTED_KINDS, KINDS, Fact, Scope
 from accounting.models import AccountingSettings
 
 GROUP_BY = ("model", "policy", "team", "agent", "day", "month")
@@ -49,19 +49,6 @@ def money(value: Decimal | Fraction) -> Decimal:
     if isinstance(value, Fraction):
         value = Decimal(value.numerator) / Decimal(value.denominator)
     return value.quantize(MONEY)
-
-
-@dataclass(frozen=True)
-class Scope:
-    start: date  # first day
-    end: date  # day after the last
-    team_ids: tuple[int, ...] | None = None
-    policy_ids: tuple[int, ...] | None = None
-
-    def admits(self, fact: Fact) -> bool:
-        return (self.team_ids is None or fact.team_id in self.team_ids) and (
-            self.policy_ids is None or fact.policy_id in self.policy_ids
-        )
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from django.db.models import (
     Count,
     DecimalField,
     F,
+    Max,
     Q,
     QuerySet,
     Sum,
@@ -41,7 +42,8 @@ from django.db.models import (
 )
 from django.db.models.functions import Coalesce, TruncDate
 
-from drafting.models import MONEY_DIGITS, MONEY_PLACES, Draft
+from accounting.models import DailyFact, RolledUpDay
+from drafting.models import MONEY_DIGITS, MONEY_PLACES, AgentAction, Draft
 
 DRAFTED_KINDS = ("use", "edit", "ignore")
 KINDS = (*DRAFTED_KINDS, "none", "unused", "held_out", "held_out_open")
@@ -73,6 +75,19 @@ class Fact:
             self.source,
             self.agent_id,
             self.kind,
+        )
+
+
+@dataclass(frozen=True)
+class Scope:
+    start: date  # first day
+    end: date  # day after the last
+    team_ids: tuple[int, ...] | None = None
+    policy_ids: tuple[int, ...] | None = None
+
+    def admits(self, fact: Fact) -> bool:
+        return (self.team_ids is None or fact.team_id in self.team_ids) and (
+            self.policy_ids is None or fact.policy_id in self.policy_ids
         )
 
 
@@ -166,3 +181,67 @@ def raw_facts(start: date, end: date, *, team_ids: Iterable[int] | None = None) 
 
 def days(start: date, end: date) -> list[date]:
     return [start + timedelta(days=n) for n in range((end - start).days)]
+
+
+def stale_days(rolled: dict[date, datetime]) -> set[date]:
+    """Rolled-up days with an action recorded after their rollup (an agent answered late)."""
+    if not rolled:
+        return set()
+    first, last = min(rolled), max(rolled)
+    late = (
+        AgentAction.objects.filter(
+            acted_at__gt=min(rolled.values()),
+            draft__created_at__gte=day_start(first),
+            draft__created_at__lt=day_start(date.fromordinal(last.toordinal() + 1)),
+        )
+        .annotate(draft_day=TruncDate("draft__created_at", tzinfo=local_tz()))
+        .values("draft_day")
+        .annotate(latest=Max("acted_at"))
+        .order_by()
+    )
+    return {row["draft_day"] for row in late if row["latest"] > rolled[row["draft_day"]]}
+
+
+def scope_facts(scope: Scope) -> list[Fact]:
+    """Facts for the scope's days: from DailyFact for days rolled up and not stale since,
+    from the raw rows for the others (today, typically)."""
+    rolled = dict(
+        RolledUpDay.objects.filter(day__gte=scope.start, day__lt=scope.end).values_list(
+            "day", "rolled_at"
+        )
+    )
+    fresh = set(rolled) - stale_days(rolled)
+    rollup = DailyFact.objects.filter(day__in=sorted(fresh))
+    if scope.team_ids is not None:
+        rollup = rollup.filter(team_id__in=scope.team_ids)
+    if scope.policy_ids is not None:
+        rollup = rollup.filter(policy_id__in=scope.policy_ids)
+    facts = [
+        Fact(
+            day=row.day,
+            team_id=row.team_id,
+            policy_id=row.policy_id,
+            endpoint_id=row.endpoint_id,
+            source=row.source,
+            agent_id=row.agent_id,
+            kind=row.kind,
+            drafts=row.drafts,
+            handle_seconds=row.handle_seconds,
+            handle_seconds_sq=row.handle_seconds_sq,
+            cost=row.cost,
+            counterfactual_cost=row.counterfactual_cost,
+        )
+        for row in rollup
+    ]
+    # The other days, read raw in as few contiguous ranges as there are.
+    pending = [d for d in days(scope.start, scope.end) if d not in fresh]
+    ranges: list[list[date]] = []
+    for day in pending:
+        if ranges and ranges[-1][-1].toordinal() + 1 == day.toordinal():
+            ranges[-1].append(day)
+        else:
+            ranges.append([day])
+    for run in ranges:
+        end = date.fromordinal(run[-1].toordinal() + 1)
+        facts += [f for f in raw_facts(run[0], end, team_ids=scope.team_ids) if scope.admits(f)]
+    return facts

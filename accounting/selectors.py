@@ -1,85 +1,18 @@
-"""Accounting reads: facts for a scope (rollup where fresh, raw rows elsewhere) and the ENCS
-report built from them."""
+"""Accounting reads: the ENCS report for a scope, with its groups and break-even."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date, datetime
+from datetime import date
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.db.models import Max
-from django.db.models.functions import TruncDate
 
+from accounting.breakeven import break_even
 from accounting.engine import GROUP_BY, Scope, SettingsBook, summarise
-from accounting.facts import Fact, day_start, days, local_tz, raw_facts
-from accounting.models import DailyFact, RolledUpDay
+from accounting.facts import Fact, scope_facts
 from csbot.models import Team
-from drafting.models import AgentAction, CascadePolicy, ModelEndpoint
-
-
-def stale_days(rolled: dict[date, datetime]) -> set[date]:
-    """Rolled-up days with an action recorded after their rollup (an agent answered late)."""
-    if not rolled:
-        return set()
-    first, last = min(rolled), max(rolled)
-    late = (
-        AgentAction.objects.filter(
-            acted_at__gt=min(rolled.values()),
-            draft__created_at__gte=day_start(first),
-            draft__created_at__lt=day_start(date.fromordinal(last.toordinal() + 1)),
-        )
-        .annotate(draft_day=TruncDate("draft__created_at", tzinfo=local_tz()))
-        .values("draft_day")
-        .annotate(latest=Max("acted_at"))
-        .order_by()
-    )
-    return {row["draft_day"] for row in late if row["latest"] > rolled[row["draft_day"]]}
-
-
-def scope_facts(scope: Scope) -> list[Fact]:
-    """Facts for the scope's days: from DailyFact for days rolled up and not stale since,
-    from the raw rows for the others (today, typically)."""
-    rolled = dict(
-        RolledUpDay.objects.filter(day__gte=scope.start, day__lt=scope.end).values_list(
-            "day", "rolled_at"
-        )
-    )
-    fresh = set(rolled) - stale_days(rolled)
-    rollup = DailyFact.objects.filter(day__in=sorted(fresh))
-    if scope.team_ids is not None:
-        rollup = rollup.filter(team_id__in=scope.team_ids)
-    if scope.policy_ids is not None:
-        rollup = rollup.filter(policy_id__in=scope.policy_ids)
-    facts = [
-        Fact(
-            day=row.day,
-            team_id=row.team_id,
-            policy_id=row.policy_id,
-            endpoint_id=row.endpoint_id,
-            source=row.source,
-            agent_id=row.agent_id,
-            kind=row.kind,
-            drafts=row.drafts,
-            handle_seconds=row.handle_seconds,
-            handle_seconds_sq=row.handle_seconds_sq,
-            cost=row.cost,
-            counterfactual_cost=row.counterfactual_cost,
-        )
-        for row in rollup
-    ]
-    # The other days, read raw in as few contiguous ranges as there are.
-    pending = [d for d in days(scope.start, scope.end) if d not in fresh]
-    ranges: list[list[date]] = []
-    for day in pending:
-        if ranges and ranges[-1][-1].toordinal() + 1 == day.toordinal():
-            ranges[-1].append(day)
-        else:
-            ranges.append([day])
-    for run in ranges:
-        end = date.fromordinal(run[-1].toordinal() + 1)
-        facts += [f for f in raw_facts(run[0], end, team_ids=scope.team_ids) if scope.admits(f)]
-    return facts
+from drafting.models import CascadePolicy, ModelEndpoint
 
 
 def _labeller(group_by: str, facts: list[Fact]) -> Callable[[Fact], str]:
@@ -150,4 +83,8 @@ def encs_report(scope: Scope, *, group_by: str | None = None) -> dict[str, Any]:
     result.update(grouped)
     result["group_by"] = group_by
     result["by_model"] = by_model["groups"]
+    result["break_even"] = {
+        "as_of": last.isoformat(),
+        "targets": break_even(end=scope.end, team_ids=scope.team_ids),
+    }
     return result

@@ -9,9 +9,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from accounting.facts import drafts_between, raw_facts
+from accounting.facts import drafts_between, raw_facts, stale_days
 from accounting.models import DailyFact, RolledUpDay
-from accounting.selectors import stale_days
 
 logger = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from accounting.engine import GROUP_BY, Scope, SettingsBook, money, totals, whatif
-from accounting.facts import raw_facts
-from accounting.models import AccountingSettings, DailyFact
-from accounting.selectors import encs_report, scope_facts
+from accounting.facts import raw_facts, scope_facts
+from accounting.models import AccountingSettings, DailyFact, FixedCost
+from accounting.selectors import encs_report
 from accounting.services import facts_rollup
 from csbot.models import Message
 from drafting.models import AgentAction, CascadePolicy, Draft
@@ -213,6 +213,40 @@ def test_the_rollup_gives_what_the_raw_rows_give_and_a_late_action_makes_it_stal
     assert sorted(scope_facts(OCTOBER), key=repr) == sorted(
         raw_facts(OCTOBER.start, OCTOBER.end), key=repr
     )
+
+
+def test_break_even_against_fixed_costs(policy: CascadePolicy) -> None:
+    scenario(policy)  # October: ENCS 1.19 over 6 messages
+    FixedCost.objects.create(
+        name="Integration",
+        kind="one_off",
+        amount_usd=Decimal(1),
+        policy=policy,
+        starts_on=date(2026, 10, 1),
+    )
+    FixedCost.objects.create(
+        name="GPU",
+        kind="monthly",
+        amount_usd=Decimal("0.5"),
+        policy=policy,
+        starts_on=date(2026, 10, 1),
+    )
+    [entry] = encs_report(OCTOBER)["break_even"]["targets"]
+    assert (entry["target"], entry["id"]) == ("policy", policy.pk)
+    assert entry["fixed_costs_usd"] == "1.5000000000"
+    assert entry["cumulative_net_savings_usd"] == "1.1900000000"
+    assert entry["paid_back"] is False
+    # Still to recover 0.31 at 1.19 − 0.50 = 0.69 a month.
+    assert entry["months_to_pay_back"] == 0.4
+    # A year costs 12 × 0.50 + 1.00 = 7.00; at 1.19 / 6 a message that is 35.3 → 36 messages.
+    assert entry["break_even_messages_per_year"] == 36
+    assert entry["series"] == [
+        {
+            "month": "2026-10",
+            "cumulative_net_savings_usd": "1.1900000000",
+            "cumulative_fixed_costs_usd": "1.5000000000",
+        }
+    ]
 
 
 def test_an_unsettled_day_is_not_rolled_up(db: None) -> None:
