@@ -37,8 +37,10 @@ STATE_DIR="${SERVICES_STATE_DIR:-/tmp/csbot-services-$(id -u)}"
 # Debian packages to have. chromium-driver/chromium are for browser tests (Playwright drives
 # /usr/bin/chromium; its own browser download is not reachable), wrk for a benchmark.
 # fonts-liberation is only a Recommends of chromium, which --no-install-recommends skips;
-# it gives screenshots the usual metric-compatible fonts.
-PACKAGES=(postgresql redis-server chromium chromium-driver fonts-liberation wrk)
+# it gives screenshots the usual metric-compatible fonts. WeasyPrint (ENCS report PDFs) lays
+# text out with Pango; fonts-dejavu-core covers the glyphs Liberation lacks (×, ≈, −).
+PACKAGES=(postgresql redis-server chromium chromium-driver fonts-liberation wrk
+    libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core)
 
 log() { printf '[services] %s\n' "$*"; }
 die() { printf '[services] ERROR: %s\n' "$*" >&2; exit 1; }
