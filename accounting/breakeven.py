@@ -20,7 +20,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
-from accounting.engine import Scope, SettingsBook, money, totals
+from accounting.engine import Scope, SettingsBook, money_str, totals
 from accounting.facts import Fact, scope_facts
 from accounting.models import FixedCost
 from drafting.models import CascadePolicy, ModelEndpoint
@@ -118,8 +118,8 @@ def _entry(
         series.append(
             {
                 "month": month.strftime("%Y-%m"),
-                "cumulative_net_savings_usd": str(money(saved)),
-                "cumulative_fixed_costs_usd": str(money(fixed)),
+                "cumulative_net_savings_usd": money_str(saved),
+                "cumulative_fixed_costs_usd": money_str(fixed),
             }
         )
     last = months[-1]
@@ -150,11 +150,11 @@ def _entry(
         "id": target_id,
         "name": name,
         "since": months[0].strftime("%Y-%m"),
-        "one_off_usd": str(money(one_off)),
-        "monthly_usd": str(money(monthly_fixed)),
-        "fixed_costs_usd": str(money(fixed)),
-        "cumulative_net_savings_usd": str(money(saved)),
-        "monthly_net_savings_usd": str(money(monthly_encs)),
+        "one_off_usd": money_str(one_off),
+        "monthly_usd": money_str(monthly_fixed),
+        "fixed_costs_usd": money_str(fixed),
+        "cumulative_net_savings_usd": money_str(saved),
+        "monthly_net_savings_usd": money_str(monthly_encs),
         "messages": messages,
         "paid_back": remaining <= 0,
         "months_to_pay_back": months_to_pay_back,

@@ -51,6 +51,11 @@ def money(value: Decimal | Fraction) -> Decimal:
     return value.quantize(MONEY)
 
 
+def money_str(value: Decimal | Fraction) -> str:
+    """Money for JSON: a plain decimal string with 10 places ("0.0000000000", never "0E-10")."""
+    return f"{money(value):f}"
+
+
 @dataclass(frozen=True)
 class Baseline:
     seconds: Decimal
@@ -155,11 +160,11 @@ class Totals:
             c = Fraction(self.cost) / n_drafts
             per_draft = sum((p[k] * s[k] for k in drafted), Fraction(0)) - c
             decomposition.update(
-                p={k: str(money(v).quantize(SHARE)) for k, v in p.items()},
-                s_usd={k: str(money(v)) for k, v in s.items()},
-                c_usd=str(money(c)),
-                encs_per_draft_usd=str(money(per_draft)),
-                encs_usd=str(money(per_draft * n_drafts)),
+                p={k: f"{money(v).quantize(SHARE):f}" for k, v in p.items()},
+                s_usd={k: money_str(v) for k, v in s.items()},
+                c_usd=money_str(c),
+                encs_per_draft_usd=money_str(per_draft),
+                encs_usd=money_str(per_draft * n_drafts),
             )
         return {
             "messages": messages,
@@ -182,13 +187,13 @@ class Totals:
                 else None
                 for k in (*DRAFTED_KINDS, "held_out")
             },
-            "labor_savings_usd": str(money(labour)),
-            "model_cost_usd": str(money(self.cost)),
-            "encs_usd": str(money(encs)),
-            "encs_per_message_usd": str(money(encs / messages)) if messages else None,
-            "all_paid_cost_usd": str(money(self.counterfactual_cost)),
-            "cascade_savings_usd": str(money(self.counterfactual_cost - self.cost)),
-            "encs_all_paid_usd": str(money(labour - Fraction(self.counterfactual_cost))),
+            "labor_savings_usd": money_str(labour),
+            "model_cost_usd": money_str(self.cost),
+            "encs_usd": money_str(encs),
+            "encs_per_message_usd": money_str(encs / messages) if messages else None,
+            "all_paid_cost_usd": money_str(self.counterfactual_cost),
+            "cascade_savings_usd": money_str(self.counterfactual_cost - self.cost),
+            "encs_all_paid_usd": money_str(labour - Fraction(self.counterfactual_cost)),
             "decomposition": decomposition,
         }
 
@@ -271,13 +276,13 @@ def whatif(
             * (Fraction(baseline_seconds) - Fraction(handle_seconds[kind]))
             / 3600
         )
-        savings[kind] = str(money(s))
+        savings[kind] = money_str(s)
         per_message += Fraction(shares[kind]) * s
     per_message -= Fraction(cost_per_response_usd)
     return {
         "s_usd": savings,
-        "encs_per_message_usd": str(money(per_message)),
-        "encs_per_year_usd": str(money(per_message * messages_per_year)),
+        "encs_per_message_usd": money_str(per_message),
+        "encs_per_year_usd": money_str(per_message * messages_per_year),
         "messages_per_year": messages_per_year,
         "break_even_cost_per_response_usd": str(
             money(per_message + Fraction(cost_per_response_usd))

@@ -173,3 +173,38 @@ class RolledUpDay(models.Model):
 
     def __str__(self) -> str:
         return f"{self.day} (rolled up {self.rolled_at:%Y-%m-%d %H:%M})"
+
+
+class MonthlyReport(models.Model):
+    """A month's ENCS report, as generated (on the 1st by beat, or on demand): the figures as
+    JSON and the rendered files. Regenerating a month replaces its row."""
+
+    team = models.ForeignKey(
+        "csbot.Team",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="monthly_reports",
+        help_text="Blank: all teams together.",
+    )
+    month = models.DateField(help_text="The month's first day.")
+    figures = models.JSONField()
+    html = models.FileField(upload_to="reports/%Y/")
+    pdf = models.FileField(upload_to="reports/%Y/")
+    csv = models.FileField(upload_to="reports/%Y/")
+    generated_at = models.DateTimeField(default=timezone.now)
+    emailed_to = models.TextField(blank=True, help_text="Recipients, one per line.")
+
+    class Meta:
+        ordering = ["-month", "team_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["team", "month"], name="monthly_report_unique"),
+            models.UniqueConstraint(
+                fields=["month"],
+                condition=Q(team__isnull=True),
+                name="monthly_report_all_teams_unique",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"ENCS {self.month:%Y-%m} — {self.team or 'all teams'}"

@@ -51,6 +51,7 @@ INSTALLED_APPS = [
     "csbot",
     "drafting",
     "accounting",
+    "django_celery_beat",
 ]
 
 MIDDLEWARE = [
@@ -123,6 +124,8 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
+# Generated files (monthly ENCS reports). Served only through permission-checked views.
+MEDIA_ROOT = Path(env_str("CSBOT_MEDIA_DIR", str(VAR_DIR / "media")))
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
@@ -163,6 +166,10 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = TIME_ZONE
+# Schedules live in the database (django-celery-beat), editable in the admin; the monthly ENCS
+# report and the fact rollup are created there by accounting's migrations. Entries here are
+# synced into it at beat start.
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {
     "sweep-stuck-drafts": {
         "task": "drafting.tasks.drafts_sweep",
@@ -222,6 +229,20 @@ DRAFT_MAX_TRIES = env_int("DRAFT_MAX_TRIES", 5, minimum=1)
 DRAFT_RETRY_BASE_SECONDS = env_int("DRAFT_RETRY_BASE_SECONDS", 10, minimum=0)
 # How many earlier messages of the thread go into the prompt.
 DRAFT_HISTORY_MESSAGES = env_int("DRAFT_HISTORY_MESSAGES", 12, minimum=1)
+
+# --- E-mail (monthly ENCS reports to managers) ------------------------------------------------
+# "smtp" sends through EMAIL_HOST; "console" prints messages to the log (the default, so a
+# fresh install never mails anyone by accident).
+EMAIL_BACKEND = {
+    "smtp": "django.core.mail.backends.smtp.EmailBackend",
+    "console": "django.core.mail.backends.console.EmailBackend",
+}[env_choice("EMAIL_DELIVERY", "console", choices=("smtp", "console"))]
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "csbot <csbot@localhost>")
 
 # --- Ingestion API ----------------------------------------------------------------------------
 # Documented limit on a message's text (characters); longer text is a 400 with a field error.

@@ -13,6 +13,7 @@ urlpatterns = [
     path("console/", include("csbot.console.urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", include("csbot.api.urls")),
+    path("api/v1/", include(("accounting.api", "accounting-api"))),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
 ]

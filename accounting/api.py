@@ -1,0 +1,167 @@
+"""ENCS over the REST API (mounted under /api/v1/ with the support domain's authentication):
+the caller's team only, the same figures as the dashboard and the monthly report."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.urls import path
+from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounting.engine import GROUP_BY, SettingsMissing, whatif
+from accounting.facts import Scope
+from accounting.selectors import encs_report
+from csbot.api.auth import request_team
+from csbot.api.serializers import StrictSerializer
+from drafting.models import CascadePolicy
+
+MAX_DAYS = 366
+
+
+class EncsQuery(StrictSerializer):
+    from_ = serializers.DateField(
+        required=False, help_text="First day (default: this month's 1st)."
+    )
+    to = serializers.DateField(required=False, help_text="Last day, included (default: today).")
+    group_by = serializers.ChoiceField(choices=GROUP_BY, required=False, allow_null=True)
+    policy = serializers.IntegerField(required=False, min_value=1)
+
+    def get_fields(self) -> dict[str, Any]:
+        fields = super().get_fields()
+        fields["from"] = fields.pop("from_")  # `from` is a Python keyword
+        return fields
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        today = timezone.localdate()
+        start = attrs.get("from") or today.replace(day=1)
+        end = attrs.get("to") or today
+        if end < start:
+            raise serializers.ValidationError({"to": ["Must not be before `from`."]})
+        if (end - start).days >= MAX_DAYS:
+            raise serializers.ValidationError({"to": [f"At most {MAX_DAYS} days per request."]})
+        attrs["from"], attrs["to"] = start, end
+        return attrs
+
+
+def _shares(name: str) -> serializers.DecimalField:
+    return serializers.DecimalField(
+        max_digits=6, decimal_places=4, min_value=Decimal(0), max_value=Decimal(1), help_text=name
+    )
+
+
+class WhatIfQuery(StrictSerializer):
+    agent_hourly_usd = serializers.DecimalField(
+        max_digits=10, decimal_places=4, min_value=Decimal(0)
+    )
+    baseline_seconds = serializers.DecimalField(
+        max_digits=10, decimal_places=3, min_value=Decimal(0)
+    )
+    use_seconds = serializers.DecimalField(max_digits=10, decimal_places=3, min_value=Decimal(0))
+    edit_seconds = serializers.DecimalField(max_digits=10, decimal_places=3, min_value=Decimal(0))
+    ignore_seconds = serializers.DecimalField(max_digits=10, decimal_places=3, min_value=Decimal(0))
+    use_share = _shares("Share of drafts used as is.")
+    edit_share = _shares("Share of drafts edited.")
+    ignore_share = _shares("Share of drafts ignored.")
+    cost_per_response_usd = serializers.DecimalField(
+        max_digits=18, decimal_places=10, min_value=Decimal(0)
+    )
+    messages_per_year = serializers.IntegerField(min_value=0, max_value=10**12)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs["use_share"] + attrs["edit_share"] + attrs["ignore_share"] > 1:
+            raise serializers.ValidationError(
+                {"ignore_share": ["The shares add up to more than 1."]}
+            )
+        return attrs
+
+
+def _query_params() -> list[OpenApiParameter]:
+    return [
+        OpenApiParameter(
+            "from", OpenApiTypes.DATE, description="First day (default: this month's 1st)."
+        ),
+        OpenApiParameter(
+            "to", OpenApiTypes.DATE, description="Last day, included (default: today)."
+        ),
+        OpenApiParameter("group_by", OpenApiTypes.STR, enum=list(GROUP_BY)),
+        OpenApiParameter(
+            "policy", OpenApiTypes.INT, description="Only this cascade policy's drafts."
+        ),
+    ]
+
+
+class EncsView(APIView):
+    @extend_schema(
+        parameters=_query_params(),
+        responses={200: OpenApiTypes.OBJECT},
+        summary="ENCS for a period",
+        description="Expected Net Cost Savings of the caller's team computed from stored agent "
+        "actions and attempt costs: counts, use/edit/ignore shares, handle times, baseline, "
+        "labour savings, model cost, ENCS total and per message, the P·S − C decomposition, "
+        "savings against the all-paid counterfactual, optional groups, per-model figures and "
+        "break-even. Money is a string of decimals (USD).",
+    )
+    def get(self, request: Request) -> Response:
+        team = request_team(request)
+        query = EncsQuery(data=request.query_params.dict())
+        query.is_valid(raise_exception=True)
+        data = query.validated_data
+        policy_ids = None
+        if data.get("policy") is not None:
+            if not CascadePolicy.objects.filter(pk=data["policy"], team=team).exists():
+                raise serializers.ValidationError({"policy": ["No such policy in your team."]})
+            policy_ids = (data["policy"],)
+        scope = Scope(
+            start=data["from"],
+            end=data["to"] + timedelta(days=1),
+            team_ids=(team.pk,),
+            policy_ids=policy_ids,
+        )
+        try:
+            report = encs_report(scope, group_by=data.get("group_by"))
+        except SettingsMissing as exc:
+            raise serializers.ValidationError({"non_field_errors": [str(exc)]}) from exc
+        return Response(report)
+
+
+class WhatIfView(APIView):
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(name, OpenApiTypes.NUMBER, required=True)
+            for name in WhatIfQuery().get_fields()
+        ],
+        responses={200: OpenApiTypes.OBJECT},
+        summary="What-if ENCS calculator",
+        description="The case-study arithmetic of Howell et al.: ENCS per message and per year "
+        "from an agent rate, an unaided reply time, action times and shares and a cost per "
+        "response, at a yearly volume.",
+    )
+    def get(self, request: Request) -> Response:
+        request_team(request)
+        query = WhatIfQuery(data=request.query_params.dict())
+        query.is_valid(raise_exception=True)
+        d = query.validated_data
+        return Response(
+            whatif(
+                agent_hourly_usd=d["agent_hourly_usd"],
+                baseline_seconds=d["baseline_seconds"],
+                handle_seconds={k: d[f"{k}_seconds"] for k in ("use", "edit", "ignore")},
+                shares={k: d[f"{k}_share"] for k in ("use", "edit", "ignore")},
+                cost_per_response_usd=d["cost_per_response_usd"],
+                messages_per_year=d["messages_per_year"],
+            )
+        )
+
+
+urlpatterns = [
+    path("encs", EncsView.as_view(), name="encs"),
+    path("encs/whatif", WhatIfView.as_view(), name="encs-whatif"),
+]

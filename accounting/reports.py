@@ -1,0 +1,176 @@
+"""Monthly ENCS reports: figures (JSON), CSV, HTML and PDF; stored, and e-mailed to managers.
+
+The figures are `encs_report` for the calendar month (grouped by day, for the ENCS-over-time
+chart; per model and break-even included). Before a month is reported the fact rollup catches
+up, so the report reads the daily rollup rather than millions of raw rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from datetime import date, timedelta
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.files.base import ContentFile
+from django.core.mail import EmailMessage
+from django.db import transaction
+from django.utils import timezone
+
+from accounting.facts import Scope
+from accounting.models import MonthlyReport
+from accounting.selectors import encs_report
+from accounting.services import facts_rollup_due
+from csbot.models import AgentProfile, Team
+
+logger = logging.getLogger(__name__)
+
+CSV_COLUMNS = (
+    "messages",
+    "drafts",
+    "use",
+    "edit",
+    "ignore",
+    "none",
+    "share_use",
+    "share_edit",
+    "share_ignore",
+    "labor_savings_usd",
+    "model_cost_usd",
+    "encs_usd",
+    "encs_per_message_usd",
+    "all_paid_cost_usd",
+    "cascade_savings_usd",
+)
+
+
+def month_start(value: str) -> date:
+    """'YYYY-MM' → the month's first day (ValueError with a clear message otherwise)."""
+    try:
+        year, month = (int(part) for part in value.split("-"))
+        return date(year, month, 1)
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a month in the form YYYY-MM.") from exc
+
+
+def next_month(month: date) -> date:
+    return (month.replace(day=28) + timedelta(days=4)).replace(day=1)
+
+
+def report_figures(*, month: date, team: Team | None) -> dict[str, Any]:
+    scope = Scope(
+        start=month,
+        end=next_month(month),
+        team_ids=(team.pk,) if team is not None else None,
+    )
+    figures = encs_report(scope, group_by="day")
+    figures["team"] = team.name if team is not None else None
+    return figures
+
+
+def report_title(figures: dict[str, Any]) -> str:
+    return f"ENCS report {figures['period']} — {figures.get('team') or 'all teams'}"
+
+
+def _csv_row(section: str, group: str, figures: dict[str, Any]) -> list[Any]:
+    actions, shares = figures["actions"], figures["shares"]
+    values = {
+        "messages": figures["messages"],
+        "drafts": figures["drafts"],
+        **actions,
+        **{f"share_{k}": v for k, v in shares.items()},
+        **{k: figures[k] for k in CSV_COLUMNS if k in figures},
+    }
+    return [section, group, *(values[c] for c in CSV_COLUMNS)]
+
+
+def report_csv(figures: dict[str, Any]) -> str:
+    """The month in one table: the total, then per model, then per day."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["section", "group", *CSV_COLUMNS])
+    writer.writerow(_csv_row("total", figures["period"], figures))
+    for group in figures["by_model"]:
+        writer.writerow(_csv_row("model", group["group"], group))
+    for group in figures.get("groups", []):
+        writer.writerow(_csv_row("day", group["group"], group))
+    return out.getvalue()
+
+
+def report_recipients(team: Team | None) -> list[str]:
+    """Managers and admins of the team (all teams: superusers), with an e-mail address."""
+    users = get_user_model().objects.exclude(email="").filter(is_active=True)
+    if team is None:
+        users = users.filter(is_superuser=True)
+    else:
+        users = users.filter(
+            agent_profile__team=team,
+            agent_profile__role__in=[AgentProfile.Role.MANAGER, AgentProfile.Role.ADMIN],
+        )
+    return sorted(users.values_list("email", flat=True))
+
+
+def report_generate(*, month: date, team: Team | None) -> MonthlyReport:
+    """Compute, render and store the month's report (replacing an earlier one)."""
+    from accounting.rendering import report_html, report_pdf  # matplotlib: load on demand
+
+    figures = report_figures(month=month, team=team)
+    title = report_title(figures)
+    html = report_html(figures, title=title)
+    pdf = report_pdf(figures, title=title)
+    name = f"encs-{month:%Y-%m}-{team.pk if team else 'all'}"
+    with transaction.atomic():
+        old = MonthlyReport.objects.filter(team=team, month=month).first()
+        if old is not None:
+            for stored in (old.html, old.pdf, old.csv):
+                stored.delete(save=False)
+            old.delete()
+        report = MonthlyReport(team=team, month=month, figures=figures)
+        report.html.save(f"{name}.html", ContentFile(html.encode()), save=False)
+        report.pdf.save(f"{name}.pdf", ContentFile(pdf), save=False)
+        report.csv.save(f"{name}.csv", ContentFile(report_csv(figures).encode()), save=False)
+        report.save()
+    return report
+
+
+def report_email(report: MonthlyReport) -> list[str]:
+    """Mail the report (summary in the body, PDF and CSV attached) to its recipients."""
+    recipients = report_recipients(report.team)
+    if not recipients:
+        return []
+    figures = report.figures
+    body = (
+        f"{report_title(figures)}\n\n"
+        f"Messages: {figures['messages']}  Drafts: {figures['drafts']}\n"
+        f"Labour savings: ${figures['labor_savings_usd']}\n"
+        f"Model cost: ${figures['model_cost_usd']}\n"
+        f"ENCS: ${figures['encs_usd']} (${figures['encs_per_message_usd']} per message)\n"
+        f"Baseline: {figures['baseline_seconds']} s ({figures['baseline_source']})\n"
+    )
+    message = EmailMessage(subject=report_title(figures), body=body, to=recipients)
+    message.attach(report.pdf.name.rsplit("/", 1)[-1], report.pdf.read(), "application/pdf")
+    message.attach(report.csv.name.rsplit("/", 1)[-1], report.csv.read(), "text/csv")
+    message.send()
+    MonthlyReport.objects.filter(pk=report.pk).update(emailed_to="\n".join(recipients))
+    return recipients
+
+
+def reports_monthly(*, today: date | None = None) -> list[MonthlyReport]:
+    """Beat's job on the 1st: catch the rollup up, then the previous month's report for every
+    team with a cascade policy and for all teams together, each mailed to its managers."""
+    today = today or timezone.localdate()
+    month = (today.replace(day=1) - timedelta(days=1)).replace(day=1)
+    facts_rollup_due(limit=400)
+    reports = []
+    teams: list[Team | None] = [
+        *Team.objects.filter(cascade_policies__isnull=False).distinct().order_by("pk"),
+        None,
+    ]
+    for team in teams:
+        report = report_generate(month=month, team=team)
+        recipients = report_email(report)
+        logger.info("ENCS report %s generated, mailed to %s", report, len(recipients))
+        reports.append(report)
+    return reports
