@@ -14,6 +14,7 @@ mkdir -p var/logs
 
 $PY manage.py migrate --noinput
 $PY manage.py seed_demo
+$PY manage.py accounting_defaults
 
 pids=()
 started_llm=""

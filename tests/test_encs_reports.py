@@ -194,3 +194,9 @@ def test_the_schedules_are_editable_rows(db: None) -> None:
     assert monthly.crontab is not None
     assert (monthly.crontab.day_of_month, monthly.crontab.hour) == ("1", "6")
     assert PeriodicTask.objects.get(task="accounting.tasks.facts_rollup").interval is not None
+
+
+def test_accounting_defaults_are_created_once(db: None) -> None:
+    call_command("accounting_defaults", "--rate", "42")
+    call_command("accounting_defaults", "--rate", "99")
+    assert AccountingSettings.objects.get(team=None).agent_hourly_usd == Decimal(42)

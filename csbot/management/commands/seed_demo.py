@@ -52,6 +52,14 @@ class Command(BaseCommand):
             agent.set_password(options["password"])
             agent.save()
             AgentProfile.objects.get_or_create(user=agent, defaults={"team": team})
+            manager = users.filter(username="manager").first() or users.create_user(
+                "manager", email="manager@example.com"
+            )
+            manager.set_password(options["password"])
+            manager.save()
+            AgentProfile.objects.get_or_create(
+                user=manager, defaults={"team": team, "role": AgentProfile.Role.MANAGER}
+            )
             admin = users.filter(username="admin").first() or users.create_superuser(
                 "admin", email="admin@example.com"
             )
@@ -121,6 +129,7 @@ class Command(BaseCommand):
             self.style.SUCCESS(
                 f"Demo team {team.name!r} ready: {seeded} new demo messages.\n"
                 f"  Agent login: agent / {options['password']}\n"
+                f"  Manager login (ENCS dashboard): manager / {options['password']}\n"
                 f"  Admin login: admin / {options['password']}"
             )
         )
