@@ -34,7 +34,7 @@ from typing import Any
 from accounting.facts import DRAFTED_KINDS, KINDS, Fact, Scope
 from accounting.models import AccountingSettings
 
-GROUP_BY = ("model", "policy", "team", "agent", "day", "month")
+GROUP_BY = ("model", "tier", "policy", "team", "agent", "day", "month")
 MONEY = Decimal("0.0000000001")
 SECONDS = Decimal("0.001")
 SHARE = Decimal("0.0001")

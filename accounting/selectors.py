@@ -12,7 +12,7 @@ from accounting.breakeven import break_even
 from accounting.engine import GROUP_BY, Scope, SettingsBook, summarise
 from accounting.facts import Fact, scope_facts
 from csbot.models import Team
-from drafting.models import CascadePolicy, ModelEndpoint
+from drafting.models import CascadePolicy, CascadeTier, ModelEndpoint
 
 
 def _labeller(group_by: str, facts: list[Fact]) -> Callable[[Fact], str]:
@@ -28,6 +28,22 @@ def _labeller(group_by: str, facts: list[Fact]) -> Callable[[Fact], str]:
         )
         other = {"cache": "cache", "none": "no draft"}
         return lambda f: names.get(f.endpoint_id or 0, other.get(f.source, "no draft"))
+    if group_by == "tier":
+        # The position of the draft's final endpoint in its policy; 0 is the cache.
+        positions = {
+            (policy_id, endpoint_id): position
+            for policy_id, endpoint_id, position in CascadeTier.objects.filter(
+                policy_id__in={f.policy_id for f in facts}
+            ).values_list("policy_id", "endpoint_id", "position")
+        }
+
+        def tier(fact: Fact) -> str:
+            if fact.source == "cache":
+                return "tier 0 (cache)"
+            position = positions.get((fact.policy_id, fact.endpoint_id or 0))
+            return f"tier {position}" if position is not None else "no draft"
+
+        return tier
     if group_by == "policy":
         policies = dict(
             CascadePolicy.objects.filter(pk__in={f.policy_id for f in facts}).values_list(

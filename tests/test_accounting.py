@@ -19,7 +19,7 @@ from accounting.models import AccountingSettings, DailyFact, FixedCost
 from accounting.selectors import encs_report
 from accounting.services import facts_rollup
 from csbot.models import Message
-from drafting.models import AgentAction, CascadePolicy, Draft
+from drafting.models import AgentAction, CascadePolicy, CascadeTier, Draft
 from tests.factories import (
     ConversationFactory,
     EndpointFactory,
@@ -183,6 +183,10 @@ def test_groups_by_model_agent_and_day(policy: CascadePolicy) -> None:
     assert [g["group"] for g in report["groups"]] == [DAY.isoformat()]
     names = {g["group"] for g in report["by_model"]}
     assert "no draft" in names and len(names) == 2
+    endpoint_id = Draft.objects.filter(final_endpoint__isnull=False)[0].final_endpoint_id
+    CascadeTier.objects.create(policy=policy, position=2, endpoint_id=endpoint_id)
+    tiers = {g["group"]: g["drafts"] for g in encs_report(OCTOBER, group_by="tier")["groups"]}
+    assert tiers == {"tier 2": 3, "no draft": 1}
 
 
 def test_the_rollup_gives_what_the_raw_rows_give_and_a_late_action_makes_it_stale(
