@@ -184,6 +184,7 @@ def test_groups_by_model_agent_and_day(policy: CascadePolicy) -> None:
     names = {g["group"] for g in report["by_model"]}
     assert "no draft" in names and len(names) == 2
     endpoint_id = Draft.objects.filter(final_endpoint__isnull=False)[0].final_endpoint_id
+    assert endpoint_id is not None
     CascadeTier.objects.create(policy=policy, position=2, endpoint_id=endpoint_id)
     tiers = {g["group"]: g["drafts"] for g in encs_report(OCTOBER, group_by="tier")["groups"]}
     assert tiers == {"tier 2": 3, "no draft": 1}
