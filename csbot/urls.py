@@ -11,6 +11,7 @@ urlpatterns = [
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("console/", include("csbot.console.urls")),
+    path("accounting/", include("accounting.urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", include("csbot.api.urls")),
     path("api/v1/", include(("accounting.api", "accounting-api"))),
