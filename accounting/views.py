@@ -94,7 +94,9 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     today = timezone.localdate()
     context: dict[str, Any] = {"form": form, "viewer": viewer}
     if not form.is_valid():
-        return render(request, "accounting/dashboard.html", context, status=400)
+        # htmx does not swap error responses: its requests get the errors with a 200.
+        status = 200 if request.htmx else 400  # type: ignore[attr-defined]
+        return render(request, "accounting/dashboard.html", context, status=status)
     scope = form.scope()
     try:
         report = encs_report(scope, group_by=timeline_unit(scope))
