@@ -1,5 +1,5 @@
 # The two commands of the README: `make run` and `make test`. Everything else is a helper.
-.PHONY: run test lint install services bench-ingest bench-cascade clean
+.PHONY: run test lint install services bench-ingest bench-cascade bench-encs clean
 
 run:            ## install, migrate, seed the demo, start web + worker + local vLLM
 	scripts/run.sh
@@ -22,6 +22,9 @@ bench-ingest: install services
 
 bench-cascade: install services
 	.venv/bin/python bench/cascade.py
+
+bench-encs: install services    ## ARGS="--actions 200000", "--reuse" (keeps the seeded database)
+	.venv/bin/python bench/encs.py $(ARGS)
 
 clean:
 	rm -rf var artifacts .pytest_cache .mypy_cache .ruff_cache
