@@ -302,8 +302,14 @@ def report_html(report: dict[str, Any], *, title: str) -> str:
 
 def report_pdf(report: dict[str, Any], *, title: str) -> bytes:
     """The same document as a PDF (WeasyPrint)."""
+    return html_to_pdf(report_html(report, title=title))
+
+
+def html_to_pdf(html: str) -> bytes:
+    """A rendered report_html document as PDF: callers that need both formats render the
+    charts once."""
     # Imported here: WeasyPrint loads Pango through cffi, which only the PDF path needs.
     from weasyprint import HTML
 
-    pdf: bytes = HTML(string=report_html(report, title=title)).write_pdf()
+    pdf: bytes = HTML(string=html).write_pdf()
     return pdf

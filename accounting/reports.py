@@ -114,12 +114,11 @@ def report_recipients(team: Team | None) -> list[str]:
 
 def report_generate(*, month: date, team: Team | None) -> MonthlyReport:
     """Compute, render and store the month's report (replacing an earlier one)."""
-    from accounting.rendering import report_html, report_pdf  # matplotlib: load on demand
+    from accounting.rendering import html_to_pdf, report_html  # matplotlib: load on demand
 
     figures = report_figures(month=month, team=team)
-    title = report_title(figures)
-    html = report_html(figures, title=title)
-    pdf = report_pdf(figures, title=title)
+    html = report_html(figures, title=report_title(figures))
+    pdf = html_to_pdf(html)
     name = f"encs-{month:%Y-%m}-{team.pk if team else 'all'}"
     with transaction.atomic():
         old = MonthlyReport.objects.filter(team=team, month=month).first()
