@@ -93,8 +93,12 @@ def encs_report(scope: Scope, *, group_by: str | None = None) -> dict[str, Any]:
         group_by=group_by,
         label=_labeller(group_by, facts) if group_by else None,
     )
-    by_model = summarise(
-        facts, scope=scope, book=book, group_by="model", label=_labeller("model", facts)
+    by_model = (
+        grouped
+        if group_by == "model"
+        else summarise(
+            facts, scope=scope, book=book, group_by="model", label=_labeller("model", facts)
+        )
     )
     result.update(grouped)
     result["group_by"] = group_by
