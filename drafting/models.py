@@ -339,6 +339,13 @@ class DraftAttempt(models.Model):
     outcome = models.CharField(max_length=8, choices=Outcome.choices)
     error_kind = models.CharField(max_length=20, choices=ErrorKind.choices, blank=True, default="")
     error_message = models.CharField(max_length=500, blank=True)
+    # Which scorer judged the draft: null = the default scorer (no learned model in force).
+    scorer = models.ForeignKey(
+        "TrainedClassifier", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # Word-level reasons for an escalation (the learned scorer's occlusion weights on this
+    # attempt's draft): [{"word", "start", "end", "weight"}], weight < 0 pulled the score down.
+    explanation = models.JSONField(null=True, blank=True)
     started_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -469,3 +476,133 @@ class ReplyExample(models.Model):
 
     def __str__(self) -> str:
         return self.customer_text[:60]
+
+
+class TrainedClassifier(models.Model):
+    """A penalised logistic regression trained on this installation's own labels, versioned:
+    a cascade policy's learned scorer (P(the draft is used or lightly edited)) or a team's
+    intent classifier. The fitted model is stored as bytes (drafting.plr.TrainedPLR) with the
+    metrics it reached out of fold; one version per owner is active at a time."""
+
+    class Kind(models.TextChoices):
+        SCORER = "scorer", "Cascade scorer"
+        INTENT = "intent", "Intent classifier"
+
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    policy = models.ForeignKey(
+        CascadePolicy, null=True, blank=True, on_delete=models.CASCADE, related_name="scorers"
+    )
+    team = models.ForeignKey(
+        "csbot.Team", null=True, blank=True, on_delete=models.CASCADE, related_name="classifiers"
+    )
+    version = models.PositiveIntegerField()
+    active = models.BooleanField(default=False)
+    embedding_model = models.CharField(
+        max_length=120, help_text="Embedder.name of the vectors it was trained on."
+    )
+    features = models.CharField(max_length=200, help_text="What the feature rows hold.")
+    penalty = models.CharField(max_length=12)
+    strength_c = models.FloatField(help_text="Inverse penalty strength chosen by CV.")
+    n_train = models.PositiveIntegerField()
+    metrics = models.JSONField(default=dict)
+    model_blob = models.BinaryField(editable=False)
+    trained_at = models.DateTimeField(default=timezone.now)
+    trained_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-trained_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(kind="scorer") & Q(policy__isnull=False) & Q(team__isnull=True))
+                | (Q(kind="intent") & Q(team__isnull=False) & Q(policy__isnull=True)),
+                name="classifier_owner_matches_kind",
+            ),
+            models.UniqueConstraint(
+                fields=["kind", "policy", "team", "version"], name="classifier_version_unique"
+            ),
+            models.UniqueConstraint(
+                fields=["policy"],
+                condition=Q(active=True, kind="scorer"),
+                name="one_active_scorer_per_policy",
+            ),
+            models.UniqueConstraint(
+                fields=["team"],
+                condition=Q(active=True, kind="intent"),
+                name="one_active_intent_classifier_per_team",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        owner = (
+            f"policy {self.policy_id}" if self.kind == self.Kind.SCORER else f"team {self.team_id}"
+        )
+        return f"{self.get_kind_display()} v{self.version} ({owner})"
+
+
+class Intent(models.Model):
+    """What a customer wants (e.g. card_arrival), defined per team by its admins."""
+
+    team = models.ForeignKey("csbot.Team", on_delete=models.CASCADE, related_name="intents")
+    name = models.SlugField(max_length=80)
+    description = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["team", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["team", "name"], name="intent_name_unique_per_team")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class IntentExample(models.Model):
+    """A labelled inbound message: the few dozen per intent the classifier learns from."""
+
+    intent = models.ForeignKey(Intent, on_delete=models.CASCADE, related_name="examples")
+    text = models.TextField()
+    message = models.ForeignKey(
+        "csbot.Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    labelled_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["intent", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["intent", "message"],
+                condition=Q(message__isnull=False),
+                name="intent_example_once_per_message",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.intent}: {self.text[:50]}"
+
+
+class MessageIntent(models.Model):
+    """The intent classifier's verdict on one inbound message."""
+
+    message = models.OneToOneField(
+        "csbot.Message", on_delete=models.CASCADE, related_name="intent_verdict"
+    )
+    intent = models.ForeignKey(Intent, on_delete=models.CASCADE, related_name="verdicts")
+    confidence = models.DecimalField(
+        max_digits=5, decimal_places=4, validators=[MinValueValidator(0), MaxValueValidator(1)]
+    )
+    classifier = models.ForeignKey(
+        TrainedClassifier, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    classified_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["intent", "classified_at"], name="message_intent_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.intent} ({self.confidence})"
