@@ -63,7 +63,7 @@ def break_even(*, end: date, team_ids: tuple[int, ...] | None = None) -> list[di
     if not costs:
         return []
     start = _month(min(c.starts_on for c in costs))
-    facts = scope_facts(Scope(start=start, end=end, team_ids=team_ids))
+    facts = scope_facts(Scope(start=start, end=end, team_ids=team_ids), by_agent=False)
     book = SettingsBook.load()
     by_target: dict[tuple[str, int], list[FixedCost]] = defaultdict(list)
     for cost in costs:
@@ -113,7 +113,7 @@ def _entry(
     for month in months:
         month_totals = per_month.get(month.isoformat())
         if month_totals is not None:
-            saved += sum(month_totals.savings.values(), Fraction(0)) - Fraction(month_totals.cost)
+            saved += month_totals.labour_savings() - Fraction(month_totals.cost)
         fixed += sum((_fixed_in(c, month) for c in costs), Decimal(0))
         series.append(
             {

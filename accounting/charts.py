@@ -325,13 +325,20 @@ def cost_by_tier(rows: Sequence[dict[str, Any]], *, width: float = SCREEN_HALF) 
         )
 
 
-def encs_by_model(report: dict[str, Any], *, width: float = SCREEN_HALF) -> str:
+def encs_by_model(
+    report: dict[str, Any],
+    *,
+    width: float = SCREEN_HALF,
+    key: str = "by_model",
+    title: str = "ENCS by model",
+    name: str = "models",
+) -> str:
     """ENCS per model that wrote the final draft (plus cache hits and failed drafts): labour
-    saved minus what that model's drafts cost."""
-    title = "ENCS by model"
-    groups = [g for g in report.get("by_model", []) if g["messages"]]
+    saved minus what that model's drafts cost. With key="by_intent": the same per intent of
+    the customer's message."""
+    groups = [g for g in report.get(key, []) if g["messages"]]
     if not groups:
-        return _empty("models", title, "No drafts in this period.", width)
+        return _empty(name, title, "No drafts in this period.", width)
     groups = sorted(groups, key=lambda g: _f(g["encs_usd"]))
     height = 1.2 + 0.42 * len(groups)
     with _figure((width, height)) as fig:
@@ -363,7 +370,7 @@ def encs_by_model(report: dict[str, Any], *, width: float = SCREEN_HALF) -> str:
         ax.set_title(title)
         return _svg(
             fig,
-            name="models",
+            name=name,
             label=f"{title}: "
             + ", ".join(f"{n} {usd_tick(v)}" for n, v in zip(names, values, strict=True)),
         )

@@ -1,4 +1,4 @@
-"""Facts: drafts summed per (day, team, policy, model, agent, outcome) — all ENCS needs.
+"""Facts: drafts summed per (day, team, policy, model, agent, outcome, intent) — all ENCS needs.
 
 ENCS is linear in its inputs: labour saving = R × (n·T_baseline − Σ handle seconds) / 3600 and
 cost = Σ attempt costs, so sums per day and per outcome lose nothing. Facts come from the raw
@@ -42,7 +42,7 @@ from django.db.models import (
 )
 from django.db.models.functions import Coalesce, TruncDate
 
-from accounting.models import DailyFact, RolledUpDay
+from accounting.models import DailyFact, DailyTotal, RolledUpDay
 from drafting.models import MONEY_DIGITS, MONEY_PLACES, AgentAction, Draft
 
 DRAFTED_KINDS = ("use", "edit", "ignore")
@@ -64,6 +64,7 @@ class Fact:
     handle_seconds_sq: Decimal
     cost: Decimal
     counterfactual_cost: Decimal
+    intent_id: int | None = None  # the customer message's classified intent, if any
 
     @property
     def key(self) -> tuple[object, ...]:
@@ -75,6 +76,7 @@ class Fact:
             self.source,
             self.agent_id,
             self.kind,
+            self.intent_id,
         )
 
 
@@ -139,6 +141,7 @@ def raw_facts(start: date, end: date, *, team_ids: Iterable[int] | None = None) 
             "fact_source",
             "action__agent_id",
             "fact_kind",
+            "message__intent_verdict__intent_id",
         )
         .annotate(
             n=Count("id"),
@@ -174,6 +177,7 @@ def raw_facts(start: date, end: date, *, team_ids: Iterable[int] | None = None) 
             handle_seconds_sq=Decimal(row["handle_sq"]),
             cost=Decimal(row["spent"]),
             counterfactual_cost=Decimal(row["all_paid"]),
+            intent_id=row["message__intent_verdict__intent_id"],
         )
         for row in rows
     ]
@@ -202,36 +206,98 @@ def stale_days(rolled: dict[date, datetime]) -> set[date]:
     return {row["draft_day"] for row in late if row["latest"] > rolled[row["draft_day"]]}
 
 
-def scope_facts(scope: Scope) -> list[Fact]:
+FACT_FIELDS = (
+    "day",
+    "team_id",
+    "policy_id",
+    "endpoint_id",
+    "source",
+    "agent_id",
+    "kind",
+    "drafts",
+    "handle_seconds",
+    "handle_seconds_sq",
+    "cost",
+    "counterfactual_cost",
+    "intent_id",
+)
+# DailyTotal's columns: a Fact without its agent (agent_id defaults to None).
+TOTAL_FIELDS = tuple(f for f in FACT_FIELDS if f != "agent_id")
+
+
+def without_agents(facts: Iterable[Fact]) -> list[Fact]:
+    """The facts summed over agents (what DailyTotal holds)."""
+    sums: dict[tuple[Any, ...], list[Any]] = {}
+    for f in facts:
+        key = (f.day, f.team_id, f.policy_id, f.endpoint_id, f.source, f.kind, f.intent_id)
+        row = sums.get(key)
+        if row is None:
+            sums[key] = [
+                f.drafts,
+                f.handle_seconds,
+                f.handle_seconds_sq,
+                f.cost,
+                f.counterfactual_cost,
+            ]
+        else:
+            row[0] += f.drafts
+            row[1] += f.handle_seconds
+            row[2] += f.handle_seconds_sq
+            row[3] += f.cost
+            row[4] += f.counterfactual_cost
+    return [
+        Fact(
+            day=day,
+            team_id=team,
+            policy_id=policy,
+            endpoint_id=endpoint,
+            source=source,
+            agent_id=None,
+            kind=kind,
+            drafts=n,
+            handle_seconds=handle,
+            handle_seconds_sq=handle_sq,
+            cost=cost,
+            counterfactual_cost=all_paid,
+            intent_id=intent,
+        )
+        for (day, team, policy, endpoint, source, kind, intent), (
+            n,
+            handle,
+            handle_sq,
+            cost,
+            all_paid,
+        ) in sums.items()
+    ]
+
+
+def _fact(values: dict[str, Any]) -> Fact:
+    values.setdefault("agent_id", None)  # DailyTotal rows have none
+    return Fact(**values)
+
+
+def scope_facts(scope: Scope, *, by_agent: bool = True) -> list[Fact]:
     """Facts for the scope's days: from DailyFact for days rolled up and not stale since,
-    from the raw rows for the others (today, typically)."""
+    from the raw rows for the others (today, typically).
+
+    `by_agent=False` reads the facts summed over agents (DailyTotal; agent_id None): every
+    figure but a per-agent grouping is the same, from ~1/agents as many rows."""
     rolled = dict(
         RolledUpDay.objects.filter(day__gte=scope.start, day__lt=scope.end).values_list(
             "day", "rolled_at"
         )
     )
     fresh = set(rolled) - stale_days(rolled)
-    rollup = DailyFact.objects.filter(day__in=sorted(fresh))
+    table: type[DailyFact] | type[DailyTotal] = DailyFact if by_agent else DailyTotal
+    rollup = table.objects.filter(day__in=sorted(fresh))
     if scope.team_ids is not None:
         rollup = rollup.filter(team_id__in=scope.team_ids)
     if scope.policy_ids is not None:
         rollup = rollup.filter(policy_id__in=scope.policy_ids)
+    fields = FACT_FIELDS if by_agent else TOTAL_FIELDS
     facts = [
-        Fact(
-            day=row.day,
-            team_id=row.team_id,
-            policy_id=row.policy_id,
-            endpoint_id=row.endpoint_id,
-            source=row.source,
-            agent_id=row.agent_id,
-            kind=row.kind,
-            drafts=row.drafts,
-            handle_seconds=row.handle_seconds,
-            handle_seconds_sq=row.handle_seconds_sq,
-            cost=row.cost,
-            counterfactual_cost=row.counterfactual_cost,
-        )
-        for row in rollup
+        _fact(dict(zip(fields, row, strict=True)))
+        for row in rollup.values_list(*fields).iterator(chunk_size=5000)
     ]
     # The other days, read raw in as few contiguous ranges as there are.
     pending = [d for d in days(scope.start, scope.end) if d not in fresh]
@@ -243,5 +309,6 @@ def scope_facts(scope: Scope) -> list[Fact]:
             ranges.append([day])
     for run in ranges:
         end = date.fromordinal(run[-1].toordinal() + 1)
-        facts += [f for f in raw_facts(run[0], end, team_ids=scope.team_ids) if scope.admits(f)]
+        raw = [f for f in raw_facts(run[0], end, team_ids=scope.team_ids) if scope.admits(f)]
+        facts += raw if by_agent else without_agents(raw)
     return facts

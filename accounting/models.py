@@ -148,7 +148,35 @@ class DailyFact(models.Model):
     endpoint_id = models.BigIntegerField(null=True)
     source = models.CharField(max_length=8)  # "model", "cache" or "none"
     agent_id = models.BigIntegerField(null=True)
-    kind = models.CharField(max_length=12)
+    kind = models.CharField(max_length=16)
+    drafts = models.PositiveIntegerField()
+    handle_seconds = models.DecimalField(max_digits=20, decimal_places=3)
+    handle_seconds_sq = models.DecimalField(max_digits=30, decimal_places=6)
+    cost = models.DecimalField(max_digits=MONEY_DIGITS + 6, decimal_places=MONEY_PLACES)
+    counterfactual_cost = models.DecimalField(
+        max_digits=MONEY_DIGITS + 6, decimal_places=MONEY_PLACES
+    )
+    # The customer message's intent (drafting.MessageIntent) when it was classified.
+    intent_id = models.BigIntegerField(null=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["day", "team_id"], name="daily_fact_day_team_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.day} team {self.team_id} {self.kind} ×{self.drafts}"
+
+
+class DailyTotal(models.Model):
+    """DailyFact summed over agents, written with it: every figure but a per-agent one reads
+    these, ~1/agents as many rows (a year of break-even history is ~20 k rows, not 250 k)."""
+
+    day = models.DateField()
+    team_id = models.BigIntegerField()
+    policy_id = models.BigIntegerField()
+    endpoint_id = models.BigIntegerField(null=True)
+    source = models.CharField(max_length=8)
+    kind = models.CharField(max_length=16)
+    intent_id = models.BigIntegerField(null=True)
     drafts = models.PositiveIntegerField()
     handle_seconds = models.DecimalField(max_digits=20, decimal_places=3)
     handle_seconds_sq = models.DecimalField(max_digits=30, decimal_places=6)
@@ -158,7 +186,7 @@ class DailyFact(models.Model):
     )
 
     class Meta:
-        indexes = [models.Index(fields=["day", "team_id"], name="daily_fact_day_team_idx")]
+        indexes = [models.Index(fields=["day", "team_id"], name="daily_total_day_team_idx")]
 
     def __str__(self) -> str:
         return f"{self.day} team {self.team_id} {self.kind} ×{self.drafts}"

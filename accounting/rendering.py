@@ -240,7 +240,7 @@ def report_context(
         for kind in ("use", "edit", "ignore")
     ]
     group_by = report.get("group_by")
-    other_groups = group_by not in (None, "day", "month", "model")
+    other_groups = group_by not in (None, "day", "month", "model", "intent")
     # On paper every chart spans the page; on screen they sit in full- and half-width cards.
     width: dict[str, Any] = {"width": charts.PRINT} if media == "print" else {}
     svg: dict[str, SafeString] = {
@@ -249,6 +249,11 @@ def report_context(
         "shares": mark_safe(charts.action_shares(report, **width)),  # noqa: S308
         "tiers": mark_safe(charts.cost_by_tier(tiers, **width)),  # noqa: S308
         "models": mark_safe(charts.encs_by_model(report, **width)),  # noqa: S308
+        "intents": mark_safe(  # noqa: S308
+            charts.encs_by_model(
+                report, key="by_intent", title="ENCS by intent", name="intents", **width
+            )
+        ),
     }
     return {
         "report": report,
@@ -268,6 +273,7 @@ def report_context(
             "saved": usd(report["cascade_savings_usd"]),
         },
         "models": [_figures(g, g["group"]) for g in report.get("by_model", [])],
+        "intents": [_figures(g, g["group"]) for g in report.get("by_intent", [])],
         "group_by": group_by if other_groups else None,
         "groups": [_figures(g, g["group"]) for g in report.get("groups", [])]
         if other_groups

@@ -87,13 +87,15 @@ def _csv_row(section: str, group: str, figures: dict[str, Any]) -> list[Any]:
 
 
 def report_csv(figures: dict[str, Any]) -> str:
-    """The month in one table: the total, then per model, then per day."""
+    """The month in one table: the total, then per model, per intent, then per day."""
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["section", "group", *CSV_COLUMNS])
     writer.writerow(_csv_row("total", figures["period"], figures))
     for group in figures["by_model"]:
         writer.writerow(_csv_row("model", group["group"], group))
+    for group in figures.get("by_intent", []):
+        writer.writerow(_csv_row("intent", group["group"], group))
     for group in figures.get("groups", []):
         writer.writerow(_csv_row("day", group["group"], group))
     return out.getvalue()

@@ -12,7 +12,7 @@ from accounting.breakeven import break_even
 from accounting.engine import GROUP_BY, Scope, SettingsBook, summarise
 from accounting.facts import Fact, scope_facts
 from csbot.models import Team
-from drafting.models import CascadePolicy, CascadeTier, ModelEndpoint
+from drafting.models import CascadePolicy, CascadeTier, Intent, ModelEndpoint
 
 
 def _labeller(group_by: str, facts: list[Fact]) -> Callable[[Fact], str]:
@@ -56,6 +56,13 @@ def _labeller(group_by: str, facts: list[Fact]) -> Callable[[Fact], str]:
             Team.objects.filter(pk__in={f.team_id for f in facts}).values_list("pk", "name")
         )
         return lambda f: teams.get(f.team_id, str(f.team_id))
+    if group_by == "intent":
+        intents = dict(
+            Intent.objects.filter(pk__in={f.intent_id for f in facts if f.intent_id}).values_list(
+                "pk", "name"
+            )
+        )
+        return lambda f: intents.get(f.intent_id or 0, "(no intent)")
     if group_by == "agent":
         users = dict(
             get_user_model()
@@ -67,8 +74,10 @@ def _labeller(group_by: str, facts: list[Fact]) -> Callable[[Fact], str]:
 
 
 def encs_report(scope: Scope, *, group_by: str | None = None) -> dict[str, Any]:
-    """ENCS figures for the scope, in total, per `group_by` and per model (`by_model`)."""
-    facts = scope_facts(scope)
+    """ENCS figures for the scope, in total, per `group_by`, per model (`by_model`) and per
+    intent (`by_intent`)."""
+    # Only a per-agent grouping needs the facts per agent; the rest sum them in the database.
+    facts = scope_facts(scope, by_agent=group_by == "agent")
     book = SettingsBook.load()
     last = date.fromordinal(scope.end.toordinal() - 1)
     whole_month = (
@@ -93,16 +102,17 @@ def encs_report(scope: Scope, *, group_by: str | None = None) -> dict[str, Any]:
         group_by=group_by,
         label=_labeller(group_by, facts) if group_by else None,
     )
-    by_model = (
-        grouped
-        if group_by == "model"
-        else summarise(
-            facts, scope=scope, book=book, group_by="model", label=_labeller("model", facts)
-        )
-    )
+    by = {
+        name: grouped
+        if group_by == name
+        else summarise(facts, scope=scope, book=book, group_by=name, label=_labeller(name, facts))
+        for name in ("model", "intent")
+    }
     result.update(grouped)
     result["group_by"] = group_by
-    result["by_model"] = by_model["groups"]
+    result["by_model"] = by["model"]["groups"]
+    # Messages the intent classifier has not labelled are the "(no intent)" group.
+    result["by_intent"] = by["intent"]["groups"]
     result["break_even"] = {
         "as_of": last.isoformat(),
         "targets": break_even(end=scope.end, team_ids=scope.team_ids),

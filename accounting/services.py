@@ -9,8 +9,15 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from accounting.facts import drafts_between, raw_facts, stale_days
-from accounting.models import DailyFact, RolledUpDay
+from accounting.facts import (
+    FACT_FIELDS,
+    TOTAL_FIELDS,
+    drafts_between,
+    raw_facts,
+    stale_days,
+    without_agents,
+)
+from accounting.models import DailyFact, DailyTotal, RolledUpDay
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +30,8 @@ def settled_before() -> date:
 
 
 def facts_rollup(*, day: date) -> int:
-    """Replace the day's DailyFact rows by a fresh sum of its raw rows; returns the row count.
+    """Replace the day's DailyFact (and DailyTotal) rows by a fresh sum of its raw rows;
+    returns the DailyFact row count.
     Refuses a day that has not settled (see settled_before)."""
     if day >= settled_before():
         raise ValueError(f"{day} has not settled yet; it is read from the raw rows.")
@@ -31,22 +39,13 @@ def facts_rollup(*, day: date) -> int:
     facts = raw_facts(day, day + timedelta(days=1))
     with transaction.atomic():
         DailyFact.objects.filter(day=day).delete()
+        DailyTotal.objects.filter(day=day).delete()
         DailyFact.objects.bulk_create(
-            DailyFact(
-                day=f.day,
-                team_id=f.team_id,
-                policy_id=f.policy_id,
-                endpoint_id=f.endpoint_id,
-                source=f.source,
-                agent_id=f.agent_id,
-                kind=f.kind,
-                drafts=f.drafts,
-                handle_seconds=f.handle_seconds,
-                handle_seconds_sq=f.handle_seconds_sq,
-                cost=f.cost,
-                counterfactual_cost=f.counterfactual_cost,
-            )
-            for f in facts
+            DailyFact(**{name: getattr(f, name) for name in FACT_FIELDS}) for f in facts
+        )
+        DailyTotal.objects.bulk_create(
+            DailyTotal(**{name: getattr(f, name) for name in TOTAL_FIELDS})
+            for f in without_agents(facts)
         )
         RolledUpDay.objects.update_or_create(day=day, defaults={"rolled_at": now})
     return len(facts)

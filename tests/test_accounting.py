@@ -14,12 +14,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from accounting.engine import GROUP_BY, Scope, SettingsBook, money_str, totals, whatif
-from accounting.facts import raw_facts, scope_facts
+from accounting.facts import raw_facts, scope_facts, without_agents
 from accounting.models import AccountingSettings, DailyFact, FixedCost
 from accounting.selectors import encs_report
 from accounting.services import facts_rollup
 from csbot.models import Message
-from drafting.models import AgentAction, CascadePolicy, CascadeTier, Draft
+from drafting.models import AgentAction, CascadePolicy, CascadeTier, Draft, Intent, MessageIntent
 from tests.factories import (
     ConversationFactory,
     EndpointFactory,
@@ -47,6 +47,7 @@ def drafted(
     day: date = DAY,
     agent: Any = None,
     endpoint: Any = None,
+    intent: Intent | None = None,
 ) -> Draft:
     """A draft of `policy`'s team created on `day`, answered with `kind` after `handle` s
     (kind None: failed and never answered; "none": failed, answered unaided; "held_out": a
@@ -54,6 +55,8 @@ def drafted(
     created = at(day)
     conversation = ConversationFactory.create(team=policy.team)
     inbound = MessageFactory.create(conversation=conversation, created_at=created)
+    if intent is not None:
+        MessageIntent.objects.create(message=inbound, intent=intent, confidence=Decimal("0.9"))
     held_out = kind == "held_out"
     failed = kind in ("none", None)  # no text: the agent had nothing to use
     draft = Draft.objects.create(
@@ -220,6 +223,24 @@ def test_the_rollup_gives_what_the_raw_rows_give_and_a_late_action_makes_it_stal
     )
 
 
+def test_encs_per_intent(policy: CascadePolicy) -> None:
+    billing = Intent.objects.create(team=policy.team, name="billing")
+    endpoint = EndpointFactory.create()
+    # R = $0.01/s, T = 120 s: a use after 30 s saves 0.90, an ignore after 150 s loses 0.30.
+    drafted(policy, kind="use", handle="30", cost="0.002", endpoint=endpoint, intent=billing)
+    drafted(policy, kind="ignore", handle="150", cost="0.003", endpoint=endpoint, intent=billing)
+    drafted(policy, kind="edit", handle="60", cost="0.004", endpoint=endpoint)
+    report = encs_report(OCTOBER, group_by="intent")
+    groups = {g["group"]: g for g in report["groups"]}
+    assert groups["billing"]["drafts"] == 2
+    assert groups["billing"]["encs_usd"] == "0.5950000000"  # 0.90 − 0.30 − 0.005
+    assert groups["(no intent)"]["encs_usd"] == "0.5960000000"  # 0.60 − 0.004
+    assert report["encs_usd"] == "1.1910000000"
+    assert encs_report(OCTOBER)["by_intent"] == report["groups"]
+    facts_rollup(day=DAY)
+    assert encs_report(OCTOBER, group_by="intent") == report
+
+
 def test_break_even_against_fixed_costs(policy: CascadePolicy) -> None:
     scenario(policy)  # October: ENCS 1.19 over 6 messages
     FixedCost.objects.create(
@@ -283,6 +304,7 @@ draft_specs = st.lists(
         st.integers(min_value=0, max_value=2),  # day offset
         st.integers(min_value=0, max_value=1),  # team
         st.integers(min_value=0, max_value=2),  # agent
+        st.sampled_from([None, "billing", "delivery"]),  # intent
     ),
     min_size=1,
     max_size=14,
@@ -309,7 +331,12 @@ def test_totals_are_the_sum_of_groups_and_the_rollup_equals_recomputation(
         policies = [PolicyFactory.create(), PolicyFactory.create()]
         agents = [UserFactory.create() for _ in range(3)]
         endpoint = EndpointFactory.create()
-        for kind, handle, cost, offset, team, agent in specs:
+        intents = {
+            (team, name): Intent.objects.create(team=policy.team, name=name)
+            for team, policy in enumerate(policies)
+            for name in ("billing", "delivery")
+        }
+        for kind, handle, cost, offset, team, agent, intent in specs:
             drafted(
                 policies[team],
                 kind=kind,
@@ -319,6 +346,7 @@ def test_totals_are_the_sum_of_groups_and_the_rollup_equals_recomputation(
                 day=DAY + timedelta(days=offset),
                 agent=agents[agent],
                 endpoint=endpoint,
+                intent=intents[team, intent] if intent else None,
             )
         scope = OCTOBER
         book = SettingsBook.load()
@@ -328,15 +356,15 @@ def test_totals_are_the_sum_of_groups_and_the_rollup_equals_recomputation(
             lambda f: f.day.isoformat(),
             lambda f: str(f.agent_id),
             lambda f: f"{f.endpoint_id}/{f.source}",
+            lambda f: str(f.intent_id),
         ):
             total, groups, _ = totals(facts, scope=scope, book=book, label=label)
             assert sum(g.cost for g in groups.values()) == total.cost
             assert sum(g.counterfactual_cost for g in groups.values()) == total.counterfactual_cost
             for kind in total.drafts:
                 assert sum(g.drafts[kind] for g in groups.values()) == total.drafts[kind]
-                assert (
-                    sum((g.savings[kind] for g in groups.values()), Fraction(0))
-                    == (total.savings[kind])
+                assert sum((g.saving(kind) for g in groups.values()), Fraction(0)) == total.saving(
+                    kind
                 )
         # Decomposition = the per-draft sum, exactly.
         raw = {group: encs_report(scope, group_by=group) for group in GROUP_BY}
@@ -353,6 +381,10 @@ def test_totals_are_the_sum_of_groups_and_the_rollup_equals_recomputation(
             facts_rollup(day=DAY + timedelta(days=offset))
         for group in GROUP_BY:
             assert encs_report(scope, group_by=group) == raw[group]
+        # The agent-free totals (what every report but a per-agent one reads) = raw, summed.
+        assert sorted(scope_facts(scope, by_agent=False), key=repr) == sorted(
+            without_agents(raw_facts(scope.start, scope.end)), key=repr
+        )
         transaction.set_rollback(True)
 
 

@@ -153,7 +153,7 @@ def test_the_command_writes_csv_html_and_pdf(team: TeamSetup, tmp_path: Path) ->
         )
     rows = list(csv.DictReader(io.StringIO((tmp_path / "r.csv").read_text())))
     assert rows[0]["section"] == "total" and rows[0]["encs_usd"] == "1.1900000000"
-    assert {r["section"] for r in rows} == {"total", "model", "day"}
+    assert {r["section"] for r in rows} == {"total", "model", "intent", "day"}
     assert "<svg" in (tmp_path / "r.html").read_text()
     assert (tmp_path / "r.pdf").read_bytes().startswith(b"%PDF")
 
