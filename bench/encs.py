@@ -1255,6 +1255,11 @@ def parse_args() -> argparse.Namespace:
     add("--raw-repeat", type=int, default=3, help="runs of the month from raw rows (3)")
     add("--keep", action="store_true", help="keep the scratch database")
     add(
+        "--reseed",
+        action="store_true",
+        help="with --reuse: replace a kept database seeded differently (else stop)",
+    )
+    add(
         "--reuse",
         action="store_true",
         help="keep the scratch database, and skip seeding when it holds this seed already",
@@ -1291,7 +1296,14 @@ def main() -> None:
     }
     marker = seed_marker(server_url) if args.reuse else None
     if marker is not None and any(marker.get(k) != v for k, v in wanted.items()):
-        log(f"the kept database holds another seed ({marker}): seeding afresh")
+        differs = {k: (marker.get(k), v) for k, v in wanted.items() if marker.get(k) != v}
+        if not args.reseed:
+            # A 20 M-action seed is an hour's work: never drop it behind the caller's back.
+            sys.exit(
+                f"bench: {DB_NAME} holds another seed (kept → wanted: {differs}); "
+                "pass --reseed to replace it"
+            )
+        log(f"the kept database holds another seed ({differs}): seeding afresh")
         marker = None
     if marker is None:
         database_create(server_url)
