@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from drafting import services
+from drafting import intents, services
 
 
 @shared_task(name="drafting.tasks.draft_generate", ignore_result=True)
 def draft_generate_task(draft_id: int) -> None:
     services.draft_generate(draft_id=draft_id)
+    # After the draft is stored: the intent is for routing and reports, never worth a slower
+    # or failed draft.
+    intents.draft_intent_classify(draft_id=draft_id)
 
 
 @shared_task(name="drafting.tasks.drafts_sweep", ignore_result=True)
@@ -21,3 +24,13 @@ def drafts_sweep_task() -> dict[str, int]:
 @shared_task(name="drafting.tasks.reply_remember", ignore_result=True)
 def reply_remember_task(action_id: int) -> None:
     services.reply_remember(action_id=action_id)
+
+
+@shared_task(name="drafting.tasks.intent_classifier_train", ignore_result=True)
+def intent_classifier_train_task(team_id: int, user_id: int | None = None) -> str:
+    return intents.intent_classifier_train_by_id(team_id=team_id, user_id=user_id)
+
+
+@shared_task(name="drafting.tasks.message_intents_classify_recent", ignore_result=True)
+def message_intents_classify_recent_task(team_id: int, limit: int = 500) -> int:
+    return intents.message_intents_classify_recent_by_id(team_id=team_id, limit=limit)

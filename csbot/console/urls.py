@@ -12,4 +12,5 @@ urlpatterns = [
     path("c/<int:pk>/draft", views.draft_panel, name="draft-panel"),
     path("c/<int:pk>/reply", views.reply, name="reply"),
     path("c/<int:pk>/close", views.close, name="close"),
+    path("c/<int:pk>/intent", views.intent, name="intent"),
 ]

@@ -10,12 +10,14 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from csbot import selectors, services
 from csbot.models import Conversation, Message, Team
+from drafting import intents
 from drafting import selectors as drafting_selectors
 from drafting import services as drafting
+from drafting.models import Intent
 from drafting.services import ActionRejected
 
 
@@ -130,3 +132,47 @@ def close(request: HttpRequest, pk: int) -> HttpResponse:
     services.conversation_close(conversation=conversation)
     flash.success(request, "Conversation closed; it reopens if the customer writes again.")
     return redirect("console:queue")
+
+# --- Intent labelling -------------------------------------------------------------------------
+
+
+class IntentLabelForm(forms.Form):
+    message_id = forms.IntegerField()
+    intent_id = forms.IntegerField()
+
+
+def _newest_inbound(conversation: Conversation) -> Message | None:
+    return (
+        conversation.messages.filter(direction=Message.Direction.INBOUND)
+        .order_by("-created_at", "-id")
+        .first()
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def intent(request: HttpRequest, pk: int) -> HttpResponse:
+    """The intent box of a conversation's newest customer message (loaded by htmx after the
+    page, so the page's own queries stay as they are): GET shows the verdict; POST labels a
+    customer message of this conversation with one of the team's intents."""
+    team = _team(request)
+    conversation = get_object_or_404(Conversation, pk=pk, team=team)
+    if request.method == "POST":
+        form = IntentLabelForm(request.POST)
+        if not form.is_valid():
+            raise Http404("No such message or intent.")
+        message = get_object_or_404(
+            Message,
+            pk=form.cleaned_data["message_id"],
+            conversation=conversation,
+            direction=Message.Direction.INBOUND,
+        )
+        label = get_object_or_404(Intent, pk=form.cleaned_data["intent_id"], team=team)
+        intents.message_intent_label(message=message, intent=label, user=request.user)
+        if not request.htmx:  # type: ignore[attr-defined]
+            flash.success(request, f"Labelled as {label.name}.")
+            return redirect("console:conversation", pk=pk)
+    panel = intents.intent_panel(team=team, message=_newest_inbound(conversation))
+    return render(
+        request, "console/_intent.html", {"intent_panel": panel, "conversation": conversation}
+    )
