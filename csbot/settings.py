@@ -224,6 +224,15 @@ EMBEDDING_API_KEY_ENV = env_str("EMBEDDING_API_KEY_ENV", "")
 EMBEDDING_THREADS = env_int("EMBEDDING_THREADS", 1, minimum=1)
 # Vectors kept in memory per process, keyed by the text's hash.
 EMBEDDING_CACHE_SIZE = env_int("EMBEDDING_CACHE_SIZE", 10_000, minimum=0)
+# Learned cascade scorer (drafting.learning): an agent's edit of at most this share of the
+# draft still labels it good; a policy's scorer is trained once it has this many labelled
+# drafts with at least SCORER_MIN_MINORITY of the rarer class, from its newest
+# SCORER_MAX_LABELS, and goes into force only with an out-of-fold AUC of SCORER_MIN_AUC.
+SCORER_GOOD_EDIT_PERCENT = env_int("SCORER_GOOD_EDIT_PERCENT", 20, minimum=0)
+SCORER_MIN_LABELS = env_int("SCORER_MIN_LABELS", 40, minimum=4)
+SCORER_MIN_MINORITY = env_int("SCORER_MIN_MINORITY", 10, minimum=2)
+SCORER_MAX_LABELS = env_int("SCORER_MAX_LABELS", 5000, minimum=4)
+SCORER_MIN_AUC = env_float("SCORER_MIN_AUC", 0.6, minimum=0.0, maximum=1.0)
 # Transient provider failures are retried (by the sweeper) at most this many times.
 DRAFT_MAX_TRIES = env_int("DRAFT_MAX_TRIES", 5, minimum=1)
 DRAFT_RETRY_BASE_SECONDS = env_int("DRAFT_RETRY_BASE_SECONDS", 10, minimum=0)

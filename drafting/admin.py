@@ -4,13 +4,15 @@ from decimal import Decimal
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.auth.models import User
 from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
+from django.utils.html import format_html, format_html_join
 from redis.exceptions import RedisError
 
-from drafting import selectors, services
+from drafting import learning, selectors, services
 from drafting.breaker import breaker
 from drafting.models import (
     AgentAction,
@@ -22,6 +24,7 @@ from drafting.models import (
     EndpointPrice,
     ModelEndpoint,
     ReplyExample,
+    TrainedClassifier,
 )
 from drafting.pricing import PriceBook
 
@@ -136,6 +139,17 @@ class CascadePolicyAdmin(admin.ModelAdmin[CascadePolicy]):
     list_filter = ["team", "active"]
     search_fields = ["name"]
     inlines = [CascadeTierInline]
+    actions = ["train_scorer_now"]
+
+    @admin.action(description="Train the learned draft scorer now (from agent actions)")
+    def train_scorer_now(self, request: HttpRequest, queryset: QuerySet[CascadePolicy]) -> None:
+        for policy in queryset:
+            outcome = learning.scorer_train(
+                policy=policy,
+                trained_by=request.user if isinstance(request.user, User) else None,
+            )
+            level = messages.SUCCESS if outcome.activated else messages.WARNING
+            self.message_user(request, f"{policy}: {outcome.message}", level)
 
 
 _ATTEMPT_FIELDS: tuple[str, ...] = (
@@ -156,6 +170,32 @@ _ATTEMPT_FIELDS: tuple[str, ...] = (
     "error_message",
     "started_at",
 )
+
+
+def explanation_html(explanation: list[dict[str, Any]] | None) -> str:
+    """The escalated draft's words, red where they pulled the learned score down, green where
+    they held it up, stronger for larger weights (as in the console's draft panel)."""
+    if not explanation:
+        return "—"
+    words = learning.explained_words(explanation)
+    return format_html(
+        '<span class="explanation">{}</span><br><small>red: pulled the score down; '
+        "green: held it up (hover for the weight)</small>",
+        format_html_join(
+            "",
+            '{}<span title="{}" style="background: rgba({}, {})">{}</span>',
+            (
+                (
+                    word.gap,
+                    f"{word.weight:+.3f}",
+                    "220, 38, 38" if word.negative else "22, 163, 74",
+                    word.strength,
+                    word.word,
+                )
+                for word in words
+            ),
+        ),
+    )
 
 
 class DraftAttemptInline(admin.TabularInline[DraftAttempt, Draft]):
@@ -211,6 +251,12 @@ class DraftAttemptAdmin(admin.ModelAdmin[DraftAttempt]):
     list_filter = ["outcome", "error_kind", "endpoint"]
     list_select_related = ["endpoint", "draft"]
     raw_id_fields = ["draft"]
+    exclude = ["explanation"]
+    readonly_fields = ["scorer", "why_escalated"]
+
+    @admin.display(description="why this draft was escalated")
+    def why_escalated(self, attempt: DraftAttempt) -> str:
+        return explanation_html(attempt.explanation)
 
 
 @admin.register(AgentAction)
@@ -262,3 +308,53 @@ class ReplyExampleAdmin(admin.ModelAdmin[ReplyExample]):
     search_fields = ["customer_text", "reply"]
     raw_id_fields = ["source_draft"]
     readonly_fields = ["embedding_model", "created_at"]
+
+
+@admin.register(TrainedClassifier)
+class TrainedClassifierAdmin(admin.ModelAdmin[TrainedClassifier]):
+    """Versions of the learned scorers and intent classifiers with their out-of-fold metrics.
+    Read-only (training makes them: the policy's "train scorer now" action, the nightly task);
+    an admin can only take an active version out of force."""
+
+    list_display = [
+        "__str__",
+        "kind",
+        "policy",
+        "team",
+        "version",
+        "active",
+        "n_train",
+        "auc",
+        "accuracy",
+        "embedding_model",
+        "trained_at",
+        "trained_by",
+    ]
+    list_filter = ["kind", "active", "policy", "team"]
+    list_select_related = ["policy__team", "team", "trained_by"]
+    exclude = ["model_blob"]
+    actions = ["deactivate"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        fields = [f.name for f in TrainedClassifier._meta.fields if f.name != "model_blob"]
+        return [*fields, "model_size"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.display(description="AUC (out of fold)")
+    def auc(self, classifier: TrainedClassifier) -> Any:
+        return classifier.metrics.get("auc", "—")
+
+    @admin.display(description="accuracy (out of fold)")
+    def accuracy(self, classifier: TrainedClassifier) -> Any:
+        return classifier.metrics.get("accuracy", "—")
+
+    @admin.display(description="stored model")
+    def model_size(self, classifier: TrainedClassifier) -> str:
+        return f"{len(bytes(classifier.model_blob)):,} bytes (drafting.plr.TrainedPLR)"
+
+    @admin.action(description="Take out of force (back to the default scorer / no intents)")
+    def deactivate(self, request: HttpRequest, queryset: QuerySet[TrainedClassifier]) -> None:
+        count = queryset.filter(active=True).update(active=False)
+        messages.success(request, f"{count} classifier version(s) taken out of force.")

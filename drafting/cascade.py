@@ -13,8 +13,10 @@ For each tier in policy order, within the draft's deadline:
 3. a provider error is recorded and the next tier is asked: a rate limit, timeout or outage
    there says nothing about the next tier, a context too long may fit a larger one, and an
    auth/bad-request error is this endpoint's problem;
-4. a draft is scored by the scorer g(context, draft); score ≥ the tier's threshold stops the
-   cascade, otherwise the next tier is asked.
+4. a draft is scored by the scorer g(context, draft) (its tier and the earlier tiers' drafts
+   are part of the context); score ≥ the tier's threshold stops the cascade, otherwise the
+   next tier is asked. An escalated draft judged by a learned scorer gets its explanation
+   (word weights), computed only then: the hot path stays one embedding batch.
 
 Each answer is costed at its endpoint's prices in force when the attempt started, from a
 PriceBook loaded once for all the tiers (drafting.pricing), not one query per attempt.
@@ -49,7 +51,7 @@ from drafting.providers import (
     SpendCapped,
     provider_for,
 )
-from drafting.scoring import Scorer, ScoringContext
+from drafting.scoring import Scorer, ScoringContext, explain, judge
 from drafting.selectors import endpoint_spend
 
 logger = logging.getLogger(__name__)
@@ -82,6 +84,8 @@ class TierAttempt:
     cost: Decimal = Decimal(0)
     tokens_saved: int = 0
     examples: int = 0
+    scorer_id: int | None = None  # the learned scorer that judged; None: the default scorer
+    explanation: list[dict[str, object]] | None = None  # why an escalated draft scored low
 
     @property
     def ok(self) -> bool:
@@ -152,6 +156,7 @@ def run_cascade(
     if prices is None:
         prices = PriceBook.load(endpoint_ids=[tier.endpoint_id for tier in tiers])
     result = CascadeResult(prices=prices)
+    earlier_drafts: list[str] = []
     for tier in tiers:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -209,7 +214,16 @@ def run_cascade(
             )
             continue
         guard.record_success(endpoint.pk)
-        score = scorer.score(context=context, completion=completion)
+        tier_context = replace(context, tier=tier.position, earlier_drafts=tuple(earlier_drafts))
+        verdict = judge(scorer, context=tier_context, completion=completion)
+        score = verdict.score
+        escalated = Decimal(f"{score:.4f}") < tier.threshold and tier is not tiers[-1]
+        explanation = (
+            explain(scorer, verdict, context=tier_context, completion=completion)
+            if escalated
+            else None
+        )
+        earlier_drafts.append(completion.text)
         if placeholders:
             completion = replace(completion, text=restore(completion.text, placeholders))
         attempt = TierAttempt(
@@ -221,6 +235,8 @@ def run_cascade(
             tokens_saved=trimmed.tokens_saved,
             examples=trimmed.examples,
             cost=completion_cost(endpoint, completion, prices=prices, at=started_at),
+            scorer_id=verdict.scorer_id,
+            explanation=explanation,
         )
         result.attempts.append(attempt)
         result.chosen = attempt

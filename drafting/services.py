@@ -26,6 +26,7 @@ from csbot.models import Message
 from drafting.cache import CacheHit, cache_lookup, cache_store, is_first_turn
 from drafting.cascade import CascadeResult, TierAttempt, run_cascade
 from drafting.examples import example_store, examples_similar
+from drafting.learning import policy_scorer
 from drafting.models import (
     AgentAction,
     CascadePolicy,
@@ -35,7 +36,7 @@ from drafting.models import (
     ModelEndpoint,
 )
 from drafting.providers import CompletionRequest, ProviderError, provider_for
-from drafting.scoring import DefaultScorer, ScoringContext
+from drafting.scoring import ScoringContext
 from drafting.similarity import QueryVector
 
 logger = logging.getLogger(__name__)
@@ -221,7 +222,7 @@ def draft_generate(*, draft_id: int) -> None:
         tiers=tiers,
         messages=_prompt_messages(draft, first_turn=first_turn),
         context=ScoringContext(customer_text=draft.message.text),
-        scorer=DefaultScorer(),
+        scorer=policy_scorer(policy_id=draft.policy_id),
         deadline=deadline,
         examples=examples_similar(team_id=team_id, query=query, exclude_draft_id=draft.pk),
     )
@@ -300,6 +301,8 @@ def _attempt_row(draft_id: int, attempt: TierAttempt) -> DraftAttempt:
             latency_ms=completion.latency_ms,
             cost=attempt.cost,
             score=_score(attempt.score),
+            scorer_id=attempt.scorer_id,
+            explanation=attempt.explanation,
             prompt_tokens_saved=attempt.tokens_saved,
             fewshot_examples=attempt.examples,
             outcome=DraftAttempt.Outcome.OK,

@@ -34,3 +34,10 @@ def intent_classifier_train_task(team_id: int, user_id: int | None = None) -> st
 @shared_task(name="drafting.tasks.message_intents_classify_recent", ignore_result=True)
 def message_intents_classify_recent_task(team_id: int, limit: int = 500) -> int:
     return intents.message_intents_classify_recent_by_id(team_id=team_id, limit=limit)
+
+
+@shared_task(name="drafting.tasks.scorers_retrain", ignore_result=True)
+def scorers_retrain_task() -> list[str]:
+    from drafting.learning import scorers_retrain  # scikit-learn: worker-side only
+
+    return [outcome.message for outcome in scorers_retrain()]

@@ -139,3 +139,44 @@ def token_for(channel: Channel) -> str:
 
 
 __all__ = ["ApiToken"]
+
+
+# --- Drafts an agent acted on (the learned scorer's labels) ------------------------------------
+
+
+class DraftAttemptFactory(factory.django.DjangoModelFactory[Any]):
+    """A tier's answer for a draft (ok, tier 1, on the policy's first tier's endpoint)."""
+
+    class Meta:
+        model = "drafting.DraftAttempt"
+
+    draft = factory.SubFactory(DraftFactory)
+    tier = 1
+    endpoint = factory.SubFactory(EndpointFactory)
+    outcome = "ok"
+    model_name = "stub-model"
+    score = Decimal("0.6")
+
+
+class AgentActionFactory(factory.django.DjangoModelFactory[Any]):
+    """An agent's reply to a ready draft's message: pass `draft`, `kind`, `final_text` and
+    `edit_distance`; the outbound message is created in the same conversation."""
+
+    class Meta:
+        model = "drafting.AgentAction"
+
+    draft = factory.SubFactory(DraftFactory, status="ready", ready_at=EARLY)
+    inbound_message = factory.SelfAttribute("draft.message")
+    outbound_message = factory.SubFactory(
+        MessageFactory,
+        conversation=factory.SelfAttribute("..draft.message.conversation"),
+        direction=Message.Direction.OUTBOUND,
+        text=factory.SelfAttribute("..final_text"),
+    )
+    agent = factory.SubFactory(UserFactory)
+    kind = "use"
+    final_text = factory.SelfAttribute("draft.text")
+    edit_distance = Decimal("0")
+    shown_at = EARLY
+    acted_at = EARLY
+    handle_seconds = Decimal("30")

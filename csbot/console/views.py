@@ -17,6 +17,7 @@ from csbot.models import Conversation, Message, Team
 from drafting import intents
 from drafting import selectors as drafting_selectors
 from drafting import services as drafting
+from drafting.learning import draft_escalations
 from drafting.models import Intent
 from drafting.services import ActionRejected
 
@@ -45,7 +46,12 @@ def conversation(request: HttpRequest, pk: int) -> HttpResponse:
     return render(
         request,
         "console/conversation.html",
-        {"thread": thread, "draft": thread.draft, "max_chars": settings.CSBOT_MAX_MESSAGE_CHARS},
+        {
+            "thread": thread,
+            "draft": thread.draft,
+            "escalations": draft_escalations(draft=thread.draft),
+            "max_chars": settings.CSBOT_MAX_MESSAGE_CHARS,
+        },
     )
 
 
@@ -56,7 +62,12 @@ def draft_panel(request: HttpRequest, pk: int) -> HttpResponse:
     thread = selectors.conversation_thread(team=_team(request), conversation_id=pk)
     if thread.draft is not None:
         drafting.draft_mark_shown(draft=thread.draft)
-    return render(request, "console/_draft_panel.html", {"thread": thread, "draft": thread.draft})
+    escalations = draft_escalations(draft=thread.draft)
+    return render(
+        request,
+        "console/_draft_panel.html",
+        {"thread": thread, "draft": thread.draft, "escalations": escalations},
+    )
 
 
 class ReplyForm(forms.Form):
@@ -132,6 +143,7 @@ def close(request: HttpRequest, pk: int) -> HttpResponse:
     services.conversation_close(conversation=conversation)
     flash.success(request, "Conversation closed; it reopens if the customer writes again.")
     return redirect("console:queue")
+
 
 # --- Intent labelling -------------------------------------------------------------------------
 
