@@ -358,3 +358,6 @@ class TrainedClassifierAdmin(admin.ModelAdmin[TrainedClassifier]):
     def deactivate(self, request: HttpRequest, queryset: QuerySet[TrainedClassifier]) -> None:
         count = queryset.filter(active=True).update(active=False)
         messages.success(request, f"{count} classifier version(s) taken out of force.")
+
+
+from drafting import admin_intents  # noqa: E402, F401 - registers the intent admin

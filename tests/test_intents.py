@@ -5,6 +5,7 @@ The messages are real customer questions from BANKING77, read in place from the 
 from __future__ import annotations
 
 import csv
+import json
 import os
 from collections.abc import Iterator
 from functools import cache
@@ -12,16 +13,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.test import Client
 
+from csbot.celery import app as celery_app
 from csbot.models import Message
 from drafting import embeddings, intents, tasks
 from drafting.embeddings import EmbeddingError, MiniLMEmbedder
 from drafting.intents import intent_classifier_train, message_intent_classify
 from drafting.models import Draft, Intent, IntentExample, MessageIntent, TrainedClassifier
 from tests.conftest import TeamSetup, ingest, make_team
-from tests.factories import EndpointFactory, MessageFactory
+from tests.factories import EndpointFactory, MessageFactory, UserFactory
 from tests.http_stub import Reply, chat_completion, openai_stub
 
 INTENTS = ("card_arrival", "exchange_rate", "lost_or_stolen_card", "cash_withdrawal_charge")
@@ -300,3 +304,76 @@ def test_console_labelling_is_team_scoped(
         csrf_client.post(url, {"message_id": our_message.pk, "intent_id": ours.pk}).status_code
         == 403
     )
+
+
+# --- Admin --------------------------------------------------------------------------------------
+
+
+def queued_task_args(task_name: str) -> list[str]:
+    """The argument reprs of the tasks named `task_name` waiting in the real Redis broker."""
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    found = []
+    for raw in client.lrange("celery", 0, -1):
+        headers = json.loads(raw)["headers"]
+        if headers["task"] == task_name:
+            found.append(headers["argsrepr"])
+    return found
+
+
+@pytest.fixture
+def admin_client(client: Client, db: None) -> Client:
+    celery_app.control.purge()
+    client.force_login(UserFactory.create(username="root", is_staff=True, is_superuser=True))
+    return client
+
+
+def test_the_admin_lists_intents_with_their_examples_and_queues_training(
+    admin_client: Client, acme: TeamSetup
+) -> None:
+    made = label_messages(acme, names=INTENTS[:2], per_intent=6)
+    ids = [str(i.pk) for i in made.values()]
+
+    body = admin_client.get("/admin/drafting/intent/").content.decode()
+    assert "card-arrival" in body and "none active" in body
+    response = admin_client.post(
+        "/admin/drafting/intent/",
+        {"action": "train_classifier", "_selected_action": ids},
+        follow=True,
+    )
+    assert "Acme: training queued on 12 examples; it becomes the active version" in (
+        response.content.decode()
+    )
+    root = get_user_model().objects.get(username="root")
+    assert queued_task_args("drafting.tasks.intent_classifier_train") == [
+        f"({acme.team.pk}, {root.pk})"
+    ]
+
+    # What the worker does with it.
+    assert tasks.intent_classifier_train_task(acme.team.pk, root.pk).startswith("v1 active")
+    classifier = TrainedClassifier.objects.get(team=acme.team, active=True)
+    assert classifier.trained_by == root
+    body = admin_client.get("/admin/drafting/intent/").content.decode()
+    assert f"v1: accuracy {classifier.metrics['accuracy']}" in body
+
+
+def test_the_admin_says_why_it_cannot_train_and_queues_classification(
+    admin_client: Client, acme: TeamSetup
+) -> None:
+    intent = Intent.objects.create(team=acme.team, name="refund")
+    IntentExample.objects.create(intent=intent, text="I want my money back")
+
+    response = admin_client.post(
+        "/admin/drafting/intent/",
+        {"action": "train_classifier", "_selected_action": [intent.pk]},
+        follow=True,
+    )
+    assert "Acme: nothing to train: needs at least 2 intents" in response.content.decode()
+    assert queued_task_args("drafting.tasks.intent_classifier_train") == []
+
+    admin_client.post(
+        "/admin/drafting/intent/",
+        {"action": "classify_recent", "_selected_action": [intent.pk]},
+    )
+    assert queued_task_args("drafting.tasks.message_intents_classify_recent") == [
+        f"({acme.team.pk}, 500)"
+    ]
