@@ -8,7 +8,10 @@
   model as a pooling model (`--runner pooling --convert embed`): the way to move embeddings onto
   the GPU box.
 
-Both return L2-normalised float32 rows, so cosine similarity is a dot product. `CachedEmbedder`
+Both return L2-normalised float32 rows, so cosine similarity is a dot product. `embedder_named`
+builds one by name: "minilm", "vllm" (the local embedding server that `manage.py local_llm serve
+--embed` starts: SmolLM2-135M as a pooling model, 576 dimensions), or both joined
+("minilm+vllm", see `ConcatEmbedder`). `CachedEmbedder`
 remembers vectors by the text's SHA-256 (a customer's question is embedded once for the cache
 look-up and reused for the few-shot search). Every stored vector carries `Embedder.name`
 (back end, model and dimension): vectors of different models are never compared.
@@ -16,6 +19,7 @@ look-up and reused for the few-shot search). Every stored vector carries `Embedd
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
@@ -107,24 +111,48 @@ class MiniLMEmbedder:
 
 
 class OpenAIEmbedder:
-    def __init__(self, *, base_url: str, model: str, api_key: str, timeout: float = 10.0):
+    """Texts go to the server in requests of at most `batch_size`: one request per text would
+    pay HTTP overhead thousands of times, one request for everything could outlast `timeout`."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        model: str,
+        api_key: str,
+        timeout: float = 10.0,
+        batch_size: int = 64,
+    ):
         import openai
 
         self.model = model
         self.base_url = base_url
         self.timeout = timeout
+        self.batch_size = batch_size
         self._client = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=0)
         self._dimension: int | None = None
 
     @property
     def name(self) -> str:
+        """Back end, model and dimension. The dimension is the server's to say: asked once
+        (one tiny embedding) if nothing was embedded yet; 0 if the server can't be reached."""
+        if self._dimension is None:
+            with contextlib.suppress(EmbeddingError):
+                self.embed(["dimension"])
         return f"openai:{self.model}:{self._dimension or 0}"
 
     def embed(self, texts: Sequence[str]) -> Vectors:
-        import openai
-
         if not texts:
             return np.zeros((0, self._dimension or 0), dtype=np.float32)
+        chunks = [
+            self._embed_batch(texts[start : start + self.batch_size])
+            for start in range(0, len(texts), self.batch_size)
+        ]
+        return np.concatenate(chunks)
+
+    def _embed_batch(self, texts: Sequence[str]) -> Vectors:
+        import openai
+
         try:
             response = self._client.embeddings.create(
                 model=self.model, input=list(texts), timeout=self.timeout
@@ -132,9 +160,30 @@ class OpenAIEmbedder:
         except openai.APIError as exc:
             raise EmbeddingError(f"{self.base_url}: {exc}") from exc
         rows = sorted(response.data, key=lambda item: item.index)
+        if len(rows) != len(texts):
+            raise EmbeddingError(f"{self.base_url}: {len(rows)} vectors for {len(texts)} texts")
         vectors = normalise([row.embedding for row in rows])
         self._dimension = int(vectors.shape[1])
         return vectors
+
+
+class ConcatEmbedder:
+    """Several embedders side by side: each part L2-normalised, joined, scaled by 1/√parts so
+    the row is L2-normalised again and a dot product is the mean of the parts' cosines. Two
+    models trained differently err differently; a classifier on both can use either."""
+
+    def __init__(self, parts: Sequence[Embedder]):
+        if not parts:
+            raise ValueError("ConcatEmbedder needs at least one embedder.")
+        self.parts = list(parts)
+
+    @property
+    def name(self) -> str:
+        return "+".join(part.name for part in self.parts)
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        joined = np.concatenate([part.embed(texts) for part in self.parts], axis=1)
+        return (joined / np.sqrt(len(self.parts))).astype(np.float32)
 
 
 class CachedEmbedder:
@@ -197,3 +246,36 @@ def embedder() -> Embedder | None:
     else:
         inner = MiniLMEmbedder()
     return CachedEmbedder(inner, size=settings.EMBEDDING_CACHE_SIZE)
+
+
+EMBEDDER_NAMES = ("minilm", "vllm", "minilm+vllm")
+
+
+def vllm_embedder() -> OpenAIEmbedder:
+    """The local vLLM embedding server (`manage.py local_llm serve --embed`); EMBEDDING_URL and
+    EMBEDDING_MODEL point elsewhere (e.g. the same model served on a GPU box)."""
+    from drafting import local_llm
+
+    port = getattr(settings, "LOCAL_EMBED_PORT", local_llm.DEFAULT_EMBED_PORT)
+    key_env = settings.EMBEDDING_API_KEY_ENV
+    return OpenAIEmbedder(
+        base_url=settings.EMBEDDING_URL or local_llm.base_url_for(port),
+        model=settings.EMBEDDING_MODEL or local_llm.EMBED_MODEL_NAME,
+        api_key=(os.environ.get(key_env, "") if key_env else "") or "not-needed",
+        # A CPU server embeds ≈45 short texts/s: a batch of 64 long ones takes seconds.
+        timeout=120.0,
+    )
+
+
+@cache
+def embedder_named(name: str) -> Embedder:
+    """A cached embedder by name (one of EMBEDDER_NAMES), shared within the process so texts
+    embedded once (a training set evaluated several times) are not embedded again."""
+    if name not in EMBEDDER_NAMES:
+        raise ValueError(f"Unknown embedder {name!r}; expected one of {', '.join(EMBEDDER_NAMES)}")
+    size = max(settings.EMBEDDING_CACHE_SIZE, 100_000)
+    parts: list[Embedder] = []
+    for part in name.split("+"):
+        inner: Embedder = MiniLMEmbedder() if part == "minilm" else vllm_embedder()
+        parts.append(CachedEmbedder(inner, size=size))
+    return parts[0] if len(parts) == 1 else ConcatEmbedder(parts)

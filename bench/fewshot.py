@@ -1,0 +1,213 @@
+"""Benchmark of tens-of-shot classification (drafting.fewshot) on two public data sets.
+
+    .venv/bin/python bench/fewshot.py [--studies banking77,fomc,throughput]
+        [--embeddings minilm,vllm] [--seeds 0,1,2] [--intents 4,20] [--per-class 5,10,25,50]
+        [--fomc-seeds 5768,78516,944601] [--fomc-per-class 10,25,50,75]
+        [--normalisation center]
+
+- banking77: for each seed, k intents drawn at random (k in --intents), N examples per intent
+  from the training file, scored on all test rows of those intents; the learning curve over N,
+  per embedding back end, with the mean over seeds (target: ≥ 0.90 at N = 10).
+- fomc: hawkish / dovish / neutral sentences of FOMC communications (Shah et al., 2023), three
+  splits; PLR accuracy for each N next to ChatGPT's zero-shot accuracy on the same test
+  sentences (its recorded answers).
+- throughput: texts/s of each back end on 256 distinct Banking77 sentences, uncached, in
+  batches of 64.
+
+"vllm" needs the embedding server (`manage.py local_llm serve --embed --background`); a back
+end that can't embed is reported with its error and skipped. No database is used.
+Prints one JSON object on stdout; progress on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def _ints(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part]
+
+
+def _mean(values: list[float]) -> float:
+    return round(statistics.fmean(values), 4)
+
+
+def banking77(args: argparse.Namespace, embedders: dict[str, Any]) -> dict[str, Any]:
+    from drafting import fewshot
+
+    folder = fewshot.shared_data_dir() / "banking77"
+    train = fewshot.read_examples(folder / "train.csv")
+    test = fewshot.read_examples(folder / "test.csv")
+    intents = sorted({example.label for example in train})
+    runs: list[dict[str, Any]] = []
+    curve: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
+    for name, embedder in embedders.items():
+        for k in _ints(args.intents):
+            for per_class in _ints(args.per_class):
+                accuracies, f1s = [], []
+                for seed in _ints(args.seeds):
+                    chosen = set(random.Random(seed).sample(intents, k))  # noqa: S311 - a seeded draw
+                    result = fewshot.evaluate(
+                        train=[e for e in train if e.label in chosen],
+                        test=[e for e in test if e.label in chosen],
+                        embedder=embedder,
+                        per_class=per_class,
+                        seed=seed,
+                        normalisation=args.normalisation,
+                    )
+                    log(
+                        f"banking77 {name} {k} intents N={per_class} seed {seed}: "
+                        f"accuracy {result['accuracy']}"
+                    )
+                    accuracies.append(result["accuracy"])
+                    f1s.append(result["macro_f1"])
+                    runs.append(
+                        {
+                            key: result[key]
+                            for key in (
+                                "accuracy",
+                                "macro_f1",
+                                "n_train",
+                                "n_test",
+                                "seed",
+                                "C",
+                                "embedding",
+                            )
+                        }
+                        | {"backend": name, "intents": sorted(chosen), "per_class": per_class}
+                    )
+                curve.setdefault(name, {}).setdefault(f"{k}_intents", {})[str(per_class)] = {
+                    "accuracy_mean": _mean(accuracies),
+                    "accuracy_min": min(accuracies),
+                    "macro_f1_mean": _mean(f1s),
+                }
+    return {"curve": curve, "runs": runs}
+
+
+def fomc(args: argparse.Namespace, embedders: dict[str, Any]) -> dict[str, Any]:
+    from drafting import fewshot
+
+    splits = [fewshot.load_fomc(seed) for seed in _ints(args.fomc_seeds)]
+    chatgpt = {
+        str(split.seed): round(
+            statistics.fmean(
+                e.label == answer for e, answer in zip(split.test, split.chatgpt, strict=True)
+            ),
+            4,
+        )
+        for split in splits
+    }
+    table: dict[str, dict[str, Any]] = {}
+    for name, embedder in embedders.items():
+        for per_class in _ints(args.fomc_per_class):
+            accuracies, f1s = [], []
+            for split in splits:
+                result = fewshot.evaluate(
+                    train=split.train,
+                    test=split.test,
+                    embedder=embedder,
+                    per_class=per_class,
+                    seed=split.seed,
+                    normalisation=args.normalisation,
+                )
+                log(f"fomc {name} N={per_class} split {split.seed}: {result['accuracy']}")
+                accuracies.append(result["accuracy"])
+                f1s.append(result["macro_f1"])
+            table.setdefault(name, {})[str(per_class)] = {
+                "accuracy_mean": _mean(accuracies),
+                "accuracy_per_split": accuracies,
+                "macro_f1_mean": _mean(f1s),
+            }
+    return {
+        "chatgpt_zero_shot": {"accuracy_mean": _mean(list(chatgpt.values())), "per_split": chatgpt},
+        "plr": table,
+        "test_rows_per_split": len(splits[0].test) if splits else 0,
+    }
+
+
+def throughput(names: list[str]) -> dict[str, Any]:
+    """Uncached inner embedders, so every text is really embedded."""
+    from drafting import fewshot
+    from drafting.embeddings import MiniLMEmbedder, vllm_embedder
+
+    texts = sorted(
+        {e.text for e in fewshot.read_examples(fewshot.shared_data_dir() / "banking77/test.csv")}
+    )
+    texts = random.Random(0).sample(texts, 256)  # noqa: S311 - a seeded draw
+    result: dict[str, Any] = {"texts": len(texts)}
+    for name in names:
+        inner: Any = MiniLMEmbedder() if name == "minilm" else vllm_embedder()
+        inner.embed(texts[:4])  # loads the model / opens the connection
+        started = time.perf_counter()
+        inner.embed(texts)
+        seconds = time.perf_counter() - started
+        result[name] = {"texts_per_s": round(len(texts) / seconds, 1), "name": inner.name}
+        log(f"throughput {name}: {result[name]['texts_per_s']} texts/s")
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--studies", default="banking77,fomc,throughput")
+    parser.add_argument("--embeddings", default="minilm,vllm", help="minilm, vllm, minilm+vllm")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--intents", default="4,20")
+    parser.add_argument("--per-class", default="5,10,25,50")
+    parser.add_argument("--fomc-seeds", default="5768,78516,944601")
+    parser.add_argument("--fomc-per-class", default="10,25,50,75")
+    parser.add_argument("--normalisation", default="center", choices=("center", "none"))
+    args = parser.parse_args()
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "csbot.settings")
+    os.environ.setdefault("DJANGO_SECRET_KEY", "bench")
+    os.environ.setdefault("LOG_LEVEL", "ERROR")
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+    from drafting.embeddings import EmbeddingError, embedder_named
+
+    studies = args.studies.split(",")
+    embedders: dict[str, Any] = {}
+    skipped: dict[str, str] = {}
+    for name in args.embeddings.split(","):
+        embedder = embedder_named(name)
+        try:
+            embedder.embed(["is this back end up?"])
+        except EmbeddingError as error:
+            skipped[name] = str(error)
+            log(f"skipping {name}: {error}")
+            continue
+        embedders[name] = embedder
+    result: dict[str, Any] = {
+        "embeddings": {name: embedder.name for name, embedder in embedders.items()},
+        "skipped": skipped,
+        "normalisation": args.normalisation,
+    }
+    started = time.perf_counter()
+    if "banking77" in studies:
+        result["banking77"] = banking77(args, embedders)
+    if "fomc" in studies:
+        result["fomc"] = fomc(args, embedders)
+    if "throughput" in studies:
+        result["throughput"] = throughput([n for n in embedders if "+" not in n])
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
