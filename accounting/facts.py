@@ -33,7 +33,6 @@ from django.db.models import (
     Count,
     DecimalField,
     F,
-    Max,
     Q,
     QuerySet,
     Sum,
@@ -43,7 +42,7 @@ from django.db.models import (
 from django.db.models.functions import Coalesce, TruncDate
 
 from accounting.models import DailyFact, DailyTotal, RolledUpDay
-from drafting.models import MONEY_DIGITS, MONEY_PLACES, AgentAction, Draft
+from drafting.models import MONEY_DIGITS, MONEY_PLACES, Draft
 
 DRAFTED_KINDS = ("use", "edit", "ignore")
 KINDS = (*DRAFTED_KINDS, "none", "unused", "held_out", "held_out_open")
@@ -187,25 +186,6 @@ def days(start: date, end: date) -> list[date]:
     return [start + timedelta(days=n) for n in range((end - start).days)]
 
 
-def stale_days(rolled: dict[date, datetime]) -> set[date]:
-    """Rolled-up days with an action recorded after their rollup (an agent answered late)."""
-    if not rolled:
-        return set()
-    first, last = min(rolled), max(rolled)
-    late = (
-        AgentAction.objects.filter(
-            acted_at__gt=min(rolled.values()),
-            draft__created_at__gte=day_start(first),
-            draft__created_at__lt=day_start(date.fromordinal(last.toordinal() + 1)),
-        )
-        .annotate(draft_day=TruncDate("draft__created_at", tzinfo=local_tz()))
-        .values("draft_day")
-        .annotate(latest=Max("acted_at"))
-        .order_by()
-    )
-    return {row["draft_day"] for row in late if row["latest"] > rolled[row["draft_day"]]}
-
-
 FACT_FIELDS = (
     "day",
     "team_id",
@@ -271,9 +251,9 @@ def without_agents(facts: Iterable[Fact]) -> list[Fact]:
     ]
 
 
-def _fact(values: dict[str, Any]) -> Fact:
-    values.setdefault("agent_id", None)  # DailyTotal rows have none
-    return Fact(**values)
+def _with_agent(row: tuple[Any, ...], agent_id: int | None) -> tuple[Any, ...]:
+    """A DailyTotal row in Fact's field order: agent_id goes after `source`."""
+    return (*row[:5], agent_id, *row[5:])
 
 
 def scope_facts(scope: Scope, *, by_agent: bool = True) -> list[Fact]:
@@ -282,25 +262,27 @@ def scope_facts(scope: Scope, *, by_agent: bool = True) -> list[Fact]:
 
     `by_agent=False` reads the facts summed over agents (DailyTotal; agent_id None): every
     figure but a per-agent grouping is the same, from ~1/agents as many rows."""
-    rolled = dict(
-        RolledUpDay.objects.filter(day__gte=scope.start, day__lt=scope.end).values_list(
-            "day", "rolled_at"
-        )
+    fresh = set(
+        RolledUpDay.objects.filter(
+            day__gte=scope.start, day__lt=scope.end, stale=False, rolled_at__isnull=False
+        ).values_list("day", flat=True)
     )
-    fresh = set(rolled) - stale_days(rolled)
+    pending = [d for d in days(scope.start, scope.end) if d not in fresh]
     table: type[DailyFact] | type[DailyTotal] = DailyFact if by_agent else DailyTotal
-    rollup = table.objects.filter(day__in=sorted(fresh))
+    # A range and the few days not to take (today, a stale day), not a list of 365 dates.
+    rollup = table.objects.filter(day__gte=scope.start, day__lt=scope.end).exclude(day__in=pending)
     if scope.team_ids is not None:
         rollup = rollup.filter(team_id__in=scope.team_ids)
     if scope.policy_ids is not None:
         rollup = rollup.filter(policy_id__in=scope.policy_ids)
-    fields = FACT_FIELDS if by_agent else TOTAL_FIELDS
-    facts = [
-        _fact(dict(zip(fields, row, strict=True)))
-        for row in rollup.values_list(*fields).iterator(chunk_size=5000)
-    ]
+    # Positional construction from plain tuples: a year of one team's totals is thousands of
+    # rows, read on every dashboard load (field order is Fact's, see FACT_FIELDS).
+    if by_agent:
+        facts = [Fact(*row) for row in rollup.values_list(*FACT_FIELDS)]
+    else:
+        rows = rollup.values_list(*TOTAL_FIELDS)
+        facts = [Fact(*_with_agent(row, None)) for row in rows]
     # The other days, read raw in as few contiguous ranges as there are.
-    pending = [d for d in days(scope.start, scope.end) if d not in fresh]
     ranges: list[list[date]] = []
     for day in pending:
         if ranges and ranges[-1][-1].toordinal() + 1 == day.toordinal():

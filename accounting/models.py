@@ -193,14 +193,24 @@ class DailyTotal(models.Model):
 
 
 class RolledUpDay(models.Model):
-    """A day whose drafts are summed in DailyFact, and when. Actions recorded after
-    `rolled_at` for drafts of that day make it stale: it is read raw until rolled up again."""
+    """A day whose drafts are summed in DailyFact, and when. A row changed afterwards for a
+    draft of that day (an action recorded or edited, a message's intent reclassified) marks it
+    `stale` (accounting.signals): it is read raw until rolled up again.
+
+    Marking is an UPDATE of this row inside the writer's transaction, and the rollup holds the
+    row FOR UPDATE while it reads, so a write racing a rollup is either in what it read or
+    marks the day stale after it; the rollup inserts the row (stale) before taking the lock so
+    that a day's first rollup is covered too."""
 
     day = models.DateField(primary_key=True)
-    rolled_at = models.DateTimeField()
+    rolled_at = models.DateTimeField(null=True, blank=True)  # None: being rolled up first time
+    stale = models.BooleanField(default=False)
 
     def __str__(self) -> str:
-        return f"{self.day} (rolled up {self.rolled_at:%Y-%m-%d %H:%M})"
+        if self.rolled_at is None:
+            return f"{self.day} (not rolled up yet)"
+        state = ", stale" if self.stale else ""
+        return f"{self.day} (rolled up {self.rolled_at:%Y-%m-%d %H:%M}{state})"
 
 
 class MonthlyReport(models.Model):

@@ -38,6 +38,7 @@ from django.utils import timezone
 from csbot.models import Message, Team
 from drafting.embeddings import EmbeddingError, embedder
 from drafting.models import Draft, Intent, IntentExample, MessageIntent, TrainedClassifier
+from drafting.signals import intents_changed
 
 if TYPE_CHECKING:
     from drafting.plr import TrainedPLR
@@ -315,12 +316,15 @@ def _classify(team_id: int, messages: Sequence[tuple[int, str]]) -> list[Message
         verdicts += _predict(team_id, loaded, unlabelled, now=now)
     if not verdicts:
         return []
-    return MessageIntent.objects.bulk_create(
+    stored = MessageIntent.objects.bulk_create(
         verdicts,
         update_conflicts=True,
         unique_fields=["message"],
         update_fields=["intent", "confidence", "classifier", "classified_at"],
     )
+    # A bulk write sends no post_save: say which messages changed (accounting re-sums them).
+    intents_changed.send(sender=MessageIntent, message_ids=[v.message_id for v in verdicts])
+    return stored
 
 
 def _predict(

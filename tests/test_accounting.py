@@ -3,6 +3,7 @@ hypothesis property (totals = sum of groups; rollup = recomputation from raw row
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
@@ -14,13 +15,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from accounting.engine import GROUP_BY, Scope, SettingsBook, money_str, totals, whatif
-from accounting.facts import raw_facts, scope_facts, without_agents
-from accounting.models import AccountingSettings, DailyFact, FixedCost
+from accounting.facts import FACT_FIELDS, Fact, raw_facts, scope_facts, without_agents
+from accounting.models import AccountingSettings, DailyFact, FixedCost, RolledUpDay
 from accounting.selectors import encs_report
-from accounting.services import facts_rollup
+from accounting.services import facts_rollup, facts_rollup_due
 from csbot.models import Message
 from drafting.models import AgentAction, CascadePolicy, CascadeTier, Draft, Intent, MessageIntent
+from drafting.signals import intents_changed
 from tests.factories import (
+    AgentActionFactory,
     ConversationFactory,
     EndpointFactory,
     MessageFactory,
@@ -221,6 +224,59 @@ def test_the_rollup_gives_what_the_raw_rows_give_and_a_late_action_makes_it_stal
     assert sorted(scope_facts(OCTOBER), key=repr) == sorted(
         raw_facts(OCTOBER.start, OCTOBER.end), key=repr
     )
+
+
+def test_an_action_posted_after_the_rollup_with_an_earlier_acted_at_still_makes_it_stale(
+    policy: CascadePolicy,
+) -> None:
+    """An integration sends yesterday's actions late, with the times they happened: what makes
+    the day stale is that the row was written after the rollup, not when the agent acted."""
+    scenario(policy)
+    open_draft = drafted(policy, kind=None, cost="0.001")
+    facts_rollup(day=DAY)
+    assert RolledUpDay.objects.get(day=DAY).stale is False
+    AgentActionFactory.create(
+        draft=open_draft,
+        inbound_message=open_draft.message,
+        kind="none",
+        final_text="Written unaided",
+        shown_at=at(DAY),
+        acted_at=at(DAY, hour=13),  # long before the rollup ran
+        handle_seconds=Decimal(3600),
+    )
+    assert RolledUpDay.objects.get(day=DAY).stale is True
+    assert sorted(scope_facts(OCTOBER), key=repr) == sorted(
+        raw_facts(OCTOBER.start, OCTOBER.end), key=repr
+    )
+    assert facts_rollup_due()[0] == DAY  # stale days first: the next rollup sums it again
+    assert RolledUpDay.objects.get(day=DAY).stale is False
+    assert sorted(scope_facts(OCTOBER), key=repr) == sorted(
+        raw_facts(OCTOBER.start, OCTOBER.end), key=repr
+    )
+
+
+def test_a_reclassified_message_makes_its_day_stale(policy: CascadePolicy) -> None:
+    billing = Intent.objects.create(team=policy.team, name="billing")
+    refunds = Intent.objects.create(team=policy.team, name="refunds")
+    draft = drafted(policy, kind="use", handle="30", cost="0.002", intent=billing)
+    facts_rollup(day=DAY)
+    MessageIntent.objects.filter(message=draft.message).get().delete()
+    MessageIntent.objects.create(message=draft.message, intent=refunds, confidence=Decimal("0.8"))
+    groups = {g["group"]: g["drafts"] for g in encs_report(OCTOBER, group_by="intent")["groups"]}
+    assert groups == {"refunds": 1}
+    # A bulk write sends drafting's own signal; accounting marks the day the same way.
+    facts_rollup(day=DAY)
+    intents_changed.send(sender=MessageIntent, message_ids=[draft.message_id])
+    assert RolledUpDay.objects.get(day=DAY).stale is True
+
+
+def test_rolled_up_rows_read_back_in_the_facts_field_order(policy: CascadePolicy) -> None:
+    assert tuple(field.name for field in dataclasses.fields(Fact)) == FACT_FIELDS
+    drafted(policy, kind="edit", handle="60", cost="0.004", agent=UserFactory.create())
+    raw = raw_facts(OCTOBER.start, OCTOBER.end)
+    facts_rollup(day=DAY)
+    assert scope_facts(OCTOBER) == raw
+    assert scope_facts(OCTOBER, by_agent=False) == without_agents(raw)
 
 
 def test_encs_per_intent(policy: CascadePolicy) -> None:

@@ -1,0 +1,9 @@
+"""Signals drafting sends for writes that bypass model signals (bulk writes), so that apps
+depending on drafting's rows (accounting's rollups) can react without drafting importing them."""
+
+from __future__ import annotations
+
+from django.dispatch import Signal
+
+# Sent after intent verdicts were stored in bulk; keyword argument `message_ids` (list of int).
+intents_changed = Signal()
