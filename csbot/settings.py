@@ -213,10 +213,15 @@ DRAFT_FEWSHOT_MIN_SIMILARITY = env_float(
 )
 # Text embeddings (semantic cache, few-shot search; issue 5's classifiers too):
 # "minilm" = the all-MiniLM-L6-v2 sentence-transformer in the worker process (shipped as a
-# package, no download), "openai" = an OpenAI-compatible /v1/embeddings endpoint such as vLLM
-# serving a pooling model (EMBEDDING_URL, EMBEDDING_MODEL), "none" = exact cache only, no
-# few-shot examples.
-EMBEDDING_BACKEND = env_choice("EMBEDDING_BACKEND", "minilm", choices=("minilm", "openai", "none"))
+# package, no download), "vllm" = the local vLLM embedding server (`manage.py local_llm serve
+# --embed`: SmolLM2-135M as a pooling model on LOCAL_EMBED_PORT), or the vLLM server at
+# EMBEDDING_URL serving EMBEDDING_MODEL (a larger model on a GPU), "openai" = any
+# OpenAI-compatible /v1/embeddings endpoint (EMBEDDING_URL and EMBEDDING_MODEL required),
+# "none" = exact cache only, no few-shot examples.
+EMBEDDING_BACKEND = env_choice(
+    "EMBEDDING_BACKEND", "minilm", choices=("minilm", "vllm", "openai", "none")
+)
+LOCAL_EMBED_PORT = env_int("LOCAL_EMBED_PORT", 8011, minimum=1)
 EMBEDDING_URL = env_url("EMBEDDING_URL", "", schemes=("http", "https"))
 EMBEDDING_MODEL = env_str("EMBEDDING_MODEL", "")
 EMBEDDING_API_KEY_ENV = env_str("EMBEDDING_API_KEY_ENV", "")

@@ -232,7 +232,10 @@ def embedder() -> Embedder | None:
     inner: Any
     if backend == "none":
         return None
-    if backend == "openai":
+    if backend == "vllm":
+        # A draft embeds one or two texts and must not wait long for a slow server.
+        inner = vllm_embedder(timeout=10.0)
+    elif backend == "openai":
         if not settings.EMBEDDING_URL or not settings.EMBEDDING_MODEL:
             raise EmbeddingError(
                 "EMBEDDING_BACKEND=openai needs EMBEDDING_URL and EMBEDDING_MODEL."
@@ -251,19 +254,19 @@ def embedder() -> Embedder | None:
 EMBEDDER_NAMES = ("minilm", "vllm", "minilm+vllm")
 
 
-def vllm_embedder() -> OpenAIEmbedder:
+def vllm_embedder(*, timeout: float = 120.0) -> OpenAIEmbedder:
     """The local vLLM embedding server (`manage.py local_llm serve --embed`); EMBEDDING_URL and
-    EMBEDDING_MODEL point elsewhere (e.g. the same model served on a GPU box)."""
+    EMBEDDING_MODEL point elsewhere (e.g. a larger model served by vLLM on a GPU box). The
+    default timeout suits batch work: a CPU server embeds ≈45 short texts/s, so a batch of 64
+    long ones takes seconds."""
     from drafting import local_llm
 
-    port = getattr(settings, "LOCAL_EMBED_PORT", local_llm.DEFAULT_EMBED_PORT)
     key_env = settings.EMBEDDING_API_KEY_ENV
     return OpenAIEmbedder(
-        base_url=settings.EMBEDDING_URL or local_llm.base_url_for(port),
+        base_url=settings.EMBEDDING_URL or local_llm.base_url_for(settings.LOCAL_EMBED_PORT),
         model=settings.EMBEDDING_MODEL or local_llm.EMBED_MODEL_NAME,
         api_key=(os.environ.get(key_env, "") if key_env else "") or "not-needed",
-        # A CPU server embeds ≈45 short texts/s: a batch of 64 long ones takes seconds.
-        timeout=120.0,
+        timeout=timeout,
     )
 
 

@@ -15,7 +15,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from drafting import fewshot, local_llm
+from drafting import embeddings, fewshot, local_llm
 from drafting.embeddings import (
     CachedEmbedder,
     ConcatEmbedder,
@@ -217,6 +217,22 @@ def test_vllm_embedder_follows_the_embedding_settings(settings: Any) -> None:
     assert embedder.model == local_llm.EMBED_MODEL_NAME
 
 
+def test_the_product_embeds_with_the_vllm_back_end_when_configured(settings: Any) -> None:
+    settings.EMBEDDING_BACKEND = "vllm"
+    embeddings.embedder.cache_clear()
+    try:
+        with openai_stub(_embeddings_reply) as stub:
+            settings.EMBEDDING_URL = stub.base_url
+            product = embeddings.embedder()
+            assert product is not None
+            vectors = product.embed(["where is my card", "hi"])
+            assert stub.requests[0]["json"]["model"] == local_llm.EMBED_MODEL_NAME
+            assert vectors.shape == (2, 3)
+            assert product.name == f"openai:{local_llm.EMBED_MODEL_NAME}:3"
+    finally:
+        embeddings.embedder.cache_clear()
+
+
 @pytest.fixture(scope="session")
 def vllm_embed_url() -> Iterator[str]:
     """The real embedding server (SmolLM2-135M as a pooling model), started once per session
@@ -226,7 +242,7 @@ def vllm_embed_url() -> Iterator[str]:
     if settings.EMBEDDING_URL:
         yield local_llm.ensure_server(url=settings.EMBEDDING_URL, timeout=1200)
         return
-    port = getattr(settings, "LOCAL_EMBED_PORT", local_llm.DEFAULT_EMBED_PORT)
+    port = settings.LOCAL_EMBED_PORT
     running = local_llm.probe(local_llm.base_url_for(port)) is not None
     url = local_llm.ensure_server(port=port, embed=True, timeout=1200)
     yield url

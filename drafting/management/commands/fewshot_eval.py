@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from drafting import fewshot
@@ -27,11 +28,14 @@ class Command(BaseCommand):
         parser.add_argument("--test", required=True, help="CSV with text,label columns")
         parser.add_argument("--per-class", type=int, required=True, help="examples per class")
         parser.add_argument("--seed", type=int, default=0, help="sampling and CV seed")
+        # By default the back end the product uses (EMBEDDING_BACKEND), when it is one of ours.
+        backend = settings.EMBEDDING_BACKEND
         parser.add_argument(
             "--embedding",
             choices=EMBEDDER_NAMES,
-            default="minilm",
-            help="minilm (in process), vllm (the local embedding server), or both joined",
+            default=backend if backend in EMBEDDER_NAMES else "minilm",
+            help="minilm (in process), vllm (the vLLM embedding server), or both joined; "
+            "default: EMBEDDING_BACKEND if it is one of these, else minilm",
         )
         parser.add_argument(
             "--normalisation",

@@ -63,7 +63,7 @@ class Command(BaseCommand):
         )
         if options.get("port") is None:
             options["port"] = (
-                getattr(settings, "LOCAL_EMBED_PORT", local_llm.DEFAULT_EMBED_PORT)
+                settings.LOCAL_EMBED_PORT
                 if embed
                 else getattr(settings, "LOCAL_LLM_PORT", local_llm.DEFAULT_PORT)
             )
