@@ -12,7 +12,9 @@ Steps (no database: the scorer's own code, with Django settings loaded):
 - scoring latency per draft without embedding: `LearnedScorer.judge` on an embedder that
   returns pre-computed vectors (feature row, default scorer, prediction; target p50 ≤ 5 ms),
   then with MiniLM embedding the two texts for comparison, and one escalation explanation
-  (occlusion: the draft's words left out one at a time, one embedding batch).
+  (occlusion: the draft's words left out one at a time, one embedding batch);
+- embedding throughput of the vLLM embedding server (SmolLM2-135M pooled, over HTTP) on the
+  same texts, when it answers (`manage.py local_llm serve --embed --background`).
 
 The drafts are synthetic: a customer question and a draft that answers it specifically (used)
 or vaguely (ignored, rewritten), with 10 % of labels flipped as agents are not consistent.
@@ -129,6 +131,12 @@ def main() -> None:
     parser.add_argument("--drafts", type=int, default=1000)
     parser.add_argument("--single", type=int, default=100, help="texts embedded one at a time")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--vllm-texts",
+        type=int,
+        default=256,
+        help="texts for the vLLM embedding server's throughput (0: skip it)",
+    )
     args = parser.parse_args()
     setup_django()
 
@@ -243,7 +251,41 @@ def main() -> None:
             "batch_size": len(texts),
         },
     }
+    if args.vllm_texts:
+        result["vllm"] = vllm_throughput(texts[: args.vllm_texts], single=args.single)
     print(json.dumps(result, indent=2))
+
+
+def vllm_throughput(texts: Sequence[str], *, single: int) -> dict[str, Any]:
+    """The other back end: SmolLM2 on the local vLLM embedding server, over HTTP, the same
+    texts (one at a time, then in the embedder's batches). Needs the server:
+    `manage.py local_llm serve --embed --background` (make bench-learning starts it)."""
+    from drafting.embeddings import EmbeddingError, vllm_embedder
+
+    server = vllm_embedder()
+    try:
+        server.embed(["warm-up"])
+        times = []
+        for text in texts[:single]:
+            t0 = time.perf_counter()
+            server.embed([text])
+            times.append((time.perf_counter() - t0) * 1000)
+        t0 = time.perf_counter()
+        server.embed(list(texts))
+        batch_s = time.perf_counter() - t0
+    except EmbeddingError as error:
+        log(f"vLLM embedding server unavailable: {error}")
+        return {"error": str(error), "url": server.base_url}
+    log(f"vLLM: embedded {len(texts)} texts in {batch_s:.1f} s")
+    return {
+        "model": server.name,
+        "url": server.base_url,
+        "single_texts_per_s": round(1000 / statistics.median(times), 1),
+        "single_ms_p50": percentile(times, 0.5),
+        "batch_texts_per_s": round(len(texts) / batch_s, 1),
+        "batch_size": server.batch_size,
+        "texts": len(texts),
+    }
 
 
 if __name__ == "__main__":

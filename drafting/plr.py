@@ -39,6 +39,7 @@ from sklearn.metrics import accuracy_score, brier_score_loss, f1_score, log_loss
 from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 Penalty = Literal["l2", "l1", "elasticnet"]
 Array = npt.NDArray[Any]
@@ -224,7 +225,11 @@ def train_plr(
     grid = sorted(c_grid)
     metrics: dict[str, Any] = {"n": len(y), "classes": dict(sorted(Counter(y.tolist()).items()))}
     C, calibration = 1.0, None
-    with warnings.catch_warnings():
+    # One BLAS thread: these are small problems (hundreds to thousands of rows), where threads
+    # cost more than they give, and in a worker beside torch's own threads (MiniLM) they spin
+    # against each other: 1,000 × 775 took 16.6 s with the default threads on a busy 2-core
+    # machine, 2.1 s with one (bench/learning.py measured 194 s beside MiniLM).
+    with threadpool_limits(limits=1), warnings.catch_warnings():
         # A tight penalty on few rows converges fine for prediction's purposes; saga's
         # warnings on small grids say nothing actionable.
         warnings.simplefilter("ignore", ConvergenceWarning)
