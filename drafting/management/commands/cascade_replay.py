@@ -1,0 +1,104 @@
+"""`manage.py cascade_replay --train A.csv --test B.csv [--json] [--seed S]`: learn a scorer
+and a cascade on recorded LLM answers, report it on held-out rows (see drafting.replay).
+
+A CSV has a `query` column and, per model `m`, `m_answer`, `m_cost` (USD) and `m` (1 correct,
+0 wrong) — FrugalGPT's format. Progress goes to stderr, the result to stdout.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from drafting import optimiser, replay
+from drafting.embeddings import EmbeddingError
+
+
+class Command(BaseCommand):
+    help = (
+        "Learn answer scorers and the cheapest cascade that matches the most accurate single "
+        "model on a training CSV of recorded LLM answers; report accuracy, cost and savings "
+        "on a test CSV."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--train", required=True, help="CSV: query, m_answer, m_cost, m")
+        parser.add_argument("--test", required=True, help="CSV with the same models")
+        parser.add_argument("--seed", type=int, default=0, help="cross-fitting seed")
+        parser.add_argument(
+            "--embedding",
+            choices=("minilm", "none"),
+            default="minilm",
+            help="query embedding for the answer guesses: minilm (in process) or none "
+            "(TF-IDF words only)",
+        )
+        parser.add_argument(
+            "--confidence",
+            type=float,
+            default=replay.DEFAULT_CONFIDENCE,
+            help="standard errors of its difference from the best model a plan's train "
+            "accuracy must clear the target by (default %(default)s)",
+        )
+        parser.add_argument(
+            "--margin",
+            type=float,
+            default=replay.DEFAULT_MARGIN,
+            help="extra train accuracy above the best model's (default %(default)s)",
+        )
+        parser.add_argument(
+            "--max-tiers", type=int, default=optimiser.MAX_TIERS, help="longest chain"
+        )
+        parser.add_argument(
+            "--value",
+            type=float,
+            default=None,
+            help="labour value (USD) of a right answer: also report the ENCS-optimal plan",
+        )
+        parser.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        def progress(message: str) -> None:
+            self.stderr.write(f"[replay] {message}")
+            self.stderr.flush()
+
+        if options["max_tiers"] < 1:
+            raise CommandError("--max-tiers must be at least 1")
+        try:
+            train = replay.read_answers(options["train"])
+            test = replay.read_answers(options["test"])
+            progress(f"{train.n} train rows, {test.n} test rows, {len(train.models)} models")
+            result = replay.replay(
+                train,
+                test,
+                seed=options["seed"],
+                embedding=options["embedding"],
+                margin=options["margin"],
+                confidence=options["confidence"],
+                max_tiers=options["max_tiers"],
+                value=options["value"],
+                progress=progress,
+            )
+        except replay.ReplayError as exc:
+            raise CommandError(str(exc)) from exc
+        except EmbeddingError as exc:
+            raise CommandError(f"embedding failed: {exc}") from exc
+
+        if options["json"]:
+            self.stdout.write(json.dumps(result, indent=2))
+            return
+        best, cascade = result["best_single"], result["cascade"]
+        chain = " → ".join(f"{t['model']} (≥ {t['threshold']:.3f})" for t in cascade["tiers"])
+        self.stdout.write(
+            f"best single: {best['model']}: accuracy {best['accuracy']:.4f}, "
+            f"${best['cost_per_query']:.6f}/query\n"
+            f"cascade: {chain}\n"
+            f"  accuracy {cascade['accuracy']:.4f} ({result['accuracy_gap']:+.4f}), "
+            f"${cascade['cost_per_query']:.6f}/query, saving {result['cost_saving']:.1%}"
+        )
+        for point in result["pareto"]:
+            self.stdout.write(
+                f"  budget ${point['budget']:.6f}: accuracy {point['accuracy']:.4f} "
+                f"at ${point['cost_per_query']:.6f}"
+            )
