@@ -1,5 +1,6 @@
 # The two commands of the README: `make run` and `make test`. Everything else is a helper.
-.PHONY: run test lint install services bench-ingest bench-cascade bench-encs clean
+.PHONY: run test lint install services bench-ingest bench-cascade bench-encs bench-replay \
+	bench-fewshot bench-learning clean
 
 run:            ## install, migrate, seed the demo, start web + worker + local vLLM
 	scripts/run.sh
@@ -25,6 +26,17 @@ bench-cascade: install services
 
 bench-encs: install services    ## ARGS="--actions 200000", "--reuse" (keeps the seeded database)
 	.venv/bin/python bench/encs.py $(ARGS)
+
+bench-replay: install    ## cascade replay on OVERRULING over seeded splits; ARGS="--seeds 10"
+	.venv/bin/python bench/replay.py $(ARGS)
+
+bench-fewshot: install  ## Banking77 and FOMC tens-of-shot studies, MiniLM and the vLLM embedding server
+	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} .venv/bin/python manage.py local_llm serve --embed --background
+	.venv/bin/python bench/fewshot.py $(ARGS)
+
+bench-learning: install ## learned scorer: training and scoring time, embedding throughput of both back ends
+	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} .venv/bin/python manage.py local_llm serve --embed --background
+	.venv/bin/python bench/learning.py $(ARGS)
 
 clean:
 	rm -rf var artifacts .pytest_cache .mypy_cache .ruff_cache
