@@ -503,8 +503,9 @@ def replay(
         )
 
     accuracy = train.quality.mean(axis=0)
-    best = train.models[int(np.argmax(accuracy))]
     candidates = frontier_models(train)
+    # The most accurate model on train (the cheapest of those tied): the frontier's last.
+    best = candidates[-1]
     progress(f"{len(train.models)} models; frontier: {', '.join(candidates)}; best: {best}")
     if len(candidates) == 1:
         progress("the cheapest model is also the most accurate: nothing to cascade")
@@ -547,7 +548,7 @@ def replay(
         target_accuracy=target,
         chains=chains,
         value=value,
-        reference=best if best in candidates else None,
+        reference=best,
         confidence=confidence,
     )
     on_test = optimiser.preview(test_table, plan.tiers, value=value)

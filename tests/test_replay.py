@@ -112,7 +112,6 @@ def test_command_prints_the_issue_s_json(tables: tuple[Path, Path]) -> None:
         "--test", str(tables[1]),
         "--json",
         "--seed", "3",
-        "--embedding", "none",
         stdout=out,
         stderr=err,
     )  # fmt: skip
@@ -126,6 +125,7 @@ def test_command_prints_the_issue_s_json(tables: tuple[Path, Path]) -> None:
     )
     assert all({"accuracy", "cost_per_query"} <= set(p) for p in result["pareto"])
     assert result["seed"] == 3
+    assert result["embedding"] == "minilm"  # the default: MiniLM guesses beside TF-IDF
     assert "scorer" in err.getvalue()  # progress on stderr, not in the JSON
 
 
@@ -143,6 +143,18 @@ def test_overruling_slice() -> None:
     assert result["cost_saving"] > 0.6
     assert result["accuracy_gap"] > -0.02
     assert result["cascade"]["tiers"][-1]["threshold"] == 0.0
+
+
+def test_when_the_cheapest_model_is_the_best_there_is_nothing_to_cascade(tmp_path: Path) -> None:
+    path = tmp_path / "one.csv"
+    _synthetic(path, 60, seed=5)
+    table = replay.read_answers(path)
+    table.quality[:, 0] = 1.0  # CHEAP is now always right
+    result = replay.replay(table.rows(range(30)), table.rows(range(30, 60)), embedding="none")
+    assert result["candidates"] == [CHEAP]
+    assert result["cascade"]["tiers"] == [{"model": CHEAP, "threshold": 0.0}]
+    assert result["cost_saving"] == 0.0
+    assert result["accuracy_gap"] == 0.0
 
 
 def test_split_rows_is_a_seeded_partition() -> None:
