@@ -18,11 +18,13 @@ $PY manage.py accounting_defaults
 
 pids=()
 started_llm=""
+started_embed=""
 cleanup() {
     echo "[run] stopping…"
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     # Stop the model server only if this run started it (a test run may share it).
     if [ -n "$started_llm" ]; then $PY manage.py local_llm stop || true; fi
+    if [ -n "$started_embed" ]; then $PY manage.py local_llm stop --embed || true; fi
     wait || true
 }
 trap cleanup EXIT INT TERM
@@ -36,6 +38,11 @@ echo "[run] web console starting at http://127.0.0.1:$PORT/ (log: var/logs/web.l
 if [ -z "${LOCAL_LLM_URL:-}" ]; then
     if ! $PY manage.py local_llm status >/dev/null 2>&1; then started_llm=1; fi
     $PY manage.py local_llm serve --background
+fi
+# EMBEDDING_BACKEND=vllm embeds with the same model served as a pooling model, beside it.
+if [ "${EMBEDDING_BACKEND:-}" = "vllm" ] && [ -z "${EMBEDDING_URL:-}" ]; then
+    if ! $PY manage.py local_llm status --embed >/dev/null 2>&1; then started_embed=1; fi
+    $PY manage.py local_llm serve --embed --background
 fi
 $PY -m celery -A csbot worker --beat --pool threads --concurrency 2 --loglevel INFO \
     --schedule var/celerybeat-schedule >var/logs/worker.log 2>&1 &
