@@ -31,7 +31,6 @@ from __future__ import annotations
 import csv
 import itertools
 import math
-import os
 import re
 import sys
 import time
@@ -43,13 +42,13 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from django.conf import settings
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.pipeline import make_pipeline
 
 from drafting import optimiser
+from drafting.fewshot import shared_data_dir as shared_data_dir  # the replay's data sets too
 from drafting.optimiser import CascadeTable, Chain, Plan
 from drafting.plr import train_plr
 
@@ -73,14 +72,6 @@ PARETO_SHARES = (0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0)
 
 class ReplayError(ValueError):
     """The input cannot be replayed (missing columns, no models, bad numbers)."""
-
-
-def shared_data_dir() -> Path:
-    """The shared datasets folder: $CSBOT_SHARED_DATA, else ../shared/data beside the repo."""
-    configured = os.environ.get("CSBOT_SHARED_DATA")
-    if configured:
-        return Path(configured)
-    return Path(settings.BASE_DIR).parent / "shared" / "data"
 
 
 # --- Input -------------------------------------------------------------------------------------
