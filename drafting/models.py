@@ -155,6 +155,17 @@ class CascadePolicy(models.Model):
         validators=[MinValueValidator(ZERO), MaxValueValidator(Decimal("1"))],
         help_text="Share of conversations that get no draft: the measured unaided baseline.",
     )
+    explore_share = models.DecimalField(
+        max_digits=5,
+        decimal_places=4,
+        default=ZERO,
+        validators=[MinValueValidator(ZERO), MaxValueValidator(Decimal("1"))],
+        help_text=(
+            "Share of drafts whose remaining tiers are also asked once the draft is ready "
+            "(extra attempts, paid, never shown), so that the optimiser can compare the tiers "
+            "on the same messages. 0 turns exploration off."
+        ),
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -167,6 +178,10 @@ class CascadePolicy(models.Model):
             models.CheckConstraint(
                 condition=Q(holdout_share__gte=0) & Q(holdout_share__lte=1),
                 name="policy_holdout_share_is_a_share",
+            ),
+            models.CheckConstraint(
+                condition=Q(explore_share__gte=0) & Q(explore_share__lte=1),
+                name="policy_explore_share_is_a_share",
             ),
         ]
 
@@ -346,6 +361,12 @@ class DraftAttempt(models.Model):
     # Word-level reasons for an escalation (the learned scorer's occlusion weights on this
     # attempt's draft): [{"word", "start", "end", "weight"}], weight < 0 pulled the score down.
     explanation = models.JSONField(null=True, blank=True)
+    # Exploration (CascadePolicy.explore_share): a tier asked after the draft was ready, only
+    # so the optimiser sees every tier's answer to the same message; never shown or chosen.
+    exploratory = models.BooleanField(default=False)
+    # The tier's draft text, kept only for drafts in the exploration sample (each tier's answer
+    # is labelled against what the agent sent); elsewhere the draft's own text is enough.
+    text = models.TextField(blank=True, default="")
     started_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
