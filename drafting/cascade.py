@@ -147,16 +147,19 @@ def run_cascade(
     guard: BaseCircuitBreaker | None = None,
     examples: Sequence[Example] = (),
     prices: PriceBook | None = None,
+    earlier_drafts: Sequence[str] = (),
 ) -> CascadeResult:
     """Ask `tiers` in order until one's draft scores at least its threshold; `deadline` is a
     time.monotonic() value after which no tier is asked; `guard` defaults to the shared
     per-endpoint circuit breaker; `examples` are few-shot examples, best first, fitted into
-    each tier's prompt budget; `prices` defaults to the tiers' price rows, loaded here."""
+    each tier's prompt budget; `prices` defaults to the tiers' price rows, loaded here;
+    `earlier_drafts` are lower tiers' drafts already answered elsewhere (exploration asks one
+    tier at a time and its scorer should see what an escalation would have shown it)."""
     guard = guard or breaker()
     if prices is None:
         prices = PriceBook.load(endpoint_ids=[tier.endpoint_id for tier in tiers])
     result = CascadeResult(prices=prices)
-    earlier_drafts: list[str] = []
+    answered: list[str] = list(earlier_drafts)
     for tier in tiers:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -214,7 +217,7 @@ def run_cascade(
             )
             continue
         guard.record_success(endpoint.pk)
-        tier_context = replace(context, tier=tier.position, earlier_drafts=tuple(earlier_drafts))
+        tier_context = replace(context, tier=tier.position, earlier_drafts=tuple(answered))
         verdict = judge(scorer, context=tier_context, completion=completion)
         score = verdict.score
         escalated = Decimal(f"{score:.4f}") < tier.threshold and tier is not tiers[-1]
@@ -223,7 +226,7 @@ def run_cascade(
             if escalated
             else None
         )
-        earlier_drafts.append(completion.text)
+        answered.append(completion.text)
         if placeholders:
             completion = replace(completion, text=restore(completion.text, placeholders))
         attempt = TierAttempt(

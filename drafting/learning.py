@@ -113,6 +113,7 @@ def scorer_labels(*, policy_id: int, limit: int) -> list[LabelledDraft]:
             draft_id__in=[a[0] for a in actions],
             outcome=DraftAttempt.Outcome.OK,
             cache_hit=False,
+            exploratory=False,  # asked after the draft was shown: not what the agent judged
         )
         .order_by("draft_id", "started_at", "id")
         .values("draft_id", "tier", "score", "scorer_id", "explanation")
@@ -391,7 +392,7 @@ def draft_escalations(*, draft: Draft | None) -> list[Escalation]:
         policy_id=draft.policy_id, position=OuterRef("tier")
     ).values("threshold")[:1]
     attempts = (
-        DraftAttempt.objects.filter(draft_id=draft.pk, explanation__isnull=False)
+        DraftAttempt.objects.filter(draft_id=draft.pk, explanation__isnull=False, exploratory=False)
         .select_related("endpoint", "scorer")
         .annotate(tier_threshold=Subquery(threshold))
         .order_by("tier", "started_at", "id")

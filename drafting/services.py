@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -50,6 +51,16 @@ class ActionRejected(ValueError):
     def __init__(self, field: str, message: str):
         super().__init__(message)
         self.field = field
+
+
+def _enqueue_explore(draft_id: int) -> None:
+    from drafting.tasks import draft_explore_task
+
+    try:
+        draft_explore_task.delay(draft_id)
+    except (KombuOperationalError, OSError):
+        # Only comparison data is lost (the draft itself is ready); nothing re-rings this bell.
+        logger.exception("draft %s: could not reach the broker; not explored", draft_id)
 
 
 def _enqueue(draft_id: int, *, countdown: float = 0) -> None:
@@ -145,6 +156,7 @@ _GENERATE_FIELDS = (
     "policy__id",
     "policy__team_id",
     "policy__system_prompt",
+    "policy__explore_share",
     "message__id",
     "message__text",
     "message__conversation_id",
@@ -179,7 +191,16 @@ def _prompt_messages(draft: Draft, *, first_turn: bool) -> list[dict[str, str]]:
     return messages
 
 
-def draft_generate(*, draft_id: int) -> None:
+def in_exploration_sample(
+    *, share: Decimal, enabled_tiers: int, draw: Callable[[], float] = random.random
+) -> bool:
+    """Whether a draft is one whose remaining tiers are asked too once it is ready. Drawn per
+    draft (not per conversation: agents never see exploratory answers); one tier leaves
+    nothing to compare."""
+    return enabled_tiers >= 2 and share > 0 and draw() < float(share)
+
+
+def draft_generate(*, draft_id: int, explore_draw: Callable[[], float] = random.random) -> None:
     """Claim the draft, run the policy's cascade, store every attempt, finish the draft.
 
     Steps: claim (or leave quietly); run the enabled tiers in order within the draft deadline
@@ -187,6 +208,8 @@ def draft_generate(*, draft_id: int) -> None:
     their cost to the draft (spent even if the customer wrote again meanwhile); a chosen draft
     makes a generating draft ready. Without one, a transient failure puts the draft back in
     the queue with a backoff (the sweeper is the safety net) and anything else fails it.
+    A draft in the exploration sample (`explore_draw` < the policy's explore_share) keeps each
+    attempt's text, and once ready rings `draft_explore` for the tiers the cascade did not ask.
     """
     if not draft_claim(draft_id=draft_id):
         logger.info("draft %s not claimable (taken, done or not due); skipping", draft_id)
@@ -218,6 +241,9 @@ def draft_generate(*, draft_id: int) -> None:
     if not tiers:
         _draft_fail(draft_id, reason="The policy has no enabled tier.")
         return
+    exploring = in_exploration_sample(
+        share=draft.policy.explore_share, enabled_tiers=len(tiers), draw=explore_draw
+    )
     result = run_cascade(
         tiers=tiers,
         messages=_prompt_messages(draft, first_turn=first_turn),
@@ -229,7 +255,9 @@ def draft_generate(*, draft_id: int) -> None:
     chosen = result.chosen
     spent = F("total_cost") + result.total_cost
     with transaction.atomic():
-        DraftAttempt.objects.bulk_create([_attempt_row(draft_id, a) for a in result.attempts])
+        DraftAttempt.objects.bulk_create(
+            [_attempt_row(draft_id, a, keep_text=exploring) for a in result.attempts]
+        )
         made_ready = chosen is not None and chosen.completion is not None
         if chosen is not None and chosen.completion is not None:
             made_ready = bool(
@@ -246,6 +274,9 @@ def draft_generate(*, draft_id: int) -> None:
             )
         if not made_ready:  # failed, or superseded meanwhile: the money was spent all the same
             Draft.objects.filter(pk=draft_id).update(total_cost=spent)
+        asked = max((a.tier for a in result.attempts), default=0)
+        if made_ready and exploring and asked < tiers[-1].position:
+            transaction.on_commit(lambda: _enqueue_explore(draft_id))
     if chosen is None:
         for attempt in result.attempts:
             if attempt.error is not None:
@@ -288,7 +319,9 @@ def _score(value: float | None) -> Decimal | None:
     return None if value is None else Decimal(f"{value:.4f}")
 
 
-def _attempt_row(draft_id: int, attempt: TierAttempt) -> DraftAttempt:
+def _attempt_row(
+    draft_id: int, attempt: TierAttempt, *, keep_text: bool = False, exploratory: bool = False
+) -> DraftAttempt:
     completion, error = attempt.completion, attempt.error
     if completion is not None:
         return DraftAttempt(
@@ -306,6 +339,8 @@ def _attempt_row(draft_id: int, attempt: TierAttempt) -> DraftAttempt:
             prompt_tokens_saved=attempt.tokens_saved,
             fewshot_examples=attempt.examples,
             outcome=DraftAttempt.Outcome.OK,
+            exploratory=exploratory,
+            text=completion.text if keep_text else "",
             started_at=attempt.started_at,
         )
     assert error is not None
@@ -320,8 +355,75 @@ def _attempt_row(draft_id: int, attempt: TierAttempt) -> DraftAttempt:
         error_message=str(error)[:500],
         prompt_tokens_saved=attempt.tokens_saved,
         fewshot_examples=attempt.examples,
+        exploratory=exploratory,
         started_at=attempt.started_at,
     )
+
+
+def draft_explore(*, draft_id: int) -> int:
+    """Ask a ready exploration draft's remaining tiers, so that every tier's answer to the
+    same message is on record (the optimiser compares tiers from these rows). Returns how
+    many tiers were asked.
+
+    Steps: leave quietly unless the draft is ready; ask each enabled tier above the highest
+    tier already attempted for it (cascade or exploration: a redelivered task resumes and a
+    repeated one asks nothing), one at a time through the cascade with the draft's prompt,
+    few-shot examples and scorer, the answered lower tiers' drafts as earlier drafts, and a
+    fresh deadline each; spend caps and the circuit breaker apply as to any attempt. Each
+    attempt (errors too) is stored as exploratory with its text, and its cost added to the
+    draft's total (money spent). The draft's status, text, endpoint and score never change.
+    """
+    draft = (
+        Draft.objects.select_related("message", "policy")
+        .only(*_GENERATE_FIELDS, "status")
+        .annotate(first_turn=~Exists(_earlier_messages))
+        .filter(pk=draft_id, status=Draft.Status.READY)
+        .first()
+    )
+    if draft is None:
+        return 0
+    done = list(
+        DraftAttempt.objects.filter(draft_id=draft_id, cache_hit=False)
+        .order_by("tier", "started_at", "id")
+        .values_list("tier", "text")
+    )
+    if not done:
+        return 0  # a cache hit, or attempts gone: nothing to compare against
+    highest = max(tier for tier, _ in done)
+    earlier = [text for _, text in done if text]
+    tiers = list(
+        CascadeTier.objects.select_related("endpoint")
+        .filter(policy_id=draft.policy_id, endpoint__enabled=True, position__gt=highest)
+        .order_by("position")
+    )
+    if not tiers:
+        return 0
+    team_id = draft.policy.team_id
+    query = QueryVector(draft.message.text)
+    messages = _prompt_messages(draft, first_turn=draft.first_turn)  # type: ignore[attr-defined]
+    context = ScoringContext(customer_text=draft.message.text)
+    scorer = policy_scorer(policy_id=draft.policy_id)
+    examples = examples_similar(team_id=team_id, query=query, exclude_draft_id=draft.pk)
+    for tier in tiers:
+        result = run_cascade(
+            tiers=[tier],
+            messages=messages,
+            context=context,
+            scorer=scorer,
+            deadline=time.monotonic() + settings.DRAFT_DEADLINE_SECONDS,
+            examples=examples,
+            earlier_drafts=earlier,
+        )
+        with transaction.atomic():
+            DraftAttempt.objects.bulk_create(
+                [
+                    _attempt_row(draft_id, a, keep_text=True, exploratory=True)
+                    for a in result.attempts
+                ]
+            )
+            Draft.objects.filter(pk=draft_id).update(total_cost=F("total_cost") + result.total_cost)
+        earlier += [a.completion.text for a in result.attempts if a.completion is not None]
+    return len(tiers)
 
 
 def _draft_after_failure(draft_id: int, result: CascadeResult, *, tries: int) -> None:

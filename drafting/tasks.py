@@ -15,6 +15,11 @@ def draft_generate_task(draft_id: int) -> None:
     intents.draft_intent_classify(draft_id=draft_id)
 
 
+@shared_task(name="drafting.tasks.draft_explore", ignore_result=True)
+def draft_explore_task(draft_id: int) -> int:
+    return services.draft_explore(draft_id=draft_id)
+
+
 @shared_task(name="drafting.tasks.drafts_sweep", ignore_result=True)
 def drafts_sweep_task() -> dict[str, int]:
     result = services.drafts_sweep()
