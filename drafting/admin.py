@@ -140,7 +140,7 @@ class CascadeTierInline(admin.TabularInline[CascadeTier, CascadePolicy]):
 
 @admin.register(CascadePolicy)
 class CascadePolicyAdmin(admin.ModelAdmin[CascadePolicy]):
-    list_display = ["name", "team", "active", "holdout_share", "created_at"]
+    list_display = ["name", "team", "active", "holdout_share", "explore_share", "created_at"]
     list_filter = ["team", "active"]
     search_fields = ["name"]
     inlines = [CascadeTierInline]
@@ -274,6 +274,7 @@ _ATTEMPT_FIELDS: tuple[str, ...] = (
     "outcome",
     "error_kind",
     "error_message",
+    "exploratory",
     "started_at",
 )
 

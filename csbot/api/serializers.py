@@ -116,6 +116,7 @@ class DraftAttemptOut(serializers.ModelSerializer[DraftAttempt]):
             "outcome",
             "error_kind",
             "cache_hit",
+            "exploratory",  # asked after the draft was ready, for the optimiser; never shown
             "started_at",
         ]
 
