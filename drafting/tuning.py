@@ -23,6 +23,7 @@ from decimal import Decimal
 from typing import Literal
 
 import numpy as np
+import numpy.typing as npt
 from django.conf import settings
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.auth.models import AbstractBaseUser
@@ -36,6 +37,8 @@ TuningObjective = Literal["encs", "quality"]
 
 # Fewer explored drafts than this and a threshold chosen on them is mostly noise.
 MIN_ROWS = 30
+# Folds of the held-out estimate: at MIN_ROWS, thresholds are chosen on 24 drafts, scored on 6.
+HELD_OUT_FOLDS = 5
 THRESHOLD_PLACES = Decimal("0.0001")  # CascadeTier.threshold's 4 places
 MONEY_QUANTUM = Decimal(1).scaleb(-MONEY_PLACES)
 LABELLED_KINDS = (AgentAction.Kind.USE, AgentAction.Kind.EDIT, AgentAction.Kind.IGNORE)
@@ -208,12 +211,23 @@ class PlanPreview:
 
 
 @dataclass
+class HeldOut:
+    folds: int
+    accuracy: float
+    cost_per_message: Decimal
+    encs_per_message: Decimal | None
+
+
+@dataclass
 class TuningPreview:
     policy: CascadePolicy
     objective: TuningObjective
     rows: ExplorationRows
     current: PlanPreview | None = None
     proposed: PlanPreview | None = None
+    # The proposal's method scored on drafts it did not choose on (k-fold): what to expect on
+    # new messages. `proposed` is scored on the rows it was fitted to and flatters itself.
+    held_out: HeldOut | None = None
     reason: str = ""  # why there is no proposal (too few rows, a missing input)
     caveat: str = ""
 
@@ -305,7 +319,53 @@ def policy_preview(
     # and the preview below is what the cascade will do. The last tier keeps its threshold.
     proposed = [_threshold(t.threshold) for t in plan.tiers[:-1]] + [columns[-1].threshold]
     preview.proposed = _plan_preview(table, columns, proposed, value_usd)
+    preview.held_out = _held_out(table, objective, value_usd=value_usd, budget_usd=budget_usd)
     return preview
+
+
+def _rows(table: optimiser.CascadeTable, index: npt.NDArray[np.int64]) -> optimiser.CascadeTable:
+    return optimiser.CascadeTable(
+        models=table.models,
+        quality=table.quality[index],
+        cost=table.cost[index],
+        scores={chain: values[index] for chain, values in table.scores.items()},
+    )
+
+
+def _held_out(
+    table: optimiser.CascadeTable,
+    objective: TuningObjective,
+    *,
+    value_usd: Decimal | None,
+    budget_usd: Decimal | None,
+    folds: int = HELD_OUT_FOLDS,
+) -> HeldOut:
+    """Cross-fitting: thresholds chosen on k − 1 folds, scored on the fold left out; the
+    figures are the means over all drafts, each scored by thresholds it did not shape."""
+    order = np.random.default_rng(0).permutation(table.n)
+    chain = tuple(table.models)
+    value = None if value_usd is None else float(value_usd)
+    good, cost = np.zeros(table.n), np.zeros(table.n)
+    for part in np.array_split(order, folds):
+        rest = np.setdiff1d(order, part)
+        plan = optimiser.optimise(
+            _rows(table, rest),
+            objective=objective,
+            value=value,
+            budget=None if budget_usd is None else float(budget_usd),
+            chains=[chain],
+        )
+        scored = optimiser.preview(_rows(table, part), plan.tiers, value=value)
+        good[part] = scored.accuracy
+        cost[part] = scored.cost_per_query
+    # Each fold's figures are means over its rows: weight them back by row.
+    accuracy, cost_per_message = float(good.mean()), float(cost.mean())
+    return HeldOut(
+        folds=folds,
+        accuracy=accuracy,
+        cost_per_message=_money(cost_per_message),
+        encs_per_message=None if value is None else _money(value * accuracy - cost_per_message),
+    )
 
 
 # --- Applying -----------------------------------------------------------------------------------
