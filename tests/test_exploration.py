@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from drafting import learning
+from drafting import learning, tuning
 from drafting import services as drafting
 from drafting.models import Draft, DraftAttempt
 from tests.conftest import TeamSetup, ingest
@@ -236,3 +236,30 @@ def test_learned_scorer_labels_ignore_exploratory_attempts(
     assert row.default_score == float(shown.score or 0)
     assert not row.has_earlier
     assert learning.draft_escalations(draft=draft) == []
+
+
+def test_an_explored_and_answered_draft_is_a_row_of_the_optimisers_table(
+    db: None, django_capture_on_commit_callbacks: Any, rung: list[int]
+) -> None:
+    """The worker's rows are what drafting.tuning reads: every tier's text, score and cost,
+    and the agent's reply to label them by."""
+    with (
+        openai_stub(Reply(body=chat_completion(CHEAP, logprob=-0.01))) as cheap,
+        openai_stub(
+            Reply(body=chat_completion(STRONG, prompt_tokens=800, completion_tokens=40))
+        ) as strong,
+    ):
+        setup = exploring_team("Tuned", cheap.base_url, strong.base_url, share="1")
+        draft = generate(setup, django_capture_on_commit_callbacks)
+        drafting.draft_explore(draft_id=draft.pk)
+    # The agent threw tier 1's draft away and wrote what tier 2 had proposed.
+    AgentActionFactory.create(
+        draft=draft, agent=setup.agent, kind="ignore", final_text=STRONG, edit_distance=None
+    )
+    table, rows = tuning.exploration_table(setup.policy)
+    assert rows.rows == table.n == 1
+    assert rows.exploratory_rows == 1
+    assert table.quality.tolist() == [[0.0, 1.0]]
+    assert table.cost[0, 1] == float(Decimal("0.0024"))
+    preview = tuning.policy_preview(setup.policy, value_usd=Decimal("0.5"))
+    assert not preview.ok and "wait for more agent replies" in preview.reason
