@@ -55,7 +55,9 @@ def dashboard_viewer(*, user: Any) -> Viewer:
 
 def tier_costs(scope: Scope) -> list[dict[str, Any]]:
     """Provider attempts of the drafts created in `scope`, summed per cascade tier (tier 0:
-    cache hits): attempts, successful ones, and what they cost (a decimal string)."""
+    cache hits): attempts, successful ones, and what they cost (a decimal string). Exploratory
+    attempts (asked after the draft was ready, for the optimiser) are a row of their own: the
+    money is spent all the same, but they are not escalations."""
     money_field: DecimalField[Any, Any] = DecimalField(
         max_digits=MONEY_DIGITS + 6, decimal_places=MONEY_PLACES
     )
@@ -67,18 +69,19 @@ def tier_costs(scope: Scope) -> list[dict[str, Any]]:
     if scope.policy_ids is not None:
         attempts = attempts.filter(draft__policy_id__in=scope.policy_ids)
     rows = (
-        attempts.values("tier")
+        attempts.values("tier", "exploratory")
         .annotate(
             n=Count("id"),
             ok=Count("id", filter=Q(outcome=DraftAttempt.Outcome.OK)),
             spent=Coalesce(Sum("cost"), Value(Decimal(0)), output_field=money_field),
         )
-        .order_by("tier")
+        .order_by("tier", "exploratory")
     )
     return [
         {
             "tier": row["tier"],
-            "label": "Cache" if row["tier"] == 0 else f"Tier {row['tier']}",
+            "label": ("Cache" if row["tier"] == 0 else f"Tier {row['tier']}")
+            + (" (exploration)" if row["exploratory"] else ""),
             "attempts": row["n"],
             "ok": row["ok"],
             "cost_usd": f"{money(Decimal(row['spent'])):f}",

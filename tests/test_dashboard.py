@@ -26,6 +26,7 @@ from csbot.models import AgentProfile, Team
 from drafting.models import CascadePolicy, Draft, DraftAttempt, ModelEndpoint
 from tests.factories import (
     AgentProfileFactory,
+    DraftAttemptFactory,
     EndpointFactory,
     PolicyFactory,
     TeamFactory,
@@ -353,6 +354,21 @@ def test_cost_by_tier_sums_the_attempts_of_the_scope(books: Books) -> None:
     assert sum(Decimal(r["cost_usd"]) for r in rows) == Decimal(report["model_cost_usd"])
     everyone = tier_costs(Scope(start=date(2026, 10, 1), end=date(2026, 11, 1)))
     assert Decimal(everyone[1]["cost_usd"]) == Decimal("0.507")
+
+
+def test_exploratory_attempts_are_a_row_of_their_own(books: Books) -> None:
+    draft = books.policy.drafts.filter(attempts__tier=1).first()
+    assert draft is not None
+    DraftAttemptFactory.create(
+        draft=draft, tier=2, exploratory=True, cost=Decimal("0.02"), text="Tier 2's answer"
+    )
+    rows = tier_costs(team_scope(books))
+    assert [(r["label"], r["attempts"], Decimal(r["cost_usd"])) for r in rows] == [
+        ("Cache", 1, Decimal(0)),
+        ("Tier 1", 4, Decimal("0.007")),
+        ("Tier 2", 1, Decimal("0.003")),
+        ("Tier 2 (exploration)", 1, Decimal("0.02")),
+    ]
 
 
 def test_the_dashboard_draws_every_chart(client: Client, books: Books) -> None:
