@@ -32,10 +32,11 @@ import numpy as np
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser, User
 from django.db import transaction
-from django.db.models import Count, Max
+from django.db.models import Count
 from django.utils import timezone
 
 from csbot.models import Message, Team
+from drafting.classifiers import classifier_store
 from drafting.embeddings import EmbeddingError, embedder
 from drafting.models import Draft, Intent, IntentExample, MessageIntent, TrainedClassifier
 from drafting.signals import intents_changed
@@ -208,30 +209,20 @@ def intent_classifier_train(
     metrics: dict[str, Any] = plr.metrics | {"intents": {str(c.intent_id): c.name for c in chosen}}
     if reason:
         metrics["note"] = reason
-    with transaction.atomic():
-        # One training at a time per team: versions are numbered in order, one is active.
-        Team.objects.select_for_update().filter(pk=team.pk).first()
-        owned = TrainedClassifier.objects.filter(kind=INTENT, team=team)
-        version = (owned.aggregate(v=Max("version"))["v"] or 0) + 1
-        if activate:
-            owned.filter(active=True).update(active=False)
-        classifier = TrainedClassifier.objects.create(
-            kind=INTENT,
-            team=team,
-            version=version,
-            active=activate,
-            embedding_model=model.name,
-            features=FEATURES,
-            penalty=plr.penalty,
-            strength_c=plr.C,
-            n_train=len(rows),
-            metrics=metrics,
-            model_blob=plr.to_bytes(),
-            trained_by=user if user is not None and user.is_authenticated else None,
-        )
+    classifier = classifier_store(
+        owner=team,
+        kind=INTENT,
+        model=plr,
+        embedding_model=model.name,
+        features=FEATURES,
+        n_train=len(rows),
+        metrics=metrics,
+        activate=activate,
+        trained_by=user if user is not None and user.is_authenticated else None,
+    )
     logger.info(
         "intent classifier v%s for team %s: %s rows, accuracy %s, %s",
-        version,
+        classifier.version,
         team.pk,
         len(rows),
         metrics.get("accuracy"),

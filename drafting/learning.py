@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import transaction
-from django.db.models import Max, OuterRef, Subquery
+from django.db.models import OuterRef, Subquery
 
+from drafting.classifiers import classifier_store
 from drafting.embeddings import Embedder, EmbeddingError, embedder
 from drafting.models import (
     AgentAction,
@@ -241,33 +241,17 @@ def scorer_train(*, policy: CascadePolicy, trained_by: User | None = None) -> Sc
     metrics = dict(model.metrics)
     if reason:
         metrics["not_activated"] = reason
-    with transaction.atomic():
-        # The policy row serialises concurrent trainings: version numbers never collide.
-        CascadePolicy.objects.select_for_update().filter(pk=policy.pk).first()
-        version = (
-            TrainedClassifier.objects.filter(kind=SCORER, policy=policy).aggregate(
-                top=Max("version")
-            )["top"]
-            or 0
-        ) + 1
-        if good_enough:
-            TrainedClassifier.objects.filter(kind=SCORER, policy=policy, active=True).update(
-                active=False
-            )
-        classifier = TrainedClassifier.objects.create(
-            kind=SCORER,
-            policy=policy,
-            version=version,
-            active=good_enough,
-            embedding_model=using.name,
-            features=FEATURES[:200],
-            penalty=model.penalty,
-            strength_c=model.C,
-            n_train=len(rows),
-            metrics=metrics,
-            model_blob=model.to_bytes(),
-            trained_by=trained_by,
-        )
+    classifier = classifier_store(
+        owner=policy,
+        kind=SCORER,
+        model=model,
+        embedding_model=using.name,
+        features=FEATURES[:200],
+        n_train=len(rows),
+        metrics=metrics,
+        activate=good_enough,
+        trained_by=trained_by,
+    )
     outcome = ScorerTraining(
         policy_id=policy.pk,
         labels=labels,
