@@ -17,7 +17,7 @@ from django.dispatch import receiver
 from accounting.facts import local_tz
 from accounting.models import RolledUpDay
 from drafting.models import AgentAction, Draft, MessageIntent
-from drafting.signals import intents_changed
+from drafting.signals import attempts_added, intents_changed
 
 
 def mark_stale_for_drafts(draft_ids: Iterable[int]) -> int:
@@ -58,3 +58,8 @@ def _verdict_changed(sender: type[MessageIntent], instance: MessageIntent, **kwa
 @receiver(intents_changed, dispatch_uid="accounting_verdicts_stale")
 def _verdicts_changed(sender: object, message_ids: Iterable[int], **kwargs: Any) -> None:
     mark_stale_for_messages(message_ids)
+
+
+@receiver(attempts_added, dispatch_uid="accounting_attempts_stale")
+def _attempts_added(sender: object, draft_ids: Iterable[int], **kwargs: Any) -> None:
+    mark_stale_for_drafts(draft_ids)

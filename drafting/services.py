@@ -38,6 +38,7 @@ from drafting.models import (
 )
 from drafting.providers import CompletionRequest, ProviderError, provider_for
 from drafting.scoring import ScoringContext
+from drafting.signals import attempts_added
 from drafting.similarity import QueryVector
 
 logger = logging.getLogger(__name__)
@@ -422,6 +423,8 @@ def draft_explore(*, draft_id: int) -> int:
                 ]
             )
             Draft.objects.filter(pk=draft_id).update(total_cost=F("total_cost") + result.total_cost)
+            # A bulk write sends no post_save: say so (accounting re-sums a rolled-up day).
+            attempts_added.send(sender=DraftAttempt, draft_ids=[draft_id])
         earlier += [a.completion.text for a in result.attempts if a.completion is not None]
     return len(tiers)
 

@@ -7,3 +7,7 @@ from django.dispatch import Signal
 
 # Sent after intent verdicts were stored in bulk; keyword argument `message_ids` (list of int).
 intents_changed = Signal()
+
+# Sent after attempts were added to drafts already finished (exploration asks the skipped tiers
+# later, and adds their cost to the draft); keyword argument `draft_ids` (list of int).
+attempts_added = Signal()

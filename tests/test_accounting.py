@@ -20,11 +20,20 @@ from accounting.models import AccountingSettings, DailyFact, FixedCost, RolledUp
 from accounting.selectors import encs_report
 from accounting.services import facts_rollup, facts_rollup_due
 from csbot.models import Message
-from drafting.models import AgentAction, CascadePolicy, CascadeTier, Draft, Intent, MessageIntent
-from drafting.signals import intents_changed
+from drafting.models import (
+    AgentAction,
+    CascadePolicy,
+    CascadeTier,
+    Draft,
+    DraftAttempt,
+    Intent,
+    MessageIntent,
+)
+from drafting.signals import attempts_added, intents_changed
 from tests.factories import (
     AgentActionFactory,
     ConversationFactory,
+    DraftAttemptFactory,
     EndpointFactory,
     MessageFactory,
     PolicyFactory,
@@ -268,6 +277,17 @@ def test_a_reclassified_message_makes_its_day_stale(policy: CascadePolicy) -> No
     facts_rollup(day=DAY)
     intents_changed.send(sender=MessageIntent, message_ids=[draft.message_id])
     assert RolledUpDay.objects.get(day=DAY).stale is True
+
+
+def test_attempts_added_after_the_rollup_make_the_day_stale(policy: CascadePolicy) -> None:
+    """Exploration asks a finished draft's skipped tiers later and adds their cost to it."""
+    draft = drafted(policy, kind="use", handle="30", cost="0.002")
+    facts_rollup(day=DAY)
+    DraftAttemptFactory.create(draft=draft, tier=2, exploratory=True, cost=Decimal("0.01"))
+    Draft.objects.filter(pk=draft.pk).update(total_cost=Decimal("0.012"))
+    attempts_added.send(sender=DraftAttempt, draft_ids=[draft.pk])
+    assert RolledUpDay.objects.get(day=DAY).stale is True
+    assert encs_report(OCTOBER)["model_cost_usd"] == money_str(Decimal("0.012"))
 
 
 def test_rolled_up_rows_read_back_in_the_facts_field_order(policy: CascadePolicy) -> None:
