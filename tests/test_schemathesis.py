@@ -21,6 +21,7 @@ from django.core.wsgi import get_wsgi_application
 from django.db import close_old_connections
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
+from schemathesis.core.result import Ok
 
 from tests.factories import (
     ChannelFactory,
@@ -46,16 +47,17 @@ def _keep_the_test_connection() -> Iterator[None]:
 
 @pytest.fixture
 def auth_headers(db: Any, _keep_the_test_connection: None) -> dict[str, str]:
-    channel = ChannelFactory()
-    conversation = ConversationFactory(channel=channel)
-    message = MessageFactory(conversation=conversation)
-    DraftFactory(message=message)
+    channel = ChannelFactory.create()
+    conversation = ConversationFactory.create(channel=channel)
+    message = MessageFactory.create(conversation=conversation)
+    DraftFactory.create(message=message)
     return {"Authorization": f"Token {token_for(channel)}"}
 
 
 def test_the_schema_covers_the_api() -> None:
     """The generated test below is only as wide as the schema: every v1 route must be in it."""
-    paths = {result.ok().path for result in schema.get_all_operations()}
+    operations = [result.ok() for result in schema.get_all_operations() if isinstance(result, Ok)]
+    paths = {operation.path for operation in operations}
     assert {
         "/api/v1/messages",
         "/api/v1/messages/{id}",
