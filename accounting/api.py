@@ -16,14 +16,31 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounting.dashboard import FINANCE_ROLES
 from accounting.engine import GROUP_BY, SettingsMissing, whatif
 from accounting.facts import Scope
 from accounting.selectors import encs_report
-from csbot.api.auth import request_team
+from csbot.api.auth import HasTeam, request_team
 from csbot.api.serializers import StrictSerializer
+from csbot.models import ApiToken
 from drafting.models import CascadePolicy
 
 MAX_DAYS = 366
+
+
+class FinanceOrIntegration(HasTeam):
+    """A channel token (the team's integration), or a manager or admin of the team: money is
+    not an agent's business, on the API as on the dashboard."""
+
+    message = "ENCS is for managers, admins and integration tokens."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        if not super().has_permission(request, view):
+            return False
+        if isinstance(request.auth, ApiToken):
+            return True
+        profile = getattr(request.user, "agent_profile", None)
+        return profile is not None and profile.role in FINANCE_ROLES
 
 
 class EncsQuery(StrictSerializer):
@@ -99,6 +116,8 @@ def _query_params() -> list[OpenApiParameter]:
 
 
 class EncsView(APIView):
+    permission_classes = [FinanceOrIntegration]
+
     @extend_schema(
         parameters=_query_params(),
         responses={200: OpenApiTypes.OBJECT},
@@ -133,6 +152,8 @@ class EncsView(APIView):
 
 
 class WhatIfView(APIView):
+    permission_classes = [FinanceOrIntegration]
+
     @extend_schema(
         parameters=[
             OpenApiParameter(name, OpenApiTypes.NUMBER, required=True)

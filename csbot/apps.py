@@ -6,3 +6,7 @@ from django.apps import AppConfig
 class CsbotConfig(AppConfig):
     name = "csbot"
     verbose_name = "Support"
+
+    def ready(self) -> None:
+        # Registers the deployment check for a shared cache (rate limits).
+        from csbot import security  # noqa: F401

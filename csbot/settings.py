@@ -5,10 +5,12 @@ Malformed values raise ImproperlyConfigured at start-up. Secrets have no product
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import dj_database_url
 import django_stubs_ext
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 from csbot.env import (
@@ -38,7 +40,8 @@ ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # The admin site admits admins only (staff plus superuser or the admin role).
+    "csbot.admin_site.CsbotAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -52,15 +55,20 @@ INSTALLED_APPS = [
     "drafting",
     "accounting",
     "django_celery_beat",
+    "auditlog",
+    "csp",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Audit log entries name the logged-in user who made the change.
+    "auditlog.middleware.AuditlogMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
@@ -299,6 +307,103 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
 }
+
+# --- Security: cache for rate limits, HTTPS, browser policies, audit trail ------------------
+# Rate-limit counters live in the cache, so every web process must share it: production sets
+# CACHE_URL=redis://host:6379/2 (Django's built-in Redis cache). The default, a per-process
+# memory cache, is for `make run` and tests; `check --deploy` warns about it (csbot.W001).
+CACHE_URL = env_url("CACHE_URL", "", schemes=("redis", "rediss"))
+CACHES: dict[str, dict[str, object]] = {
+    "default": (
+        {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": CACHE_URL,
+            "KEY_PREFIX": "csbot",
+        }
+        if CACHE_URL
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    )
+}
+
+
+def _env_rate(name: str, default: str) -> str:
+    """A rate limit as django-ratelimit reads it: a count per second, minute, hour or day,
+    optionally per several of them ("10/m", "300/5m")."""
+    value = env_str(name, default).strip()
+    if not re.fullmatch(r"[1-9][0-9]*/[0-9]*[smhd]", value):
+        raise ImproperlyConfigured(f"{name}={value!r} is not a rate such as 10/m or 500/s.")
+    return value
+
+
+# Ingest (POST /api/v1/messages) per channel token: generous, a guard against a runaway
+# integration rather than a quota (the load bench posts 250 messages/s from one token).
+CSBOT_INGEST_RATE = _env_rate("CSBOT_INGEST_RATE", "30000/m")
+# Login form posts, per username and per client address (an office behind one NAT address
+# shares the second): slows down password guessing.
+CSBOT_LOGIN_RATE = _env_rate("CSBOT_LOGIN_RATE", "10/m")
+CSBOT_LOGIN_IP_RATE = _env_rate("CSBOT_LOGIN_IP_RATE", "30/m")
+# Behind a proxy REMOTE_ADDR is the proxy: name the request.META key holding the client's
+# address (e.g. HTTP_X_REAL_IP) so the per-address login limit is per client.
+RATELIMIT_IP_META_KEY = env_str("CSBOT_CLIENT_IP_HEADER", "") or None
+
+# CSBOT_HTTPS=1 says users reach csbot over HTTPS; production must set it. Cookies then go
+# over HTTPS only, browsers are told (HSTS) never to use plain HTTP, and plain-HTTP requests
+# are redirected. Off by default so `make run`, the tests and the load bench work over plain
+# http://127.0.0.1.
+CSBOT_HTTPS = env_bool("CSBOT_HTTPS", False)
+SESSION_COOKIE_SECURE = CSBOT_HTTPS
+CSRF_COOKIE_SECURE = CSBOT_HTTPS
+SECURE_SSL_REDIRECT = env_bool("CSBOT_SSL_REDIRECT", CSBOT_HTTPS)
+# Probes and Prometheus inside the network speak plain HTTP to the container: not redirected.
+SECURE_REDIRECT_EXEMPT = [r"^health", r"^metrics"]
+# TLS ends at a proxy: the header the proxy sets to "https" (e.g. X-Forwarded-Proto). Only
+# for a proxy that overwrites the header, else a client could claim HTTPS.
+_PROXY_SSL_HEADER = env_str("CSBOT_PROXY_SSL_HEADER", "")
+if _PROXY_SSL_HEADER:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + _PROXY_SSL_HEADER.upper().replace("-", "_"), "https")
+SECURE_HSTS_SECONDS = env_int(
+    "CSBOT_HSTS_SECONDS", 365 * 24 * 3600 if CSBOT_HTTPS else 0, minimum=0
+)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("CSBOT_HSTS_INCLUDE_SUBDOMAINS", True)
+# Preloading is a commitment made for the whole domain (browsers ship the list): opt in.
+SECURE_HSTS_PRELOAD = env_bool("CSBOT_HSTS_PRELOAD", False)
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+# Scripts from our own static files only (no inline script, no eval): the console's scripts
+# are static files and the API docs use drf-spectacular's split Swagger view. Inline *style*
+# stays allowed: the admin, the draft panel's word shading and the charts' SVG use style
+# attributes, and htmx adds its indicator style.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF, "'unsafe-inline'"],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF, "data:"],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
+
+# Audit trail of configuration: who changed a price, a threshold, a cap, a labour rate, a token
+# or a role, with old and new values (django-auditlog; read-only in the admin). Conversations
+# and drafts are not configuration and are not logged here.
+AUDITLOG_INCLUDE_TRACKING_MODELS = (
+    "drafting.ModelEndpoint",
+    "drafting.EndpointPrice",
+    "drafting.CascadePolicy",
+    "drafting.CascadeTier",
+    "accounting.AccountingSettings",
+    "accounting.FixedCost",
+    # The key's hash is no secret, but nothing about a key belongs in a log.
+    {"model": "csbot.ApiToken", "exclude_fields": ["key_hash"]},
+    "csbot.AgentProfile",
+)
 
 LOGGING = {
     "version": 1,

@@ -764,7 +764,12 @@ def test_swagger_ui_page_loads_with_its_assets_served_locally(db: None, settings
     page = response.content.decode()
     assert "swagger-ui" in page
     assert "/static/drf_spectacular_sidecar/swagger-ui-dist/" in page  # no CDN
-    assert "/api/schema/" in page
+    # The start-up script is a file of its own (Content-Security-Policy forbids inline ones).
+    assert "<script>" not in page
+    script = APIClient().get("/api/docs/?script=")
+    assert script.status_code == 200
+    assert script["Content-Type"].startswith("application/javascript")
+    assert "/api/schema/" in script.content.decode()
 
 
 def test_a_token_revoked_through_the_service_is_refused_at_once_despite_the_cache(

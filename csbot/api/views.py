@@ -18,6 +18,7 @@ from csbot import services
 from csbot.api import serializers as s
 from csbot.api.auth import not_found, request_channel, request_team
 from csbot.models import Conversation, Message
+from csbot.security import IngestRateThrottle
 from drafting import selectors as drafting_selectors
 from drafting.models import Draft
 from drafting.services import ActionRejected
@@ -37,6 +38,8 @@ class MessagePagination(CursorPagination):
 
 
 class MessageIngestView(APIView):
+    throttle_classes = [IngestRateThrottle]  # CSBOT_INGEST_RATE per channel token
+
     @extend_schema(
         request=s.InboundMessageIn,
         responses={

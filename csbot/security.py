@@ -1,0 +1,119 @@
+"""Rate limits on login and ingest, and the deployment check for a shared cache.
+
+Counters are django-ratelimit's fixed windows in the default cache (one `INCR` per request),
+so every web process must share that cache in production (CACHE_URL). When the cache itself
+is down, requests are let through with a warning: the limits are a guard against abuse, and
+locking every agent out of the console, or refusing a channel's messages, because Redis is
+restarting would be the larger harm.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.views import LoginView
+from django.core import checks
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django_ratelimit.core import get_usage
+from redis.exceptions import RedisError
+from rest_framework.request import Request
+from rest_framework.throttling import BaseThrottle
+
+from csbot.models import ApiToken
+
+logger = logging.getLogger(__name__)
+
+Key = Callable[[str, HttpRequest], str]
+
+
+def limit_hit(
+    request: HttpRequest, *, group: str, key: str | Key, rate: str, count: bool = True
+) -> int | None:
+    """Counts this request against `rate` for `key` in `group`; the seconds until the window
+    resets when the limit is exceeded, else None (also when the cache is unreachable)."""
+    try:
+        usage = get_usage(request, group=group, key=key, rate=rate, increment=count)
+    except (RedisError, OSError):
+        logger.warning("rate limit %s not checked: the cache is unreachable", group)
+        return None
+    if usage is None or not usage["should_limit"]:
+        return None
+    if usage["limit"] == 0:  # the cache answered nothing: not a real hit
+        logger.warning("rate limit %s not checked: the cache returned no count", group)
+        return None
+    return max(1, int(usage["time_left"]))
+
+
+def _username(group: str, request: HttpRequest) -> str:
+    # Case-folded so "Alice" and "alice" share one counter.
+    return str(request.POST.get("username", "")).strip().casefold()
+
+
+class RateLimitedLoginView(LoginView):
+    """Django's login view; form posts beyond CSBOT_LOGIN_RATE per username or
+    CSBOT_LOGIN_IP_RATE per client address get 429 with Retry-After, whatever the password."""
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        # Both counters move on every post, so guessing one username from many addresses and
+        # many usernames from one address are both slowed down.
+        waits = [
+            limit_hit(request, group="login-ip", key="ip", rate=settings.CSBOT_LOGIN_IP_RATE),
+            limit_hit(request, group="login-user", key=_username, rate=settings.CSBOT_LOGIN_RATE),
+        ]
+        wait = max((w for w in waits if w is not None), default=None)
+        if wait is not None:
+            response = render(
+                request,
+                "registration/login.html",
+                {"form": self.get_form(), "too_many": True, "next": self.get_redirect_url()},
+                status=429,
+            )
+            response["Retry-After"] = str(wait)
+            return response
+        return super().post(request, *args, **kwargs)
+
+
+def _token_key(group: str, request: HttpRequest) -> str:
+    auth = getattr(request, "auth", None)
+    return f"token:{auth.pk}" if isinstance(auth, ApiToken) else "session"
+
+
+class IngestRateThrottle(BaseThrottle):
+    """CSBOT_INGEST_RATE per channel token on message ingest. DRF answers a throttled request
+    with 429, a Retry-After header and a JSON `detail`."""
+
+    def __init__(self) -> None:
+        self._wait: int | None = None
+
+    def allow_request(self, request: Request, view: Any) -> bool:
+        # DRF's request (it carries the token) stands in for Django's: it proxies the rest.
+        self._wait = limit_hit(
+            request,
+            group="ingest",
+            key=_token_key,
+            rate=settings.CSBOT_INGEST_RATE,
+        )
+        return self._wait is None
+
+    def wait(self) -> float | None:
+        return None if self._wait is None else float(self._wait)
+
+
+@checks.register(checks.Tags.caches, deploy=True)
+def check_shared_cache(app_configs: Any, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Rate limits count in the cache: a per-process cache multiplies them by the processes."""
+    backend = str(settings.CACHES["default"]["BACKEND"])
+    if backend.endswith(("LocMemCache", "DummyCache")):
+        return [
+            checks.Warning(
+                "The default cache is not shared between processes, so login and ingest rate "
+                "limits are counted per process.",
+                hint="Set CACHE_URL=redis://host:6379/2 (a Redis database of its own).",
+                id="csbot.W001",
+            )
+        ]
+    return []
