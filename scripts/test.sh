@@ -13,6 +13,8 @@ scripts/services.sh install
 scripts/services.sh start
 eval "$(scripts/services.sh env)"
 scripts/bootstrap.sh
+# Docker Compose v2 (a static binary, once) so tests/test_deploy.py validates compose.yaml.
+scripts/compose.sh install
 
 export DATABASE_URL CELERY_BROKER_URL
 export DJANGO_SECRET_KEY="${DJANGO_SECRET_KEY:-test-only-secret-key}"
