@@ -23,6 +23,7 @@ from csbot.env import (
     env_timezone,
     env_url,
 )
+from csbot.observability.logs import logging_config
 
 # Lets runtime code subscript Django generics (`admin.ModelAdmin[Team]`) as the type stubs do.
 django_stubs_ext.monkeypatch()
@@ -60,6 +61,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: probes and /metrics answer before host checks and the HTTPS redirect; then every
+    # other request gets its id, metrics and access log line (csbot.observability).
+    "csbot.observability.middleware.ProbeMiddleware",
+    "csbot.observability.middleware.RequestContextMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -173,6 +178,8 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# The worker logs through LOGGING below (csbot.observability.worker), not Celery's own setup.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TIMEZONE = TIME_ZONE
 # Schedules live in the database (django-celery-beat), editable in the admin; the monthly ENCS
 # report and the fact rollup are created there by accounting's migrations. Entries here are
@@ -405,16 +412,30 @@ AUDITLOG_INCLUDE_TRACKING_MODELS = (
     "csbot.AgentProfile",
 )
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {
-        "handlers": ["console"],
-        "level": env_choice(
-            "LOG_LEVEL", "INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-        ),
-    },
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
-}
+# --- Observability (csbot.observability; README "Operations") ---------------------------------
+# One line per log record on stderr: "json" (one object per line, with request_id on the web
+# and task_id/draft_id/message_id in the worker) by default, "plain" for a terminal (the
+# default with DEBUG on, as under `make run`). Secrets are redacted from both.
+LOG_FORMAT = env_choice("LOG_FORMAT", "plain" if DEBUG else "json", choices=("json", "plain"))
+# One access log line per request (method, path, status, duration; probes excluded).
+LOG_REQUESTS = env_bool("LOG_REQUESTS", True)
+LOGGING = logging_config(
+    log_format=LOG_FORMAT,
+    level=env_choice(
+        "LOG_LEVEL", "INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+    ),
+)
+# /metrics answers peers in these networks (REMOTE_ADDR), or anyone presenting METRICS_TOKEN
+# as `Authorization: Bearer …`. Default: this machine only.
+METRICS_ALLOWED_IPS = env_list("METRICS_ALLOWED_IPS", ["127.0.0.0/8", "::1/128"])
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+# Draft, spend and queue metrics are read from the database at most this often per process.
+METRICS_CACHE_SECONDS = env_int("METRICS_CACHE_SECONDS", 5, minimum=0)
+# /readyz: how long each model endpoint may take to list its models, how long its answer is
+# reused, and whether an active policy with no reachable tier makes the process unready
+# (off: ingest keeps storing messages and their drafts wait for the endpoint).
+READYZ_ENDPOINT_TIMEOUT_SECONDS = env_float(
+    "READYZ_ENDPOINT_TIMEOUT_SECONDS", 2.0, minimum=0.1, maximum=60.0
+)
+READYZ_ENDPOINT_CACHE_SECONDS = env_int("READYZ_ENDPOINT_CACHE_SECONDS", 15, minimum=0)
+READYZ_REQUIRE_ENDPOINTS = env_bool("READYZ_REQUIRE_ENDPOINTS", False)

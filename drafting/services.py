@@ -24,6 +24,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from rapidfuzz.distance import Levenshtein
 
 from csbot.models import Message
+from csbot.observability.context import log_bind
 from drafting.cache import CacheHit, cache_lookup, cache_store, is_first_turn
 from drafting.cascade import CascadeResult, TierAttempt, run_cascade
 from drafting.examples import example_store, examples_similar
@@ -225,6 +226,7 @@ def draft_generate(*, draft_id: int, explore_draw: Callable[[], float] = random.
         .annotate(first_turn=~Exists(_earlier_messages))
         .get(pk=draft_id)
     )
+    log_bind(message_id=draft.message.pk)  # the worker's log lines name the message too
     first_turn: bool = draft.first_turn  # type: ignore[attr-defined]
     team_id = draft.policy.team_id
     # Embedded at most once, and only if the exact cache misses: both searches share it.
