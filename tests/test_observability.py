@@ -6,11 +6,17 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import socket
+import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -450,3 +456,67 @@ def test_healthcheck_command_exits_non_zero_when_not_ready(
         call_command("healthcheck")
     assert failure.value.returncode == 1
     assert json.loads(capsys.readouterr().out)["checks"]["broker"]["status"] == "fail"
+
+
+def test_gunicorn_workers_add_up_their_request_counts(
+    transactional_db: None, tmp_path: Any
+) -> None:
+    """Several gunicorn workers, recycled every few requests: a scrape answered by any of
+    them counts every request any of them served (PROMETHEUS_MULTIPROC_DIR)."""
+    from django.db import connection
+
+    db = connection.settings_dict
+    port = closed_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prometheus"),
+        "DJANGO_DEBUG": "0",
+        "LOG_REQUESTS": "0",
+        "METRICS_CACHE_SECONDS": "0",
+    }
+    server = subprocess.Popen(  # noqa: S603 - our own gunicorn, fixed arguments
+        [
+            str(Path(sys.executable).with_name("gunicorn")),
+            "-c",
+            "python:csbot.observability.gunicorn",
+            "csbot.wsgi:application",
+            f"--bind=127.0.0.1:{port}",
+            "--workers=2",
+            "--max-requests=4",  # workers are replaced as they go: their counts must stay
+            "--preload",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/healthz", timeout=2):  # noqa: S310
+                    break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "gunicorn down"
+                time.sleep(0.3)
+        for _ in range(12):
+            request = urllib.request.Request(f"{base}/api/v1/messages", data=b"{}")  # noqa: S310
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(request, timeout=10)  # noqa: S310
+            assert refused.value.code == 401
+        labels = {"view": "api:message-ingest", "method": "POST", "status": "401"}
+        for _ in range(3):
+            with urllib.request.urlopen(f"{base}/metrics", timeout=10) as response:  # noqa: S310
+                page = response.read().decode()
+            samples = {
+                (s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(page)
+                for s in family.samples
+            }
+            assert value(samples, "csbot_http_requests_total", **labels) == 12
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    # Served by at least three processes (4 requests each at most, the scrapes included).
+    assert len(list((tmp_path / "prometheus").glob("counter_*.db"))) >= 3

@@ -100,6 +100,10 @@ class CsbotJsonFormatter(JsonFormatter):
         kwargs.setdefault("reserved_attrs", [*RESERVED_ATTRS, "request", "context"])
         super().__init__(*args, **kwargs)
 
+    def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
+        # The timestamp first, as a reader scans a log.
+        return {"timestamp": log_data.pop("timestamp", None), **log_data}
+
     def format(self, record: logging.LogRecord) -> str:
         return _redact(super().format(record))
 
