@@ -475,3 +475,28 @@ def test_beat_check_fails_once_the_sweeper_stops_being_scheduled():
 def test_healthcheck_exits_non_zero_when_web_does_not_answer():
     # Port 9 (discard) on loopback: nothing listens there.
     assert healthcheck_module().check_web("http://127.0.0.1:9/healthz") is not None
+
+
+# --- operator docs ------------------------------------------------------------------------------
+
+
+def test_configuration_doc_lists_every_variable_the_settings_read():
+    settings_source = (ROOT / "csbot" / "settings.py").read_text()
+    names = set(re.findall(r'\b_?env_\w+\(\s*"([A-Z][A-Z0-9_]+)"', settings_source))
+    assert {"DJANGO_SECRET_KEY", "DATABASE_URL", "CSBOT_LOGIN_RATE"} <= names
+    documented = set(
+        re.findall(r"`([A-Z][A-Z0-9_]+)`", (ROOT / "docs" / "configuration.md").read_text())
+    )
+    assert names - documented == set(), "add these to docs/configuration.md"
+
+
+def test_docs_links_resolve_and_the_index_lists_every_page():
+    docs = ROOT / "docs"
+    pages = sorted(p.name for p in docs.glob("*.md") if p.name != "README.md")
+    index = (docs / "README.md").read_text()
+    assert [p for p in pages if f"({p})" not in index] == []
+    for page in [*docs.glob("*.md"), ROOT / "README.md"]:
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text()):
+            assert (page.parent / target).exists(), f"{page.name} links to missing {target}"
+    readme = (ROOT / "README.md").read_text()
+    assert "(docs/README.md)" in readme and "(docs/deployment.md)" in readme
