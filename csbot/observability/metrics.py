@@ -62,10 +62,23 @@ http_request_duration = Histogram(
 )
 
 
+# The labelled children per (view, method, status): `labels()` validates and locks on every
+# call, a dict look-up does not. Bounded like the labels themselves.
+_http_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
 def http_request_observe(*, view: str, method: str, status: int, seconds: float) -> None:
-    method = method if method in HTTP_METHODS else "OTHER"
-    http_requests.labels(view, method, str(status)).inc()
-    http_request_duration.labels(view, method).observe(seconds)
+    method = method if method in HTTP_METHODS else "OTHER"  # before keying: any client can
+    key = (view, method, status)  # invent methods, and each would be a new entry
+    children = _http_children.get(key)
+    if children is None:
+        children = (
+            http_requests.labels(view, method, str(status)),
+            http_request_duration.labels(view, method),
+        )
+        _http_children[key] = children
+    children[0].inc()
+    children[1].observe(seconds)
 
 
 # --- Drafting (read from the rows at scrape time) ---------------------------------------------
