@@ -152,6 +152,7 @@ def seed(drafts: int) -> dict[str, int]:
             for i, message in enumerate(messages):
                 kind = (start + i) % 100
                 kinds.append(kind)
+                endpoint: ModelEndpoint | None
                 status, endpoint = "ready", local
                 if kind >= 70:
                     status, endpoint = "ready", paid
