@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # One image for web, worker and beat (compose.yaml runs all three from it):
-#   web     gunicorn csbot.wsgi:application --bind 0.0.0.0:8000     (the default command)
+#   web     gunicorn -c python:csbot.observability.gunicorn csbot.wsgi:application
+#               --bind 0.0.0.0:8000                             (the default command)
 #   worker  celery -A csbot worker --loglevel INFO
 #   beat    celery -A csbot beat --loglevel INFO   (schedules live in the database)
 # The model server is not in it: tier 1 is the official vLLM image on the GPU (compose.yaml,
@@ -68,6 +69,8 @@ EXPOSE 8000
 # worker and beat containers their own checks (deploy/healthcheck.py worker|beat).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "/app/deploy/healthcheck.py", "web"]
-# gunicorn reads its worker count from WEB_CONCURRENCY, other options from GUNICORN_CMD_ARGS.
+# gunicorn reads its worker count from WEB_CONCURRENCY, other options from GUNICORN_CMD_ARGS;
+# the config module makes its workers share request metrics (PROMETHEUS_MULTIPROC_DIR).
 ENV WEB_CONCURRENCY=4
-CMD ["gunicorn", "csbot.wsgi:application", "--bind", "0.0.0.0:8000"]
+CMD ["gunicorn", "-c", "python:csbot.observability.gunicorn", "csbot.wsgi:application", \
+     "--bind", "0.0.0.0:8000"]
