@@ -313,6 +313,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Conversations and drafts both have a `status`: name their enums (else a hashed name and
+    # a warning that fails `check --deploy --fail-level WARNING`).
+    "ENUM_NAME_OVERRIDES": {
+        "ConversationStatusEnum": "csbot.models.Conversation.Status",
+        "DraftStatusEnum": "drafting.models.Draft.Status",
+    },
 }
 
 # --- Security: cache for rate limits, HTTPS, browser policies, audit trail ------------------

@@ -51,6 +51,8 @@
     }
   });
   document.addEventListener("keydown", function (e) {
+    // Letters typed on the intent list pick an intent; they are not shortcuts.
+    if (e.target.closest("select")) return;
     if ((e.ctrlKey || e.metaKey) && e.key === "Enter") { e.preventDefault(); send(); return; }
     if (e.target.closest("input, textarea") || e.ctrlKey || e.metaKey || e.altKey) return;
     if (e.key === "a") { e.preventDefault(); accept(); }

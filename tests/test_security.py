@@ -1,0 +1,882 @@
+"""Security: who may reach which route (a matrix over every URL pattern), another team's data,
+CSRF on the console's forms, revocable team-scoped tokens, rate limits, the HTTPS and
+browser-policy settings, and API keys kept out of the database, logs, pages and error reports.
+
+The route matrix enumerates the URL resolver: a route that is not in ROUTES (or, under
+/admin/, a model that is not in ADMIN_MODELS) fails the test until someone decides who may
+reach it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.contrib import admin
+from django.contrib.auth import get_user_model
+from django.core.cache import cache
+from django.test import Client
+from django.urls import URLPattern, URLResolver, get_resolver
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from csbot import services
+from csbot.models import AgentProfile, Conversation
+from drafting.models import AgentAction, Draft, Intent
+from tests.conftest import TeamSetup, ingest, make_team
+from tests.factories import AgentProfileFactory, UserFactory, token_for
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# --- The roles ---------------------------------------------------------------------------------
+
+ROLES = ("anonymous", "no_profile", "agent", "manager", "admin", "token")
+
+
+@dataclass
+class World:
+    """Two teams; Acme has one user per role and a conversation with a draft, Globex the
+    same conversation shape (another team's data)."""
+
+    acme: TeamSetup
+    globex: TeamSetup
+    clients: dict[str, Client]
+    conversation: Conversation
+    draft: Draft
+    intent: Intent
+    other_conversation: Conversation
+    other_draft: Draft
+
+
+def _conversation_with_draft(setup: TeamSetup) -> tuple[Conversation, Draft]:
+    result = ingest(setup, "matrix", "matrix-1", "Where is my parcel?")
+    assert result.draft is not None
+    return result.message.conversation, result.draft
+
+
+def _logged_in(user: Any) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def world(db: None) -> World:
+    acme, globex = make_team("Acme"), make_team("Globex")
+    manager = AgentProfileFactory.create(
+        team=acme.team, role=AgentProfile.Role.MANAGER, user__username="acme-manager"
+    ).user
+    # As `seed_demo` makes it: a superuser who is also the team's admin.
+    admin_user = UserFactory.create(username="acme-admin", is_staff=True, is_superuser=True)
+    AgentProfileFactory.create(team=acme.team, user=admin_user, role=AgentProfile.Role.ADMIN)
+    no_profile = UserFactory.create(username="nobody")
+    conversation, draft = _conversation_with_draft(acme)
+    other_conversation, other_draft = _conversation_with_draft(globex)
+    clients = {
+        "anonymous": Client(),
+        "no_profile": _logged_in(no_profile),
+        "agent": _logged_in(acme.agent),
+        "manager": _logged_in(manager),
+        "admin": _logged_in(admin_user),
+        # Django views ignore the header (the caller is anonymous there); the API reads it.
+        "token": Client(HTTP_AUTHORIZATION=f"Token {acme.token}"),
+    }
+    return World(
+        acme=acme,
+        globex=globex,
+        clients=clients,
+        conversation=conversation,
+        draft=draft,
+        intent=Intent.objects.create(team=acme.team, name="where_is_my_parcel"),
+        other_conversation=other_conversation,
+        other_draft=other_draft,
+    )
+
+
+# --- Expected access ---------------------------------------------------------------------------
+# Outcomes: "ok" = 200; "in" = the view ran (2xx, a redirect that is not to a login page, 400
+# or 409 for the empty or partial bodies posted here); "login" = redirect to /login/;
+# "admin-login" = redirect to the admin's login; "401", "403", "404", "405" = that status.
+
+_CONSOLE_READ = {
+    "anonymous": "login",
+    "no_profile": "403",
+    "agent": "ok",
+    "manager": "ok",
+    "admin": "ok",
+    "token": "login",
+}
+_CONSOLE_POST = {**_CONSOLE_READ, "agent": "in", "manager": "in", "admin": "in"}
+# A wrong method is refused before the team is looked up.
+_CONSOLE_GET_ONLY = {
+    **_CONSOLE_READ,
+    "no_profile": "405",
+    "agent": "405",
+    "manager": "405",
+    "admin": "405",
+}
+_CONSOLE_POST_ONLY = _CONSOLE_GET_ONLY
+_FINANCE_PAGE = {**_CONSOLE_READ, "agent": "403"}
+_FINANCE_FILE = {**_FINANCE_PAGE, "manager": "in", "admin": "in"}
+_API_READ = {
+    "anonymous": "401",
+    "no_profile": "403",
+    "agent": "ok",
+    "manager": "ok",
+    "admin": "ok",
+    "token": "ok",
+}
+_API_READ_ONLY_POST = {
+    **_API_READ,
+    "agent": "405",
+    "manager": "405",
+    "admin": "405",
+    "token": "405",
+}
+_API_FINANCE = {**_API_READ, "agent": "403", "manager": "in", "admin": "in", "token": "in"}
+_API_FINANCE_POST = {**_API_FINANCE, "manager": "405", "admin": "405", "token": "405"}
+_PUBLIC = dict.fromkeys(ROLES, "ok")
+
+# route pattern → {method: {role: outcome}}. Every non-admin route of the project.
+ROUTES: dict[str, dict[str, dict[str, str]]] = {
+    "": {"GET": dict.fromkeys(ROLES, "in")},  # → the queue
+    "login/": {"GET": _PUBLIC, "POST": dict.fromkeys(ROLES, "in")},
+    # → the login page (checked last: it ends the sessions).
+    "logout/": {"GET": dict.fromkeys(ROLES, "405"), "POST": dict.fromkeys(ROLES, "login")},
+    "console/": {"GET": _CONSOLE_READ, "POST": _CONSOLE_GET_ONLY},
+    "console/c/<int:pk>": {"GET": _CONSOLE_READ, "POST": _CONSOLE_GET_ONLY},
+    "console/c/<int:pk>/draft": {"GET": _CONSOLE_READ, "POST": _CONSOLE_GET_ONLY},
+    "console/c/<int:pk>/reply": {"GET": _CONSOLE_POST_ONLY, "POST": _CONSOLE_POST},
+    "console/c/<int:pk>/close": {"GET": _CONSOLE_POST_ONLY, "POST": _CONSOLE_POST},
+    "console/c/<int:pk>/intent": {"GET": _CONSOLE_READ, "POST": _CONSOLE_POST},
+    "accounting/": {"GET": _FINANCE_PAGE},
+    "accounting/whatif": {"GET": _FINANCE_PAGE},
+    "accounting/report.html": {"GET": _FINANCE_FILE},
+    "accounting/report.pdf": {"GET": _FINANCE_FILE},
+    "api/v1/messages": {
+        "GET": {**_API_READ_ONLY_POST, "token": "405"},
+        "POST": {**_API_READ, "agent": "403", "manager": "403", "admin": "403", "token": "in"},
+    },
+    "api/v1/messages/<int:pk>": {"GET": _API_READ, "POST": _API_READ_ONLY_POST},
+    "api/v1/conversations": {"GET": _API_READ, "POST": _API_READ_ONLY_POST},
+    "api/v1/conversations/<int:pk>": {"GET": _API_READ, "POST": _API_READ_ONLY_POST},
+    "api/v1/conversations/<int:pk>/messages": {"GET": _API_READ, "POST": _API_READ_ONLY_POST},
+    "api/v1/drafts/<int:pk>": {"GET": _API_READ, "POST": _API_READ_ONLY_POST},
+    "api/v1/drafts/<int:pk>/action": {
+        "GET": {**_API_READ_ONLY_POST},
+        "POST": {**_API_READ, "agent": "in", "manager": "in", "admin": "in", "token": "in"},
+    },
+    "api/v1/encs": {"GET": _API_FINANCE, "POST": _API_FINANCE_POST},
+    "api/v1/encs/whatif": {"GET": _API_FINANCE, "POST": _API_FINANCE_POST},
+    # The schema and its docs are public: they describe the API, they hold no data.
+    "api/schema/": {"GET": _PUBLIC},
+    "api/docs/": {"GET": _PUBLIC},
+}
+
+# Every model in the admin, and who gets in: admins only (the site's own rule, see
+# csbot.admin_site). A model registered without an entry here fails the matrix.
+ADMIN_MODELS = {
+    "accounting.accountingsettings",
+    "accounting.fixedcost",
+    "accounting.monthlyreport",
+    "auditlog.logentry",
+    "auth.group",
+    "auth.user",
+    "csbot.agentprofile",
+    "csbot.apitoken",
+    "csbot.channel",
+    "csbot.conversation",
+    "csbot.message",
+    "csbot.team",
+    "django_celery_beat.clockedschedule",
+    "django_celery_beat.crontabschedule",
+    "django_celery_beat.intervalschedule",
+    "django_celery_beat.periodictask",
+    "django_celery_beat.solarschedule",
+    "drafting.agentaction",
+    "drafting.cachedreply",
+    "drafting.cascadepolicy",
+    "drafting.draft",
+    "drafting.draftattempt",
+    "drafting.intent",
+    "drafting.intentexample",
+    "drafting.messageintent",
+    "drafting.modelendpoint",
+    "drafting.replyexample",
+    "drafting.trainedclassifier",
+}
+# Site-level admin routes besides the models' own. Only the login page is open to all.
+ADMIN_SITE_ROUTES = {
+    "admin/": "admins",
+    "admin/login/": "public",
+    "admin/logout/": "admins",
+    "admin/password_change/": "admins",
+    "admin/password_change/done/": "admins",
+    "admin/autocomplete/": "admins",
+    "admin/jsi18n/": "admins",
+    "admin/r/<path:content_type_id>/<path:object_id>/": "admins",
+    "admin/<app_label>/": "admins",  # one pattern: a regex of the registered apps
+    "admin/(?P<url>.*)$": "catch-all",
+}
+
+
+def all_routes() -> Iterator[tuple[str, Any]]:
+    """(route pattern, view) for every URL pattern, includes flattened."""
+
+    def walk(patterns: list[Any], prefix: str) -> Iterator[tuple[str, Any]]:
+        for pattern in patterns:
+            route = prefix + str(pattern.pattern)
+            if isinstance(pattern, URLResolver):
+                yield from walk(pattern.url_patterns, route)
+            else:
+                assert isinstance(pattern, URLPattern)
+                yield route, pattern.callback
+
+    yield from walk(get_resolver().url_patterns, "")
+
+
+# Routes of the admin's models look like admin/drafting/modelendpoint/<path:object_id>/change/.
+_ADMIN_MODEL_ROUTE = re.compile(r"^admin/(?P<app>[a-z_]+)/(?P<model>[a-z_]+)/(?P<rest>.*)$")
+
+
+def _site_route(route: str) -> str:
+    return "admin/<app_label>/" if route.startswith("admin/^(?P<app_label>") else route
+
+
+def _admin_model_of(route: str) -> str | None:
+    match = _ADMIN_MODEL_ROUTE.match(route)
+    return f"{match['app']}.{match['model']}" if match else None
+
+
+def test_every_route_of_the_project_has_an_expected_access_rule() -> None:
+    routes = [route for route, _view in all_routes()]
+    unclassified = [
+        route
+        for route in routes
+        if route not in ROUTES
+        and _site_route(route) not in ADMIN_SITE_ROUTES
+        and _admin_model_of(route) not in ADMIN_MODELS
+    ]
+    assert unclassified == []
+    registered = {model._meta.label_lower for model in admin.site._registry}
+    assert registered == ADMIN_MODELS
+    # And the table names no route that no longer exists.
+    assert set(ROUTES) - set(routes) == set()
+    assert len(routes) > 100  # the admin's routes were walked too
+
+
+def _url(route: str, world: World) -> str:
+    pk = {
+        "console/c/<int:pk>": world.conversation.pk,
+        "api/v1/messages/<int:pk>": world.draft.message_id,
+        "api/v1/conversations/<int:pk>": world.conversation.pk,
+        "api/v1/drafts/<int:pk>": world.draft.pk,
+    }
+    for prefix, value in sorted(pk.items(), key=lambda kv: -len(kv[0])):
+        if route.startswith(prefix):
+            route = route.replace("<int:pk>", str(value))
+    assert "<" not in route, route
+    return "/" + route
+
+
+def _post_data(route: str, world: World) -> dict[str, Any]:
+    if route.endswith("/reply"):
+        return {"text": "Following up on your parcel.", "kind": "none"}
+    if route.endswith("/intent"):
+        message_id = world.draft.message_id
+        return {"message_id": message_id, "intent_id": world.intent.pk}
+    if route == "api/v1/messages":
+        return {
+            "conversation_external_id": "matrix-new",
+            "channel_message_id": "matrix-new-1",
+            "text": "Hello",
+        }
+    return {}
+
+
+def _outcome(response: Any) -> str:
+    status = response.status_code
+    location = response.get("Location", "")
+    if status == 302 and location.startswith("/login/"):
+        return "login"
+    if status == 302 and location.startswith("/admin/login/"):
+        return "admin-login"
+    if status in (401, 403, 404, 405):
+        return str(status)
+    if status == 200:
+        return "ok"
+    assert status < 500, (status, response.content[:500])
+    return "in"
+
+
+def _matches(expected: str, actual: str) -> bool:
+    return actual == expected or (expected == "in" and actual == "ok")
+
+
+def test_each_role_reaches_exactly_the_routes_it_should(world: World) -> None:
+    cache.clear()
+    failures = []
+    for route, methods in sorted(ROUTES.items(), key=lambda item: item[0] == "logout/"):
+        url = _url(route, world)
+        for method, expected in methods.items():
+            assert set(expected) == set(ROLES), route
+            for role in ROLES:
+                client = world.clients[role]
+                if method == "GET":
+                    response = client.get(url)
+                else:
+                    response = client.post(url, _post_data(route, world))
+                actual = _outcome(response)
+                if not _matches(expected[role], actual):
+                    failures.append((method, url, role, expected[role], actual))
+    assert failures == []
+
+
+def _admin_urls(world: World) -> list[str]:
+    """Concrete URLs for every admin route: models' pages with an existing object (or a
+    missing one), site pages as they are."""
+    urls = []
+    for route, _view in all_routes():
+        if not route.startswith("admin/") or route == "admin/(?P<url>.*)$":
+            continue
+        model_label = _admin_model_of(route)
+        if route.startswith("admin/^("):
+            urls.append("/admin/drafting/")
+            continue
+        if route == "admin/r/<path:content_type_id>/<path:object_id>/":
+            continue  # a redirect to the object's own site page, for admins only (below)
+        if model_label is not None and "<" in route:
+            model = next(m for m in admin.site._registry if m._meta.label_lower == model_label)
+            obj = model._default_manager.order_by("pk").first()
+            route = re.sub(r"<path:object_id>", str(obj.pk if obj else 999999), route)
+            route = re.sub(r"<int:pk>", str(obj.pk if obj else 999999), route)
+            route = re.sub(r"<str:kind>", "html", route)
+            route = re.sub(r"<id>", str(obj.pk if obj else 999999), route)
+        assert "<" not in route and "(?P" not in route, route
+        urls.append("/" + route)
+    return urls
+
+
+def _switched_off(url: str, status: int) -> bool:
+    """Admin pages an admin is refused on purpose: adding reports and classifiers (made, not
+    added), changing or deleting the audit log (read-only), autocomplete without its query
+    (403), and pages of an object that does not exist (404)."""
+    if status == 403:
+        return (
+            url.endswith("/add/")
+            or url.startswith("/admin/auditlog/logentry/")
+            or url == "/admin/autocomplete/"
+        )
+    return status == 404 and "/999999/" in url
+
+
+def test_the_admin_site_is_for_admins_only(world: World) -> None:
+    staff_manager = AgentProfileFactory.create(
+        team=world.acme.team, role=AgentProfile.Role.MANAGER, user__username="staff-manager"
+    ).user
+    staff_manager.is_staff = True
+    staff_manager.save()
+    outsiders = {role: world.clients[role] for role in ROLES if role != "admin"}
+    # Staff alone is not enough: the admin configures every team's money.
+    outsiders["staff manager"] = _logged_in(staff_manager)
+    urls = _admin_urls(world)
+    assert len(urls) > 100
+    failures = []
+    for url in urls:
+        for role, client in outsiders.items():
+            # Posts where the admin writes: changelists (actions), add, change, delete.
+            writes = url.endswith(("/add/", "/change/", "/delete/")) or url.count("/") == 4
+            for method in ("get", "post") if writes or url == "/admin/login/" else ("get",):
+                actual = _outcome(getattr(client, method)(url))
+                expected = "admin-login"
+                if url == "/admin/login/":
+                    expected = "ok"  # the form (with its errors when posted)
+                elif url == "/admin/logout/":
+                    expected = "in"  # back to the admin's index, which asks for a login
+                if actual != expected:
+                    failures.append((method, url, role, expected, actual))
+        response = world.clients["admin"].get(url)
+        if url in ("/admin/logout/",):
+            continue
+        refused = response.status_code not in (200, 302) or _outcome(response) == "admin-login"
+        if refused and not _switched_off(url, response.status_code):
+            failures.append(("get", url, "admin", "in", response.status_code))
+    assert failures == [], "\n".join(map(str, failures))
+
+
+def test_a_team_admin_who_is_staff_gets_into_the_admin_site(world: World) -> None:
+    team_admin = AgentProfileFactory.create(
+        team=world.acme.team, role=AgentProfile.Role.ADMIN, user__username="team-admin"
+    ).user
+    client = _logged_in(team_admin)
+    assert _outcome(client.get("/admin/")) == "admin-login"  # not staff yet
+    team_admin.is_staff = True
+    team_admin.save()
+    assert client.get("/admin/").status_code == 200
+
+
+# --- Another team's data -----------------------------------------------------------------------
+
+
+def test_another_teams_conversations_and_drafts_are_not_found_on_console_and_api(
+    world: World,
+) -> None:
+    other = world.other_conversation
+    draft = world.other_draft
+    agent = world.clients["agent"]
+    console = [
+        ("get", f"/console/c/{other.pk}", {}),
+        ("get", f"/console/c/{other.pk}/draft", {}),
+        ("get", f"/console/c/{other.pk}/intent", {}),
+        ("post", f"/console/c/{other.pk}/reply", {"text": "hi", "kind": "none"}),
+        ("post", f"/console/c/{other.pk}/close", {}),
+        (
+            "post",
+            f"/console/c/{other.pk}/intent",
+            {"message_id": draft.message_id, "intent_id": world.intent.pk},
+        ),
+        # Their message posted against our conversation is not found either.
+        (
+            "post",
+            f"/console/c/{world.conversation.pk}/reply",
+            {"text": "hi", "kind": "use", "inbound_message_id": draft.message_id},
+        ),
+    ]
+    api = [
+        ("get", f"/api/v1/conversations/{other.pk}", {}),
+        ("get", f"/api/v1/conversations/{other.pk}/messages", {}),
+        ("get", f"/api/v1/messages/{draft.message_id}", {}),
+        ("get", f"/api/v1/drafts/{draft.pk}", {}),
+        ("post", f"/api/v1/drafts/{draft.pk}/action", {"kind": "use", "agent": "x"}),
+    ]
+    token = world.acme.api()
+    session = APIClient()
+    session.force_login(world.acme.agent)
+    statuses = [getattr(agent, m)(url, data).status_code for m, url, data in console]
+    statuses += [getattr(token, m)(url, data, format="json").status_code for m, url, data in api]
+    statuses += [getattr(session, m)(url, data, format="json").status_code for m, url, data in api]
+    assert statuses == [404] * (len(console) + 2 * len(api))
+    other.refresh_from_db()
+    assert other.status == Conversation.Status.OPEN  # the close did not happen
+    assert not other.messages.filter(direction="out").exists()
+    # Their team's ENCS and policies are not found on the dashboard either.
+    manager = world.clients["manager"]
+    assert manager.get("/accounting/", {"team": world.globex.team.pk}).status_code == 404
+    assert manager.get("/accounting/", {"policy": world.globex.policy.pk}).status_code == 404
+    # A token's list holds its own team's conversations only.
+    listed = {c["id"] for c in token.get("/api/v1/conversations").json()["results"]}
+    assert listed == {world.conversation.pk}
+
+
+# --- CSRF --------------------------------------------------------------------------------------
+
+
+def _csrf_token(client: Client, url: str) -> str:
+    response = client.get(url)
+    assert response.status_code == 200
+    match = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', response.content.decode())
+    assert match is not None
+    return match.group(1)
+
+
+def test_console_forms_need_the_csrf_token(world: World) -> None:
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(world.acme.agent)
+    page = f"/console/c/{world.conversation.pk}"
+    base = f"/console/c/{world.conversation.pk}"
+    forms = [
+        (f"{base}/intent", {"message_id": world.draft.message_id, "intent_id": world.intent.pk}),
+        (f"{base}/reply", {"text": "On its way.", "kind": "none"}),
+        (f"{base}/close", {}),
+    ]
+    assert [client.post(url, data).status_code for url, data in forms] == [403, 403, 403]
+    assert not world.conversation.messages.filter(direction="out").exists()
+    token = _csrf_token(client, page)
+    with_token = [
+        client.post(url, {**data, "csrfmiddlewaretoken": token}).status_code for url, data in forms
+    ]
+    assert with_token == [302, 302, 302]
+    world.conversation.refresh_from_db()
+    assert world.conversation.status == Conversation.Status.CLOSED
+    assert world.conversation.messages.filter(direction="out").count() == 1
+    # htmx posts send the token as a header (base.html's hx-headers).
+    htmx = client.post(
+        f"{base}/intent",
+        {"message_id": world.draft.message_id, "intent_id": world.intent.pk},
+        HTTP_X_CSRFTOKEN=token,
+        HTTP_HX_REQUEST="true",
+    )
+    assert htmx.status_code == 200
+
+
+def test_the_login_form_needs_the_csrf_token(world: World) -> None:
+    cache.clear()
+    client = Client(enforce_csrf_checks=True)
+    credentials = {"username": world.acme.agent.username, "password": "pw-for-tests"}
+    assert client.post("/login/", credentials).status_code == 403
+    token = _csrf_token(client, "/login/")
+    response = client.post("/login/", {**credentials, "csrfmiddlewaretoken": token})
+    assert response.status_code == 302
+    assert response["Location"] == "/console/"
+
+
+def test_the_api_needs_csrf_for_sessions_but_not_for_tokens(world: World) -> None:
+    body = {
+        "kind": "none",
+        "agent": world.acme.agent.username,
+        "final_text": "Sorted.",
+        "shown_at": (timezone.now() - timedelta(seconds=30)).isoformat(),
+    }
+    session = APIClient(enforce_csrf_checks=True)
+    session.force_login(world.acme.agent)
+    refused = session.post(f"/api/v1/drafts/{world.draft.pk}/action", body, format="json")
+    assert refused.status_code == 403
+    assert "CSRF" in refused.json()["detail"]
+    tokened = APIClient(enforce_csrf_checks=True)
+    tokened.credentials(HTTP_AUTHORIZATION=f"Token {world.acme.token}")
+    response = tokened.post(f"/api/v1/drafts/{world.draft.pk}/action", body, format="json")
+    assert response.status_code == 201, response.json()
+
+
+# --- Tokens ------------------------------------------------------------------------------------
+
+
+def test_a_revoked_token_is_refused_and_a_new_one_of_the_channel_works(world: World) -> None:
+    client = world.acme.api()
+    assert client.get("/api/v1/conversations").status_code == 200
+    for token in world.acme.channel.tokens.all():
+        services.api_token_revoke(token=token)
+    refused = client.get("/api/v1/conversations")
+    assert refused.status_code == 401
+    assert refused["WWW-Authenticate"] == "Token"
+    _token, key = services.api_token_create(channel=world.acme.channel, name="replacement")
+    fresh = APIClient()
+    fresh.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+    assert fresh.get("/api/v1/conversations").status_code == 200
+
+
+def test_revoking_through_the_admin_stops_the_token(world: World) -> None:
+    token = world.acme.channel.tokens.get()
+    response = world.clients["admin"].post(
+        "/admin/csbot/apitoken/",
+        {"action": "revoke", "_selected_action": [token.pk]},
+    )
+    assert response.status_code == 302
+    token.refresh_from_db()
+    assert token.revoked_at is not None
+    assert world.acme.api().get("/api/v1/conversations").status_code == 401
+
+
+def test_a_token_ingests_into_its_own_channel_and_team_only(world: World) -> None:
+    response = world.acme.api().post(
+        "/api/v1/messages",
+        {"conversation_external_id": "matrix", "channel_message_id": "t-1", "text": "Hello"},
+        format="json",
+    )
+    assert response.status_code == 201
+    conversation = Conversation.objects.get(pk=response.json()["conversation"])
+    assert (conversation.team, conversation.channel) == (world.acme.team, world.acme.channel)
+    # The same external id on Globex's channel stays Globex's conversation.
+    assert world.other_conversation.messages.count() == 1
+
+
+# --- Users -------------------------------------------------------------------------------------
+
+
+def test_an_inactive_user_is_logged_out_of_the_console(world: World) -> None:
+    agent = world.acme.agent
+    client = world.clients["agent"]
+    assert client.get("/console/").status_code == 200
+    get_user_model().objects.filter(pk=agent.pk).update(is_active=False)
+    assert _outcome(client.get("/console/")) == "login"
+
+
+def test_a_draft_of_another_team_cannot_be_claimed_with_our_message(world: World) -> None:
+    """The reply form names a draft by id: another team's draft id is not found."""
+    response = world.clients["agent"].post(
+        f"/console/c/{world.conversation.pk}/reply",
+        {
+            "text": "Here you go.",
+            "kind": "use",
+            "inbound_message_id": world.draft.message_id,
+            "draft_id": world.other_draft.pk,
+        },
+    )
+    assert response.status_code == 404
+    assert not AgentAction.objects.filter(draft=world.other_draft).exists()
+    assert not world.conversation.messages.filter(direction="out").exists()
+
+
+# --- Rate limits -------------------------------------------------------------------------------
+
+
+def _caches(settings: Any, backend: str) -> None:
+    """The default cache as production (Redis, shared) or as `make run` and tests have it.
+    A fresh key prefix gives fresh counters without flushing a database others use."""
+    if backend == "redis":
+        if not settings.CELERY_BROKER_URL.startswith("redis"):
+            pytest.skip("needs Redis (CELERY_BROKER_URL=redis://…)")
+        settings.CACHES = {
+            "default": {
+                "BACKEND": "django.core.cache.backends.redis.RedisCache",
+                "LOCATION": settings.CELERY_BROKER_URL,
+                "KEY_PREFIX": f"csbot-test-{secrets.token_hex(4)}",
+            }
+        }
+    else:
+        cache.clear()
+
+
+def _ingest(client: APIClient, message_id: str) -> Any:
+    return client.post(
+        "/api/v1/messages",
+        {"conversation_external_id": "limits", "channel_message_id": message_id, "text": "Hi"},
+        format="json",
+    )
+
+
+@pytest.mark.parametrize("backend", ["redis", "locmem"])
+def test_ingest_beyond_the_token_rate_is_429_with_retry_after(
+    world: World, settings: Any, backend: str
+) -> None:
+    _caches(settings, backend)
+    settings.CSBOT_INGEST_RATE = "3/h"  # an hour's window: no reset in the middle of the test
+    client = world.acme.api()
+    statuses = [_ingest(client, f"m{i}").status_code for i in range(4)]
+    assert statuses == [201, 201, 201, 429]
+    refused = _ingest(client, "m5")
+    assert refused.status_code == 429
+    assert 1 <= int(refused["Retry-After"]) <= 3600
+    assert "throttled" in refused.json()["detail"]
+    # The count is per token: another token of the same channel, and another team's, go on.
+    second = APIClient()
+    second.credentials(HTTP_AUTHORIZATION=f"Token {token_for(world.acme.channel)}")
+    assert _ingest(second, "m6").status_code == 201
+    assert _ingest(world.globex.api(), "m7").status_code == 201
+    # Nothing beyond the limit was stored.
+    assert (
+        Conversation.objects.get(team=world.acme.team, external_id="limits").messages.count() == 4
+    )
+
+
+def _login(client: Client, username: str, password: str) -> Any:
+    return client.post("/login/", {"username": username, "password": password})
+
+
+@pytest.mark.parametrize("backend", ["redis", "locmem"])
+def test_login_posts_beyond_the_username_rate_are_429_even_with_the_right_password(
+    world: World, settings: Any, backend: str
+) -> None:
+    _caches(settings, backend)
+    settings.CSBOT_LOGIN_RATE = "2/h"
+    settings.CSBOT_LOGIN_IP_RATE = "100/h"
+    username = world.acme.agent.username
+    client = Client()
+    assert [_login(client, username, "wrong").status_code for _ in range(2)] == [200, 200]
+    # Same username in other letters, the right password: refused all the same.
+    refused = _login(client, username.upper(), "pw-for-tests")
+    assert refused.status_code == 429
+    assert 1 <= int(refused["Retry-After"]) <= 3600
+    assert "Too many login attempts" in refused.content.decode()
+    refused = _login(client, username, "pw-for-tests")
+    assert refused.status_code == 429
+    assert _outcome(client.get("/console/")) == "login"  # not logged in
+    # Another user from the same address is not held back by this username's count.
+    other = AgentProfileFactory.create(team=world.acme.team, user__username="other-agent").user
+    assert _login(client, other.username, "pw-for-tests").status_code == 302
+
+
+def test_login_posts_beyond_the_address_rate_are_429_whatever_the_username(
+    world: World, settings: Any
+) -> None:
+    cache.clear()
+    settings.CSBOT_LOGIN_RATE = "100/h"
+    settings.CSBOT_LOGIN_IP_RATE = "3/h"
+    client = Client()
+    statuses = [_login(client, f"guess-{i}", "password1").status_code for i in range(4)]
+    assert statuses == [200, 200, 200, 429]
+    # Another address is counted apart.
+    elsewhere = Client(REMOTE_ADDR="10.1.2.3")
+    assert _login(elsewhere, world.acme.agent.username, "pw-for-tests").status_code == 302
+
+
+def test_with_the_cache_down_ingest_and_login_go_on_and_say_so(
+    world: World, settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",  # nothing listens there
+        }
+    }
+    settings.CSBOT_INGEST_RATE = "1/h"
+    with caplog.at_level(logging.WARNING, logger="csbot.security"):
+        assert [_ingest(world.acme.api(), f"d{i}").status_code for i in range(2)] == [201, 201]
+        assert _login(Client(), world.acme.agent.username, "pw-for-tests").status_code == 302
+    assert "rate limit ingest not checked: the cache is unreachable" in caplog.text
+    assert "rate limit login-user not checked" in caplog.text
+
+
+# --- HTTPS, cookies and browser policies -------------------------------------------------------
+
+
+def _manage(tmp_path: Path, *args: str, **changes: str | None) -> subprocess.CompletedProcess[str]:
+    """`manage.py` in a fresh interpreter with a production-like environment plus `changes`
+    (None removes a variable): the settings module is read exactly as at start-up."""
+    ours = ("CSBOT_", "DJANGO_", "CACHE_URL")
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
+    environment.update(
+        DJANGO_SETTINGS_MODULE="csbot.settings",
+        DJANGO_DEBUG="0",
+        # Long and varied, as `check --deploy` wants a production key.
+        DJANGO_SECRET_KEY=secrets.token_urlsafe(50),
+        DJANGO_ALLOWED_HOSTS="csbot.example.com",
+        CSBOT_VAR_DIR=str(tmp_path),
+        CSBOT_HTTPS="1",
+        CACHE_URL="redis://127.0.0.1:6379/2",
+    )
+    for key, value in changes.items():
+        if value is None:
+            environment.pop(key, None)
+        else:
+            environment[key] = value
+    return subprocess.run(  # noqa: S603 - our own interpreter, fixed arguments
+        [sys.executable, "manage.py", *args],
+        cwd=PROJECT_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+
+def test_check_deploy_passes_with_https_on_and_a_shared_cache(tmp_path: Path) -> None:
+    result = _manage(tmp_path, "check", "--deploy", "--fail-level", "WARNING")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "System check identified no issues" in result.stdout
+
+
+def test_check_deploy_names_what_production_still_lacks(tmp_path: Path) -> None:
+    result = _manage(
+        tmp_path, "check", "--deploy", "--fail-level", "WARNING", CSBOT_HTTPS=None, CACHE_URL=None
+    )
+    assert result.returncode != 0
+    found = set(re.findall(r"\(([a-z_]+\.[A-Z]\d{3})\)", result.stdout + result.stderr))
+    # HSTS, the HTTPS redirect, secure session and CSRF cookies, and the per-process cache.
+    assert found == {
+        "security.W004",
+        "security.W008",
+        "security.W012",
+        "security.W016",
+        "csbot.W001",
+    }
+
+
+def test_https_settings_follow_csbot_https(tmp_path: Path) -> None:
+    report = (
+        "import json, django; django.setup(); from django.conf import settings as s; print(json."
+        "dumps([s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE, s.SECURE_SSL_REDIRECT, "
+        "s.SECURE_HSTS_SECONDS, s.SECURE_HSTS_INCLUDE_SUBDOMAINS, "
+        "list(getattr(s, 'SECURE_PROXY_SSL_HEADER', None) or []), s.CACHES['default']['BACKEND']]))"
+    )
+    on = _manage(tmp_path, "shell", "-c", report, CSBOT_PROXY_SSL_HEADER="X-Forwarded-Proto")
+    assert on.returncode == 0, on.stderr
+    assert json.loads(on.stdout.strip().splitlines()[-1]) == [
+        True,
+        True,
+        True,
+        31536000,
+        True,
+        ["HTTP_X_FORWARDED_PROTO", "https"],
+        "django.core.cache.backends.redis.RedisCache",
+    ]
+    off = _manage(tmp_path, "shell", "-c", report, CSBOT_HTTPS=None, CACHE_URL=None)
+    assert json.loads(off.stdout.strip().splitlines()[-1]) == [
+        False,
+        False,
+        False,
+        0,
+        True,
+        [],
+        "django.core.cache.backends.locmem.LocMemCache",
+    ]
+    bad = _manage(tmp_path, "check", CSBOT_INGEST_RATE="lots")
+    assert bad.returncode != 0
+    assert "CSBOT_INGEST_RATE='lots' is not a rate" in bad.stderr
+
+
+def test_pages_carry_the_browser_policies(world: World) -> None:
+    response = world.clients["agent"].get(f"/console/c/{world.conversation.pk}")
+    assert response.status_code == 200
+    policy = dict(
+        part.strip().split(" ", 1) for part in response["Content-Security-Policy"].split(";")
+    )
+    assert policy["script-src"] == "'self'"  # no inline script, no eval
+    assert policy["default-src"] == "'self'"
+    assert policy["frame-ancestors"] == "'none'"
+    assert policy["object-src"] == "'none'"
+    assert response["X-Frame-Options"] == "DENY"
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert response["Referrer-Policy"] == "same-origin"
+    assert response["Cross-Origin-Opener-Policy"] == "same-origin"
+
+
+def test_with_https_on_cookies_are_secure_hsts_is_sent_and_http_is_redirected(
+    world: World, settings: Any
+) -> None:
+    settings.SESSION_COOKIE_SECURE = settings.CSRF_COOKIE_SECURE = True
+    settings.SECURE_SSL_REDIRECT = True
+    settings.SECURE_HSTS_SECONDS = 31536000
+    cache.clear()
+    client = Client()
+    plain = client.get("/login/")
+    assert plain.status_code == 301
+    assert plain["Location"] == "https://testserver/login/"
+    page = client.get("/login/", secure=True)
+    assert page["Strict-Transport-Security"] == "max-age=31536000; includeSubDomains"
+    assert page.cookies["csrftoken"]["secure"] is True
+    logged_in = client.post(
+        "/login/",
+        {"username": world.acme.agent.username, "password": "pw-for-tests"},
+        secure=True,
+    )
+    assert logged_in.status_code == 302
+    assert logged_in.cookies["sessionid"]["secure"] is True
+    assert logged_in.cookies["sessionid"]["httponly"] is True
+
+
+INLINE_SCRIPT = re.compile(r"<script(?![^>]*\bsrc=)(?![^>]*application/json)[^>]*>", re.I)
+EVENT_HANDLER = re.compile(r"<[^>]+\son[a-z]+\s*=", re.I)
+
+
+def test_console_dashboard_login_and_api_docs_have_no_inline_script(world: World) -> None:
+    """The Content-Security-Policy forbids inline scripts: the pages must not need any."""
+    pages = {
+        "agent": [
+            "/console/",
+            f"/console/c/{world.conversation.pk}",
+            f"/console/c/{world.conversation.pk}/draft",
+            f"/console/c/{world.conversation.pk}/intent",
+        ],
+        "manager": ["/accounting/"],
+        "anonymous": ["/login/", "/api/docs/"],
+    }
+    for role, urls in pages.items():
+        for url in urls:
+            response = world.clients[role].get(url)
+            assert response.status_code == 200, url
+            html = response.content.decode()
+            assert INLINE_SCRIPT.findall(html) == [], url
+            assert EVENT_HANDLER.findall(html) == [], url
