@@ -467,12 +467,13 @@ def test_gunicorn_workers_add_up_their_request_counts(
 
     db = connection.settings_dict
     port = closed_port()
+    log_file = (tmp_path / "gunicorn.log").open("w")
     env = {
         **os.environ,
         "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prometheus"),
         "DJANGO_DEBUG": "0",
-        "LOG_REQUESTS": "0",
+        "LOG_FORMAT": "json",
         "METRICS_CACHE_SECONDS": "0",
     }
     server = subprocess.Popen(  # noqa: S603 - our own gunicorn, fixed arguments
@@ -488,7 +489,7 @@ def test_gunicorn_workers_add_up_their_request_counts(
         ],
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log_file,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -518,5 +519,16 @@ def test_gunicorn_workers_add_up_their_request_counts(
     finally:
         server.terminate()
         server.wait(timeout=30)
+        log_file.close()
     # Served by at least three processes (4 requests each at most, the scrapes included).
     assert len(list((tmp_path / "prometheus").glob("counter_*.db"))) >= 3
+    # The settings' logging, as deployed: one JSON access line per request, each with its id.
+    records = [
+        json.loads(line)
+        for line in (tmp_path / "gunicorn.log").read_text().splitlines()
+        if line.startswith("{")
+    ]
+    access = [r for r in records if r["logger"] == "csbot.access" and r["status"] == 401]
+    assert len(access) == 12
+    assert len({r["request_id"] for r in access}) == 12
+    assert all(r["view"] == "api:message-ingest" for r in access)
