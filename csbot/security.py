@@ -10,6 +10,7 @@ restarting would be the larger harm.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +19,7 @@ from django.contrib.auth.views import LoginView
 from django.core import checks
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.views.debug import SafeExceptionReporterFilter
 from django_ratelimit.core import get_usage
 from redis.exceptions import RedisError
 from rest_framework.request import Request
@@ -101,6 +103,17 @@ class IngestRateThrottle(BaseThrottle):
 
     def wait(self) -> float | None:
         return None if self._wait is None else float(self._wait)
+
+
+class SecretsReporterFilter(SafeExceptionReporterFilter):
+    """Django's error page (DEBUG) and error e-mails, with more hidden than Django hides by
+    default: the Authorization header (API tokens, provider keys), service URLs (a password
+    may sit in DATABASE_URL, CACHE_URL, CELERY_BROKER_URL) and cache locations."""
+
+    hidden_settings = re.compile(
+        r"API|TOKEN|KEY|SECRET|PASS|SIGNATURE|HTTP_COOKIE|AUTHORIZATION|_URL$|LOCATION",
+        flags=re.IGNORECASE,
+    )
 
 
 @checks.register(checks.Tags.caches, deploy=True)

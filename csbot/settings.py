@@ -403,6 +403,9 @@ CONTENT_SECURITY_POLICY = {
     }
 }
 
+# Error pages (DEBUG) and error e-mails hide the Authorization header and service URLs too.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "csbot.security.SecretsReporterFilter"
+
 # Audit trail of configuration: who changed a price, a threshold, a cap, a labour rate, a token
 # or a role, with old and new values (django-auditlog; read-only in the admin). Conversations
 # and drafts are not configuration and are not logged here.

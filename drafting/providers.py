@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 import openai
+from django.views.decorators.debug import sensitive_variables
 
 if TYPE_CHECKING:
     from drafting.models import ModelEndpoint
@@ -136,6 +137,7 @@ _CONTEXT_MARKERS = (
 
 
 class OpenAICompatibleProvider:
+    @sensitive_variables("api_key")
     def __init__(self, *, base_url: str, model: str, api_key: str, timeout: float):
         self.model = model
         self.base_url = base_url
@@ -147,7 +149,7 @@ class OpenAICompatibleProvider:
         try:
             return [model.id for model in self.client.models.list(timeout=self.timeout)]
         except openai.APIError as exc:
-            raise _classify(exc, latency_ms=0) from exc
+            raise _classify(exc, latency_ms=0, secret=self.client.api_key) from exc
 
     def complete(self, request: CompletionRequest) -> Completion:
         with _in_flight(self.base_url) as concurrency:
@@ -165,7 +167,9 @@ class OpenAICompatibleProvider:
                 timeout=self.timeout,
             )
         except openai.APIError as exc:
-            raise _classify(exc, latency_ms=_elapsed_ms(started)) from exc
+            raise _classify(
+                exc, latency_ms=_elapsed_ms(started), secret=self.client.api_key
+            ) from exc
         except json.JSONDecodeError as exc:
             # The SDK parses the body after the status check: a 200 with a broken body lands
             # here, not in APIError. The server is misbehaving: transient, try elsewhere.
@@ -201,6 +205,7 @@ _clients: dict[tuple[str, str], openai.OpenAI] = {}
 _clients_lock = threading.Lock()
 
 
+@sensitive_variables("api_key", "key")
 def _client(*, base_url: str, api_key: str) -> openai.OpenAI:
     key = (base_url, api_key)
     with _clients_lock:
@@ -245,8 +250,12 @@ def _elapsed_ms(started: float) -> int:
     return int((time.monotonic() - started) * 1000)
 
 
-def _classify(exc: openai.APIError, *, latency_ms: int) -> ProviderError:
-    message = str(exc)[:500]
+@sensitive_variables("secret")
+def _classify(exc: openai.APIError, *, latency_ms: int, secret: str) -> ProviderError:
+    # Some gateways repeat the key they refused in the error, and this text is stored
+    # (DraftAttempt.error_message) and logged: never the key.
+    text = str(exc)
+    message = (text.replace(secret, "[REDACTED]") if len(secret) >= 8 else text)[:500]
     if isinstance(exc, openai.APITimeoutError):
         return ProviderTimeout(message, latency_ms=latency_ms)
     if isinstance(exc, openai.APIConnectionError):
@@ -270,6 +279,7 @@ def _classify(exc: openai.APIError, *, latency_ms: int) -> ProviderError:
     return Unavailable(message, latency_ms=latency_ms)
 
 
+@sensitive_variables("api_key")
 def provider_for(
     endpoint: ModelEndpoint, *, timeout: float | None = None
 ) -> OpenAICompatibleProvider:

@@ -26,16 +26,21 @@ import pytest
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
+from django.db import connection
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils import timezone
+from django.views.debug import ExceptionReporter
 from rest_framework.test import APIClient
 
 from csbot import services
 from csbot.models import AgentProfile, Conversation
-from drafting.models import AgentAction, Draft, Intent
+from drafting import providers
+from drafting import services as drafting_services
+from drafting.models import AgentAction, Draft, DraftAttempt, Intent, ModelEndpoint
 from tests.conftest import TeamSetup, ingest, make_team
-from tests.factories import AgentProfileFactory, UserFactory, token_for
+from tests.factories import AgentProfileFactory, EndpointFactory, UserFactory, token_for
+from tests.http_stub import Reply, openai_stub
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -880,3 +885,110 @@ def test_console_dashboard_login_and_api_docs_have_no_inline_script(world: World
             html = response.content.decode()
             assert INLINE_SCRIPT.findall(html) == [], url
             assert EVENT_HANDLER.findall(html) == [], url
+
+
+# --- API keys stay out of the database, logs, pages and error reports --------------------------
+
+KEY_ENV = "CSBOT_TEST_PAID_API_KEY"
+
+
+def _rows_containing(text: str) -> dict[str, int]:
+    """Every table of the database, each row cast to text: where `text` occurs."""
+    found = {}
+    with connection.cursor() as cursor:
+        for table in connection.introspection.table_names():
+            quoted = connection.ops.quote_name(table)
+            cursor.execute(
+                f"SELECT count(*) FROM {quoted} AS t WHERE t::text LIKE %s",  # noqa: S608 - table names from the schema
+                [f"%{text}%"],
+            )
+            count = cursor.fetchone()[0]
+            if count:
+                found[table] = count
+    return found
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="row-as-text scan is PostgreSQL's")
+def test_an_api_key_echoed_by_a_failing_provider_is_stored_logged_and_shown_nowhere(
+    world: World, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = "sk-test-" + secrets.token_urlsafe(32)
+    monkeypatch.setenv(KEY_ENV, secret)
+    # A provider that refuses the key and, as some gateways do, repeats it in the error.
+    refusal = Reply(
+        status=401,
+        body={"error": {"message": f"Incorrect API key provided: {secret}.", "code": "bad_key"}},
+    )
+    with openai_stub(refusal) as paid, caplog.at_level(logging.DEBUG):
+        endpoint = EndpointFactory.create(
+            name="paid-secret",
+            kind=ModelEndpoint.Kind.PAID,
+            base_url=paid.base_url,
+            model_name="gpt-stub",
+            api_key_env=KEY_ENV,
+        )
+        setup = make_team("Keys", endpoint=endpoint)
+        result = ingest(setup, "keys", "keys-1", "Where is my refund?")
+        assert result.draft is not None
+        drafting_services.draft_generate(draft_id=result.draft.pk)
+        # The admin's connection check meets the same refusal.
+        admin_client = world.clients["admin"]
+        checked = admin_client.post(
+            "/admin/drafting/modelendpoint/",
+            {"action": "test_connection", "_selected_action": [endpoint.pk]},
+            follow=True,
+        )
+    # The key was sent (this is the path under test) and refused.
+    assert paid.requests[0]["headers"]["Authorization"] == f"Bearer {secret}"
+    attempt = DraftAttempt.objects.get(draft=result.draft)
+    assert attempt.error_kind == "permanent"
+    assert "Incorrect API key provided" in attempt.error_message
+    assert "failed" in checked.content.decode()
+    # Nowhere in the database, whatever the table (attempts, drafts, audit log, admin log…).
+    assert _rows_containing(secret) == {}
+    assert _rows_containing(KEY_ENV) != {}  # the scan does find what is stored: the name
+    # Nowhere in the log records, nor in the pages that show the endpoint and the attempt.
+    assert secret not in caplog.text
+    pages = [
+        checked.content.decode(),
+        admin_client.get(f"/admin/drafting/modelendpoint/{endpoint.pk}/change/").content.decode(),
+        admin_client.get(f"/admin/drafting/draftattempt/{attempt.pk}/change/").content.decode(),
+        admin_client.get(f"/admin/drafting/draft/{result.draft.pk}/change/").content.decode(),
+        setup.api().get(f"/api/v1/drafts/{result.draft.pk}").content.decode(),
+    ]
+    assert [secret in page for page in pages] == [False] * len(pages)
+    assert KEY_ENV in pages[1]  # the endpoint names its variable
+
+
+def _error_report(endpoint: ModelEndpoint, request: Any) -> str:
+    """Django's error report (text and HTML) of `provider_for` failing for `endpoint`. A
+    function of its own: the test's frame, which holds the key, is not in the traceback."""
+    try:
+        providers.provider_for(endpoint)
+    except RuntimeError:
+        reporter = ExceptionReporter(request, *sys.exc_info())
+        return reporter.get_traceback_text() + reporter.get_traceback_html()
+    raise AssertionError("provider_for did not fail")
+
+
+def test_error_reports_hide_the_key_and_secret_settings(
+    rf: Any, monkeypatch: pytest.MonkeyPatch, settings: Any
+) -> None:
+    """Django's error page (DEBUG) and error e-mails show local variables and settings: the
+    key read by `provider_for` and URLs with passwords must be hidden there."""
+    secret = "sk-test-" + secrets.token_urlsafe(32)
+    monkeypatch.setenv(KEY_ENV, secret)
+    password = secrets.token_hex(8)
+    settings.CACHE_URL = f"redis://:{password}@redis.internal:6379/2"
+    endpoint = ModelEndpoint(
+        name="p", kind=ModelEndpoint.Kind.PAID, base_url="https://x.example/v1", api_key_env=KEY_ENV
+    )
+    # Fail after the key was read, inside the function that holds it.
+    monkeypatch.setattr(
+        ModelEndpoint, "resolved_base_url", lambda self: (_ for _ in ()).throw(RuntimeError("boom"))
+    )
+    report = _error_report(endpoint, rf.get("/console/", HTTP_AUTHORIZATION=f"Bearer {secret}"))
+    assert "provider_for" in report  # the frame is in the report…
+    assert secret not in report  # …without the key
+    assert password not in report
+    assert "HTTP_AUTHORIZATION" in report  # the header is listed, its value hidden
