@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -26,7 +27,8 @@ from django.utils import timezone
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from csbot.observability import health, logs
+from csbot.observability import health, logs, worker
+from csbot.observability.context import log_bind, log_context, log_fields
 from csbot.observability.metrics import drafting_collector
 from drafting.models import Draft, DraftAttempt, ModelEndpoint
 from tests.conftest import TeamSetup, ingest, make_team
@@ -348,7 +350,8 @@ def test_worker_log_lines_carry_task_draft_and_message_ids(
         kind=ModelEndpoint.Kind.PAID, base_url=f"http://127.0.0.1:{closed_port()}/v1"
     )
     setup = make_team("Worker logs", endpoint=down)
-    result = ingest(setup, "c1", "m1", "Where is my parcel?")
+    with log_context(request_id="ingest-req-42"):  # as the ingest view's request would
+        result = ingest(setup, "c1", "m1", "Where is my parcel?")
     assert result.draft is not None
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -363,9 +366,38 @@ def test_worker_log_lines_carry_task_draft_and_message_ids(
     assert failure["message_id"] == result.draft.message_id
     assert failure["task"] == "drafting.tasks.draft_generate"
     assert len(failure["task_id"]) == 36
-    # Cleared after the task: lines written later by this thread carry no draft id.
-    logging.getLogger("tests.after").info("after the task")
-    assert "draft_id" not in lines(json_log)[-1]
+    assert failure["request_id"] == "ingest-req-42"  # carried in the task's headers
+
+
+def test_task_ids_are_set_for_a_task_and_cleared_after_it() -> None:
+    task = SimpleNamespace(
+        name="drafting.tasks.draft_generate", request=SimpleNamespace(request_id="req-9")
+    )
+    worker._task_started(task_id="t-1", task=task, args=(17,), kwargs={})
+    assert dict(log_fields()) == {
+        "task_id": "t-1",
+        "task": "drafting.tasks.draft_generate",
+        "draft_id": 17,
+        "request_id": "req-9",
+    }
+    log_bind(message_id=4)  # what draft_generate adds once it has read the draft
+    assert log_fields()["message_id"] == 4
+    worker._task_finished()
+    assert dict(log_fields()) == {}
+    # Outside any task or request (a shell, a benchmark) nothing is bound: nothing would
+    # ever clear it.
+    log_bind(message_id=5)
+    assert dict(log_fields()) == {}
+
+
+def test_plain_lines_carry_the_ids_after_the_message() -> None:
+    handler = logging.StreamHandler(io.StringIO())
+    handler.setFormatter(logs.PlainFormatter())
+    handler.addFilter(logs.ContextFilter())
+    record = logging.LogRecord("csbot.test", logging.INFO, __file__, 1, "hello %s", ("you",), None)
+    with log_context(request_id="r-1"):
+        handler.handle(record)
+    assert handler.stream.getvalue().rstrip().endswith("INFO csbot.test hello you request_id=r-1")
 
 
 # --- Health ------------------------------------------------------------------------------------
