@@ -120,7 +120,9 @@ def _draft_metrics(endpoints: dict[int, str]) -> Iterator[Metric]:
         status, endpoint_id = row["status"], row["final_endpoint_id"]
         if endpoint_id is not None:
             position = tier_of.get((row["policy_id"], endpoint_id))
-            key = (status, "" if position is None else str(position), endpoints[endpoint_id])
+            # .get: an endpoint added since its names were read is named by its id.
+            name = endpoints.get(endpoint_id, str(endpoint_id))
+            key = (status, "" if position is None else str(position), name)
         elif status == Draft.Status.READY:  # ready with no endpoint: served from the cache
             key = (status, "0", CACHE_LABEL)
         else:
@@ -182,7 +184,8 @@ def _attempt_metrics(endpoints: dict[int, str]) -> Iterator[Metric]:
     tokens: dict[tuple[str, str], float] = defaultdict(float)
     latency: dict[tuple[str, str], _Histogram] = defaultdict(_Histogram)
     for row in rows:
-        endpoint = endpoints[row["endpoint_id"]] if row["endpoint_id"] else CACHE_LABEL
+        endpoint_id = row["endpoint_id"]
+        endpoint = endpoints.get(endpoint_id, str(endpoint_id)) if endpoint_id else CACHE_LABEL
         exploratory = "true" if row["exploratory"] else "false"
         n = float(row["n"])
         attempts.add_metric(
