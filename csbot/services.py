@@ -174,5 +174,10 @@ def api_token_revoke(*, token: ApiToken) -> None:
     API_TOKEN_CACHE_SECONDS."""
     from csbot.api.auth import forget_token
 
-    ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    # A save, not an UPDATE, so the audit log records who revoked it and when.
+    with transaction.atomic():
+        row = ApiToken.objects.select_for_update().get(pk=token.pk)
+        if row.revoked_at is None:
+            row.revoked_at = timezone.now()
+            row.save(update_fields=["revoked_at"])
     forget_token(token.key_hash)

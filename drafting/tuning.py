@@ -17,6 +17,7 @@ or other models is the replay's job (`cascade_replay`), where every model has an
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -24,6 +25,7 @@ from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
+from auditlog.context import set_actor
 from django.conf import settings
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.auth.models import AbstractBaseUser
@@ -378,8 +380,17 @@ def policy_apply_thresholds(
     user: AbstractBaseUser,
 ) -> list[str]:
     """Set the thresholds of the policy's tiers (tier id → threshold) in one transaction and
-    record the change in the admin history of the policy; returns the changes made."""
-    with transaction.atomic():
+    record the change in the admin history of the policy and, tier by tier with old and new
+    values, in the audit log under `user`; returns the changes made."""
+    # The audit log names `user` wherever this runs (the admin, a shell, a task). In a copy of
+    # the context, so that a request's own audit context is left as it was.
+    return contextvars.copy_context().run(_apply_thresholds, policy, thresholds, user)
+
+
+def _apply_thresholds(
+    policy: CascadePolicy, thresholds: Mapping[int, Decimal], user: AbstractBaseUser
+) -> list[str]:
+    with set_actor(user), transaction.atomic():
         tiers = {
             tier.pk: tier
             for tier in CascadeTier.objects.select_for_update()

@@ -416,7 +416,7 @@ def test_the_admin_site_is_for_admins_only(world: World) -> None:
             continue
         refused = response.status_code not in (200, 302) or _outcome(response) == "admin-login"
         if refused and not _switched_off(url, response.status_code):
-            failures.append(("get", url, "admin", "in", response.status_code))
+            failures.append(("get", url, "admin", "in", str(response.status_code)))
     assert failures == [], "\n".join(map(str, failures))
 
 
@@ -500,7 +500,7 @@ def test_console_forms_need_the_csrf_token(world: World) -> None:
     client.force_login(world.acme.agent)
     page = f"/console/c/{world.conversation.pk}"
     base = f"/console/c/{world.conversation.pk}"
-    forms = [
+    forms: list[tuple[str, dict[str, Any]]] = [
         (f"{base}/intent", {"message_id": world.draft.message_id, "intent_id": world.intent.pk}),
         (f"{base}/reply", {"text": "On its way.", "kind": "none"}),
         (f"{base}/close", {}),
