@@ -26,7 +26,7 @@ import pytest
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
-from django.db import connection
+from django.db import connection, connections
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils import timezone
@@ -992,3 +992,70 @@ def test_error_reports_hide_the_key_and_secret_settings(
     assert secret not in report  # …without the key
     assert password not in report
     assert "HTTP_AUTHORIZATION" in report  # the header is listed, its value hidden
+
+
+# --- The policies in a real browser ------------------------------------------------------------
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_console_and_api_docs_work_under_the_content_security_policy(
+    live_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Headless Chromium enforces the policy: the console's keyboard scripts, htmx (intent
+    box, CSRF header) and the Swagger UI must run, with no violation reported."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.test_console_browser import CHROMIUM, CHROMIUM_ARGS, PASSWORD
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is not installed")
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    cache.clear()
+    acme = make_team("Acme")
+    conversation, draft = _conversation_with_draft(acme)
+    draft.status, draft.text, draft.ready_at = Draft.Status.READY, "It ships today.", timezone.now()
+    draft.save()
+    Intent.objects.create(team=acme.team, name="where_is_my_parcel")
+    violations: list[str] = []
+    with sync_playwright() as playwright:
+        try:
+            browser = playwright.chromium.launch(
+                executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+            )
+            page = browser.new_page()
+            page.set_default_timeout(30_000)
+            page.on(
+                "console",
+                lambda m: (
+                    violations.append(m.text) if "Content Security Policy" in m.text else None
+                ),
+            )
+            page.goto(f"{live_server.url}/login/")
+            page.fill("input[name=username]", acme.agent.username)
+            page.fill("input[name=password]", PASSWORD)
+            page.click("button[type=submit]")
+            page.wait_for_url(f"{live_server.url}/console/")
+            # queue.js: Enter opens the selected conversation.
+            page.wait_for_selector("#queue-rows tr.selected")
+            page.keyboard.press("Enter")
+            page.wait_for_url(f"{live_server.url}/console/c/{conversation.pk}")
+            # htmx loads the intent box and posts a label with the CSRF header.
+            page.wait_for_selector("#intent-id")
+            page.click(".intent-form button[type=submit]")
+            page.wait_for_selector("text=Labelled where_is_my_parcel")
+            # conversation.js: "a" accepts the draft and sends it.
+            page.locator("body").click()
+            with page.expect_navigation():
+                page.keyboard.press("a")
+            assert conversation.messages.filter(direction="out").get().text == "It ships today."
+            # The API docs: Swagger UI renders the schema from its own script file.
+            page.goto(f"{live_server.url}/api/docs/")
+            page.wait_for_selector(".swagger-ui .info .title")
+            assert "csbot API" in page.inner_text(".swagger-ui .info .title")
+            browser.close()
+        finally:
+            # Playwright's loop holds this thread's connections in its own slot (see
+            # test_console_browser): closed here, or the test database cannot be dropped.
+            connections.close_all()
+    assert violations == []
