@@ -910,8 +910,9 @@ def _rows_containing(text: str) -> dict[str, int]:
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="row-as-text scan is PostgreSQL's")
 def test_an_api_key_echoed_by_a_failing_provider_is_stored_logged_and_shown_nowhere(
-    world: World, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    world: World, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, settings: Any
 ) -> None:
+    settings.EMBEDDING_BACKEND = "none"  # no few-shot search: the provider call is the point
     secret = "sk-test-" + secrets.token_urlsafe(32)
     monkeypatch.setenv(KEY_ENV, secret)
     # A provider that refuses the key and, as some gateways do, repeats it in the error.
