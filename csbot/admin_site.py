@@ -11,9 +11,11 @@ registry is still loading, so it must not import models at module level.
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin
 from django.contrib.admin.apps import AdminConfig
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 
 ADMIN_ROLE = "admin"  # csbot.models.AgentProfile.Role.ADMIN (not importable this early)
 
@@ -30,6 +32,18 @@ class CsbotAdminSite(admin.AdminSite):
             return True
         profile = getattr(user, "agent_profile", None)
         return profile is not None and profile.role == ADMIN_ROLE
+
+    def login(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        # The same login rate limits as the console's login page (csbot.security).
+        from csbot.security import login_wait, too_many_logins
+
+        if request.method == "POST":
+            wait = login_wait(request)
+            if wait is not None:
+                return too_many_logins(wait)
+        return super().login(request, extra_context)
 
 
 class CsbotAdminConfig(AdminConfig):

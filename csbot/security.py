@@ -55,18 +55,35 @@ def _username(group: str, request: HttpRequest) -> str:
     return str(request.POST.get("username", "")).strip().casefold()
 
 
+def login_wait(request: HttpRequest) -> int | None:
+    """Counts a login post against CSBOT_LOGIN_RATE per username and CSBOT_LOGIN_IP_RATE per
+    client address (the console's and the admin's login share the counters); the seconds to
+    wait when either is exceeded. Both counters move on every post, so guessing one username
+    from many addresses and many usernames from one address are both slowed down."""
+    waits = [
+        limit_hit(request, group="login-ip", key="ip", rate=settings.CSBOT_LOGIN_IP_RATE),
+        limit_hit(request, group="login-user", key=_username, rate=settings.CSBOT_LOGIN_RATE),
+    ]
+    return max((w for w in waits if w is not None), default=None)
+
+
+def too_many_logins(wait: int) -> HttpResponse:
+    """The admin's answer to a login post beyond the limits."""
+    response = HttpResponse(
+        "Too many login attempts. Wait a minute and try again.",
+        status=429,
+        content_type="text/plain; charset=utf-8",
+    )
+    response["Retry-After"] = str(wait)
+    return response
+
+
 class RateLimitedLoginView(LoginView):
-    """Django's login view; form posts beyond CSBOT_LOGIN_RATE per username or
-    CSBOT_LOGIN_IP_RATE per client address get 429 with Retry-After, whatever the password."""
+    """Django's login view; form posts beyond the login limits (`login_wait`) get 429 with
+    Retry-After, whatever the password."""
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        # Both counters move on every post, so guessing one username from many addresses and
-        # many usernames from one address are both slowed down.
-        waits = [
-            limit_hit(request, group="login-ip", key="ip", rate=settings.CSBOT_LOGIN_IP_RATE),
-            limit_hit(request, group="login-user", key=_username, rate=settings.CSBOT_LOGIN_RATE),
-        ]
-        wait = max((w for w in waits if w is not None), default=None)
+        wait = login_wait(request)
         if wait is not None:
             response = render(
                 request,

@@ -716,6 +716,21 @@ def test_login_posts_beyond_the_address_rate_are_429_whatever_the_username(
     assert _login(elsewhere, world.acme.agent.username, "pw-for-tests").status_code == 302
 
 
+def test_the_admin_login_shares_the_login_limits(world: World, settings: Any) -> None:
+    cache.clear()
+    settings.CSBOT_LOGIN_RATE = "2/h"
+    settings.CSBOT_LOGIN_IP_RATE = "100/h"
+    client = Client()
+    username = "acme-admin"
+    # One guess on the console's form, one on the admin's: the third is refused.
+    assert _login(client, username, "wrong").status_code == 200
+    assert client.post("/admin/login/", {"username": username, "password": "x"}).status_code == 200
+    refused = client.post("/admin/login/", {"username": username, "password": "pw-for-tests"})
+    assert refused.status_code == 429
+    assert 1 <= int(refused["Retry-After"]) <= 3600
+    assert _outcome(client.get("/admin/")) == "admin-login"
+
+
 def test_with_the_cache_down_ingest_and_login_go_on_and_say_so(
     world: World, settings: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
