@@ -1,6 +1,6 @@
 # The two commands of the README: `make run` and `make test`. Everything else is a helper.
 .PHONY: run test lint install services bench-ingest bench-cascade bench-encs bench-replay \
-	bench-fewshot bench-learning clean
+	bench-fewshot bench-learning bench-load bench-faults bench-observability lock compose-config clean
 
 run:            ## install, migrate, seed the demo, start web + worker + local vLLM
 	scripts/run.sh
@@ -37,6 +37,21 @@ bench-fewshot: install  ## Banking77 and FOMC tens-of-shot studies, MiniLM and t
 bench-learning: install ## learned scorer: training and scoring time, embedding throughput of both back ends
 	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} .venv/bin/python manage.py local_llm serve --embed --background
 	.venv/bin/python bench/learning.py $(ARGS)
+
+bench-load: install services    ## ingest + console + actions under load, drafts flowing (own Postgres/Redis/workers)
+	.venv/bin/python bench/load.py $(ARGS)
+
+bench-faults: install services  ## the same under faults: Redis and Postgres restarts, worker killed, local model stopped
+	.venv/bin/python bench/load.py --faults $(ARGS)
+
+bench-observability: install services  ## /metrics scrape time and middleware overhead
+	.venv/bin/python bench/observability.py $(ARGS)
+
+lock:           ## regenerate requirements.lock (exact pins with hashes) from pyproject.toml
+	scripts/lock.sh
+
+compose-config: install  ## validate compose.yaml with Docker Compose v2
+	scripts/compose.sh config
 
 clean:
 	rm -rf var artifacts .pytest_cache .mypy_cache .ruff_cache
