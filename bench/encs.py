@@ -452,7 +452,7 @@ class Chunk:
 def plan_turns(*, actions: int, seed: int) -> array[int]:
     """Answered turns per conversation, summing to exactly `actions` (drawn up front, so the
     conversations can be spread evenly over the period before any is generated)."""
-    rng = random.Random(seed)  # noqa: S311 - reproducible test data, not secrets
+    rng = random.Random(seed)
     turns: array[int] = array("B")
     total = 0
     while total < actions:
@@ -486,7 +486,7 @@ class Generator:
         self.world = world
         self.turns = plan_turns(actions=actions, seed=seed)
         self.held_out_open = held_out_open
-        self.rng = random.Random(seed + 1)  # noqa: S311 - reproducible test data
+        self.rng = random.Random(seed + 1)
         self.start_us = epoch_us(world.start)
         self.end_us = epoch_us(world.end)
         self.slot_us = (self.end_us - LAST_START_BEFORE_END_US - self.start_us) / len(self.turns)

@@ -60,7 +60,7 @@ def banking77(args: argparse.Namespace, embedders: dict[str, Any]) -> dict[str, 
             for per_class in _ints(args.per_class):
                 accuracies, f1s = [], []
                 for seed in _ints(args.seeds):
-                    chosen = set(random.Random(seed).sample(intents, k))  # noqa: S311 - a seeded draw
+                    chosen = set(random.Random(seed).sample(intents, k))
                     result = fewshot.evaluate(
                         train=[e for e in train if e.label in chosen],
                         test=[e for e in test if e.label in chosen],
@@ -147,7 +147,7 @@ def throughput(names: list[str]) -> dict[str, Any]:
     texts = sorted(
         {e.text for e in fewshot.read_examples(fewshot.shared_data_dir() / "banking77/test.csv")}
     )
-    texts = random.Random(0).sample(texts, 256)  # noqa: S311 - a seeded draw
+    texts = random.Random(0).sample(texts, 256)
     result: dict[str, Any] = {"texts": len(texts)}
     for name in names:
         inner: Any = MiniLMEmbedder() if name == "minilm" else vllm_embedder()

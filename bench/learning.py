@@ -93,7 +93,7 @@ def setup_django() -> None:
 def synthetic(n: int, seed: int) -> list[Any]:
     from drafting.learning import LabelledDraft
 
-    rng = random.Random(seed)  # noqa: S311 - synthetic data, not crypto
+    rng = random.Random(seed)
     rows = []
     for i in range(n):
         good = i % 2 == 0
