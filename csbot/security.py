@@ -9,6 +9,7 @@ restarting would be the larger harm.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
 from collections.abc import Callable
@@ -48,6 +49,23 @@ def limit_hit(
         logger.warning("rate limit %s not checked: the cache returned no count", group)
         return None
     return max(1, int(usage["time_left"]))
+
+
+def client_ip(request: HttpRequest) -> str:
+    """The client's address for the per-address login limit (django-ratelimit's
+    RATELIMIT_IP_META_KEY). Behind a proxy, CSBOT_CLIENT_IP_HEADER names the request.META key
+    the proxy fills (HTTP_X_REAL_IP, HTTP_X_FORWARDED_FOR): its last address is the one our
+    own proxy saw, earlier ones the client could have written. Missing or malformed: the
+    connection's address, never an error."""
+    header = settings.CSBOT_CLIENT_IP_HEADER
+    remote = str(request.META.get("REMOTE_ADDR") or "0.0.0.0")  # noqa: S104 - not a bind
+    if not header:
+        return remote
+    candidate = str(request.META.get(header, "")).split(",")[-1].strip()
+    try:
+        return str(ipaddress.ip_address(candidate))
+    except ValueError:
+        return remote
 
 
 def _username(group: str, request: HttpRequest) -> str:

@@ -356,8 +356,10 @@ CSBOT_INGEST_RATE = _env_rate("CSBOT_INGEST_RATE", "30000/m")
 CSBOT_LOGIN_RATE = _env_rate("CSBOT_LOGIN_RATE", "10/m")
 CSBOT_LOGIN_IP_RATE = _env_rate("CSBOT_LOGIN_IP_RATE", "30/m")
 # Behind a proxy REMOTE_ADDR is the proxy: name the request.META key holding the client's
-# address (e.g. HTTP_X_REAL_IP) so the per-address login limit is per client.
-RATELIMIT_IP_META_KEY = env_str("CSBOT_CLIENT_IP_HEADER", "") or None
+# address (e.g. HTTP_X_REAL_IP or HTTP_X_FORWARDED_FOR) so the per-address login limit is per
+# client (csbot.security.client_ip reads it).
+CSBOT_CLIENT_IP_HEADER = env_str("CSBOT_CLIENT_IP_HEADER", "").strip().upper().replace("-", "_")
+RATELIMIT_IP_META_KEY = "csbot.security.client_ip"
 
 # CSBOT_HTTPS=1 says users reach csbot over HTTPS; production must set it. Cookies then go
 # over HTTPS only, browsers are told (HSTS) never to use plain HTTP, and plain-HTTP requests

@@ -728,6 +728,27 @@ def test_login_posts_beyond_the_address_rate_are_429_whatever_the_username(
     assert _login(elsewhere, world.acme.agent.username, "pw-for-tests").status_code == 302
 
 
+def test_behind_a_proxy_the_address_limit_counts_the_forwarded_client(
+    world: World, settings: Any
+) -> None:
+    cache.clear()
+    settings.CSBOT_LOGIN_RATE = "100/h"
+    settings.CSBOT_LOGIN_IP_RATE = "2/h"
+    settings.CSBOT_CLIENT_IP_HEADER = "HTTP_X_FORWARDED_FOR"
+    proxy = Client(REMOTE_ADDR="10.0.0.1")
+
+    def attempt(forwarded: str | None) -> int:
+        headers = {} if forwarded is None else {"X-Forwarded-For": forwarded}
+        response = proxy.post("/login/", {"username": "x", "password": "y"}, headers=headers)
+        return int(response.status_code)
+
+    # The last address is the one our proxy saw; what the client wrote before it is ignored.
+    assert [attempt(f"1.1.1.{i}, 203.0.113.7") for i in range(3)] == [200, 200, 429]
+    assert attempt("198.51.100.9") == 200  # another client behind the same proxy
+    # No header, or a malformed one: the proxy's own address, counted and never an error.
+    assert [attempt(None), attempt("not-an-address"), attempt(None)] == [200, 200, 429]
+
+
 def test_the_admin_login_shares_the_login_limits(world: World, settings: Any) -> None:
     cache.clear()
     settings.CSBOT_LOGIN_RATE = "2/h"
