@@ -358,7 +358,10 @@ CSBOT_LOGIN_IP_RATE = _env_rate("CSBOT_LOGIN_IP_RATE", "30/m")
 # Behind a proxy REMOTE_ADDR is the proxy: name the request.META key holding the client's
 # address (e.g. HTTP_X_REAL_IP or HTTP_X_FORWARDED_FOR) so the per-address login limit is per
 # client (csbot.security.client_ip reads it).
+# A header name (X-Real-IP) or its request.META key (HTTP_X_REAL_IP) alike.
 CSBOT_CLIENT_IP_HEADER = env_str("CSBOT_CLIENT_IP_HEADER", "").strip().upper().replace("-", "_")
+if CSBOT_CLIENT_IP_HEADER and not CSBOT_CLIENT_IP_HEADER.startswith("HTTP_"):
+    CSBOT_CLIENT_IP_HEADER = "HTTP_" + CSBOT_CLIENT_IP_HEADER
 RATELIMIT_IP_META_KEY = "csbot.security.client_ip"
 
 # CSBOT_HTTPS=1 says users reach csbot over HTTPS; production must set it. Cookies then go
