@@ -48,6 +48,21 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 INLINE_SCRIPT = re.compile(r"<script(?![^>]*\bsrc=)(?![^>]*application/json)[^>]*>", re.I)
 EVENT_HANDLER = re.compile(r"<[^>]+\son[a-z]+\s*=", re.I)
 
+
+@pytest.fixture(autouse=True)
+def _fresh_rate_limits(settings: Any) -> Iterator[None]:
+    """Rate limits count in the process's cache: every test starts and ends with no counts,
+    and the tests that are not about limits (the matrix logs in many times a minute) are not
+    held back by them. The rate-limit tests set their own small limits."""
+    cache.clear()
+    settings.CSBOT_LOGIN_RATE = settings.CSBOT_LOGIN_IP_RATE = "100000/m"
+    yield
+    # Only the memory cache: a test's Redis cache (or an unreachable one) is its own, and
+    # clearing Redis would flush a whole database.
+    if settings.CACHES["default"]["BACKEND"].endswith("LocMemCache"):
+        cache.clear()
+
+
 # --- The roles ---------------------------------------------------------------------------------
 
 ROLES = ("anonymous", "no_profile", "agent", "manager", "admin", "token")
@@ -334,7 +349,6 @@ def _matches(expected: str, actual: str) -> bool:
 
 
 def test_each_role_reaches_exactly_the_routes_it_should(world: World) -> None:
-    cache.clear()
     failures = []
     for route, methods in sorted(ROUTES.items(), key=lambda item: item[0] == "logout/"):
         url = _url(route, world)
@@ -538,7 +552,6 @@ def test_console_forms_need_the_csrf_token(world: World) -> None:
 
 
 def test_the_login_form_needs_the_csrf_token(world: World) -> None:
-    cache.clear()
     client = Client(enforce_csrf_checks=True)
     credentials = {"username": world.acme.agent.username, "password": "pw-for-tests"}
     assert client.post("/login/", credentials).status_code == 403
@@ -717,7 +730,6 @@ def test_login_posts_beyond_the_username_rate_are_429_even_with_the_right_passwo
 def test_login_posts_beyond_the_address_rate_are_429_whatever_the_username(
     world: World, settings: Any
 ) -> None:
-    cache.clear()
     settings.CSBOT_LOGIN_RATE = "100/h"
     settings.CSBOT_LOGIN_IP_RATE = "3/h"
     client = Client()
@@ -731,7 +743,6 @@ def test_login_posts_beyond_the_address_rate_are_429_whatever_the_username(
 def test_behind_a_proxy_the_address_limit_counts_the_forwarded_client(
     world: World, settings: Any
 ) -> None:
-    cache.clear()
     settings.CSBOT_LOGIN_RATE = "100/h"
     settings.CSBOT_LOGIN_IP_RATE = "2/h"
     settings.CSBOT_CLIENT_IP_HEADER = "HTTP_X_FORWARDED_FOR"
@@ -750,7 +761,6 @@ def test_behind_a_proxy_the_address_limit_counts_the_forwarded_client(
 
 
 def test_the_admin_login_shares_the_login_limits(world: World, settings: Any) -> None:
-    cache.clear()
     settings.CSBOT_LOGIN_RATE = "2/h"
     settings.CSBOT_LOGIN_IP_RATE = "100/h"
     client = Client()
@@ -892,7 +902,6 @@ def test_with_https_on_cookies_are_secure_hsts_is_sent_and_http_is_redirected(
     settings.SESSION_COOKIE_SECURE = settings.CSRF_COOKIE_SECURE = True
     settings.SECURE_SSL_REDIRECT = True
     settings.SECURE_HSTS_SECONDS = 31536000
-    cache.clear()
     client = Client()
     plain = client.get("/login/")
     assert plain.status_code == 301
@@ -1056,7 +1065,6 @@ def test_console_and_api_docs_work_under_the_content_security_policy(
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is not installed")
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    cache.clear()
     acme = make_team("Acme")
     conversation, draft = _conversation_with_draft(acme)
     draft.status, draft.text, draft.ready_at = Draft.Status.READY, "It ships today.", timezone.now()
