@@ -42,6 +42,7 @@ import json
 import os
 import random
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -217,6 +218,50 @@ def wait_for(what: str, check: Any, timeout: float = 60.0) -> None:
     raise RuntimeError(f"{what} did not come up within {timeout:.0f}s")
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_table() -> dict[int, tuple[int, float]]:
+    """pid -> (parent pid, user + system CPU seconds) of every process."""
+    table = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            table[int(stat.parent.name)] = (
+                int(fields[1]),
+                (int(fields[11]) + int(fields[12])) / CLOCK_TICKS,
+            )
+        except (OSError, ValueError, IndexError):
+            continue
+    return table
+
+
+def tree_cpu_s(roots: dict[str, int]) -> dict[str, float]:
+    """CPU seconds of each named process and its descendants (alive now)."""
+    table = _proc_table()
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _) in table.items():
+        children.setdefault(parent, []).append(pid)
+    totals = {}
+    for name, root in roots.items():
+        seen, stack, total = set(), [root], 0.0
+        while stack:
+            pid = stack.pop()
+            if pid in seen or pid not in table:
+                continue
+            seen.add(pid)
+            total += table[pid][1]
+            stack.extend(children.get(pid, []))
+        totals[name] = total
+    return totals
+
+
+def machine_busy_s() -> float:
+    """Busy CPU seconds of the whole machine since boot (all cores)."""
+    values = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+    return (sum(values) - values[3] - values[4]) / CLOCK_TICKS
+
+
 def http_ok(port: int, path: str) -> bool:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
     try:
@@ -276,6 +321,10 @@ class Postgres:
             "-w",
             "start",
         )
+
+    @property
+    def pid(self) -> int:
+        return int((self.folder / "data" / "postmaster.pid").read_text().split()[0])
 
     def restart(self) -> None:
         # "fast": what a service manager's restart does: sessions are cut, open transactions
@@ -359,7 +408,7 @@ INBOUND_RE = re.compile(r'name="inbound_message_id" value="(\d*)"')
 @dataclass
 class AgentTally:
     page_s: dict[str, list[float]] = field(
-        default_factory=lambda: {"queue": [], "conversation": [], "reply": []}
+        default_factory=lambda: {"queue": [], "conversation": [], "draft_panel": [], "reply": []}
     )
     errors: dict[str, int] = field(default_factory=dict)
     replies: dict[str, int] = field(default_factory=dict)
@@ -371,6 +420,7 @@ class Browser:
     def __init__(self, port: int) -> None:
         self.port = port
         self.cookies: dict[str, str] = {}
+        self.location: str | None = None  # of the last redirect
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
 
     def request(
@@ -390,6 +440,7 @@ class Browser:
             self.conn.close()
             self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
             raise
+        self.location = response.getheader("Location")
         for name, value in response.getheaders():
             if name.lower() == "set-cookie":
                 key, _, rest = value.partition("=")
@@ -420,6 +471,7 @@ def agent_loop(
     tally: AgentTally,
     lock: threading.Lock,
     edit_share: float,
+    think_s: float,
 ) -> None:
     browser = Browser(port)
     rng = random.Random(number)
@@ -446,26 +498,48 @@ def agent_loop(
                 tally.errors[f"{kind}:{status}"] = tally.errors.get(f"{kind}:{status}", 0) + 1
         return status, text
 
+    # As the console works: the queue, then a conversation; the draft panel is polled every
+    # second while the draft is coming (htmx); the agent reads for --think-ms, sends, and the
+    # reply's redirect opens the next waiting conversation (or the queue when none is left).
+    path: str | None = None
     while not stop.is_set():
         try:
-            status, page = timed("queue", "GET", "/console/")
-            waiting = WAITING_RE.findall(page) if status == 200 else []
-            if not waiting:
-                time.sleep(0.2)
-                continue
-            pk = rng.choice(waiting[:10])
-            status, page = timed("conversation", "GET", f"/console/c/{pk}")
+            if path is None or not path.startswith("/console/c/"):
+                status, page = timed("queue", "GET", "/console/")
+                waiting = WAITING_RE.findall(page) if status == 200 else []
+                if not waiting:
+                    time.sleep(think_s)
+                    path = None
+                    continue
+                path = f"/console/c/{rng.choice(waiting[:10])}"
+            pk = path.removeprefix("/console/c/")
+            status, page = timed("conversation", "GET", path)
             panel, csrf, inbound = (
                 PANEL_RE.search(page),
                 CSRF_RE.search(page),
                 INBOUND_RE.search(page),
             )
-            if status != 200 or panel is None or csrf is None or inbound is None:
+            if (
+                status != 200
+                or panel is None
+                or csrf is None
+                or not inbound
+                or not inbound.group(1)
+            ):
+                path = None
                 continue
             draft_id, draft_status = panel.groups()
-            if draft_status in ("queued", "generating") and rng.random() < 0.7:
-                time.sleep(0.1)  # the agent reads the message while the draft comes
-                continue
+            polls = 0
+            while draft_status in ("queued", "generating") and polls < 10 and not stop.is_set():
+                time.sleep(1.0)
+                polls += 1
+                status, fragment = timed("draft_panel", "GET", f"{path}/draft")
+                found = PANEL_RE.search(fragment)
+                if found is None:
+                    break
+                draft_id, draft_status = found.groups()
+                page = fragment
+            time.sleep(think_s)
             text_match = TEXT_RE.search(page)
             form = {
                 "csrfmiddlewaretoken": csrf.group(1),
@@ -478,14 +552,16 @@ def agent_loop(
                     form.update(kind="edit", text=draft_text + " Kind regards, the support team.")
                 else:
                     form.update(kind="use", text=draft_text)
-            else:
+            else:  # no draft after ten seconds: the agent writes the reply
                 form.update(
                     kind="none", text="Thanks, we are looking into it and will reply today."
                 )
             status, _ = timed("reply", "POST", f"/console/c/{pk}/reply", form)
+            path = browser.location if status == 302 else None
             with lock:
                 tally.replies[form["kind"]] = tally.replies.get(form["kind"], 0) + 1
         except (OSError, http.client.HTTPException):
+            path = None
             time.sleep(0.5)
 
 
@@ -656,6 +732,13 @@ def counts(url: str) -> dict[str, Any]:
     }
 
 
+def counts_brief(url: str) -> int:
+    with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+        row = conn.execute("SELECT count(*) FROM csbot_message WHERE direction = 'in'").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 def unfinished(url: str) -> int:
     with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
         row = conn.execute(
@@ -713,6 +796,7 @@ def main(argv: list[str]) -> int:
     add("--worker-nice", type=int, default=5, help="niceness of the Celery worker (5)")
     add("--agents", type=int, default=4, help="console agents (4)")
     add("--edit-share", type=float, default=0.3, help="share of drafts the agents edit (0.3)")
+    add("--think-ms", type=float, default=1000, help="an agent's reading time per reply (1000)")
     add("--llm-delay-ms", type=float, default=150, help="model servers' answer time (150)")
     add("--escalate-share", type=float, default=0.2, help="local drafts scored low (0.2)")
     add("--local-llm-url", default="", help="a real vLLM server for tier 1 (default: stub)")
@@ -886,7 +970,15 @@ def run(args: argparse.Namespace, scratch: Path, logs: Path, stack: ExitStack) -
     agents = [
         threading.Thread(
             target=agent_loop,
-            args=(web_port, n, stop_agents, agent_tally, lock, args.edit_share),
+            args=(
+                web_port,
+                n,
+                stop_agents,
+                agent_tally,
+                lock,
+                args.edit_share,
+                args.think_ms / 1000,
+            ),
             daemon=True,
         )
         for n in range(args.agents)
@@ -908,6 +1000,15 @@ def run(args: argparse.Namespace, scratch: Path, logs: Path, stack: ExitStack) -
             "escalate_share": args.escalate_share,
         },
     }
+
+    def roots() -> dict[str, int]:
+        named = {"web": web, "worker": worker, "beat": beat, "redis": redis_proc}
+        found = {name: proc.process.pid for name, proc in named.items() if proc.process}
+        found["postgres"] = postgres.pid
+        return found
+
+    cpu_before, busy_before = tree_cpu_s(roots()), machine_busy_s()
+    self_before = resource.getrusage(resource.RUSAGE_SELF)
     started = time.monotonic()
     if args.faults:
         result.update(
@@ -932,6 +1033,30 @@ def run(args: argparse.Namespace, scratch: Path, logs: Path, stack: ExitStack) -
             "max_ms": latency["max"] / 1000,
         }
     ingest_s = time.monotonic() - started
+    cpu_after, busy_after = tree_cpu_s(roots()), machine_busy_s()
+    self_after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = {name: cpu_after[name] - cpu_before.get(name, 0.0) for name in cpu_after}
+    cpu["bench_agents_and_clients"] = (self_after.ru_utime + self_after.ru_stime) - (
+        self_before.ru_utime + self_before.ru_stime
+    )
+    ours = sum(cpu.values())
+    busy = busy_after - busy_before
+    cpus = len(os.sched_getaffinity(0))
+    stored_during = counts_brief(postgres.url)
+    result["cpu_during_ingest"] = {
+        "seconds_by_component": {k: round(v, 1) for k, v in cpu.items()},
+        "ms_per_stored_message": {
+            k: round(1000 * v / max(1, stored_during), 2) for k, v in cpu.items()
+        },
+        "machine_busy_share": round(busy / (cpus * ingest_s), 3),
+        # wrk, the stub model servers and anyone else on the machine.
+        "other_processes_share": round(max(0.0, busy - ours) / (cpus * ingest_s), 3),
+        # What the machine allows when every core is free for the web, Postgres and Redis
+        # alone (the drafting worker elsewhere, as in production): an upper bound.
+        "ingest_path_cpu_bound_messages_per_s": round(
+            cpus * stored_during / max(1e-9, cpu["web"] + cpu["postgres"] + cpu["redis"]), 1
+        ),
+    }
     with psycopg.connect(postgres.url, autocommit=True) as conn:
         row = conn.execute(
             "SELECT count(*) FROM drafting_draft WHERE status IN ('ready', 'failed', 'held_out')"
