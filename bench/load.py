@@ -702,6 +702,9 @@ def counts(url: str) -> dict[str, Any]:
                 WHERE direction = 'in' GROUP BY 1, 2 HAVING count(*) > 1) AS x"""
         ).fetchone()
         actions = conn.execute("SELECT count(*) FROM drafting_agentaction").fetchone()
+        replies = conn.execute(
+            "SELECT count(*) FROM csbot_message WHERE direction = 'out'"
+        ).fetchone()
         double_actions = conn.execute(
             """SELECT count(*) FROM (SELECT draft_id FROM drafting_agentaction
                 WHERE draft_id IS NOT NULL GROUP BY 1 HAVING count(*) > 1) AS x"""
@@ -725,6 +728,7 @@ def counts(url: str) -> dict[str, Any]:
         "messages_with_several_drafts": per_message[1],
         "drafts_by_status": statuses,
         "duplicate_channel_message_ids": duplicate_ids[0],
+        "agent_replies_sent": replies[0] if replies else None,
         "actions": actions[0],
         "drafts_with_several_actions": double_actions[0],
         "messages_answered_twice": double_answers[0],
