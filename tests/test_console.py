@@ -15,7 +15,7 @@ from django.utils import timezone
 from csbot.models import Conversation, Message
 from drafting.models import AgentAction, Draft
 from tests.conftest import TeamSetup, ingest
-from tests.factories import MessageFactory
+from tests.factories import AgentProfileFactory, MessageFactory
 
 
 def login(client: Client, setup: TeamSetup) -> Client:
@@ -192,6 +192,31 @@ def test_a_double_submitted_reply_is_sent_once(client: Client, acme: TeamSetup) 
     reply(client, conversation, **form)
     assert Message.objects.filter(conversation=conversation, direction="out").count() == 1
     assert AgentAction.objects.get(draft=draft).kind == AgentAction.Kind.IGNORE
+
+
+def test_a_second_agent_answering_the_same_message_is_told_their_reply_was_not_sent(
+    client: Client, acme: TeamSetup
+) -> None:
+    result = ingest(acme, "c", "m")
+    assert result.draft is not None
+    draft = make_ready(result.draft)
+    conversation = result.message.conversation
+    form = {"kind": "ignore", "inbound_message_id": result.message.pk, "draft_id": draft.pk}
+    login(client, acme).get(f"/console/c/{conversation.pk}")
+    reply(client, conversation, text="First agent's words.", **form)
+
+    other = AgentProfileFactory.create(team=acme.team).user
+    other_client = Client()
+    other_client.force_login(other)
+    response = reply(other_client, conversation, text="Second agent's words.", **form)
+
+    assert response.status_code == 302
+    assert response["Location"] == f"/console/c/{conversation.pk}"
+    page = other_client.get(response["Location"]).content.decode()
+    assert "had already answered this message: your reply was not sent." in page
+    sent = Message.objects.filter(conversation=conversation, direction="out")
+    assert [m.text for m in sent] == ["First agent's words."]
+    assert AgentAction.objects.get(draft=draft).agent == acme.agent
 
 
 def test_held_out_reply_is_recorded_as_an_unaided_baseline(client: Client, acme: TeamSetup) -> None:

@@ -113,7 +113,7 @@ def reply(request: HttpRequest, pk: int) -> HttpResponse:
         if draft is None:
             raise Http404("No such draft for this message.")
     try:
-        services.reply_send(
+        sent = services.reply_send(
             conversation=conversation,
             agent=request.user,  # type: ignore[arg-type]
             text=data["text"],
@@ -123,6 +123,15 @@ def reply(request: HttpRequest, pk: int) -> HttpResponse:
         )
     except ActionRejected as exc:
         flash.error(request, str(exc))
+        return redirect("console:conversation", pk=pk)
+    if not sent.created and sent.message.text != data["text"]:
+        # Two agents had the same conversation open and the other one answered first: the
+        # customer gets one reply, and this agent must know theirs was not sent.
+        flash.warning(
+            request,
+            f"{sent.message.author or 'Another agent'} had already answered this message: "
+            "your reply was not sent.",
+        )
         return redirect("console:conversation", pk=pk)
     next_conversation = (
         selectors.conversation_queue(team=team)
