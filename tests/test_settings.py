@@ -40,6 +40,7 @@ SETTINGS_VARS = (
     "CSBOT_MAX_MESSAGE_CHARS",
     "CSBOT_MAX_BODY_BYTES",
     "LOG_LEVEL",
+    "DATABASE_CONNECT_TIMEOUT",
 )
 
 REPORT = (
@@ -47,7 +48,8 @@ REPORT = (
     "print(json.dumps({'engine': s.DATABASES['default']['ENGINE'], "
     "'name': s.DATABASES['default']['NAME'], 'broker': s.CELERY_BROKER_URL, "
     "'debug': s.DEBUG, 'stale': s.DRAFT_STALE_SECONDS, 'llm': s.LOCAL_LLM_URL, "
-    "'hosts': s.ALLOWED_HOSTS}))"
+    "'hosts': s.ALLOWED_HOSTS, "
+    "'connect_timeout': s.DATABASES['default'].get('OPTIONS', {}).get('connect_timeout')}))"
 )
 
 
@@ -123,6 +125,7 @@ def test_overrides_are_read_from_the_environment(tmp_path: Path) -> None:
         DRAFT_STALE_SECONDS="45",
         LOCAL_LLM_URL="http://gpu-box:8000/v1",
         DJANGO_ALLOWED_HOSTS="csbot.example.com, api.example.com,",
+        DATABASE_CONNECT_TIMEOUT="7",
     )
 
     assert result.returncode == 0, result.stderr
@@ -131,6 +134,7 @@ def test_overrides_are_read_from_the_environment(tmp_path: Path) -> None:
     assert loaded["stale"] == 45
     assert loaded["llm"] == "http://gpu-box:8000/v1"
     assert loaded["hosts"] == ["csbot.example.com", "api.example.com"]
+    assert loaded["connect_timeout"] == 7
 
 
 @pytest.mark.parametrize(
@@ -153,6 +157,7 @@ def test_overrides_are_read_from_the_environment(tmp_path: Path) -> None:
         ("DRAFT_CACHE_SEMANTIC_THRESHOLD", "high"),
         ("DRAFT_CACHE_SEMANTIC_THRESHOLD", "0.2"),
         ("EMBEDDING_BACKEND", "word2vec"),
+        ("DATABASE_CONNECT_TIMEOUT", "0"),
     ],
     ids=lambda value: value or "empty",
 )
