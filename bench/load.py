@@ -45,7 +45,6 @@ import re
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -61,6 +60,10 @@ from urllib.parse import urlencode
 
 import psycopg
 
+# The same customer messages and port picking as the ingest bench (bench/ is on sys.path when
+# a bench runs as a script).
+from ingest import TEXTS, free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 LUA_SCRIPT = ROOT / "bench" / "ingest.lua"
@@ -68,25 +71,11 @@ TARGET_MESSAGES_PER_S = 250.0
 TARGET_P95_MS = 100.0
 AGENT_PASSWORD = "bench-agent-password"  # noqa: S105 - a throwaway user of a throwaway database
 SEED_PREFIX = "BENCH_KEY="
-TEXTS = (
-    "Hi, my order hasn't arrived yet and the tracking page has not changed for four days.",
-    "I was charged twice for the same order this morning. Please refund one of the payments.",
-    "Can I change the delivery address on my order? I'm moving next week.",
-    "The shoes I received are one size too small. How do I exchange them for a bigger pair?",
-    "The blender arrived with a cracked jug. I would like a replacement, not a refund.",
-    "I returned the jacket two weeks ago and still have not received my money back.",
-)
 REPLY = "Thanks for writing! I have checked your order and a colleague will mail you today."
 
 
 def log(message: str) -> None:
     print(f"[load] {message}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def percentile_ms(values: list[float], q: float) -> float | None:
