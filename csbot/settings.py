@@ -284,6 +284,13 @@ CSBOT_MAX_MESSAGE_CHARS = env_int("CSBOT_MAX_MESSAGE_CHARS", 4000, minimum=1)
 # Request bodies above this are refused before parsing (413).
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("CSBOT_MAX_BODY_BYTES", 64 * 1024, minimum=1024)
 
+# Times sent by clients (a message's sent_at, an action's shown_at/acted_at) may run ahead of
+# this server's clock by at most this many seconds; later ones are refused (400).
+CSBOT_CLOCK_SKEW_SECONDS = env_int("CSBOT_CLOCK_SKEW_SECONDS", 300, minimum=0)
+# An agent action whose handle time (shown → acted) exceeds this is stored but left out of ENCS
+# and counted as an outlier: a reply days after the draft was shown measures a break, not work.
+ACTION_MAX_HANDLE_SECONDS = env_int("ACTION_MAX_HANDLE_SECONDS", 3600, minimum=1)
+
 # Seconds a web process keeps a valid API token without asking the database again (a revoked
 # token can keep working this long in other processes). 0 turns the cache off.
 API_TOKEN_CACHE_SECONDS = env_int("API_TOKEN_CACHE_SECONDS", 30, minimum=0)
