@@ -165,7 +165,7 @@ class Totals:
             return Fraction(sum(self.savings_x3600.values(), ZERO)) / 3600
 
     def as_json(self) -> dict[str, Any]:
-        drafted = {k: self.drafts[k] for k in (*DRAFTED_KINDS, "none", "unused")}
+        drafted = {k: self.drafts[k] for k in (*DRAFTED_KINDS, "none", "unused", "outlier")}
         n_drafts = sum(drafted.values())
         acted = sum(self.drafts[k] for k in DRAFTED_KINDS)
         messages = sum(self.drafts.values())
@@ -194,7 +194,11 @@ class Totals:
                 "none": self.drafts["none"] + self.drafts["held_out"],
             },
             "unanswered_drafts": self.drafts["unused"],
-            "held_out": self.drafts["held_out"] + self.drafts["held_out_open"],
+            # Answered, but after longer than ACTION_MAX_HANDLE_SECONDS: no saving, no baseline.
+            "outliers": self.drafts["outlier"] + self.drafts["held_out_outlier"],
+            "held_out": self.drafts["held_out"]
+            + self.drafts["held_out_open"]
+            + self.drafts["held_out_outlier"],
             "shares": {
                 k: str((Decimal(self.drafts[k]) / acted).quantize(SHARE) if acted else ZERO)
                 for k in DRAFTED_KINDS

@@ -13,6 +13,11 @@ Outcome kinds, one per draft:
   newer customer message, or still open) — it cost money and saved no time;
 - `held_out`: the conversation is in the hold-out group and the agent replied unaided: the
   sample `T_baseline` is measured from; `held_out_open`: held out, not answered (yet).
+- `outlier`, `held_out_outlier`: answered, but with a handle time above
+  ACTION_MAX_HANDLE_SECONDS (AgentAction.outlier_condition): the time measures a break, not
+  work, so it counts neither as a saving nor in the baseline; an outlier draft's cost counts.
+  The rule is applied when facts are computed: a changed maximum reaches rolled-up days when
+  they are rolled up again.
 A draft belongs to the day it was created on (the project's time zone): that is when its cost
 was incurred; its action may come later.
 """
@@ -42,10 +47,18 @@ from django.db.models import (
 from django.db.models.functions import Coalesce, TruncDate
 
 from accounting.models import DailyFact, DailyTotal, RolledUpDay
-from drafting.models import MONEY_DIGITS, MONEY_PLACES, Draft
+from drafting.models import MONEY_DIGITS, MONEY_PLACES, AgentAction, Draft
 
 DRAFTED_KINDS = ("use", "edit", "ignore")
-KINDS = (*DRAFTED_KINDS, "none", "unused", "held_out", "held_out_open")
+KINDS = (
+    *DRAFTED_KINDS,
+    "none",
+    "unused",
+    "outlier",
+    "held_out",
+    "held_out_open",
+    "held_out_outlier",
+)
 ZERO = Decimal(0)
 
 
@@ -125,9 +138,15 @@ def raw_facts(start: date, end: date, *, team_ids: Iterable[int] | None = None) 
                 output_field=CharField(),
             ),
             fact_kind=Case(
+                When(
+                    AgentAction.outlier_condition("action__"),
+                    status=Draft.Status.HELD_OUT,
+                    then=Value("held_out_outlier"),
+                ),
                 When(status=Draft.Status.HELD_OUT, action__isnull=False, then=Value("held_out")),
                 When(status=Draft.Status.HELD_OUT, then=Value("held_out_open")),
                 When(action__isnull=True, then=Value("unused")),
+                When(AgentAction.outlier_condition("action__"), then=Value("outlier")),
                 default=F("action__kind"),
                 output_field=CharField(),
             ),

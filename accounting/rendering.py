@@ -28,6 +28,7 @@ KIND_LABELS = {
     "ignore": "Ignored",
     "none": "Failed, answered unaided",
     "unused": "Not answered",
+    "outlier": "Answered after too long (outlier)",
 }
 MINUS = "−"
 
@@ -265,6 +266,7 @@ def report_context(
         "actions": actions,
         "held_out": report["held_out"],
         "unanswered": report["unanswered_drafts"],
+        "outliers": report["outliers"],
         "no_draft": report["actions"]["none"],
         "baseline": _baseline(report, named["teams"]),
         "all_paid": {

@@ -34,6 +34,7 @@ CSV_COLUMNS = (
     "edit",
     "ignore",
     "none",
+    "outliers",
     "share_use",
     "share_edit",
     "share_ignore",

@@ -151,8 +151,12 @@ class Message(models.Model):
                 condition=Q(direction__in=["in", "out"]), name="message_direction_valid"
             ),
         ]
-        indexes = [models.Index(fields=["conversation", "created_at"], name="message_thread_idx")]
-        ordering = ["created_at", "id"]
+        # Arrival order, the one order of a conversation's messages: what the agent and the
+        # drafter saw, in that order. Ids follow arrival because message_ingest and reply_send
+        # lock the conversation row before inserting. `created_at` is the sender's clock
+        # (a customer's sent_at) and may run backwards when a message is delivered late.
+        indexes = [models.Index(fields=["conversation", "id"], name="message_thread_idx")]
+        ordering = ["id"]
 
     def __str__(self) -> str:
         return f"{self.direction} #{self.pk}"

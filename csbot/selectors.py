@@ -15,9 +15,7 @@ from drafting.models import Draft
 def conversation_queue(*, team: Team) -> QuerySet[Conversation]:
     """The team's open conversations, those waiting longest for a reply first, each with its
     last message and its newest draft's status (one query)."""
-    last_message = Message.objects.filter(conversation_id=OuterRef("pk")).order_by(
-        "-created_at", "-id"
-    )
+    last_message = Message.objects.filter(conversation_id=OuterRef("pk")).order_by("-id")
     return (
         Conversation.objects.filter(team=team, status=Conversation.Status.OPEN)
         .select_related("channel")
@@ -34,7 +32,7 @@ def conversation_queue(*, team: Team) -> QuerySet[Conversation]:
 class Thread:
     conversation: Conversation
     messages: list[Message]
-    # The customer message waiting for a reply (the newest inbound one), and its draft.
+    # The customer message waiting for a reply (the newest inbound one to arrive), its draft.
     pending: Message | None
     draft: Draft | None
 
@@ -45,7 +43,7 @@ def conversation_thread(*, team: Team, conversation_id: int) -> Thread:
     conversation = get_object_or_404(
         Conversation.objects.select_related("channel"), pk=conversation_id, team=team
     )
-    messages = list(conversation.messages.order_by("created_at", "id"))
+    messages = list(conversation.messages.order_by("id"))  # arrival order
     pending = None
     if conversation.awaiting_reply_since is not None:
         inbound = [m for m in messages if m.direction == Message.Direction.INBOUND]

@@ -34,13 +34,18 @@ def message_ingest(
     channel_message_id: str,
     text: str,
     customer_ref: str = "",
-    created_at: datetime | None = None,
+    sent_at: datetime | None = None,
 ) -> IngestResult:
     """Store an inbound customer message and request its draft, in one transaction.
 
     Idempotent on (channel, channel_message_id): the unique constraint decides, also when two
     copies race; a repeat rolls back and returns the first message and draft (created=False).
     There is no look-up first: duplicates are rare and this is the hot path.
+
+    Messages of a conversation are ordered by arrival (Message.Meta.ordering): the conversation
+    row is locked (its UPDATE) before the message is inserted, so two messages arriving at once
+    get ids, and supersede each other's drafts, in one order. `sent_at`, the sender's clock,
+    is kept as the message's time and decides nothing (README, "Message order").
     """
     now = timezone.now()
     try:
@@ -55,6 +60,12 @@ def message_ingest(
                     "awaiting_reply_since": now,
                 },
             )
+            if not new_conversation:
+                Conversation.objects.filter(pk=conversation.pk).update(
+                    status=Conversation.Status.OPEN,
+                    updated_at=now,
+                    awaiting_reply_since=Coalesce("awaiting_reply_since", Value(now)),
+                )
             message = Message.objects.create(
                 conversation=conversation,
                 channel=channel,
@@ -62,14 +73,8 @@ def message_ingest(
                 text=text,
                 author=customer_ref or conversation.customer_ref,
                 channel_message_id=channel_message_id,
-                created_at=created_at or now,
+                created_at=sent_at or now,
             )
-            if not new_conversation:
-                Conversation.objects.filter(pk=conversation.pk).update(
-                    status=Conversation.Status.OPEN,
-                    updated_at=now,
-                    awaiting_reply_since=Coalesce("awaiting_reply_since", Value(now)),
-                )
             draft = drafting.draft_request(message=message, new_conversation=new_conversation)
     except IntegrityError:
         existing = _existing(channel=channel, channel_message_id=channel_message_id)
@@ -89,6 +94,18 @@ def _existing(*, channel: Channel, channel_message_id: str) -> IngestResult | No
         return None
     draft = drafting_selectors.live_draft_for_message(message_id=message.pk)
     return IngestResult(message=message, draft=draft, created=False)
+
+
+class ConversationClosed(Exception):
+    """A reply to a closed conversation: nothing is sent or recorded. The customer's next
+    message reopens the conversation; closing is the agent's word that it needs no answer."""
+
+    def __init__(self, conversation_id: int):
+        super().__init__(
+            f"Conversation {conversation_id} is closed: the reply was not sent. It reopens "
+            "when the customer writes again."
+        )
+        self.conversation_id = conversation_id
 
 
 @dataclass(frozen=True)
@@ -113,11 +130,25 @@ def reply_send(
 
     `inbound_message` is the customer message being answered (none: a follow-up with no
     action). A second submission for the same inbound message returns the first reply
-    unchanged (created=False) instead of sending twice.
+    unchanged (created=False) instead of sending twice. A closed conversation takes no
+    reply: ConversationClosed, with nothing written.
     """
     acted_at = acted_at or timezone.now()
     try:
         with transaction.atomic():
+            # Locked first, like ingest: the reply's id orders it after every message that
+            # arrived before it, and a conversation closed meanwhile is seen closed.
+            status = (
+                Conversation.objects.select_for_update()
+                .filter(pk=conversation.pk)
+                .values_list("status", flat=True)
+                .get()
+            )
+            if status == Conversation.Status.CLOSED:
+                previous = _previous_reply(inbound_message=inbound_message, draft=draft)
+                if previous is not None:  # a repeat of a reply sent before closing
+                    return previous
+                raise ConversationClosed(conversation.pk)
             message = Message.objects.create(
                 conversation=conversation,
                 channel_id=conversation.channel_id,
@@ -142,14 +173,21 @@ def reply_send(
                     acted_at=acted_at,
                 )
     except IntegrityError:
-        previous = drafting_selectors.action_for_reply(
-            inbound_message_id=inbound_message.pk if inbound_message is not None else None,
-            draft_id=draft.pk if draft is not None else None,
-        )
+        previous = _previous_reply(inbound_message=inbound_message, draft=draft)
         if previous is None:
             raise
-        return ReplyResult(message=previous.outbound_message, action=previous, created=False)
+        return previous
     return ReplyResult(message=message, action=action, created=True)
+
+
+def _previous_reply(*, inbound_message: Message | None, draft: Draft | None) -> ReplyResult | None:
+    action = drafting_selectors.action_for_reply(
+        inbound_message_id=inbound_message.pk if inbound_message is not None else None,
+        draft_id=draft.pk if draft is not None else None,
+    )
+    if action is None:
+        return None
+    return ReplyResult(message=action.outbound_message, action=action, created=False)
 
 
 def conversation_close(*, conversation: Conversation) -> None:

@@ -420,7 +420,9 @@ class AgentAction(models.Model):
     )
     shown_at = models.DateTimeField()
     acted_at = models.DateTimeField()
-    handle_seconds = models.DecimalField(max_digits=10, decimal_places=3)
+    # Wide enough for any interval between two valid datetimes (a reply years after the draft
+    # was shown is stored as measured; accounting leaves it out, see `outlier_condition`).
+    handle_seconds = models.DecimalField(max_digits=16, decimal_places=3)
 
     class Meta:
         constraints = [
@@ -446,6 +448,17 @@ class AgentAction(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} by {self.agent} on draft {self.draft_id}"
+
+    @staticmethod
+    def outlier_condition(prefix: str = "") -> Q:
+        """Actions whose handle time is too long to be work on this message (the agent left
+        it open over a break, a night, a holiday): kept, but not counted in ENCS. `prefix`
+        reaches the action from another model (e.g. "action__" from a draft)."""
+        return Q(**{f"{prefix}handle_seconds__gt": settings.ACTION_MAX_HANDLE_SECONDS})
+
+    @property
+    def is_outlier(self) -> bool:
+        return self.handle_seconds > settings.ACTION_MAX_HANDLE_SECONDS
 
 
 class CachedReply(models.Model):

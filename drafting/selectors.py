@@ -50,7 +50,7 @@ def latest_draft_status(conversation_ref: OuterRef) -> Subquery:
     return Subquery(
         Draft.objects.live()
         .filter(message__conversation_id=conversation_ref)
-        .order_by("-created_at", "-id")
+        .order_by("-id")
         .values("status")[:1]
     )
 

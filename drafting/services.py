@@ -162,7 +162,6 @@ _GENERATE_FIELDS = (
     "message__id",
     "message__text",
     "message__conversation_id",
-    "message__created_at",
 )
 _earlier_messages = Message.objects.filter(
     conversation_id=OuterRef("message__conversation_id"), pk__lt=OuterRef("message_id")
@@ -177,12 +176,10 @@ def _prompt_messages(draft: Draft, *, first_turn: bool) -> list[dict[str, str]]:
             {"role": "system", "content": draft.policy.system_prompt},
             {"role": "user", "content": inbound.text},
         ]
+    # Arrival order (Message.Meta.ordering): the thread as the agent sees it.
     history = list(
-        Message.objects.filter(
-            conversation_id=inbound.conversation_id, created_at__lte=inbound.created_at
-        )
-        .exclude(pk__gt=inbound.pk, created_at=inbound.created_at)
-        .order_by("-created_at", "-id")
+        Message.objects.filter(conversation_id=inbound.conversation_id, pk__lte=inbound.pk)
+        .order_by("-id")
         .values_list("direction", "text")[: settings.DRAFT_HISTORY_MESSAGES]
     )
     history.reverse()
@@ -549,8 +546,11 @@ def action_record(
         raise ActionRejected(
             "shown_at", "When the agent first saw the message is unknown; send shown_at."
         )
-    if acted_at < shown_at:
-        raise ActionRejected("acted_at", "acted_at is before shown_at.")
+    _check_action_times(
+        arrived_at=draft.created_at if draft is not None else inbound_message.created_at,
+        shown_at=shown_at,
+        acted_at=acted_at,
+    )
     action = AgentAction.objects.create(
         draft=draft,
         inbound_message=inbound_message,
@@ -567,6 +567,27 @@ def action_record(
         # Embedding belongs in the worker (a model load, tens of milliseconds): ring its bell.
         transaction.on_commit(lambda: _enqueue_remember(action.pk))
     return action
+
+
+def _check_action_times(*, arrived_at: datetime, shown_at: datetime, acted_at: datetime) -> None:
+    """Times sent by an external console are claims, checked before anything is written: the
+    agent cannot have seen the message before it reached csbot (the draft is created as it
+    arrives), nor act in the future (beyond CSBOT_CLOCK_SKEW_SECONDS of clock drift), nor act
+    before seeing it. Within these bounds a long handle time is stored as measured; accounting
+    leaves those above ACTION_MAX_HANDLE_SECONDS out of ENCS (AgentAction.is_outlier)."""
+    latest = timezone.now() + timedelta(seconds=settings.CSBOT_CLOCK_SKEW_SECONDS)
+    if shown_at < arrived_at:
+        raise ActionRejected(
+            "shown_at",
+            f"shown_at is before the message reached csbot ({arrived_at.isoformat()}): "
+            "the agent cannot have seen it earlier.",
+        )
+    if shown_at > latest:
+        raise ActionRejected("shown_at", "shown_at is in the future.")
+    if acted_at > latest:
+        raise ActionRejected("acted_at", "acted_at is in the future.")
+    if acted_at < shown_at:
+        raise ActionRejected("acted_at", "acted_at is before shown_at.")
 
 
 def _worth_remembering(action: AgentAction) -> bool:

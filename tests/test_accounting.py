@@ -153,6 +153,7 @@ def test_a_small_scenario_matches_the_hand_computation(policy: CascadePolicy) ->
         "ignore": "0.2500",
         "none": "0.0000",
         "unused": "0.2500",
+        "outlier": "0.0000",
     }
     assert decomposition["c_usd"] == "0.0025000000"
     assert decomposition["encs_per_draft_usd"] == "0.2975000000"

@@ -65,13 +65,16 @@ def make_draft(
 ) -> Draft:
     """A draft for a fresh inbound message of `setup`'s team, in the given state."""
     conversation = ConversationFactory.create(channel=setup.channel)
-    message = MessageFactory.create(conversation=conversation)
     now = timezone.now()
+    # The message arrived (and its draft was created) a while before it was shown.
+    arrived = min(now, shown_at or now) - timedelta(minutes=10)
+    message = MessageFactory.create(conversation=conversation, created_at=arrived)
     return DraftFactory.create(
         message=message,
         policy=setup.policy,
         status=status,
         text=text,
+        created_at=arrived,
         ready_at=now if status == Draft.Status.READY else None,
         first_shown_at=shown_at,
     )

@@ -31,7 +31,10 @@ def generate(setup: TeamSetup, conversation: str, text: str = QUESTION, turn: in
 def act(setup: TeamSetup, draft: Draft, kind: str, text: str) -> None:
     """The agent replies; then what the worker does when the action's bell rings (the test
     transaction never commits, so on_commit callbacks are captured, not run)."""
-    Draft.objects.filter(pk=draft.pk).update(first_shown_at=timezone.now() - timedelta(seconds=20))
+    Draft.objects.filter(pk=draft.pk).update(
+        created_at=timezone.now() - timedelta(seconds=30),
+        first_shown_at=timezone.now() - timedelta(seconds=20),
+    )
     draft.refresh_from_db()
     services.reply_send(
         conversation=draft.message.conversation,

@@ -156,7 +156,10 @@ def test_accepting_records_a_use_with_the_draft_text_and_handle_time(
     draft = make_ready(result.draft)
     conversation = result.message.conversation
     login(client, acme).get(f"/console/c/{conversation.pk}")
-    Draft.objects.filter(pk=draft.pk).update(first_shown_at=timezone.now() - timedelta(seconds=30))
+    Draft.objects.filter(pk=draft.pk).update(
+        created_at=timezone.now() - timedelta(seconds=60),
+        first_shown_at=timezone.now() - timedelta(seconds=30),
+    )
     response = reply(
         client,
         conversation,
@@ -228,7 +231,8 @@ def test_held_out_reply_is_recorded_as_an_unaided_baseline(client: Client, acme:
     body = login(client, acme).get(f"/console/c/{conversation.pk}").content.decode()
     assert "No suggestion" in body or "write the reply" in body
     Draft.objects.filter(pk=result.draft.pk).update(
-        first_shown_at=timezone.now() - timedelta(seconds=45)
+        created_at=timezone.now() - timedelta(seconds=60),
+        first_shown_at=timezone.now() - timedelta(seconds=45),
     )
     reply(
         client,

@@ -90,7 +90,9 @@ def test_api_message_is_drafted_by_real_vllm_through_celery_and_the_action_is_st
     assert draft.total_cost == attempt.cost
     assert draft.final_endpoint == setup.endpoint
 
+    # Shown 12 s ago: the draft (and so the message's arrival) is moved back to allow it.
     shown = timezone.now() - timedelta(seconds=12)
+    Draft.objects.filter(pk=draft_id).update(created_at=shown - timedelta(seconds=1))
     action = setup.api().post(
         f"/api/v1/drafts/{draft_id}/action",
         {"kind": "use", "agent": setup.agent.username, "shown_at": shown.isoformat()},

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -27,6 +29,10 @@ def _text_field(**kwargs: Any) -> serializers.CharField:
     )
 
 
+# Older times are typos or placeholders (0001-01-01), and would not survive time zone arithmetic.
+EARLIEST_SENT_AT = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 class InboundMessageIn(StrictSerializer):
     conversation_external_id = serializers.CharField(
         max_length=200,
@@ -40,8 +46,20 @@ class InboundMessageIn(StrictSerializer):
         max_length=200, required=False, default="", allow_blank=True
     )
     sent_at = serializers.DateTimeField(
-        required=False, help_text="When the customer sent it (default: now)."
+        required=False,
+        help_text="When the customer sent it (default: now). Shown as the message's time; the "
+        "order of a conversation's messages is their arrival.",
     )
+
+    def validate_sent_at(self, value: datetime) -> datetime:
+        latest = timezone.now() + timedelta(seconds=settings.CSBOT_CLOCK_SKEW_SECONDS)
+        if value > latest:
+            raise serializers.ValidationError("sent_at is in the future.")
+        if value < EARLIEST_SENT_AT:
+            raise serializers.ValidationError(
+                f"sent_at is before {EARLIEST_SENT_AT.date().isoformat()}."
+            )
+        return value
 
 
 # The ingest response is on the hot path: plain serializers with declared fields, because a

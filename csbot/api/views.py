@@ -9,6 +9,7 @@ from django.db.models import OuterRef, QuerySet
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics, serializers, status
+from rest_framework.exceptions import APIException
 from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -24,6 +25,11 @@ from drafting.models import Draft
 from drafting.services import ActionRejected
 
 
+class ConversationClosedError(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "conversation_closed"
+
+
 class ConversationPagination(CursorPagination):
     ordering = ("-updated_at", "-id")
     page_size_query_param = "page_size"
@@ -31,7 +37,7 @@ class ConversationPagination(CursorPagination):
 
 
 class MessagePagination(CursorPagination):
-    ordering = ("created_at", "id")
+    ordering = ("id",)  # arrival order: Message.Meta.ordering
     page_size = 100
     page_size_query_param = "page_size"
     max_page_size = 500
@@ -48,7 +54,9 @@ class MessageIngestView(APIView):
         },
         summary="Post an inbound customer message",
         description="Creates the conversation when its external id is new and queues a reply "
-        "draft. Idempotent on `channel_message_id` within the channel.",
+        "draft. Idempotent on `channel_message_id` within the channel. Messages are ordered by "
+        "arrival: the newest message to arrive is the one drafted for and shown to agents, and "
+        "supersedes earlier unanswered drafts; `sent_at` is kept as the message's time.",
     )
     def post(self, request: Request) -> Response:
         channel = request_channel(request)
@@ -61,7 +69,7 @@ class MessageIngestView(APIView):
             channel_message_id=data["channel_message_id"],
             text=data["text"],
             customer_ref=data["customer_ref"],
-            created_at=data.get("sent_at"),
+            sent_at=data.get("sent_at"),
         )
         drafts = {result.message.pk: result.draft} if result.draft is not None else {}
         body = s.MessageOut(result.message, context={"drafts": drafts}).data
@@ -151,11 +159,15 @@ class DraftActionView(APIView):
         responses={
             201: s.ActionOut,
             200: OpenApiResponse(s.ActionOut, description="Already recorded: the first action."),
+            409: OpenApiResponse(description="The conversation is closed: nothing was sent."),
         },
         summary="Record what an agent did with a draft (external consoles)",
         description="Stores the reply as an outbound message and the agent action with its "
         "handle time. `use` sends the draft as is; an `edit` that changes nothing counts as "
-        "`use`; drafts held out or without text take `none`.",
+        "`use`; drafts held out or without text take `none`. Times are checked: `shown_at` not "
+        "before the message arrived, neither time in the future, `acted_at` ≥ `shown_at`; a "
+        "handle time above ACTION_MAX_HANDLE_SECONDS is stored but left out of ENCS. A closed "
+        "conversation takes no reply (409).",
     )
     def post(self, request: Request, pk: int) -> Response:
         team = request_team(request)
@@ -197,6 +209,8 @@ class DraftActionView(APIView):
             )
         except ActionRejected as exc:
             raise serializers.ValidationError({exc.field: [str(exc)]}) from exc
+        except services.ConversationClosed as exc:
+            raise ConversationClosedError(str(exc)) from exc
         assert result.action is not None
         return Response(
             s.ActionOut(result.action).data,

@@ -121,7 +121,7 @@ def reply(request: HttpRequest, pk: int) -> HttpResponse:
             draft=draft,
             kind=data["kind"],
         )
-    except ActionRejected as exc:
+    except (ActionRejected, services.ConversationClosed) as exc:
         flash.error(request, str(exc))
         return redirect("console:conversation", pk=pk)
     if not sent.created and sent.message.text != data["text"]:
@@ -163,11 +163,7 @@ class IntentLabelForm(forms.Form):
 
 
 def _newest_inbound(conversation: Conversation) -> Message | None:
-    return (
-        conversation.messages.filter(direction=Message.Direction.INBOUND)
-        .order_by("-created_at", "-id")
-        .first()
-    )
+    return conversation.messages.filter(direction=Message.Direction.INBOUND).order_by("-id").first()
 
 
 @login_required
