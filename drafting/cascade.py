@@ -9,7 +9,8 @@ For each tier in policy order, within the draft's deadline:
    while its circuit breaker cools down (recorded as a `circuit_open` attempt);
    otherwise ask its endpoint (its timeout shortened to the time left; emails, phone numbers,
    card numbers and IBANs replaced by placeholders for any non-local endpoint and put back,
-   where safe, in its draft) and tell the breaker how it went;
+   where safe, in its draft; cards and IBANs in any tier's draft masked to their last four)
+   and tell the breaker how it went;
 3. a provider error is recorded and the next tier is asked: a rate limit, timeout or outage
    there says nothing about the next tier, a context too long may fit a larger one, and an
    auth/bad-request error is this endpoint's problem;
@@ -39,7 +40,7 @@ from django.utils import timezone
 
 from drafting.breaker import BaseCircuitBreaker, breaker
 from drafting.models import CascadeTier, ModelEndpoint
-from drafting.pii import redact_messages, restore
+from drafting.pii import mask_payment, redact_messages, restore
 from drafting.pricing import PriceBook, attempt_cost
 from drafting.prompting import Example, trim_to_budget
 from drafting.providers import (
@@ -227,8 +228,11 @@ def run_cascade(
             else None
         )
         answered.append(completion.text)
-        if placeholders:
-            completion = replace(completion, text=restore(completion.text, placeholders))
+        # Whichever tier wrote it, a draft never shows a card number or IBAN in full: a paid
+        # tier's placeholders come back masked, and the local tier may echo the raw text.
+        text = mask_payment(restore(completion.text, placeholders))
+        if text != completion.text:
+            completion = replace(completion, text=text)
         attempt = TierAttempt(
             tier=tier.position,
             endpoint=endpoint,
