@@ -10,14 +10,22 @@ Rules, each for a reason:
   punctuation) — no model needed;
 - then semantic match: the embedding of the customer's text against the team's cached
   questions, a hit only at cosine ≥ DRAFT_CACHE_SEMANTIC_THRESHOLD (strict: near-identical
-  questions, reworded). Vectors of another embedder are never compared.
+  questions, reworded). Vectors of another embedder are never compared;
+- no customer's data, since a hit serves the reply to another customer: a reply that holds
+  anything customer-specific (an email, phone, card or IBAN, a name, an identifying number,
+  an address: drafting.pii.personal_kinds, which also knows the names the customer gave) is
+  not stored at all, and the question is stored, matched and embedded scrubbed
+  (drafting.pii.scrub_details: "Hi, I'm [NAME], do you ship to Canada?"), so a question that
+  differs from a cached one only in such details still hits. An entry stored before these
+  rules is checked again when it hits, and is not served if its reply fails them.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
@@ -30,7 +38,10 @@ from django.utils import timezone
 from csbot.models import Message
 from drafting.embeddings import to_bytes
 from drafting.models import CachedReply, Draft
+from drafting.pii import personal_kinds, scrub_details
 from drafting.similarity import QueryVector, VectorIndex
+
+logger = logging.getLogger(__name__)
 
 _SPACES = re.compile(r"\s+")
 
@@ -72,6 +83,14 @@ class CacheHit:
     source_counterfactual_cost: Decimal | None
 
 
+def scrubbed_query(query: QueryVector, *, customer: Sequence[str] = ()) -> QueryVector:
+    """The customer's message as stored questions are: scrubbed of their data, the names it
+    introduces and those in `customer` (their reference) included. The same object when
+    nothing was scrubbed, so its embedding is still computed at most once."""
+    text = scrub_details(query.text, customer=(query.text, *customer))
+    return query if text == query.text else QueryVector(text)
+
+
 def cache_lookup(*, team_id: int, query: QueryVector) -> CacheHit | None:
     """A live cached reply for a first-turn message (the caller checked the turn); None on a
     miss or with the cache off. The caller counts the hit where it records it."""
@@ -81,9 +100,10 @@ def cache_lookup(*, team_id: int, query: QueryVector) -> CacheHit | None:
     live = CachedReply.objects.filter(team_id=team_id, expires_at__gt=now).annotate(
         source_counterfactual_cost=F("source_draft__counterfactual_cost")
     )
+    query = scrubbed_query(query)
     hit: CacheHit | None = None
     entry = live.filter(key=cache_key(query.text)).first()
-    if entry is not None:
+    if entry is not None and _servable(entry):
         hit = _hit(entry, "exact", 1.0)
     elif settings.DRAFT_CACHE_SEMANTIC_THRESHOLD <= 1 and (embedded := query.get()):
         model, vector = embedded
@@ -95,10 +115,18 @@ def cache_lookup(*, team_id: int, query: QueryVector) -> CacheHit | None:
             min_similarity=settings.DRAFT_CACHE_SEMANTIC_THRESHOLD,
         ):
             entry = live.filter(pk=pk).first()  # purged or expired since the index saw it?
-            if entry is not None:
+            if entry is not None and _servable(entry):
                 hit = _hit(entry, "semantic", similarity)
                 break
     return hit
+
+
+def _servable(entry: CachedReply) -> bool:
+    """An entry from before replies were checked may carry a customer's data: never serve it."""
+    kinds = personal_kinds(entry.reply)
+    if kinds:
+        logger.warning("cache entry %s not served: its reply holds %s", entry.pk, kinds)
+    return not kinds
 
 
 def _hit(entry: CachedReply, match: str, similarity: float) -> CacheHit:
@@ -111,11 +139,26 @@ def _hit(entry: CachedReply, match: str, similarity: float) -> CacheHit:
     )
 
 
+def customer_reference(draft: Draft) -> str:
+    """The reference (often a name or an address) of the customer the draft answers."""
+    reference = Message.objects.filter(pk=draft.message_id).values_list(
+        "conversation__customer_ref", flat=True
+    )
+    return reference.first() or ""
+
+
 def cache_store(*, draft: Draft, final_text: str, query: QueryVector) -> None:
     """Remember an approved reply to a first-turn message (the caller checked the action and
-    the turn), with the question's embedding when an embedder is configured."""
+    the turn), with the question's embedding when an embedder is configured; not a reply
+    that holds anything of the customer's (see the module docstring)."""
     if settings.DRAFT_CACHE_TTL_SECONDS == 0:
         return
+    reference = customer_reference(draft)
+    kinds = personal_kinds(final_text, customer=(query.text, reference))
+    if kinds:
+        logger.info("draft %s: reply not cached, it holds %s", draft.pk, ", ".join(kinds))
+        return
+    query = scrubbed_query(query, customer=[reference])
     now = timezone.now()
     embedded = query.get()
     CachedReply.objects.update_or_create(

@@ -2,9 +2,11 @@
 shows the model the k replies agents *used as is* for the customer messages most similar to
 the one being answered — few tokens, and the team's own facts and tone.
 
-Examples are per team, scrubbed of personal data before they are stored (they are shown while
-drafting for other customers), and searched by embedding cosine (DRAFT_FEWSHOT_K,
-DRAFT_FEWSHOT_MIN_SIMILARITY).
+Examples are per team, scrubbed before they are stored (they are shown while drafting for
+other customers, paid tiers included, and a model copies what it is shown): personal data and
+customer-specific details become `[EMAIL]`, `[NAME]`, `[NUMBER]`, `[ADDRESS]`…
+(drafting.pii.scrub_details), the question is embedded and searched scrubbed as the completion
+cache does, by embedding cosine (DRAFT_FEWSHOT_K, DRAFT_FEWSHOT_MIN_SIMILARITY).
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from typing import Any
 
 from django.conf import settings
 
+from drafting.cache import customer_reference, scrubbed_query
 from drafting.embeddings import to_bytes
 from drafting.models import Draft, ReplyExample
-from drafting.pii import scrub
+from drafting.pii import scrub_details
 from drafting.prompting import Example
 from drafting.similarity import QueryVector, VectorIndex
 
@@ -37,7 +40,7 @@ example_index = VectorIndex(_vectors)
 
 def examples_similar(*, team_id: int, query: QueryVector, exclude_draft_id: int) -> list[Example]:
     """The team's used replies to the messages most similar to the query, best first."""
-    if settings.DRAFT_FEWSHOT_K == 0 or not (embedded := query.get()):
+    if settings.DRAFT_FEWSHOT_K == 0 or not (embedded := scrubbed_query(query).get()):
         return []
     model, vector = embedded
     found = example_index.search(
@@ -61,16 +64,20 @@ def examples_similar(*, team_id: int, query: QueryVector, exclude_draft_id: int)
 
 
 def example_store(*, draft: Draft, final_text: str, query: QueryVector) -> None:
-    """Keep a reply the agent used as is (the caller checked) as a few-shot example."""
-    if not (embedded := query.get()):
+    """Keep a reply the agent used as is (the caller checked) as a few-shot example, both
+    texts scrubbed of the customer."""
+    reference = customer_reference(draft)
+    question = scrubbed_query(query, customer=[reference])
+    if not (embedded := question.get()):
         return
     model, vector = embedded
+    reply = scrub_details(final_text, customer=(query.text, reference))
     ReplyExample.objects.update_or_create(
         source_draft=draft,
         defaults={
             "team_id": draft.policy.team_id,
-            "customer_text": scrub(query.text)[:EXAMPLE_MAX_CHARS],
-            "reply": scrub(final_text)[:EXAMPLE_MAX_CHARS],
+            "customer_text": question.text[:EXAMPLE_MAX_CHARS],
+            "reply": reply[:EXAMPLE_MAX_CHARS],
             "embedding": to_bytes(vector),
             "embedding_model": model,
         },
