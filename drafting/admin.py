@@ -366,12 +366,42 @@ class DraftAttemptAdmin(admin.ModelAdmin[DraftAttempt]):
         return explanation_html(attempt.explanation)
 
 
+class HandleTimeFilter(admin.SimpleListFilter):
+    title = "handle time"
+    parameter_name = "handle"
+
+    def lookups(
+        self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]
+    ) -> list[tuple[str, str]]:
+        return [("counted", "Counted in ENCS"), ("outlier", "Outlier (too long, not counted)")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() == "outlier":
+            return queryset.filter(AgentAction.outlier_condition())
+        if self.value() == "counted":
+            return queryset.exclude(AgentAction.outlier_condition())
+        return queryset
+
+
 @admin.register(AgentAction)
 class AgentActionAdmin(admin.ModelAdmin[AgentAction]):
-    list_display = ["id", "kind", "agent", "draft", "handle_seconds", "edit_distance", "acted_at"]
-    list_filter = ["kind"]
+    list_display = [
+        "id",
+        "kind",
+        "agent",
+        "draft",
+        "handle_seconds",
+        "counted_in_encs",
+        "edit_distance",
+        "acted_at",
+    ]
+    list_filter = ["kind", HandleTimeFilter]
     list_select_related = ["agent", "draft"]
     raw_id_fields = ["draft", "inbound_message", "outbound_message"]
+
+    @admin.display(boolean=True, description="Counted in ENCS")
+    def counted_in_encs(self, action: AgentAction) -> bool:
+        return not action.is_outlier
 
 
 @admin.register(CachedReply)

@@ -264,7 +264,11 @@ def test_admin_and_reports_read_every_stored_action_after_long_handle_times(
     listing = client.get("/admin/drafting/agentaction/")
     detail = client.get(f"/admin/drafting/agentaction/{AgentAction.objects.get().pk}/change/")
 
+    outliers = client.get("/admin/drafting/agentaction/", {"handle": "outlier"})
+    counted = client.get("/admin/drafting/agentaction/", {"handle": "counted"})
     assert listing.status_code == 200 and detail.status_code == 200
+    assert "1 agent action" in outliers.content.decode()
+    assert "0 agent actions" in counted.content.decode()
     assert [a.handle_seconds > 699 * 86400 for a in AgentAction.objects.all()] == [True]
     today = timezone.localdate()
     report = encs_report(Scope(start=today - timedelta(days=701), end=today + timedelta(days=1)))
