@@ -7,6 +7,7 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.urls import path
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
@@ -19,6 +20,13 @@ from rest_framework.views import APIView
 from accounting.dashboard import FINANCE_ROLES
 from accounting.engine import GROUP_BY, SettingsMissing, whatif
 from accounting.facts import Scope
+from accounting.forms import (
+    MAX_AGENT_HOURLY_USD,
+    MAX_COST_PER_RESPONSE_USD,
+    MAX_MESSAGES_PER_YEAR,
+    MAX_SECONDS,
+)
+from accounting.reports import FIRST_DAY, LAST_DAY
 from accounting.selectors import encs_report
 from csbot.api.auth import HasTeam, request_team
 from csbot.api.serializers import StrictSerializer
@@ -43,11 +51,17 @@ class FinanceOrIntegration(HasTeam):
         return profile is not None and profile.role in FINANCE_ROLES
 
 
-class EncsQuery(StrictSerializer):
-    from_ = serializers.DateField(
-        required=False, help_text="First day (default: this month's 1st)."
+def _day(help_text: str) -> serializers.DateField:
+    return serializers.DateField(
+        required=False,
+        help_text=help_text,
+        validators=[MinValueValidator(FIRST_DAY), MaxValueValidator(LAST_DAY)],
     )
-    to = serializers.DateField(required=False, help_text="Last day, included (default: today).")
+
+
+class EncsQuery(StrictSerializer):
+    from_ = _day("First day (default: this month's 1st).")
+    to = _day("Last day, included (default: today).")
     group_by = serializers.ChoiceField(choices=GROUP_BY, required=False, allow_null=True)
     policy = serializers.IntegerField(required=False, min_value=1)
 
@@ -74,23 +88,30 @@ def _shares(name: str) -> serializers.DecimalField:
     )
 
 
+def _seconds() -> serializers.DecimalField:
+    return serializers.DecimalField(
+        max_digits=10, decimal_places=3, min_value=Decimal(0), max_value=MAX_SECONDS
+    )
+
+
 class WhatIfQuery(StrictSerializer):
+    """DRF's DecimalField refuses NaN, infinities and more digits than max_digits; the maxima
+    are the dashboard's (accounting.forms), within which the arithmetic always answers."""
+
     agent_hourly_usd = serializers.DecimalField(
-        max_digits=10, decimal_places=4, min_value=Decimal(0)
+        max_digits=10, decimal_places=4, min_value=Decimal(0), max_value=MAX_AGENT_HOURLY_USD
     )
-    baseline_seconds = serializers.DecimalField(
-        max_digits=10, decimal_places=3, min_value=Decimal(0)
-    )
-    use_seconds = serializers.DecimalField(max_digits=10, decimal_places=3, min_value=Decimal(0))
-    edit_seconds = serializers.DecimalField(max_digits=10, decimal_places=3, min_value=Decimal(0))
-    ignore_seconds = serializers.DecimalField(max_digits=10, decimal_places=3, min_value=Decimal(0))
+    baseline_seconds = _seconds()
+    use_seconds = _seconds()
+    edit_seconds = _seconds()
+    ignore_seconds = _seconds()
     use_share = _shares("Share of drafts used as is.")
     edit_share = _shares("Share of drafts edited.")
     ignore_share = _shares("Share of drafts ignored.")
     cost_per_response_usd = serializers.DecimalField(
-        max_digits=18, decimal_places=10, min_value=Decimal(0)
+        max_digits=18, decimal_places=10, min_value=Decimal(0), max_value=MAX_COST_PER_RESPONSE_USD
     )
-    messages_per_year = serializers.IntegerField(min_value=0, max_value=10**12)
+    messages_per_year = serializers.IntegerField(min_value=0, max_value=MAX_MESSAGES_PER_YEAR)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if attrs["use_share"] + attrs["edit_share"] + attrs["ignore_share"] > 1:

@@ -8,16 +8,34 @@ from decimal import Decimal
 from typing import Any
 
 from django import forms
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.forms import BoundField
 from django.http import QueryDict
 
 from accounting.dashboard import Viewer
 from accounting.engine import money, whatif
 from accounting.facts import Scope
+from accounting.reports import FIRST_DAY, LAST_DAY
 from drafting.models import CascadePolicy
 
 # Longer periods read too many facts for a page view; the monthly reports cover history.
 MAX_DAYS = 731
+
+# Upper bounds of the what-if's figures (here and in the API's): generous for any real
+# support team, and small enough that ENCS per year keeps its ten decimal places within
+# Decimal's 28 digits (beyond, the arithmetic raises instead of answering).
+MAX_AGENT_HOURLY_USD = Decimal(10_000)
+MAX_SECONDS = Decimal(86_400)  # a day per reply
+MAX_COST_PER_RESPONSE_USD = Decimal(1_000)
+MAX_MESSAGES_PER_YEAR = 10**10
+
+
+def reportable_day(label: str, widget: forms.Widget) -> forms.DateField:
+    return forms.DateField(
+        label=label,
+        widget=widget,
+        validators=[MinValueValidator(FIRST_DAY), MaxValueValidator(LAST_DAY)],
+    )
 
 
 def this_month(today: date) -> tuple[date, date]:
@@ -46,8 +64,8 @@ class EncsFilterForm(forms.Form):
         self.viewer = viewer
         date_input = forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d")
         # `from` is a Python keyword, so the fields are added here rather than declared.
-        self.fields["from"] = forms.DateField(label="From", widget=date_input)
-        self.fields["to"] = forms.DateField(label="To (inclusive)", widget=date_input)
+        self.fields["from"] = reportable_day("From", date_input)
+        self.fields["to"] = reportable_day("To (inclusive)", date_input)
         self.fields["team"] = forms.ModelChoiceField(
             queryset=viewer.teams(),
             required=False,
@@ -102,15 +120,24 @@ class EncsFilterForm(forms.Form):
         return params
 
 
-def _money_field(label: str, **kwargs: Any) -> forms.DecimalField:
+# Django's DecimalField refuses NaN and infinities, and with max_digits also 1e999999: every
+# number the what-if reads is a finite decimal of bounded size.
+
+
+def _money_field(label: str, *, max_value: Decimal) -> forms.DecimalField:
     return forms.DecimalField(
-        label=label, min_value=Decimal(0), max_digits=20, decimal_places=10, **kwargs
+        label=label, min_value=Decimal(0), max_value=max_value, max_digits=20, decimal_places=10
     )
 
 
-def _seconds_field(label: str) -> forms.DecimalField:
+def _seconds_field(label: str, *, min_value: Decimal = Decimal(0)) -> forms.DecimalField:
     return forms.DecimalField(
-        label=label, min_value=Decimal(0), max_digits=10, decimal_places=3, help_text="seconds"
+        label=label,
+        min_value=min_value,
+        max_value=MAX_SECONDS,
+        max_digits=10,
+        decimal_places=3,
+        help_text="seconds",
     )
 
 
@@ -125,6 +152,18 @@ def _share_field(label: str) -> forms.DecimalField:
     )
 
 
+_MEASURED = forms.DecimalField(required=False, max_digits=28, decimal_places=10)
+
+
+def measured_encs(value: str | None) -> Decimal | None:
+    """The measured ENCS per draft that the what-if panel carries along in a hidden field: a
+    finite decimal of money's size, or None for anything else (nothing to compare with)."""
+    try:
+        return _MEASURED.clean(value)
+    except forms.ValidationError:
+        return None
+
+
 class WhatIfForm(forms.Form):
     """The paper's arithmetic with assumed figures: "what if edits got faster, the model got
     cheaper, volume doubled?". Shares are percentages of drafted messages (the rest saves
@@ -132,22 +171,20 @@ class WhatIfForm(forms.Form):
 
     prefix = "w"
 
-    agent_hourly_usd = _money_field("Agent cost, $ per hour")
-    baseline_seconds = forms.DecimalField(
-        label="Unaided reply (baseline)",
-        min_value=Decimal("0.001"),
-        max_digits=10,
-        decimal_places=3,
-        help_text="seconds",
-    )
+    agent_hourly_usd = _money_field("Agent cost, $ per hour", max_value=MAX_AGENT_HOURLY_USD)
+    baseline_seconds = _seconds_field("Unaided reply (baseline)", min_value=Decimal("0.001"))
     use_seconds = _seconds_field("Handle time, used")
     edit_seconds = _seconds_field("Handle time, edited")
     ignore_seconds = _seconds_field("Handle time, ignored")
     use_pct = _share_field("Used as is")
     edit_pct = _share_field("Edited")
     ignore_pct = _share_field("Ignored")
-    cost_per_response_usd = _money_field("Model cost per draft, $")
-    messages_per_year = forms.IntegerField(label="Messages per year", min_value=0, max_value=10**10)
+    cost_per_response_usd = _money_field(
+        "Model cost per draft, $", max_value=MAX_COST_PER_RESPONSE_USD
+    )
+    messages_per_year = forms.IntegerField(
+        label="Messages per year", min_value=0, max_value=MAX_MESSAGES_PER_YEAR
+    )
 
     def time_fields(self) -> list[BoundField]:
         names = ("agent_hourly_usd", "baseline_seconds", "use_seconds", "edit_seconds")

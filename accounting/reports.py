@@ -47,13 +47,25 @@ CSV_COLUMNS = (
 )
 
 
+# The days a report may cover. Nothing is stored before 1970; and the computation steps a day
+# and a month past a period's last day (and across time zones), which must still be a date:
+# 9999-12-31 is not one a report can end on.
+FIRST_DAY = date(1970, 1, 1)
+LAST_DAY = date(9998, 12, 31)
+
+
 def month_start(value: str) -> date:
     """'YYYY-MM' → the month's first day (ValueError with a clear message otherwise)."""
     try:
         year, month = (int(part) for part in value.split("-"))
-        return date(year, month, 1)
+        first = date(year, month, 1)
     except ValueError as exc:
         raise ValueError(f"{value!r} is not a month in the form YYYY-MM.") from exc
+    if not FIRST_DAY <= first <= LAST_DAY:
+        raise ValueError(
+            f"{value!r} is not a month between {FIRST_DAY:%Y-%m} and {LAST_DAY:%Y-%m}."
+        )
+    return first
 
 
 def next_month(month: date) -> date:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import calendar
 from datetime import date, timedelta
-from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import urlencode
 
@@ -21,7 +20,7 @@ from django.views.decorators.http import require_GET
 from accounting.dashboard import Viewer, agent_rate, dashboard_viewer, names, tier_costs
 from accounting.engine import SettingsMissing
 from accounting.facts import Scope
-from accounting.forms import EncsFilterForm, WhatIfForm, this_month
+from accounting.forms import EncsFilterForm, WhatIfForm, measured_encs, this_month
 from accounting.rendering import (
     report_context,
     report_html,
@@ -139,10 +138,8 @@ def whatif(request: HttpRequest) -> HttpResponse:
     """The what-if panel alone, recomputed for the submitted figures (htmx swaps it in)."""
     dashboard_viewer(user=request.user)
     form, result = _whatif(request.GET, initial=None)
-    try:
-        measured = str(Decimal(request.GET.get("measured", "")))
-    except InvalidOperation:
-        measured = None
+    value = measured_encs(request.GET.get("measured"))
+    measured = None if value is None else str(value)
     filter_items = sorted(
         (k, v) for k, v in request.GET.items() if k in ("from", "to", "team", "policy")
     )

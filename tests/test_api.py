@@ -784,3 +784,107 @@ def test_a_token_revoked_through_the_service_is_refused_at_once_despite_the_cach
     token = ApiToken.objects.get(channel=acme.channel)
     services.api_token_revoke(token=token)
     assert client.get("/api/v1/conversations").status_code == 401
+
+
+# --- Odd input: a 400 that says what is wrong, never a server error ----------------------------
+
+
+def test_deeply_nested_json_is_a_400_that_names_the_nesting(acme: TeamSetup) -> None:
+    body = "[" * 1024 + "]" * 1024  # 2 KB: deep enough to exhaust Python's JSON parser
+
+    response = acme.api().generic("POST", INGEST, body, content_type="application/json")
+
+    assert response.status_code == 400
+    assert "nest deeper than" in response.json()["detail"]
+    assert Message.objects.count() == 0
+
+
+def test_brackets_inside_json_strings_are_text_not_nesting(acme: TeamSetup) -> None:
+    text = '[{"' * 300 + '\\" ]]'
+    response = ingest(acme.api(), text=text)
+
+    assert response.status_code == 201
+    assert Message.objects.get().text == text
+
+
+def _encs_reader(acme: TeamSetup) -> APIClient:
+    from accounting.models import AccountingSettings
+
+    AccountingSettings.objects.create(
+        effective_from=datetime(2020, 1, 1).date(),
+        agent_hourly_usd=Decimal(36),
+        default_baseline_seconds=Decimal(120),
+    )
+    return acme.api()
+
+
+@pytest.mark.parametrize(
+    "period",
+    [
+        {"from": "9999-12-31", "to": "9999-12-31"},
+        {"from": "0001-01-01", "to": "0001-01-02"},
+    ],
+)
+def test_encs_for_a_period_at_the_ends_of_the_calendar_is_a_clear_400(
+    acme: TeamSetup, period: dict[str, str]
+) -> None:
+    response = _encs_reader(acme).get("/api/v1/encs", period)
+
+    assert response.status_code == 400
+    errors = " ".join(" ".join(v) for v in response.json().values())
+    assert "1970-01-01" in errors or "9998-12-31" in errors
+
+
+def test_encs_on_the_last_reportable_day_answers(acme: TeamSetup) -> None:
+    response = _encs_reader(acme).get("/api/v1/encs", {"from": "9998-12-31", "to": "9998-12-31"})
+
+    assert response.status_code == 200
+    assert response.json()["messages"] == 0
+
+
+WHATIF = {
+    "agent_hourly_usd": "36",
+    "baseline_seconds": "120",
+    "use_seconds": "30",
+    "edit_seconds": "60",
+    "ignore_seconds": "150",
+    "use_share": "0.5",
+    "edit_share": "0.3",
+    "ignore_share": "0.2",
+    "cost_per_response_usd": "0.011",
+    "messages_per_year": "500000",
+}
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e999999", "1e-999999"])
+@pytest.mark.parametrize("field", ["agent_hourly_usd", "use_share", "messages_per_year"])
+def test_whatif_refuses_non_finite_or_huge_numbers_by_field(
+    acme: TeamSetup, field: str, value: str
+) -> None:
+    response = acme.api().get("/api/v1/encs/whatif", {**WHATIF, field: value})
+
+    assert response.status_code == 400
+    assert field in response.json()
+
+
+def test_whatif_at_the_largest_figures_it_accepts_still_answers(acme: TeamSetup) -> None:
+    largest = {
+        **WHATIF,
+        "agent_hourly_usd": "10000",
+        "baseline_seconds": "86400",
+        "use_seconds": "0",
+        "use_share": "1",
+        "edit_share": "0",
+        "ignore_share": "0",
+        "cost_per_response_usd": "1000",
+        "messages_per_year": str(10**10),
+    }
+    response = acme.api().get("/api/v1/encs/whatif", largest)
+
+    assert response.status_code == 200, response.json()
+    assert response.json()["encs_per_year_usd"] == "2390000000000000.0000000000"
+    # Figures whose ENCS per year overflowed Decimal's precision (a server error) are refused.
+    beyond = {**largest, "agent_hourly_usd": "999999", "messages_per_year": str(10**12)}
+    refused = acme.api().get("/api/v1/encs/whatif", beyond)
+    assert refused.status_code == 400
+    assert set(refused.json()) == {"agent_hourly_usd", "messages_per_year"}

@@ -551,3 +551,78 @@ def test_the_dashboard_runs_the_same_statements_whatever_the_data(
     many = count_queries(client, OCTOBER)
     assert many == few
     assert few <= 25  # 22 today (break-even reads its own facts)
+
+
+# --- Odd input: a form error, never a server error ------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e999999", "sNaN"])
+def test_whatif_answers_non_finite_or_huge_numbers_without_a_server_error(
+    client: Client, books: Books, value: str
+) -> None:
+    as_user(client, books, "manager")
+    # The measured figure rides along in a hidden field: not a number, nothing to compare.
+    carried = client.get("/accounting/whatif", {**whatif_params(), "measured": value})
+    assert carried.status_code == 200
+    assert carried.context["measured"] is None
+    assert carried.context["whatif"] is not None
+    # A figure of the calculator itself: the field says what is wrong.
+    for url in ("/accounting/whatif", "/accounting/"):
+        response = client.get(url, {**OCTOBER, **whatif_params(agent_hourly_usd=value)})
+        assert response.status_code == 200
+        assert response.context["whatif"] is None
+        assert response.context["whatif_form"].errors["agent_hourly_usd"]
+
+
+def test_whatif_at_the_largest_figures_it_accepts_still_answers(
+    client: Client, books: Books
+) -> None:
+    """ENCS per year at the form's maxima keeps its ten decimal places: the arithmetic does
+    not overflow Decimal's precision (a server error before the maxima were set)."""
+    largest = whatif_params(
+        agent_hourly_usd="10000",
+        baseline_seconds="86400",
+        use_seconds="0",
+        edit_seconds="0",
+        ignore_seconds="0",
+        use_pct="100",
+        edit_pct="0",
+        ignore_pct="0",
+        cost_per_response_usd="0",
+        messages_per_year=str(10**10),
+    )
+    response = as_user(client, books, "manager").get("/accounting/whatif", largest)
+    assert response.status_code == 200
+    assert response.context["whatif"]["encs_per_year_usd"] == "2400000000000000.0000000000"
+    beyond = {**largest, "w-agent_hourly_usd": "10000.01"}
+    refused = client.get("/accounting/whatif", beyond)
+    assert refused.context["whatif_form"].errors["agent_hourly_usd"]
+
+
+@pytest.mark.parametrize(
+    "period",
+    [
+        {"from": "9999-12-31", "to": "9999-12-31"},
+        {"from": "9999-12-01", "to": "9999-12-31"},
+        {"from": "0001-01-01", "to": "0001-01-31"},
+    ],
+)
+@pytest.mark.parametrize(
+    "page", ["/accounting/", "/accounting/report.html", "/accounting/report.pdf"]
+)
+def test_a_period_at_the_ends_of_the_calendar_is_a_clear_400(
+    client: Client, books: Books, period: dict[str, str], page: str
+) -> None:
+    response = as_user(client, books, "manager").get(page, period)
+    assert response.status_code == 400
+    assert any(
+        phrase in response.content.decode()
+        for phrase in ("greater than or equal to 1970-01-01", "less than or equal to 9998-12-31")
+    )
+
+
+def test_the_last_reportable_day_is_reported(client: Client, books: Books) -> None:
+    response = as_user(client, books, "manager").get(
+        "/accounting/report.html", {"from": "9998-12-01", "to": "9998-12-31"}
+    )
+    assert response.status_code == 200
