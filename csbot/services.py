@@ -208,8 +208,8 @@ def api_token_create(*, channel: Channel, name: str) -> tuple[ApiToken, str]:
 
 
 def api_token_revoke(*, token: ApiToken) -> None:
-    """Revoke a token. This process stops accepting it at once; other web processes within
-    API_TOKEN_CACHE_SECONDS."""
+    """Revoke a token. Every web process refuses it from its next request on, once the
+    revocation is committed (csbot.api.auth)."""
     from csbot.api.auth import forget_token
 
     # A save, not an UPDATE, so the audit log records who revoked it and when.

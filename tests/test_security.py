@@ -607,6 +607,49 @@ def test_revoking_through_the_admin_stops_the_token(world: World) -> None:
     assert world.acme.api().get("/api/v1/conversations").status_code == 401
 
 
+def test_a_token_revoked_by_another_process_is_refused_on_the_next_request(
+    world: World, settings: Any, transactional_db: None
+) -> None:
+    """Web processes keep the tokens they checked (API_TOKEN_CACHE_SECONDS); a revocation in
+    another process reaches them through the shared cache on their very next request."""
+    if not settings.CELERY_BROKER_URL.startswith("redis"):
+        pytest.skip("needs Redis (CELERY_BROKER_URL=redis://…)")
+    shared = settings.CELERY_BROKER_URL
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": shared,
+            "KEY_PREFIX": "csbot",  # as the settings give every process
+        }
+    }
+    settings.API_TOKEN_CACHE_SECONDS = 3600  # nothing here expires on its own
+    client = world.acme.api()
+    assert client.get("/api/v1/conversations").status_code == 200  # checked and kept
+    token = world.acme.channel.tokens.get()
+    db = connection.settings_dict
+    revoke = (
+        "from csbot import services; from csbot.models import ApiToken; "
+        f"services.api_token_revoke(token=ApiToken.objects.get(pk={token.pk}))"
+    )
+    other = subprocess.run(  # noqa: S603 - our own interpreter, fixed arguments
+        [sys.executable, "manage.py", "shell", "-c", revoke],
+        cwd=PROJECT_ROOT,
+        env={
+            **os.environ,
+            "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+            "CACHE_URL": shared,
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert other.returncode == 0, other.stderr
+    refused = client.get("/api/v1/conversations")
+    assert refused.status_code == 401
+    assert refused.json()["detail"] == "Invalid or revoked token."
+
+
 def test_a_token_ingests_into_its_own_channel_and_team_only(world: World) -> None:
     response = world.acme.api().post(
         "/api/v1/messages",
