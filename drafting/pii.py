@@ -35,7 +35,7 @@ first because an address may hold digits; IBAN and card before phone):
   * any 7–15 digits (not a date) after a phone word (call, phone, mobile, number, …).
   A run is not a phone number when it is glued to a word or a number ("A1042", "1,299"),
   follows "#" or a currency, is followed by "%" or a currency, or when an identifier word
-  (order, reference, invoice, tracking, …) precedes it — "+"/"00" numbers excepted.
+  (order, reference, invoice, tracking, …) precedes it — "+" numbers excepted.
   So order and reference numbers, prices, dates and times are left alone; the price of the
   NANP rule is that a bare 10-digit number without context that could be dialled in North
   America is taken for one.
@@ -166,6 +166,7 @@ _CURRENCY_BEFORE = re.compile(r"(?:[$€£¥]|\b(?:EUR|USD|GBP|CHF|CAD|AUD|JPY))
 _CURRENCY_AFTER = re.compile(r"\s?(?:[$€£¥%]|(?:EUR|USD|GBP|CHF|CAD|AUD|JPY)\b)", re.IGNORECASE)
 _WORDS = re.compile(r"[^\W\d_]+|#")
 _PLACEHOLDER = re.compile(r"\[(EMAIL|PHONE|CARD|IBAN)_(\d+)\]")
+_ANY_PLACEHOLDER = re.compile(r"\[[A-Z]+(?:_\d+)?\]")
 
 
 @dataclass(frozen=True)
@@ -355,7 +356,8 @@ def _iban_spans(text: str) -> Iterator[tuple[int, int]]:
 def _context(text: str, start: int) -> str:
     """ "id" when an identifier word (or "#") is among the four words before `start`,
     "phone" when a phone word is, else ""."""
-    words = [w.lower() for w in _WORDS.findall(text[max(0, start - 40) : start])][-4:]
+    before = _ANY_PLACEHOLDER.sub(" ", text[max(0, start - 40) : start])  # "[IBAN_1]" is no word
+    words = [w.lower() for w in _WORDS.findall(before)][-4:]
     if any(w in _ID_WORDS or w == "#" for w in words):
         return "id"
     return "phone" if any(w in _PHONE_WORDS for w in words) else ""
@@ -417,11 +419,11 @@ def _phone(text: str, run: _Run, first: int, last: int) -> bool:
         return False
     if _CURRENCY_BEFORE.search(text, max(0, start - 4), start) or _CURRENCY_AFTER.match(text, end):
         return False
-    if digits.startswith("00") and digits[2] != "0":
-        return 9 <= len(digits) <= 17
     context = _context(text, start)
     if context == "id" or _starts_with_date(groups):
         return False
+    if digits.startswith("00") and digits[2:3] not in ("", "0"):
+        return 9 <= len(digits) <= 17
     sizes = [len(group.digits) for group in groups]
     separated = len(groups) > 1
     if digits[0] == "0":
@@ -445,16 +447,17 @@ def _phone_spans(text: str) -> Iterator[tuple[int, int]]:
         first = since = 0  # since: the first group not part of a phone number found
         while first < len(groups):
             found = None
-            skipped = groups[since:first]
+            skipped = groups[since:first] if first - since <= 3 else ()  # else not short
             may_begin = first == since or (
                 groups[first].spaced
+                and bool(skipped)
                 and (
                     sum(len(g.digits) for g in skipped) <= 3
                     or (len(skipped) == 3 and _starts_with_date(skipped))
                 )
             )
             if may_begin:
-                for last in range(min(len(groups), first + 8) - 1, first - 1, -1):
+                for last in range(min(len(groups), first + 17) - 1, first - 1, -1):
                     can_end = last == len(groups) - 1 or groups[last + 1].spaced
                     if can_end and _phone(text, run, first, last):
                         found = last
@@ -572,7 +575,7 @@ def scrub(text: str) -> str:
 # --- Customer-specific details ----------------------------------------------------------------
 
 _AMOUNT = re.compile(
-    r"[$€£¥]\s?\d[\d.,]*|\d[\d.,]*\s?(?:[$€£¥]|(?:EUR|USD|GBP|CHF|CAD|AUD|JPY)\b)"
+    r"[$€£¥]\s?\d[\d.,]*|(?<![\d.,])\d[\d.,]*\s?(?:[$€£¥]|(?:EUR|USD|GBP|CHF|CAD|AUD|JPY)\b)"
     r"|\b(?:EUR|USD|GBP|CHF|CAD|AUD|JPY)\s?\d[\d.,]*",
     re.IGNORECASE,
 )
@@ -596,6 +599,8 @@ _ADDRESS = re.compile(
     r"|\b[A-Z][\w'’-]*(?i:straße|strasse|str\.|weg|gasse|platz|allee|damm|ring|ufer)\s*\d{1,4}"
     r"[a-z]?\b"
     r"|\b(?i:p\.?\s?o\.?\s?box|apt|apartment|suite|flat|unit)\.?\s*#?\d+[A-Za-z]?\b"
+    # UK and Canadian postcodes (SW1A 1AA, K1A 0B1); numeric ones are four digits or more.
+    r"|\b[A-Z]{1,2}\d[A-Z\d]?\s?\d[A-Z]{2}\b|\b[A-Z]\d[A-Z]\s?\d[A-Z]\d\b"
 )
 _NAME_WORD = r"[A-Z][^\W\d_]+(?:['’-][A-Z]?[^\W\d_]+)?"
 _GREETING = re.compile(
