@@ -1,23 +1,29 @@
-"""Rate limits on login and ingest, and the deployment check for a shared cache.
+"""Rate limits on login and ingest, the shared cache they need, and request bodies sent
+without a length.
 
 Counters are django-ratelimit's fixed windows in the default cache (one `INCR` per request),
-so every web process must share that cache in production (CACHE_URL). When the cache itself
-is down, requests are let through with a warning: the limits are a guard against abuse, and
+so every web process must share that cache in production (CACHE_URL): a web server with
+DEBUG off refuses to start without one (`require_shared_cache`). When the cache itself is
+down, requests are let through with a warning: the limits are a guard against abuse, and
 locking every agent out of the console, or refusing a channel's messages, because Redis is
 restarting would be the larger harm.
 """
 
 from __future__ import annotations
 
+import io
 import ipaddress
+import json
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from django.conf import settings
 from django.contrib.auth.views import LoginView
 from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.debug import SafeExceptionReporterFilter
@@ -165,3 +171,54 @@ def check_shared_cache(app_configs: Any, **kwargs: Any) -> list[checks.CheckMess
             )
         ]
     return []
+
+
+def require_shared_cache() -> None:
+    """A web server with DEBUG off starts only with CACHE_URL set: behind several processes a
+    per-process cache lets each count the login limits on its own (with three gunicorn
+    workers, 21 of 30 guesses got through), and API token revocations would not reach the
+    other processes. `CACHE_URL=locmem://` says a per-process cache is meant (tests, one
+    process); `manage.py check --deploy` still warns about it (csbot.W001)."""
+    if settings.DEBUG or settings.CACHE_URL:
+        return
+    raise ImproperlyConfigured(
+        "CACHE_URL is required when DJANGO_DEBUG is off: login and ingest rate limits and API "
+        "token revocations live in the cache every web process must share "
+        "(CACHE_URL=redis://host:6379/2). Set CACHE_URL=locmem:// to run on a per-process "
+        "cache on purpose (tests, a single process)."
+    )
+
+
+def _chunked(environ: WSGIEnvironment) -> bool:
+    encoding = str(environ.get("HTTP_TRANSFER_ENCODING", "")).lower()
+    return "chunked" in encoding and not environ.get("CONTENT_LENGTH")
+
+
+def chunked_bodies(app: WSGIApplication) -> WSGIApplication:
+    """Request bodies sent chunked (no Content-Length) reach Django with a length.
+
+    Django reads a body up to CONTENT_LENGTH only, so a chunked one was read as empty and a
+    valid message refused with "This field is required". A server that decodes chunked
+    bodies and says so (`wsgi.input_terminated`, as gunicorn does) has the body buffered
+    here, at most DATA_UPLOAD_MAX_MEMORY_SIZE + 1 bytes, and CONTENT_LENGTH set to what was
+    read: a longer body is then refused exactly as one sent with its length (413 on the API).
+    Any other server cannot tell where such a body ends: 411, with a message that says why.
+    """
+
+    def wrapped(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if _chunked(environ):
+            if not environ.get("wsgi.input_terminated"):
+                body = json.dumps(
+                    {"detail": "Send the request body with a Content-Length header."}
+                ).encode()
+                start_response(
+                    "411 Length Required",
+                    [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
+                )
+                return [body]
+            data = environ["wsgi.input"].read(settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1)
+            environ["wsgi.input"] = io.BytesIO(data)
+            environ["CONTENT_LENGTH"] = str(len(data))
+        return app(environ, start_response)
+
+    return wrapped

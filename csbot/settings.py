@@ -291,8 +291,9 @@ CSBOT_CLOCK_SKEW_SECONDS = env_int("CSBOT_CLOCK_SKEW_SECONDS", 300, minimum=0)
 # and counted as an outlier: a reply days after the draft was shown measures a break, not work.
 ACTION_MAX_HANDLE_SECONDS = env_int("ACTION_MAX_HANDLE_SECONDS", 3600, minimum=1)
 
-# Seconds a web process keeps a valid API token without asking the database again (a revoked
-# token can keep working this long in other processes). 0 turns the cache off.
+# Seconds a web process keeps a valid API token without asking the database again; a
+# revocation reaches every process sharing CACHE_URL at once (csbot.api.auth). 0 turns the
+# cache off.
 API_TOKEN_CACHE_SECONDS = env_int("API_TOKEN_CACHE_SECONDS", 30, minimum=0)
 
 REST_FRAMEWORK = {
@@ -334,10 +335,12 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- Security: cache for rate limits, HTTPS, browser policies, audit trail ------------------
-# Rate-limit counters live in the cache, so every web process must share it: production sets
-# CACHE_URL=redis://host:6379/2 (Django's built-in Redis cache). The default, a per-process
-# memory cache, is for `make run` and tests; `check --deploy` warns about it (csbot.W001).
-CACHE_URL = env_url("CACHE_URL", "", schemes=("redis", "rediss"))
+# Rate-limit counters and the API token revocation generation live in the cache, so every
+# process must share it: production sets CACHE_URL=redis://host:6379/2 (Django's built-in
+# Redis cache). Empty (DJANGO_DEBUG on only: csbot.wsgi refuses to serve otherwise) or
+# `locmem://` (a per-process cache on purpose: tests, one process): a per-process memory
+# cache, which `check --deploy` warns about (csbot.W001).
+CACHE_URL = env_url("CACHE_URL", "", schemes=("redis", "rediss", "locmem"))
 CACHES: dict[str, dict[str, object]] = {
     "default": (
         {
@@ -345,7 +348,7 @@ CACHES: dict[str, dict[str, object]] = {
             "LOCATION": CACHE_URL,
             "KEY_PREFIX": "csbot",
         }
-        if CACHE_URL
+        if CACHE_URL.startswith("redis")
         else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
     )
 }
@@ -419,6 +422,10 @@ CONTENT_SECURITY_POLICY = {
         "frame-ancestors": [NONE],
     }
 }
+
+# Messages shown after a redirect stay on the server (the session), not in a cookie that is
+# signed but readable: what they say is nobody else's business.
+MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
 
 # Error pages (DEBUG) and error e-mails hide the Authorization header and service URLs too.
 DEFAULT_EXCEPTION_REPORTER_FILTER = "csbot.security.SecretsReporterFilter"

@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 
 scripts/bootstrap.sh
 export DJANGO_DEBUG="${DJANGO_DEBUG:-1}"
+# One web process (runserver): its own memory cache is the one every request shares, also
+# with DJANGO_DEBUG=0 (which otherwise requires CACHE_URL).
+export CACHE_URL="${CACHE_URL:-locmem://}"
 PORT="${PORT:-8000}"
 PY=.venv/bin/python
 mkdir -p var/logs

@@ -19,6 +19,9 @@ scripts/compose.sh install
 export DATABASE_URL CELERY_BROKER_URL
 export DJANGO_SECRET_KEY="${DJANGO_SECRET_KEY:-test-only-secret-key}"
 export DJANGO_DEBUG=0
+# Each test process serves alone: a per-process cache, chosen explicitly (with DEBUG off a web
+# server refuses to start without CACHE_URL; csbot.security.require_shared_cache).
+export CACHE_URL="${CACHE_URL:-locmem://}"
 export CSBOT_VAR_DIR="${CSBOT_VAR_DIR:-$PWD/var/test}"
 mkdir -p "$CSBOT_VAR_DIR" artifacts
 

@@ -888,3 +888,115 @@ def test_whatif_at_the_largest_figures_it_accepts_still_answers(acme: TeamSetup)
     refused = acme.api().get("/api/v1/encs/whatif", beyond)
     assert refused.status_code == 400
     assert set(refused.json()) == {"agent_hourly_usd", "messages_per_year"}
+
+
+# --- Chunked request bodies (Transfer-Encoding: chunked, no Content-Length) --------------------
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _post_chunked(port: int, token: str, chunks: list[bytes]) -> tuple[int, dict[str, Any]]:
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request(
+            "POST",
+            INGEST,
+            body=iter(chunks),  # no length known: http.client sends it chunked
+            headers={"Authorization": f"Token {token}", "Content-Type": "application/json"},
+            encode_chunked=True,
+        )
+        response = connection.getresponse()
+        return response.status, json.loads(response.read() or b"{}")
+    finally:
+        connection.close()
+
+
+def test_a_chunked_body_through_gunicorn_is_read_whole_and_bounded(
+    acme: TeamSetup, transactional_db: None, tmp_path: Any
+) -> None:
+    """gunicorn passes chunked bodies to WSGI without a length; Django read them as empty
+    ("This field is required"). Now a valid message is stored, and one over the body limit
+    is refused as a body with its length would be."""
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    from django.db import connection as db_connection
+
+    db = db_connection.settings_dict
+    port = _free_port()
+    log = (tmp_path / "gunicorn.log").open("w")
+    server = subprocess.Popen(  # noqa: S603 - our own gunicorn, fixed arguments
+        [
+            str(Path(sys.executable).with_name("gunicorn")),
+            "csbot.wsgi:application",
+            f"--bind=127.0.0.1:{port}",
+            "--workers=1",
+        ],
+        env={
+            **{k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"},
+            "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+            "DJANGO_DEBUG": "0",
+            "CACHE_URL": "locmem://",  # one process
+        },
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
+                    break
+            except OSError:
+                assert server.poll() is None, (tmp_path / "gunicorn.log").read_text()
+                assert time.monotonic() < deadline, "gunicorn did not start"
+                time.sleep(0.3)
+        body = json.dumps(
+            {"conversation_external_id": "chunked", "channel_message_id": "c-1", "text": "Hi!"}
+        ).encode()
+        status, answer = _post_chunked(port, acme.token, [body[:20], body[20:]])
+        assert status == 201, answer
+        assert Message.objects.get(pk=answer["id"]).text == "Hi!"
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        big = json.dumps({"text": "x" * limit}).encode()
+        status, answer = _post_chunked(
+            port, acme.token, [big[i : i + 4096] for i in range(0, len(big), 4096)]
+        )
+        assert status == 413, answer
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+
+
+def test_a_chunked_body_a_server_cannot_delimit_is_refused_with_411() -> None:
+    """A WSGI server that does not say it decoded the chunks (wsgi.input_terminated) leaves
+    the body's end unknown: 411 with a message, before Django reads anything."""
+    from csbot.security import chunked_bodies
+
+    def never_called(environ: Any, start_response: Any) -> list[bytes]:
+        raise AssertionError("the application must not run")
+
+    answered: list[str] = []
+    body = chunked_bodies(never_called)(
+        {
+            "REQUEST_METHOD": "POST",
+            "HTTP_TRANSFER_ENCODING": "chunked",
+            "wsgi.input": io.BytesIO(b"5\r\nhello\r\n0\r\n\r\n"),
+        },
+        lambda status, headers: answered.append(status),  # type: ignore[arg-type]
+    )
+    assert answered == ["411 Length Required"]
+    assert "Content-Length" in json.loads(b"".join(body))["detail"]

@@ -41,6 +41,7 @@ SETTINGS_VARS = (
     "CSBOT_MAX_BODY_BYTES",
     "LOG_LEVEL",
     "DATABASE_CONNECT_TIMEOUT",
+    "CACHE_URL",
 )
 
 REPORT = (
@@ -53,8 +54,11 @@ REPORT = (
 )
 
 
-def start(tmp_path: Path, **changes: str | None) -> subprocess.CompletedProcess[str]:
-    """Run django.setup() with a valid environment plus `changes` (None removes a variable)."""
+def start(
+    tmp_path: Path, *, code: str = REPORT, **changes: str | None
+) -> subprocess.CompletedProcess[str]:
+    """Run `code` (django.setup() and a report of the settings) with a valid environment plus
+    `changes` (None removes a variable)."""
     environment = {
         key: value
         for key, value in os.environ.items()
@@ -74,7 +78,7 @@ def start(tmp_path: Path, **changes: str | None) -> subprocess.CompletedProcess[
         else:
             environment[key] = value
     return subprocess.run(  # noqa: S603 - our own interpreter, fixed arguments
-        [sys.executable, "-c", REPORT],
+        [sys.executable, "-c", code],
         cwd=PROJECT_ROOT,
         env=environment,
         capture_output=True,
@@ -331,3 +335,35 @@ def test_env_float_reads_a_number_within_bounds(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("CSBOT_TEST_SHARE", "1.5")
     with pytest.raises(ImproperlyConfigured, match="between 0 and 1"):
         env.env_float("CSBOT_TEST_SHARE", 0.5, minimum=0, maximum=1)
+
+
+# --- The web server and its shared cache -----------------------------------------------------
+
+SERVE = "import csbot.wsgi; print('serving')"
+
+
+def test_the_web_server_refuses_to_start_without_a_shared_cache_when_debug_is_off(
+    tmp_path: Path,
+) -> None:
+    """Rate limits and token revocations live in the cache: with several web processes a
+    per-process one multiplies the login limits by the processes."""
+    refused = start(tmp_path, code=SERVE, CACHE_URL=None)
+    assert_refused(refused, "CACHE_URL")
+    assert "CACHE_URL=locmem://" in refused.stderr  # the message names the way out
+    assert start(
+        tmp_path, code=SERVE, CACHE_URL="redis://cache.internal:6379/2"
+    ).stdout.strip() == ("serving")
+
+
+def test_a_per_process_cache_is_an_explicit_choice(tmp_path: Path) -> None:
+    report = (
+        "import json, django; django.setup(); from django.conf import settings as s; "
+        "import csbot.wsgi; print(json.dumps(s.CACHES['default']['BACKEND']))"
+    )
+    chosen = start(tmp_path, code=report, CACHE_URL="locmem://")
+    assert chosen.returncode == 0, chosen.stderr
+    assert json.loads(chosen.stdout) == "django.core.cache.backends.locmem.LocMemCache"
+    # With DEBUG on (`make run`) the default is the per-process cache, without a word.
+    debug = start(tmp_path, code=report, CACHE_URL=None, DJANGO_DEBUG="1")
+    assert debug.returncode == 0, debug.stderr
+    assert_refused(start(tmp_path, CACHE_URL="memcached://cache:11211"), "CACHE_URL")
