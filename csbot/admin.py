@@ -1,10 +1,13 @@
 from __future__ import annotations
 
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.utils.cache import patch_cache_control
 
 from csbot import services
 from csbot.models import AgentProfile, ApiToken, Channel, Conversation, Message, Team
@@ -43,6 +46,11 @@ class ChannelAdmin(admin.ModelAdmin[Channel]):
     search_fields = ["name"]
 
 
+# The key of a token created in this request, shown by `response_add` in the page that
+# answers the creating request itself: never stored, never in a cookie or a redirect.
+_new_keys: WeakKeyDictionary[HttpRequest, str] = WeakKeyDictionary()
+
+
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin[ApiToken]):
     list_display = ["name", "channel", "prefix", "created_at", "revoked_at"]
@@ -58,9 +66,26 @@ class ApiTokenAdmin(admin.ModelAdmin[ApiToken]):
         token, key = services.api_token_create(channel=obj.channel, name=obj.name)
         obj.pk = token.pk
         # The key is shown once and never stored: only its hash is.
-        messages.warning(
-            request, f"New token for {obj.channel}: {key}  (copy it now; it is not shown again)"
-        )
+        _new_keys[request] = key
+
+    def response_add(
+        self, request: HttpRequest, obj: ApiToken, post_url_continue: str | None = None
+    ) -> HttpResponse:
+        """The new key, once, in the answer to the form that created it (Django's admin
+        would redirect, and a message would carry the key in a cookie)."""
+        key = _new_keys.pop(request, None)
+        if key is None:
+            return super().response_add(request, obj, post_url_continue)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "token": obj,
+            "key": key,
+            "title": "New API token",
+        }
+        response = TemplateResponse(request, "admin/csbot/apitoken/created.html", context)
+        patch_cache_control(response, no_store=True)  # kept by no browser cache or proxy
+        return response
 
     @admin.action(description="Revoke selected tokens")
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:

@@ -650,6 +650,35 @@ def test_a_token_revoked_by_another_process_is_refused_on_the_next_request(
     assert refused.json()["detail"] == "Invalid or revoked token."
 
 
+def test_a_key_created_in_the_admin_is_shown_once_in_the_answer_and_never_in_a_cookie(
+    world: World,
+) -> None:
+    admin_client = world.clients["admin"]
+    response = admin_client.post(
+        "/admin/csbot/apitoken/add/", {"channel": str(world.acme.channel.pk), "name": "bridge"}
+    )
+    assert response.status_code == 200
+    assert "no-store" in response["Cache-Control"]
+    match = re.search(r'<code id="new-api-key">([^<]+)</code>', response.content.decode())
+    assert match, response.content.decode()[:500]
+    key = match.group(1)
+    # The key works, and it travelled in no cookie (the messages cookie was signed, not
+    # encrypted) nor in the session.
+    fresh = APIClient()
+    fresh.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+    assert fresh.get("/api/v1/conversations").status_code == 200
+    assert all(key not in cookie.value for cookie in response.cookies.values())
+    session = admin_client.session
+    assert all(key not in str(value) for _name, value in session.items())
+    if connection.vendor == "postgresql":
+        assert _rows_containing(key) == {}
+    # Not shown again: the token's pages carry its prefix only.
+    token = world.acme.channel.tokens.get(name="bridge")
+    page = admin_client.get(f"/admin/csbot/apitoken/{token.pk}/change/").content.decode()
+    assert token.prefix in page and key not in page
+    assert key not in admin_client.get("/admin/csbot/apitoken/").content.decode()
+
+
 def test_a_token_ingests_into_its_own_channel_and_team_only(world: World) -> None:
     response = world.acme.api().post(
         "/api/v1/messages",
