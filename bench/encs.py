@@ -1284,6 +1284,8 @@ def main() -> None:
         LOG_LEVEL="ERROR",
     )
     os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/6")
+    # One sync gunicorn worker: a per-process cache is the shared one (csbot.wsgi asks).
+    os.environ.setdefault("CACHE_URL", "locmem://")
     sys.path.insert(0, str(ROOT))
     import django
 

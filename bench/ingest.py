@@ -200,6 +200,8 @@ def bench_env(config: Config) -> dict[str, str]:
         DJANGO_SECRET_KEY="bench",  # noqa: S106 - a throwaway key for a throwaway server
         DATABASE_URL=config.database_url,
         CELERY_BROKER_URL=config.broker_url,
+        # As the figures before the shared-cache rule were taken: rate limits per process.
+        CACHE_URL=os.environ.get("CACHE_URL") or "locmem://",
         LOG_LEVEL="WARNING",
         PYTHONUNBUFFERED="1",
     )

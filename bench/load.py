@@ -866,6 +866,9 @@ def run(args: argparse.Namespace, scratch: Path, logs: Path, stack: ExitStack) -
         DJANGO_SECRET_KEY="load-bench-" + "x" * 40,
         DATABASE_URL=postgres.url,
         CELERY_BROKER_URL=f"redis://127.0.0.1:{redis_port}/0",
+        # Rate limits and token revocations shared by the web workers, as in production; the
+        # fault run restarts this Redis too (both let requests through while it is down).
+        CACHE_URL=f"redis://127.0.0.1:{redis_port}/1",
         LOCAL_LLM_URL=local_url,
         EMBEDDING_BACKEND="none",
         LOG_LEVEL="WARNING",
