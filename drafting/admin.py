@@ -246,6 +246,8 @@ class TuningForm(forms.Form):
         label="Value of a good draft (USD)",
         required=False,
         min_value=Decimal("0"),
+        # Finite and bounded: the optimiser computes in floats.
+        max_value=Decimal("10000"),
         decimal_places=6,
         help_text="The agent labour a used or lightly edited draft saves, e.g. 0.50.",
     )
@@ -253,6 +255,7 @@ class TuningForm(forms.Form):
         label="Budget per message (USD)",
         required=False,
         min_value=Decimal("0"),
+        max_value=Decimal("10000"),
         decimal_places=10,
         help_text="For the quality objective: the most a message may cost on average.",
     )
