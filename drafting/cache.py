@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
@@ -83,11 +83,11 @@ class CacheHit:
     source_counterfactual_cost: Decimal | None
 
 
-def scrubbed_query(query: QueryVector, *, customer: Sequence[str] = ()) -> QueryVector:
+def scrubbed_query(query: QueryVector, *, reference: str = "") -> QueryVector:
     """The customer's message as stored questions are: scrubbed of their data, the names it
-    introduces and those in `customer` (their reference) included. The same object when
-    nothing was scrubbed, so its embedding is still computed at most once."""
-    text = scrub_details(query.text, customer=(query.text, *customer))
+    introduces and their `reference` included. The same object when nothing was scrubbed, so
+    its embedding is still computed at most once."""
+    text = scrub_details(query.text, customer=[query.text], reference=reference)
     return query if text == query.text else QueryVector(text)
 
 
@@ -154,11 +154,11 @@ def cache_store(*, draft: Draft, final_text: str, query: QueryVector) -> None:
     if settings.DRAFT_CACHE_TTL_SECONDS == 0:
         return
     reference = customer_reference(draft)
-    kinds = personal_kinds(final_text, customer=(query.text, reference))
+    kinds = personal_kinds(final_text, customer=[query.text], reference=reference)
     if kinds:
         logger.info("draft %s: reply not cached, it holds %s", draft.pk, ", ".join(kinds))
         return
-    query = scrubbed_query(query, customer=[reference])
+    query = scrubbed_query(query, reference=reference)
     now = timezone.now()
     embedded = query.get()
     CachedReply.objects.update_or_create(

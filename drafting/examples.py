@@ -67,11 +67,11 @@ def example_store(*, draft: Draft, final_text: str, query: QueryVector) -> None:
     """Keep a reply the agent used as is (the caller checked) as a few-shot example, both
     texts scrubbed of the customer."""
     reference = customer_reference(draft)
-    question = scrubbed_query(query, customer=[reference])
+    question = scrubbed_query(query, reference=reference)
     if not (embedded := question.get()):
         return
     model, vector = embedded
-    reply = scrub_details(final_text, customer=(query.text, reference))
+    reply = scrub_details(final_text, customer=[query.text], reference=reference)
     ReplyExample.objects.update_or_create(
         source_draft=draft,
         defaults={

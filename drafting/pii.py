@@ -583,6 +583,7 @@ _TIME = re.compile(r"(?<![\d:])\d{1,2}:\d{2}(?::\d{2})?(?![\d:])")
 _YEAR = re.compile(r"(?<![\d.,:/-])(?:19|20)\d{2}(?![\d.,:/-]\d)")
 _NUMBER_TOKEN = re.compile(r"\d+(?:[.,:/-]\d+)*")
 _HASH_NUMBER = re.compile(r"(?:#|\b(?:no|nr|num)\.?)\s?\d+", re.IGNORECASE)
+_MASKED = re.compile(r"•+\s?[0-9A-Za-z]{1,4}")  # a card or IBAN as `restore` shows it
 _MIXED = re.compile(r"\b(?=[A-Za-z]*\d)(?=\d*[A-Za-z])[A-Za-z0-9]+\b")
 _UNIT = re.compile(
     r"\d+(?:st|nd|rd|th|am|pm|h|hrs?|mins?|s|secs?|d|x|k|kg|g|mg|lbs?|oz|cm|mm|m|km|ml|l|in|ft"
@@ -663,31 +664,32 @@ class Detail:
     end: int
 
 
-def _names(texts: Iterable[str]) -> set[str]:
-    """Names a customer gave: introduced ("I'm Jane Doe"), signed ("Thanks, Jane") or in their
-    reference (its words of three letters or more; an email reference by its local part)."""
+def _names(texts: Iterable[str], reference: str) -> set[str]:
+    """Names a customer gave: introduced ("I'm Jane Doe") or signed ("Thanks, Jane") in what
+    they wrote, and their reference's words of three letters or more (an email's local part)."""
     found: set[str] = set()
     for text in texts:
         for pattern in (_INTRODUCED, _SIGNED):
             for match in pattern.finditer(text):
                 found.update(match.group(1).split())
-        reference = text.split("@")[0] if "@" in text and " " not in text.strip() else ""
-        found.update(re.findall(r"[^\W\d_]{3,}", reference))
+    found.update(re.findall(r"[^\W\d_]{3,}", reference.split("@")[0]))
     return {name for name in found if name.casefold() not in _NOT_NAMES}
 
 
-def customer_details(text: str, *, customer: Sequence[str] = ()) -> list[Detail]:
+def customer_details(
+    text: str, *, customer: Sequence[str] = (), reference: str = ""
+) -> list[Detail]:
     """What in `text` belongs to one customer, beyond emails, phones, cards and IBANs, sorted.
 
     - NUMBER: a number of four digits or more (order, tracking and account numbers, postcodes,
       dates), except amounts with a currency, times and a lone year; a token mixing letters and
       digits (A1042, SW1A, 221B) unless it is a count with a unit (24h, 2nd, 10kg); a number
-      after "#" or "No."; any number of three digits or more that also appears in `customer`.
+      after "#" or "No."; a masked card or IBAN ("•••• 4242"); any number of three digits or more that the customer wrote
+      (`customer`: their messages) or their `reference` holds.
     - ADDRESS: a house number before a street word (12 Baker Street), a German-style street
       and number (Hauptstraße 5), a PO box, flat or suite number.
     - NAME: a name after a greeting or an honorific (Hi Jane, Dear Mr Smith), and any name the
-      customer gave in `customer` (their messages and reference): introduced, signed, or the
-      reference's words.
+      customer gave: introduced or signed in `customer`, or a word of their `reference`.
     Heuristics, tuned to refuse rather than to miss: a name the customer never gave and no
     greeting introduces is not found.
     """
@@ -697,7 +699,9 @@ def customer_details(text: str, *, customer: Sequence[str] = ()) -> list[Detail]
     def inside_allowed(start: int, end: int) -> bool:
         return any(a <= start and end <= b for a, b in allowed)
 
-    customer_numbers = {m.group() for t in customer for m in re.finditer(r"\d{3,}", t)}
+    customer_numbers = {
+        m.group() for t in (*customer, reference) for m in re.finditer(r"\d{3,}", t)
+    }
     for match in _NUMBER_TOKEN.finditer(text):
         if inside_allowed(*match.span()):
             continue
@@ -710,32 +714,34 @@ def customer_details(text: str, *, customer: Sequence[str] = ()) -> list[Detail]
         letters_around = match.group()[0].isalpha() and match.group()[-1].isalpha()
         if not _UNIT.fullmatch(match.group()) and (digits >= 2 or letters_around):
             details.append(Detail(NUMBER, *match.span()))
-    details += [Detail(NUMBER, *m.span()) for m in _HASH_NUMBER.finditer(text)]
+    details += [
+        Detail(NUMBER, *m.span()) for p in (_HASH_NUMBER, _MASKED) for m in p.finditer(text)
+    ]
     details += [Detail(ADDRESS, *m.span()) for m in _ADDRESS.finditer(text)]
     for pattern in (_GREETING, _HONORIFIC):
         for match in pattern.finditer(text):
             if match.group(1).casefold() not in _NOT_NAMES:
                 details.append(Detail(NAME, *match.span(1)))
-    for name in _names(customer):
+    for name in _names(customer, reference):
         for match in re.finditer(rf"\b{re.escape(name)}\b", text, re.IGNORECASE):
             if match.group()[0].isupper():
                 details.append(Detail(NAME, *match.span()))
     return sorted(set(details), key=lambda d: (d.start, -d.end))
 
 
-def personal_kinds(text: str, *, customer: Sequence[str] = ()) -> list[str]:
+def personal_kinds(text: str, *, customer: Sequence[str] = (), reference: str = "") -> list[str]:
     """The kinds of personal data and customer-specific details in `text`, for a decision and
     a log line (never the values): EMAIL, PHONE, CARD, IBAN, NAME, NUMBER, ADDRESS."""
-    kinds = set(redact(text).counts) | {d.kind for d in customer_details(text, customer=customer)}
-    return sorted(kinds)
+    details = customer_details(text, customer=customer, reference=reference)
+    return sorted(set(redact(text).counts) | {detail.kind for detail in details})
 
 
-def scrub_details(text: str, *, customer: Sequence[str] = ()) -> str:
+def scrub_details(text: str, *, customer: Sequence[str] = (), reference: str = "") -> str:
     """`scrub`, then customer-specific details (`customer_details`) replaced by `[NAME]`,
     `[NUMBER]` and `[ADDRESS]`: text that keeps a reply's shape and tone and no customer."""
     text = scrub(text)
     merged: list[Detail] = []
-    for detail in customer_details(text, customer=customer):
+    for detail in customer_details(text, customer=customer, reference=reference):
         if merged and detail.start < merged[-1].end:  # overlapping: widen the first one
             last = merged[-1]
             merged[-1] = Detail(last.kind, last.start, max(last.end, detail.end))
