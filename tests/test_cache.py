@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from csbot import services
 from drafting import services as drafting
+from drafting.cache import cache_key
 from drafting.models import AgentAction, CachedReply, Draft, ModelEndpoint
 from drafting.selectors import cached_replies_with_hits
 from tests.conftest import TeamSetup, ingest, make_team
@@ -153,3 +154,67 @@ def test_a_cache_hit_costs_a_fixed_handful_of_statements(
         with django_assert_max_num_queries(7):
             drafting.draft_generate(draft_id=draft.pk)
     assert draft.attempts.get().cache_hit
+
+
+# --- No customer's data in the cache (issue 13) ------------------------------------------------
+
+JANE_REPLY = (
+    "Hi Jane, order 51234 left for 12 Baker Street today; tracking goes to jane.doe@example.com."
+)
+JANE_DETAILS = ["Jane", "51234", "Baker", "jane.doe@example.com"]
+
+
+def test_a_reply_with_one_customers_details_is_never_served_to_another(db: None) -> None:
+    with openai_stub(
+        Reply(body=chat_completion(JANE_REPLY)), Reply(body=chat_completion(ANSWER))
+    ) as stub:
+        setup = stubbed_team("Leak", stub.base_url)
+        jane = generate(setup, "jane", "Where is my order?")
+        act(setup, jane, "use", jane.text)
+        bob = generate(setup, "bob", "Where is my order?")
+    assert CachedReply.objects.count() == 0
+    assert len(stub.requests) == 2  # Bob's draft was asked of the model, not the cache
+    assert not bob.attempts.get().cache_hit
+    assert not [detail for detail in JANE_DETAILS if detail in bob.text]
+
+
+def test_a_generic_reply_is_cached_with_the_question_scrubbed_and_serves_others(
+    db: None,
+) -> None:
+    with openai_stub(Reply(body=chat_completion(ANSWER))) as stub:
+        setup = stubbed_team("Scrubbed", stub.base_url)
+        jane = generate(setup, "jane", f"Hi, I'm Jane Doe, jane.doe@example.com. {QUESTION}")
+        act(setup, jane, "use", jane.text)
+        bob = generate(setup, "bob", f"Hi, I'm Bob Stone, bob@example.org. {QUESTION}")
+    entry = CachedReply.objects.get()
+    assert entry.customer_text == f"Hi, I'm [NAME] [NAME], [EMAIL]. {QUESTION}"
+    assert entry.reply == ANSWER
+    assert len(stub.requests) == 1
+    assert bob.attempts.get().cache_match == "exact"
+    assert bob.text == ANSWER
+
+
+def test_a_reply_naming_the_customer_by_their_reference_is_not_cached(db: None) -> None:
+    with openai_stub(Reply(body=chat_completion(ANSWER))) as stub:
+        setup = stubbed_team("Named", stub.base_url)  # ingest() gives customers the ref "Dana"
+        first = generate(setup, "a")
+        act(setup, first, "edit", "Yes, Dana! We ship to Canada in 5-7 business days.")
+    assert CachedReply.objects.count() == 0
+
+
+def test_an_entry_stored_before_replies_were_checked_is_not_served(db: None) -> None:
+    with openai_stub(Reply(body=chat_completion(ANSWER))) as stub:
+        setup = stubbed_team("Legacy", stub.base_url)
+        source = generate(setup, "a")
+        CachedReply.objects.create(
+            team=setup.team,
+            key=cache_key(QUESTION),
+            customer_text=QUESTION,
+            reply=JANE_REPLY,
+            source_draft=source,
+            created_at=timezone.now(),
+            expires_at=timezone.now() + timedelta(days=1),
+        )
+        later = generate(setup, "b")
+    assert not later.attempts.get().cache_hit
+    assert later.text == ANSWER

@@ -4,14 +4,22 @@ generate the formats people write: any separators, groupings and case, embedded 
 
 from __future__ import annotations
 
+import itertools
+import json
 import re
 import string
+from collections.abc import Iterator
 from datetime import date
+from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from django.utils import timezone
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from csbot import services
+from drafting import services as drafting
+from drafting.models import AgentAction, CachedReply, Draft, ModelEndpoint, ReplyExample
 from drafting.pii import (
     Redaction,
     customer_details,
@@ -23,6 +31,9 @@ from drafting.pii import (
     scrub,
     scrub_details,
 )
+from tests.conftest import TeamSetup, ingest, make_team
+from tests.factories import EndpointFactory
+from tests.http_stub import Reply, StubServer, chat_completion, openai_stub
 
 VALID_CARDS = ["4242 4242 4242 4242", "5555-5555-5555-4444", "378282246310005", "3782 822463 10005"]
 VALID_IBANS = [
@@ -473,11 +484,16 @@ def embedded(draw: st.DrawFn, values: st.SearchStrategy[str]) -> tuple[str, list
     """Random text around one to three values, each maybe glued to punctuation, with at least
     a word between two values (two numbers side by side may read as one)."""
     found = draw(st.lists(values, min_size=1, max_size=3))
+    return draw(_text_around(found)), found
+
+
+@st.composite
+def _text_around(draw: st.DrawFn, found: list[str]) -> str:
     parts = [draw(_FILLER)]
     for i, value in enumerate(found):
         between = _WORDS if i < len(found) - 1 else _FILLER
         parts += [draw(_BEFORE) + value + draw(_AFTER), draw(between)]
-    return " ".join(p for p in parts if p), found
+    return " ".join(p for p in parts if p)
 
 
 def digits(text: str) -> str:
@@ -586,13 +602,15 @@ def test_a_generic_reply_holds_no_customer_details(reply: str) -> None:
         ("Hi Jane, it has shipped.", "NAME"),
         ("Dear Mrs Doe, it has shipped.", "NAME"),
         ("It has shipped, Jane.", "NAME"),  # a name the customer introduced
+        ("Doe, it has shipped.", "NAME"),  # the customer's reference
         ("We wrote to jane@example.com.", "EMAIL"),
+        ("We refunded the card ending •••• 2005.", "NUMBER"),
     ],
 )
 def test_a_reply_with_a_customers_details_is_customer_specific(reply: str, kind: str) -> None:
-    customer = ["Hi, I'm Jane Doe. Where is my order?", "Jane Doe"]
+    customer = ["Hi, I'm Jane. Where is my order?"]
 
-    assert kind in personal_kinds(reply, customer=customer)
+    assert kind in personal_kinds(reply, customer=customer, reference="jane.doe@example.com")
 
 
 def test_a_number_the_customer_gave_is_theirs_even_when_short() -> None:
@@ -604,6 +622,134 @@ def test_a_number_the_customer_gave_is_theirs_even_when_short() -> None:
 def test_scrub_details_keeps_the_shape_of_a_reply_and_none_of_the_customer() -> None:
     reply = "Hi Jane, order 51234 ships to 12 Baker Street; we'll mail jane@example.com."
 
-    assert scrub_details(reply, customer=["Jane"]) == (
+    assert scrub_details(reply, reference="Jane") == (
         "Hi [NAME], order [NUMBER] ships to [ADDRESS]; we'll mail [EMAIL]."
     )
+
+
+# --- End to end: paid tiers, drafts and the cache (the issue's acceptance test) ---------------
+
+GENERIC = "Thanks for writing! We have your details and will answer within 2 business days."
+
+
+@pytest.fixture
+def echo_stub() -> Iterator[StubServer]:
+    """A model that repeats what it was sent (the worst case for what comes back into a draft),
+    or answers GENERIC once the test sets `generic`."""
+
+    def answer(payload: dict[str, Any]) -> Reply:
+        if echo_stub_state["generic"]:
+            return Reply(body=chat_completion(GENERIC))
+        return Reply(body=chat_completion(f"You wrote: {payload['messages'][-1]['content']}"))
+
+    echo_stub_state["generic"] = False
+    with openai_stub(answer) as stub:
+        yield stub
+
+
+echo_stub_state = {"generic": False}
+_conversations = itertools.count()
+
+
+def drafted(setup: TeamSetup, text: str) -> Draft:
+    draft = ingest(setup, f"c{next(_conversations)}", f"m{next(_conversations)}", text).draft
+    assert draft is not None
+    drafting.draft_generate(draft_id=draft.pk)
+    draft.refresh_from_db()
+    return draft
+
+
+def approved(setup: TeamSetup, draft: Draft) -> None:
+    """The agent sends the draft as it is, then the worker learns from it."""
+    Draft.objects.filter(pk=draft.pk).update(first_shown_at=timezone.now())
+    draft.refresh_from_db()
+    services.reply_send(
+        conversation=draft.message.conversation,
+        agent=setup.agent,
+        text=draft.text,
+        inbound_message=draft.message,
+        draft=draft,
+        kind="use",
+    )
+    drafting.reply_remember(action_id=AgentAction.objects.get(draft=draft).pk)
+
+
+def team_on(stub: StubServer, kind: str = ModelEndpoint.Kind.PAID) -> TeamSetup:
+    endpoint = EndpointFactory.create(kind=kind, base_url=stub.base_url)
+    return make_team(f"Team {next(_conversations)}", endpoint=endpoint)
+
+
+def test_a_dotted_card_never_reaches_the_paid_tier_nor_the_agent_in_full(
+    db: None, echo_stub: StubServer
+) -> None:
+    draft = drafted(team_on(echo_stub), "I paid with 4242.4242.4242.4242, refund please")
+
+    sent = echo_stub.requests[0]["json"]["messages"][-1]["content"]
+    assert sent == "I paid with [CARD_1], refund please"
+    assert draft.text == "You wrote: I paid with •••• 4242, refund please"
+
+
+def test_a_card_or_iban_the_local_tier_echoes_is_masked_in_the_draft(
+    db: None, echo_stub: StubServer
+) -> None:
+    setup = team_on(echo_stub, ModelEndpoint.Kind.LOCAL)
+    draft = drafted(setup, "Card 4242/4242/4242/4242, IBAN de89-3704-0044-0532-0130-00")
+
+    assert "4242/4242" in echo_stub.requests[0]["json"]["messages"][-1]["content"]  # local: raw
+    assert draft.text == "You wrote: Card •••• 4242, IBAN DE89 •••• 3000"
+
+
+def _leaks(values: list[str], text: str) -> list[str]:
+    """The generated values found in `text`, compared as digits (emails as written)."""
+    return [
+        value
+        for value in values
+        if (value.lower() in text.lower() if "@" in value else digits(value) in digits(text))
+    ]
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    values=st.lists(
+        st.one_of(
+            st.tuples(st.just("payment"), st.one_of(cards(), ibans())),
+            st.tuples(st.just("contact"), st.one_of(phones(), _emails)),
+        ),
+        min_size=1,
+        max_size=3,
+    ),
+    data=st.data(),
+)
+def test_no_generated_personal_data_reaches_a_paid_tier_or_the_cache(
+    db: None, echo_stub: StubServer, values: list[tuple[str, str]], data: st.DataObject
+) -> None:
+    """Issue 13's acceptance: no card, IBAN, email or phone number in any request body sent
+    to a non-local tier or in any cache entry; no card or IBAN in full in any draft."""
+    found = [value for _, value in values]
+    payment = [value for kind, value in values if kind == "payment"]
+    text = data.draw(_text_around(found))
+    setup = team_on(echo_stub)
+    echo_stub_state["generic"] = False
+    echoed = drafted(setup, text)  # the model repeats the redacted text, restored in the draft
+    approved(setup, echoed)  # it holds the customer's data: not cached
+    echo_stub_state["generic"] = True
+    answered = drafted(setup, text)
+    approved(setup, answered)  # generic: cached, with the question scrubbed
+    served = drafted(setup, text)
+
+    for request in echo_stub.requests:
+        for message in request["json"]["messages"]:
+            assert _leaks(found, message["content"]) == []
+        assert _leaks([v for v in found if "@" in v], json.dumps(request["json"])) == []
+    for entry in CachedReply.objects.filter(team=setup.team):
+        assert _leaks(found, f"{entry.key} {entry.customer_text} {entry.reply}") == []
+    for example in ReplyExample.objects.filter(team=setup.team):
+        assert _leaks(found, f"{example.customer_text} {example.reply}") == []
+    for draft in (echoed, answered, served):
+        assert _leaks(payment, draft.text) == []
+    assert served.attempts.get().cache_hit
+    assert served.text == GENERIC

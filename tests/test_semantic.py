@@ -248,3 +248,17 @@ def test_query_vectors_are_computed_once_and_only_when_asked(settings: Any) -> N
     settings.EMBEDDING_BACKEND = "none"
     query = QueryVector("anything")
     assert query.get() is None
+
+
+def test_a_used_reply_becomes_an_example_without_the_customers_details(db: None) -> None:
+    # Examples go to other customers' prompts, paid tiers included, and models copy them.
+    question = "Hi, I'm Jane Doe. Where is my order 51234?"
+    reply = "Hi Jane, order 51234 left for 12 Baker Street today."
+    with openai_stub(Reply(body=chat_completion(reply))) as stub:
+        setup = stubbed_team("FewShotDetails", stub.base_url)
+        first = generate(setup, "a", question)
+        act(setup, first, "use", first.text)
+    example = ReplyExample.objects.get()
+    assert example.customer_text == "Hi, I'm [NAME] [NAME]. Where is my order [NUMBER]?"
+    assert example.reply == "Hi [NAME], order [NUMBER] left for [ADDRESS] today."
+    assert CachedReply.objects.count() == 0
