@@ -490,8 +490,9 @@ class CachedReply(models.Model):
 
 class ReplyExample(models.Model):
     """A reply an agent sent exactly as drafted, kept as a few-shot example for later drafts to
-    similar customer messages. Both texts are scrubbed of personal data (drafting.pii.scrub):
-    they are shown to the model while it drafts for other customers."""
+    similar customer messages. Both texts are scrubbed of personal data and customer details
+    (drafting.pii.scrub_details): they are shown to the model while it drafts for other
+    customers."""
 
     team = models.ForeignKey("csbot.Team", on_delete=models.CASCADE, related_name="reply_examples")
     customer_text = models.TextField()

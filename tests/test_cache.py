@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import importlib
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
+from django.apps import apps as django_apps
 from django.utils import timezone
 
 from csbot import services
 from drafting import services as drafting
 from drafting.cache import cache_key
-from drafting.models import AgentAction, CachedReply, Draft, ModelEndpoint
+from drafting.models import AgentAction, CachedReply, Draft, ModelEndpoint, ReplyExample
 from drafting.selectors import cached_replies_with_hits
 from tests.conftest import TeamSetup, ingest, make_team
 from tests.factories import EndpointFactory
@@ -218,3 +220,41 @@ def test_an_entry_stored_before_replies_were_checked_is_not_served(db: None) -> 
         later = generate(setup, "b")
     assert not later.attempts.get().cache_hit
     assert later.text == ANSWER
+
+
+def test_stored_replies_from_before_the_stronger_redaction_are_purged_or_rescrubbed(
+    acme: TeamSetup,
+) -> None:
+    """The data migration: a cache entry holding a customer's details goes, a clean one
+    stays; a few-shot example keeps its place with its texts scrubbed again."""
+    migration = importlib.import_module("drafting.migrations.0016_scrub_stored_replies")
+    later = timezone.now() + timedelta(days=1)
+    leaky = CachedReply.objects.create(
+        team=acme.team,
+        key=cache_key("Where is order 48213?"),
+        customer_text="Hi, I'm Jane Roe, where is order 48213?",
+        reply="Dear Jane, order 48213 left our depot; write to jane.roe@example.com.",
+        expires_at=later,
+    )
+    clean = CachedReply.objects.create(
+        team=acme.team,
+        key=cache_key(QUESTION),
+        customer_text=QUESTION,
+        reply=ANSWER,
+        expires_at=later,
+    )
+    example = ReplyExample.objects.create(
+        team=acme.team,
+        customer_text="My card 4242.4242.4242.4242 was charged twice",
+        reply="Sorry! Card 4242 4242 4242 4242 gets a refund today.",
+        embedding=b"\x00" * 8,
+        embedding_model="test",
+    )
+
+    migration.scrub_stored_replies(django_apps, None)
+
+    assert list(CachedReply.objects.values_list("pk", flat=True)) == [clean.pk]
+    assert not CachedReply.objects.filter(pk=leaky.pk).exists()
+    example.refresh_from_db()
+    assert "4242" not in example.customer_text + example.reply
+    assert "[CARD]" in example.customer_text
