@@ -10,6 +10,7 @@ from django.template.response import TemplateResponse
 from django.utils.cache import patch_cache_control
 
 from csbot import services
+from csbot.admin_autocomplete import ValidatedAutocomplete
 from csbot.models import AgentProfile, ApiToken, Channel, Conversation, Message, Team
 
 
@@ -18,7 +19,7 @@ class ChannelInline(admin.TabularInline[Channel, Team]):
     extra = 0
 
 
-class AgentProfileInline(admin.TabularInline[AgentProfile, Team]):
+class AgentProfileInline(ValidatedAutocomplete, admin.TabularInline[AgentProfile, Team]):
     model = AgentProfile
     extra = 0
     autocomplete_fields = ["user"]
@@ -32,7 +33,7 @@ class TeamAdmin(admin.ModelAdmin[Team]):
 
 
 @admin.register(AgentProfile)
-class AgentProfileAdmin(admin.ModelAdmin[AgentProfile]):
+class AgentProfileAdmin(ValidatedAutocomplete, admin.ModelAdmin[AgentProfile]):
     list_display = ["user", "team", "role"]
     list_filter = ["team", "role"]
     search_fields = ["user__username"]

@@ -17,6 +17,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from redis.exceptions import RedisError
 
+from csbot.admin_autocomplete import ValidatedAutocomplete
 from drafting import learning, selectors, services, tuning
 from drafting.breaker import breaker
 from drafting.models import (
@@ -132,7 +133,7 @@ class ModelEndpointAdmin(admin.ModelAdmin[ModelEndpoint]):
                 messages.error(request, f"{endpoint.name}: failed: {check.error}")
 
 
-class CascadeTierInline(admin.TabularInline[CascadeTier, CascadePolicy]):
+class CascadeTierInline(ValidatedAutocomplete, admin.TabularInline[CascadeTier, CascadePolicy]):
     model = CascadeTier
     extra = 0
     autocomplete_fields = ["endpoint"]

@@ -492,3 +492,32 @@ def test_every_route_is_fuzzed() -> None:
     """The list is the resolver's own: a new route is fuzzed without being named anywhere."""
     assert "api/v1/messages" in ROUTES and "accounting/whatif" in ROUTES
     assert len(ROUTES) > 100  # the admin's too
+
+
+@pytest.mark.parametrize("value", ["NaN", "2000-01-01T00:00:01", "99999999999999999999", "-1"])
+def test_admin_autocomplete_fields_refuse_values_their_key_cannot_hold(
+    db: None, client: Client, value: str
+) -> None:
+    """Found by the fuzz run: Django's autocomplete widget looked such values up and raised
+    while rendering the add page (query-string initial data) or a refused form."""
+    setup = make_team("Autocomplete")
+    client.force_login(UserFactory.create(is_staff=True, is_superuser=True))
+
+    initial = client.get("/admin/csbot/agentprofile/add/", {"user": value})
+    refused = client.post(
+        "/admin/csbot/agentprofile/add/", {"user": value, "team": setup.team.pk, "role": "agent"}
+    )
+    tier = client.post(
+        f"/admin/drafting/cascadepolicy/{setup.policy.pk}/change/",
+        {
+            "tiers-TOTAL_FORMS": "1",
+            "tiers-INITIAL_FORMS": "0",
+            "tiers-0-endpoint": value,
+            "tiers-0-position": "2",
+        },
+    )
+
+    assert initial.status_code == 200
+    assert refused.status_code == 200  # the form again, with its error
+    assert "Select a valid choice" in refused.content.decode()
+    assert tier.status_code == 200
