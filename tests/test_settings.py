@@ -367,3 +367,25 @@ def test_a_per_process_cache_is_an_explicit_choice(tmp_path: Path) -> None:
     debug = start(tmp_path, code=report, CACHE_URL=None, DJANGO_DEBUG="1")
     assert debug.returncode == 0, debug.stderr
     assert_refused(start(tmp_path, CACHE_URL="memcached://cache:11211"), "CACHE_URL")
+
+
+def test_the_embedded_broker_keeps_its_exchange_tables_under_the_var_folder(
+    tmp_path: Path,
+) -> None:
+    """Kombu's filesystem transport writes `control/` into the current folder unless told
+    where: a worker started in the project root left one in git."""
+    declare = (
+        "import django; django.setup(); from csbot.celery import app\n"
+        "with app.connection_for_write() as connection:\n"
+        "    channel = connection.default_channel\n"
+        "    channel.exchange_declare('celery', type='direct')\n"
+        "    channel.queue_declare('celery')\n"
+        "    channel.queue_bind('celery', 'celery', 'celery')\n"
+    )
+    before = set(PROJECT_ROOT.iterdir())
+
+    result = start(tmp_path, code=declare, CELERY_BROKER_URL=None, DJANGO_DEBUG="1")
+
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "broker-control" / "celery.exchange").is_file()
+    assert set(PROJECT_ROOT.iterdir()) == before
