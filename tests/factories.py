@@ -180,3 +180,18 @@ class AgentActionFactory(factory.django.DjangoModelFactory[Any]):
     shown_at = EARLY
     acted_at = EARLY
     handle_seconds = Decimal("30")
+
+
+# The ENCS paper's case study as what-if parameters (the API's and the dashboard form's names).
+WHATIF_PAPER_CASE = {
+    "agent_hourly_usd": "36",
+    "baseline_seconds": "120",
+    "use_seconds": "30",
+    "edit_seconds": "60",
+    "ignore_seconds": "150",
+    "use_share": "0.5",
+    "edit_share": "0.3",
+    "ignore_share": "0.2",
+    "cost_per_response_usd": "0.011",
+    "messages_per_year": "500000",
+}

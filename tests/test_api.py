@@ -23,6 +23,7 @@ from csbot.models import ApiToken, Conversation, Message
 from drafting.models import AgentAction, Draft
 from tests.conftest import TeamSetup
 from tests.factories import (
+    WHATIF_PAPER_CASE,
     AgentProfileFactory,
     ChannelFactory,
     ConversationFactory,
@@ -842,18 +843,7 @@ def test_encs_on_the_last_reportable_day_answers(acme: TeamSetup) -> None:
     assert response.json()["messages"] == 0
 
 
-WHATIF = {
-    "agent_hourly_usd": "36",
-    "baseline_seconds": "120",
-    "use_seconds": "30",
-    "edit_seconds": "60",
-    "ignore_seconds": "150",
-    "use_share": "0.5",
-    "edit_share": "0.3",
-    "ignore_share": "0.2",
-    "cost_per_response_usd": "0.011",
-    "messages_per_year": "500000",
-}
+WHATIF = WHATIF_PAPER_CASE
 
 
 @pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e999999", "1e-999999"])

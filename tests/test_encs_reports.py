@@ -23,7 +23,7 @@ from accounting.selectors import encs_report
 from csbot.models import AgentProfile
 from drafting.models import CascadePolicy
 from tests.conftest import TeamSetup, make_team
-from tests.factories import PolicyFactory, UserFactory
+from tests.factories import WHATIF_PAPER_CASE, PolicyFactory, UserFactory
 from tests.test_accounting import OCTOBER, scenario
 
 
@@ -91,18 +91,7 @@ def test_the_api_needs_a_token(client: Any, db: None) -> None:
 
 
 def test_the_whatif_calculator_over_the_api(team: TeamSetup) -> None:
-    params = {
-        "agent_hourly_usd": "36",
-        "baseline_seconds": "120",
-        "use_seconds": "30",
-        "edit_seconds": "60",
-        "ignore_seconds": "150",
-        "use_share": "0.5",
-        "edit_share": "0.3",
-        "ignore_share": "0.2",
-        "cost_per_response_usd": "0.011",
-        "messages_per_year": "500000",
-    }
+    params = dict(WHATIF_PAPER_CASE)
     response = team.api().get("/api/v1/encs/whatif", params)
     assert response.status_code == 200, response.content
     assert response.json()["encs_per_message_usd"] == "0.5590000000"

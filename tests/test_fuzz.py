@@ -45,7 +45,7 @@ from csbot.models import AgentProfile
 from drafting import admin as drafting_admin
 from drafting.models import Draft, Intent
 from tests.conftest import TeamSetup, ingest, make_team
-from tests.factories import AgentProfileFactory, UserFactory
+from tests.factories import WHATIF_PAPER_CASE, AgentProfileFactory, UserFactory
 
 
 def all_routes() -> list[str]:
@@ -284,18 +284,7 @@ def valid_request(route: str, world: Fuzzed) -> tuple[str, dict[str, str]]:
         "w-messages_per_year": "500000",
         "measured": "0.25",
     }
-    api_whatif = {
-        "agent_hourly_usd": "36",
-        "baseline_seconds": "120",
-        "use_seconds": "30",
-        "edit_seconds": "60",
-        "ignore_seconds": "150",
-        "use_share": "0.5",
-        "edit_share": "0.3",
-        "ignore_share": "0.2",
-        "cost_per_response_usd": "0.011",
-        "messages_per_year": "500000",
-    }
+    api_whatif = dict(WHATIF_PAPER_CASE)
     message_id = str(world.draft.message_id)
     known: dict[str, tuple[str, dict[str, str]]] = {
         "accounting/": (
