@@ -163,8 +163,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from django.utils import timezone
 
     from csbot.models import AgentProfile, Channel, Conversation, Message, Team
-    from drafting import embeddings, services, similarity
-    from drafting.cache import cache_key
+    from drafting import services
+    from drafting.engine import embeddings, similarity
+    from drafting.engine.cache import cache_key
     from drafting.models import (
         CachedReply,
         CascadePolicy,

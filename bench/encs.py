@@ -733,7 +733,7 @@ class Generator:
             started += latency * 1000
         chosen = asked[-1]
         # What the top tier alone would have charged: its own attempt when it was asked, else
-        # its price for the chosen draft's tokens (drafting.cascade.counterfactual_cost).
+        # its price for the chosen draft's tokens (drafting.engine.cascade.counterfactual_cost).
         counterfactual = cost if chosen is top else top.cost(at, tokens_in, tokens_out, latency)
         status = "superseded" if fate == "stale" else "ready"
         out["drafting_draft"].append(

@@ -1,4 +1,4 @@
-"""Benchmark of tens-of-shot classification (drafting.fewshot) on two public data sets.
+"""Benchmark of tens-of-shot classification (drafting.evaluation.fewshot) on two public data sets.
 
     .venv/bin/python bench/fewshot.py [--studies banking77,fomc,throughput]
         [--embeddings minilm,vllm] [--seeds 0,1,2] [--intents 4,20] [--per-class 5,10,25,50]
@@ -47,7 +47,7 @@ def _mean(values: list[float]) -> float:
 
 
 def banking77(args: argparse.Namespace, embedders: dict[str, Any]) -> dict[str, Any]:
-    from drafting import fewshot
+    from drafting.evaluation import fewshot
 
     folder = fewshot.shared_data_dir() / "banking77"
     train = fewshot.read_examples(folder / "train.csv")
@@ -99,7 +99,7 @@ def banking77(args: argparse.Namespace, embedders: dict[str, Any]) -> dict[str, 
 
 
 def fomc(args: argparse.Namespace, embedders: dict[str, Any]) -> dict[str, Any]:
-    from drafting import fewshot
+    from drafting.evaluation import fewshot
 
     splits = [fewshot.load_fomc(seed) for seed in _ints(args.fomc_seeds)]
     chatgpt = {
@@ -141,8 +141,8 @@ def fomc(args: argparse.Namespace, embedders: dict[str, Any]) -> dict[str, Any]:
 
 def throughput(names: list[str]) -> dict[str, Any]:
     """Uncached inner embedders, so every text is really embedded."""
-    from drafting import fewshot
-    from drafting.embeddings import MiniLMEmbedder, vllm_embedder
+    from drafting.engine.embeddings import MiniLMEmbedder, vllm_embedder
+    from drafting.evaluation import fewshot
 
     texts = sorted(
         {e.text for e in fewshot.read_examples(fewshot.shared_data_dir() / "banking77/test.csv")}
@@ -179,7 +179,7 @@ def main() -> None:
     import django
 
     django.setup()
-    from drafting.embeddings import EmbeddingError, embedder_named
+    from drafting.engine.embeddings import EmbeddingError, embedder_named
 
     studies = args.studies.split(",")
     embedders: dict[str, Any] = {}

@@ -6,8 +6,8 @@ Steps (no database: the scorer's own code, with Django settings loaded):
 - embedding throughput of the in-process MiniLM embedder (EMBEDDING_THREADS threads): one text
   per call (texts/s, p50 ms) and one batch of every text of the labelled drafts (texts/s);
 - features of `--drafts` labelled drafts (customer turn and draft embedded, cheap signals;
-  drafting.learning.scorer_features), timed apart;
-- training time: `drafting.plr.train_plr` alone on those pre-computed features (target ≤ 5 s
+  drafting.learning.scorer.scorer_features), timed apart;
+- training time: `drafting.learning.plr.train_plr` alone on those pre-computed features (target ≤ 5 s
   for 1,000 drafts), with the model's out-of-fold metrics;
 - scoring latency per draft without embedding: `LearnedScorer.judge` on an embedder that
   returns pre-computed vectors (feature row, default scorer, prediction; target p50 ≤ 5 ms),
@@ -91,7 +91,7 @@ def setup_django() -> None:
 
 
 def synthetic(n: int, seed: int) -> list[Any]:
-    from drafting.learning import LabelledDraft
+    from drafting.learning.scorer import LabelledDraft
 
     rng = random.Random(seed)
     rows = []
@@ -142,11 +142,11 @@ def main() -> None:
 
     from django.conf import settings
 
-    from drafting.embeddings import MiniLMEmbedder
-    from drafting.learning import scorer_features
-    from drafting.plr import train_plr
-    from drafting.providers import Completion
-    from drafting.scoring import LearnedScorer, ScoringContext
+    from drafting.engine.embeddings import MiniLMEmbedder
+    from drafting.engine.providers import Completion
+    from drafting.engine.scoring import LearnedScorer, ScoringContext
+    from drafting.learning.plr import train_plr
+    from drafting.learning.scorer import scorer_features
 
     rows = synthetic(args.drafts, args.seed)
     minilm = MiniLMEmbedder()
@@ -260,7 +260,7 @@ def vllm_throughput(texts: Sequence[str], *, single: int) -> dict[str, Any]:
     """The other back end: SmolLM2 on the local vLLM embedding server, over HTTP, the same
     texts (one at a time, then in the embedder's batches). Needs the server:
     `manage.py local_llm serve --embed --background` (make bench-learning starts it)."""
-    from drafting.embeddings import EmbeddingError, vllm_embedder
+    from drafting.engine.embeddings import EmbeddingError, vllm_embedder
 
     server = vllm_embedder()
     try:

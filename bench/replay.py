@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/replay.py [--seeds 10] [--first-seed 0] [--train-share 0.5] [--csv PATH]
 
-For each seed the rows are split at random (half to train by default) and `drafting.replay`
+For each seed the rows are split at random (half to train by default) and `drafting.evaluation.replay`
 learns the scorers and the cascade on the train half, exactly as `manage.py cascade_replay`
 does; every figure is on the test half. The queries are embedded once (MiniLM) for all seeds,
 timed apart. Per seed: the best single model (GPT-4 here) and its test accuracy and cost, the
@@ -45,7 +45,7 @@ def main() -> None:
     django.setup()
     import numpy as np
 
-    from drafting import replay
+    from drafting.evaluation import replay
 
     def progress(message: str) -> None:
         sys.stderr.write(f"[bench] {message}\n")

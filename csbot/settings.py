@@ -251,7 +251,7 @@ EMBEDDING_API_KEY_ENV = env_str("EMBEDDING_API_KEY_ENV", "")
 EMBEDDING_THREADS = env_int("EMBEDDING_THREADS", 1, minimum=1)
 # Vectors kept in memory per process, keyed by the text's hash.
 EMBEDDING_CACHE_SIZE = env_int("EMBEDDING_CACHE_SIZE", 10_000, minimum=0)
-# Learned cascade scorer (drafting.learning): an agent's edit of at most this share of the
+# Learned cascade scorer (drafting.learning.scorer): an agent's edit of at most this share of the
 # draft still labels it good; a policy's scorer is trained once it has this many labelled
 # drafts with at least SCORER_MIN_MINORITY of the rarer class, from its newest
 # SCORER_MAX_LABELS, and goes into force only with an out-of-fold AUC of SCORER_MIN_AUC.

@@ -18,8 +18,11 @@ from django.utils.html import format_html, format_html_join
 from redis.exceptions import RedisError
 
 from csbot.admin_autocomplete import ValidatedAutocomplete
-from drafting import learning, selectors, services, tuning
-from drafting.breaker import breaker
+from drafting import selectors, services
+from drafting.engine.breaker import breaker
+from drafting.engine.pricing import PriceBook
+from drafting.learning import scorer as learning
+from drafting.learning import tuning
 from drafting.models import (
     AgentAction,
     CachedReply,
@@ -32,7 +35,6 @@ from drafting.models import (
     ReplyExample,
     TrainedClassifier,
 )
-from drafting.pricing import PriceBook
 
 
 def _usd(amount: Decimal) -> str:
@@ -493,7 +495,7 @@ class TrainedClassifierAdmin(admin.ModelAdmin[TrainedClassifier]):
 
     @admin.display(description="stored model")
     def model_size(self, classifier: TrainedClassifier) -> str:
-        return f"{len(bytes(classifier.model_blob)):,} bytes (drafting.plr.TrainedPLR)"
+        return f"{len(bytes(classifier.model_blob)):,} bytes (drafting.learning.plr.TrainedPLR)"
 
     @admin.action(description="Take out of force (back to the default scorer / no intents)")
     def deactivate(self, request: HttpRequest, queryset: QuerySet[TrainedClassifier]) -> None:

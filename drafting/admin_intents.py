@@ -18,7 +18,7 @@ from django.utils.html import format_html
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from csbot.models import Team
-from drafting import intents
+from drafting.learning import intents
 from drafting.models import Intent, IntentExample, MessageIntent, TrainedClassifier
 
 logger = logging.getLogger(__name__)

@@ -86,7 +86,7 @@ class EndpointPrice(models.Model):
     """An endpoint's prices from `effective_from` on, until its next row takes over.
 
     Rows are never edited to change a price: a new row with a later `effective_from` is added,
-    so attempts already charged keep the cost they were charged (drafting.pricing).
+    so attempts already charged keep the cost they were charged (drafting.engine.pricing).
     """
 
     endpoint = models.ForeignKey(ModelEndpoint, on_delete=models.CASCADE, related_name="prices")
@@ -491,7 +491,7 @@ class CachedReply(models.Model):
 class ReplyExample(models.Model):
     """A reply an agent sent exactly as drafted, kept as a few-shot example for later drafts to
     similar customer messages. Both texts are scrubbed of personal data and customer details
-    (drafting.pii.scrub_details): they are shown to the model while it drafts for other
+    (drafting.engine.pii.scrub_details): they are shown to the model while it drafts for other
     customers."""
 
     team = models.ForeignKey("csbot.Team", on_delete=models.CASCADE, related_name="reply_examples")
@@ -516,7 +516,7 @@ class ReplyExample(models.Model):
 class TrainedClassifier(models.Model):
     """A penalised logistic regression trained on this installation's own labels, versioned:
     a cascade policy's learned scorer (P(the draft is used or lightly edited)) or a team's
-    intent classifier. The fitted model is stored as bytes (drafting.plr.TrainedPLR) with the
+    intent classifier. The fitted model is stored as bytes (drafting.learning.plr.TrainedPLR) with the
     metrics it reached out of fold; one version per owner is active at a time."""
 
     class Kind(models.TextChoices):

@@ -25,10 +25,13 @@ from rapidfuzz.distance import Levenshtein
 
 from csbot.models import Message
 from csbot.observability.context import log_bind
-from drafting.cache import CacheHit, cache_lookup, cache_store, is_first_turn
-from drafting.cascade import CascadeResult, TierAttempt, run_cascade
-from drafting.examples import example_store, examples_similar
-from drafting.learning import policy_scorer
+from drafting.engine.cache import CacheHit, cache_lookup, cache_store, is_first_turn
+from drafting.engine.cascade import CascadeResult, TierAttempt, run_cascade
+from drafting.engine.examples import example_store, examples_similar
+from drafting.engine.providers import CompletionRequest, ProviderError, provider_for
+from drafting.engine.scoring import ScoringContext
+from drafting.engine.similarity import QueryVector
+from drafting.learning.scorer import policy_scorer
 from drafting.models import (
     AgentAction,
     CascadePolicy,
@@ -37,10 +40,7 @@ from drafting.models import (
     DraftAttempt,
     ModelEndpoint,
 )
-from drafting.providers import CompletionRequest, ProviderError, provider_for
-from drafting.scoring import ScoringContext
 from drafting.signals import attempts_added
-from drafting.similarity import QueryVector
 
 logger = logging.getLogger(__name__)
 
@@ -203,7 +203,7 @@ def draft_generate(*, draft_id: int, explore_draw: Callable[[], float] = random.
     """Claim the draft, run the policy's cascade, store every attempt, finish the draft.
 
     Steps: claim (or leave quietly); run the enabled tiers in order within the draft deadline
-    (drafting.cascade); store each attempt with its tokens, latency, cost, score or error; add
+    (drafting.engine.cascade); store each attempt with its tokens, latency, cost, score or error; add
     their cost to the draft (spent even if the customer wrote again meanwhile); a chosen draft
     makes a generating draft ready. Without one, a transient failure puts the draft back in
     the queue with a backoff (the sweeper is the safety net) and anything else fails it.

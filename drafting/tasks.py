@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from drafting import intents, services
+from drafting import services
+from drafting.learning import intents
 
 
 @shared_task(name="drafting.tasks.draft_generate", ignore_result=True)
@@ -43,6 +44,6 @@ def message_intents_classify_recent_task(team_id: int, limit: int = 500) -> int:
 
 @shared_task(name="drafting.tasks.scorers_retrain", ignore_result=True)
 def scorers_retrain_task() -> list[str]:
-    from drafting.learning import scorers_retrain  # scikit-learn: worker-side only
+    from drafting.learning.scorer import scorers_retrain  # scikit-learn: worker-side only
 
     return [outcome.message for outcome in scorers_retrain()]

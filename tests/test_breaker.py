@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import redis
 
-from drafting.breaker import (
+from drafting.engine.breaker import (
     BaseCircuitBreaker,
     CircuitBreaker,
     LocalCircuitBreaker,
@@ -128,7 +128,7 @@ def test_permanent_error_opens_at_once_with_a_warning(
     harness: Harness, caplog: pytest.LogCaptureFixture
 ) -> None:
     b = harness.make()
-    with caplog.at_level(logging.WARNING, logger="drafting.breaker"):
+    with caplog.at_level(logging.WARNING, logger="drafting.engine.breaker"):
         assert b.record_failure(ENDPOINT, "permanent")
     assert b.is_open(ENDPOINT)
     assert b.state(ENDPOINT)["state"] == "open"
@@ -272,7 +272,7 @@ def test_redis_down_fails_open_and_fast(settings: Any, caplog: pytest.LogCapture
     try:
         b = breaker()
         started = time.monotonic()
-        with caplog.at_level(logging.WARNING, logger="drafting.breaker"):
+        with caplog.at_level(logging.WARNING, logger="drafting.engine.breaker"):
             assert not b.record_failure(ENDPOINT, "timeout")
             assert not b.is_open(ENDPOINT)
             b.record_success(ENDPOINT)

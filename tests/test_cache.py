@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from csbot import services
 from drafting import services as drafting
-from drafting.cache import cache_key
+from drafting.engine.cache import cache_key
 from drafting.models import AgentAction, CachedReply, Draft, ModelEndpoint, ReplyExample
 from drafting.selectors import cached_replies_with_hits
 from tests.conftest import TeamSetup, ingest, make_team

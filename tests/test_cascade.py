@@ -14,11 +14,11 @@ import pytest
 from django.utils import timezone
 
 from drafting import services as drafting
-from drafting.breaker import breaker
+from drafting.engine.breaker import breaker
+from drafting.engine.pricing import Price, attempt_cost
+from drafting.engine.providers import Completion, _server_ms
+from drafting.engine.scoring import DefaultScorer, ScoringContext
 from drafting.models import Draft, DraftAttempt, ModelEndpoint
-from drafting.pricing import Price, attempt_cost
-from drafting.providers import Completion, _server_ms
-from drafting.scoring import DefaultScorer, ScoringContext
 from tests.conftest import TeamSetup, ingest, make_team
 from tests.factories import EndpointFactory, TierFactory
 from tests.http_stub import Reply, StubServer, TcpProxy, chat_completion, openai_stub

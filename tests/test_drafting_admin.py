@@ -7,7 +7,7 @@ from decimal import Decimal
 from django.test import Client
 
 from drafting import services as drafting
-from drafting.breaker import breaker
+from drafting.engine.breaker import breaker
 from drafting.models import DraftAttempt, ModelEndpoint
 from tests.conftest import ingest, make_team
 from tests.factories import EndpointFactory, UserFactory

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from drafting import learning, tuning
 from drafting import services as drafting
+from drafting.learning import scorer as learning
+from drafting.learning import tuning
 from drafting.models import Draft, DraftAttempt
 from tests.conftest import TeamSetup, ingest
 from tests.factories import AgentActionFactory
@@ -241,7 +242,7 @@ def test_learned_scorer_labels_ignore_exploratory_attempts(
 def test_an_explored_and_answered_draft_is_a_row_of_the_optimisers_table(
     db: None, django_capture_on_commit_callbacks: Any, rung: list[int]
 ) -> None:
-    """The worker's rows are what drafting.tuning reads: every tier's text, score and cost,
+    """The worker's rows are what drafting.learning.tuning reads: every tier's text, score and cost,
     and the agent's reply to label them by."""
     with (
         openai_stub(Reply(body=chat_completion(CHEAP, logprob=-0.01))) as cheap,

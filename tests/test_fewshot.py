@@ -1,4 +1,4 @@
-"""Tens-of-shot evaluation (drafting.fewshot, manage.py fewshot_eval) and the embedding back ends
+"""Tens-of-shot evaluation (drafting.evaluation.fewshot, manage.py fewshot_eval) and the embedding back ends
 it runs on: MiniLM in process, and SmolLM2 on the local vLLM embedding server (real, started
 once per session, like the generation server in conftest)."""
 
@@ -15,14 +15,16 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from drafting import embeddings, fewshot, local_llm
-from drafting.embeddings import (
+from drafting.engine import embeddings
+from drafting.engine.embeddings import (
     CachedEmbedder,
     ConcatEmbedder,
     OpenAIEmbedder,
     embedder_named,
     vllm_embedder,
 )
+from drafting.evaluation import fewshot
+from drafting.localserver import manager as local_llm
 from tests.http_stub import Reply, openai_stub
 
 BANKING77 = fewshot.shared_data_dir() / "banking77"

@@ -20,9 +20,11 @@ from django.test import Client
 
 from csbot.celery import app as celery_app
 from csbot.models import Message
-from drafting import embeddings, intents, tasks
-from drafting.embeddings import EmbeddingError, MiniLMEmbedder
-from drafting.intents import intent_classifier_train, message_intent_classify
+from drafting import tasks
+from drafting.engine import embeddings
+from drafting.engine.embeddings import EmbeddingError, MiniLMEmbedder
+from drafting.learning import intents
+from drafting.learning.intents import intent_classifier_train, message_intent_classify
 from drafting.models import Draft, Intent, IntentExample, MessageIntent, TrainedClassifier
 from tests.conftest import TeamSetup, ingest, make_team
 from tests.factories import EndpointFactory, MessageFactory, UserFactory

@@ -16,11 +16,11 @@ from django.urls import reverse
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
-from drafting import learning
-from drafting.embeddings import EmbeddingError, Vectors, embedder
+from drafting.engine.embeddings import EmbeddingError, Vectors, embedder
+from drafting.engine.scoring import DefaultScorer, LearnedScorer
+from drafting.learning import scorer as learning
+from drafting.learning.plr import TrainedPLR
 from drafting.models import AgentAction, Draft, TrainedClassifier
-from drafting.plr import TrainedPLR
-from drafting.scoring import DefaultScorer, LearnedScorer
 from tests.conftest import TeamSetup
 from tests.factories import AgentActionFactory, DraftAttemptFactory, DraftFactory, MessageFactory
 from tests.http_stub import Reply, chat_completion, openai_stub

@@ -1,4 +1,4 @@
-"""drafting.optimiser on small hand-made tables whose best plans can be worked out by hand."""
+"""drafting.learning.optimiser on small hand-made tables whose best plans can be worked out by hand."""
 
 from __future__ import annotations
 
@@ -7,7 +7,16 @@ import itertools
 import numpy as np
 import pytest
 
-from drafting.optimiser import CascadeTable, Plan, Tier, optimise, outcome, pareto, preview, sweep
+from drafting.learning.optimiser import (
+    CascadeTable,
+    Plan,
+    Tier,
+    optimise,
+    outcome,
+    pareto,
+    preview,
+    sweep,
+)
 
 # Four items, three models: "cheap" ($1) is right on items 0 and 1, "mid" ($3) on 0–2,
 # "big" ($10) on all. cheap's scorer ranks its right answers highest; mid's scorer after

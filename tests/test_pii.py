@@ -19,8 +19,7 @@ from hypothesis import strategies as st
 
 from csbot import services
 from drafting import services as drafting
-from drafting.models import AgentAction, CachedReply, Draft, ModelEndpoint, ReplyExample
-from drafting.pii import (
+from drafting.engine.pii import (
     Redaction,
     customer_details,
     mask_payment,
@@ -31,6 +30,7 @@ from drafting.pii import (
     scrub,
     scrub_details,
 )
+from drafting.models import AgentAction, CachedReply, Draft, ModelEndpoint, ReplyExample
 from tests.conftest import TeamSetup, ingest, make_team
 from tests.factories import EndpointFactory
 from tests.http_stub import Reply, StubServer, chat_completion, openai_stub

@@ -1,4 +1,4 @@
-"""drafting.plr: the penalised logistic regression under the scorer, the intent classifier and
+"""drafting.learning.plr: the penalised logistic regression under the scorer, the intent classifier and
 the replay / few-shot commands. Synthetic features with a known answer; no database."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from drafting.plr import PENALTIES, explain_words, train_plr
+from drafting.learning.plr import PENALTIES, explain_words, train_plr
 
 
 def separable(n: int, *, dims: int = 20, noise: float = 0.5, seed: int = 0) -> tuple:

@@ -15,11 +15,11 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from pytest_django import DjangoAssertNumQueries
 
-from drafting.cascade import CascadeResult, TierAttempt, run_cascade
+from drafting.engine.cascade import CascadeResult, TierAttempt, run_cascade
+from drafting.engine.pricing import PriceBook, attempt_cost
+from drafting.engine.providers import Completion
+from drafting.engine.scoring import DefaultScorer, ScoringContext
 from drafting.models import CascadeTier, Draft, ModelEndpoint
-from drafting.pricing import PriceBook, attempt_cost
-from drafting.providers import Completion
-from drafting.scoring import DefaultScorer, ScoringContext
 from tests.conftest import make_team
 from tests.factories import EARLY, EndpointFactory, EndpointPriceFactory, UserFactory
 from tests.http_stub import Reply, chat_completion, openai_stub
@@ -182,7 +182,7 @@ def test_an_attempt_with_no_price_in_force_costs_nothing_and_logs_a_warning(
             input_price_per_mtok=Decimal("2.50"),
         )
         setup = make_team("Unpriced", endpoint=unpriced)
-        with caplog.at_level(logging.WARNING, logger="drafting.pricing"):
+        with caplog.at_level(logging.WARNING, logger="drafting.engine.pricing"):
             draft = drafted(setup)
     assert draft.status == Draft.Status.READY  # the customer still gets a draft
     assert draft.attempts.get().cost == Decimal(0)

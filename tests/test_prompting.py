@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from csbot.models import Message
 from drafting import services as drafting
+from drafting.engine.prompting import estimate_tokens, trim_to_budget
 from drafting.models import ModelEndpoint
-from drafting.prompting import estimate_tokens, trim_to_budget
 from tests.conftest import ingest, make_team
 from tests.factories import EndpointFactory, MessageFactory
 from tests.http_stub import Reply, chat_completion, openai_stub

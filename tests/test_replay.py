@@ -1,4 +1,4 @@
-"""Cascade replay (drafting.replay, manage.py cascade_replay) on a synthetic table built so the
+"""Cascade replay (drafting.evaluation.replay, manage.py cascade_replay) on a synthetic table built so the
 right cascade is obvious, on a slice of FrugalGPT's recorded OVERRULING answers, and on bad
 input."""
 
@@ -14,7 +14,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from drafting import replay
+from drafting.evaluation import replay
 
 OVERRULING = replay.shared_data_dir() / "frugalgpt_overruling" / "overruling_dev.csv"
 # Names with the characters real model names carry.

@@ -34,8 +34,8 @@ from rest_framework.test import APIClient
 
 from csbot import services
 from csbot.models import AgentProfile, Conversation
-from drafting import providers
 from drafting import services as drafting_services
+from drafting.engine import providers
 from drafting.models import AgentAction, Draft, DraftAttempt, Intent, ModelEndpoint
 from tests.conftest import TeamSetup, ingest, make_team
 from tests.factories import AgentProfileFactory, EndpointFactory, UserFactory, token_for

@@ -9,13 +9,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from drafting import embeddings
-from drafting.embeddings import CachedEmbedder, MiniLMEmbedder, OpenAIEmbedder
+from drafting.engine import embeddings
+from drafting.engine.embeddings import CachedEmbedder, MiniLMEmbedder, OpenAIEmbedder
+from drafting.engine.pii import scrub
+from drafting.engine.prompting import EXAMPLES_HEADER, Example, estimate_tokens, trim_to_budget
+from drafting.engine.similarity import QueryVector, VectorIndex
 from drafting.models import CachedReply, Draft, ReplyExample
-from drafting.pii import scrub
-from drafting.prompting import EXAMPLES_HEADER, Example, estimate_tokens, trim_to_budget
 from drafting.selectors import cached_replies_with_hits
-from drafting.similarity import QueryVector, VectorIndex
 from tests.conftest import ingest
 from tests.http_stub import Reply, chat_completion, openai_stub
 from tests.test_cache import ANSWER, QUESTION, act, generate, stubbed_team

@@ -9,7 +9,7 @@ from django.contrib.admin.models import CHANGE, LogEntry
 from django.test import Client
 from django.urls import reverse
 
-from drafting import tuning
+from drafting.learning import tuning
 from drafting.models import CascadePolicy, CascadeTier, DraftAttempt
 from tests.factories import (
     EARLY,

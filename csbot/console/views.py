@@ -14,10 +14,10 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from csbot import selectors, services
 from csbot.models import Conversation, Message, Team
-from drafting import intents
 from drafting import selectors as drafting_selectors
 from drafting import services as drafting
-from drafting.learning import draft_escalations
+from drafting.learning import intents
+from drafting.learning.scorer import draft_escalations
 from drafting.models import Intent
 from drafting.services import ActionRejected
 

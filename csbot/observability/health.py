@@ -30,8 +30,8 @@ from django.conf import settings
 from django.db import Error as DatabaseError
 from django.db import connection
 
+from drafting.engine.providers import ProviderError, provider_for
 from drafting.models import CascadePolicy, CascadeTier, ModelEndpoint
-from drafting.providers import ProviderError, provider_for
 
 OK, FAIL, SKIPPED = "ok", "fail", "skipped"
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from django.db import migrations
 
-from drafting.pii import personal_kinds, scrub_details
+from drafting.engine.pii import personal_kinds, scrub_details
 
 
 def scrub_stored_replies(apps: Any, schema_editor: Any) -> None:

@@ -1,5 +1,5 @@
 """`manage.py cascade_replay --train A.csv --test B.csv [--json] [--seed S]`: learn a scorer
-and a cascade on recorded LLM answers, report it on held-out rows (see drafting.replay).
+and a cascade on recorded LLM answers, report it on held-out rows (see drafting.evaluation.replay).
 
 A CSV has a `query` column and, per model `m`, `m_answer`, `m_cost` (USD) and `m` (1 correct,
 0 wrong) — FrugalGPT's format. Progress goes to stderr, the result to stdout.
@@ -12,8 +12,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from drafting import optimiser, replay
-from drafting.embeddings import EmbeddingError
+from drafting.engine.embeddings import EmbeddingError
+from drafting.evaluation import replay
+from drafting.learning import optimiser
 
 
 class Command(BaseCommand):

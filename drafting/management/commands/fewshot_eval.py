@@ -1,5 +1,5 @@
 """`manage.py fewshot_eval --train A.csv --test B.csv --per-class N [--json]`: how well a
-tens-of-shot classifier does on a labelled set (see drafting.fewshot for the method).
+tens-of-shot classifier does on a labelled set (see drafting.evaluation.fewshot for the method).
 
 Both CSVs have a `text,label` header. Progress goes to stderr, the result to stdout.
 """
@@ -12,9 +12,9 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from drafting import fewshot
-from drafting.embeddings import EMBEDDER_NAMES, EmbeddingError, embedder_named
-from drafting.plr import PENALTIES
+from drafting.engine.embeddings import EMBEDDER_NAMES, EmbeddingError, embedder_named
+from drafting.evaluation import fewshot
+from drafting.learning.plr import PENALTIES
 
 
 class Command(BaseCommand):

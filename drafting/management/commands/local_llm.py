@@ -1,6 +1,6 @@
 """`manage.py local_llm install | serve | status | stop`: the local vLLM server (tier 1).
 
-A thin wrapper: the work lives in drafting.local_llm, which also runs without Django.
+A thin wrapper: the work lives in drafting.localserver.manager, which also runs without Django.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from drafting import local_llm
+from drafting.localserver import manager as local_llm
 
 
 class Command(BaseCommand):

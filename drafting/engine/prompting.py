@@ -1,7 +1,7 @@
 """Prompt adaptation (FrugalGPT): send each tier only as many tokens as it needs.
 
 The thread is trimmed to the endpoint's prompt-token budget, oldest turns first; the system
-prompt and the customer's last message are always kept. Few-shot examples (drafting.examples)
+prompt and the customer's last message are always kept. Few-shot examples (drafting.engine.examples)
 are appended to the system prompt; they are extras, so when the budget is tight they go
 before any turn of the conversation, least similar first. Tokens are estimated at four
 characters each (plus a few per message for the chat format): each provider tokenises

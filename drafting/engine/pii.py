@@ -42,7 +42,7 @@ first because an address may hold digits; IBAN and card before phone):
 
 `customer_details` finds what personal-data rules cannot: names, identifying numbers and
 addresses (see its docstring). The completion cache refuses a reply that holds any
-(drafting.cache) and few-shot examples replace them (`scrub_details`).
+(drafting.engine.cache) and few-shot examples replace them (`scrub_details`).
 """
 
 from __future__ import annotations

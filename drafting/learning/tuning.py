@@ -32,7 +32,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from rapidfuzz.distance import Levenshtein
 
-from drafting import optimiser
+from drafting.learning import optimiser
 from drafting.models import MONEY_PLACES, AgentAction, CascadePolicy, CascadeTier, DraftAttempt
 
 TuningObjective = Literal["encs", "quality"]

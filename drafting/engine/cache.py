@@ -13,9 +13,9 @@ Rules, each for a reason:
   questions, reworded). Vectors of another embedder are never compared;
 - no customer's data, since a hit serves the reply to another customer: a reply that holds
   anything customer-specific (an email, phone, card or IBAN, a name, an identifying number,
-  an address: drafting.pii.personal_kinds, which also knows the names the customer gave) is
+  an address: drafting.engine.pii.personal_kinds, which also knows the names the customer gave) is
   not stored at all, and the question is stored, matched and embedded scrubbed
-  (drafting.pii.scrub_details: "Hi, I'm [NAME], do you ship to Canada?"), so a question that
+  (drafting.engine.pii.scrub_details: "Hi, I'm [NAME], do you ship to Canada?"), so a question that
   differs from a cached one only in such details still hits. An entry stored before these
   rules is checked again when it hits, and is not served if its reply fails them.
 """
@@ -36,10 +36,10 @@ from django.db.models import F
 from django.utils import timezone
 
 from csbot.models import Message
-from drafting.embeddings import to_bytes
+from drafting.engine.embeddings import to_bytes
+from drafting.engine.pii import personal_kinds, scrub_details
+from drafting.engine.similarity import QueryVector, VectorIndex
 from drafting.models import CachedReply, Draft
-from drafting.pii import personal_kinds, scrub_details
-from drafting.similarity import QueryVector, VectorIndex
 
 logger = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from drafting.embeddings import EmbeddingError, Vectors, embedder, from_bytes
+from drafting.engine.embeddings import EmbeddingError, Vectors, embedder, from_bytes
 
 logger = logging.getLogger(__name__)
 

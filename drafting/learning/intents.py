@@ -3,7 +3,7 @@ refund_request…), learned per team from a few dozen messages its admins and ag
 (DESIGN §1.3: penalised logistic regression on sentence embeddings).
 
 Writes:
-- `intent_classifier_train`: embeds the team's labelled examples, fits `drafting.plr`, stores a
+- `intent_classifier_train`: embeds the team's labelled examples, fits `drafting.learning.plr`, stores a
   new `TrainedClassifier` version with its out-of-fold metrics and activates it once at least
   two intents have `INTENT_MIN_EXAMPLES` examples each (otherwise it is stored inactive, with
   the reason, so admins can see how the labelling is going).
@@ -36,13 +36,13 @@ from django.db.models import Count
 from django.utils import timezone
 
 from csbot.models import Message, Team
-from drafting.classifiers import classifier_store
-from drafting.embeddings import EmbeddingError, embedder
+from drafting.engine.embeddings import EmbeddingError, embedder
+from drafting.learning.classifiers import classifier_store
 from drafting.models import Draft, Intent, IntentExample, MessageIntent, TrainedClassifier
 from drafting.signals import intents_changed
 
 if TYPE_CHECKING:
-    from drafting.plr import TrainedPLR
+    from drafting.learning.plr import TrainedPLR
 
 logger = logging.getLogger(__name__)
 
@@ -191,7 +191,9 @@ def intent_classifier_train(
     except EmbeddingError as exc:
         logger.warning("intent training for team %s: embedding failed: %s", team.pk, exc)
         return IntentTraining(None, False, f"Nothing trained: embedding failed ({exc}).")
-    from drafting.plr import train_plr  # scikit-learn: worker-side only, not in web processes
+    from drafting.learning.plr import (
+        train_plr,  # scikit-learn: worker-side only, not in web processes
+    )
 
     plr = train_plr(vectors, [str(intent_id) for intent_id, _ in rows], seed=seed)
 
@@ -267,7 +269,9 @@ def _active_model(team_id: int) -> _Loaded | None:
     )
     if blob is None:  # deactivated and deleted meanwhile
         return None
-    from drafting.plr import TrainedPLR  # scikit-learn: worker-side only, not in web processes
+    from drafting.learning.plr import (
+        TrainedPLR,  # scikit-learn: worker-side only, not in web processes
+    )
 
     loaded = _Loaded(classifier_id, embedding_model, TrainedPLR.from_bytes(blob))
     with _models_lock:

@@ -259,7 +259,7 @@ def vllm_embedder(*, timeout: float = 120.0) -> OpenAIEmbedder:
     EMBEDDING_MODEL point elsewhere (e.g. a larger model served by vLLM on a GPU box). The
     default timeout suits batch work: a CPU server embeds ≈45 short texts/s, so a batch of 64
     long ones takes seconds."""
-    from drafting import local_llm
+    from drafting.localserver import manager as local_llm
 
     key_env = settings.EMBEDDING_API_KEY_ENV
     return OpenAIEmbedder(

@@ -1,5 +1,5 @@
 """Tens-of-shot classification, measured: sample N labelled texts per class, embed them, fit the
-penalised logistic regression (`drafting.plr.train_plr`), and score it on a held-out test set.
+penalised logistic regression (`drafting.learning.plr.train_plr`), and score it on a held-out test set.
 
 `manage.py fewshot_eval` runs one evaluation from two CSV files; `bench/fewshot.py` runs the
 Banking77 and FOMC studies with it. Also here: the readers for those data sets (CSV, and the
@@ -37,8 +37,8 @@ import numpy as np
 from django.conf import settings
 from sklearn.metrics import accuracy_score, f1_score
 
-from drafting.embeddings import Embedder, Vectors
-from drafting.plr import Penalty, train_plr
+from drafting.engine.embeddings import Embedder, Vectors
+from drafting.learning.plr import Penalty, train_plr
 
 Normalisation = Literal["center", "none"]
 NORMALISATIONS: tuple[Normalisation, ...] = ("center", "none")

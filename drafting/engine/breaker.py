@@ -40,7 +40,7 @@ from redis.retry import Retry
 
 logger = logging.getLogger(__name__)
 
-# Failure kinds (see drafting.providers) that say the endpoint itself is unhealthy.
+# Failure kinds (see drafting.engine.providers) that say the endpoint itself is unhealthy.
 COUNTED_KINDS = frozenset({"rate_limited", "timeout", "unavailable"})
 # Kinds that open the breaker at once: the endpoint's configuration is wrong (bad key, wrong
 # model name), so every call would fail the same way until someone fixes it.

@@ -5,7 +5,7 @@ the one being answered — few tokens, and the team's own facts and tone.
 Examples are per team, scrubbed before they are stored (they are shown while drafting for
 other customers, paid tiers included, and a model copies what it is shown): personal data and
 customer-specific details become `[EMAIL]`, `[NAME]`, `[NUMBER]`, `[ADDRESS]`…
-(drafting.pii.scrub_details), the question is embedded and searched scrubbed as the completion
+(drafting.engine.pii.scrub_details), the question is embedded and searched scrubbed as the completion
 cache does, by embedding cosine (DRAFT_FEWSHOT_K, DRAFT_FEWSHOT_MIN_SIMILARITY).
 """
 
@@ -16,12 +16,12 @@ from typing import Any
 
 from django.conf import settings
 
-from drafting.cache import customer_reference, scrubbed_query
-from drafting.embeddings import to_bytes
+from drafting.engine.cache import customer_reference, scrubbed_query
+from drafting.engine.embeddings import to_bytes
+from drafting.engine.pii import scrub_details
+from drafting.engine.prompting import Example
+from drafting.engine.similarity import QueryVector, VectorIndex
 from drafting.models import Draft, ReplyExample
-from drafting.pii import scrub_details
-from drafting.prompting import Example
-from drafting.similarity import QueryVector, VectorIndex
 
 # An example is there to show facts and tone: a long one costs more tokens than it teaches.
 EXAMPLE_MAX_CHARS = 600

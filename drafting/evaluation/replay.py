@@ -10,12 +10,12 @@ caller. Steps (`replay`):
    from the query text (stripped of the prompt every query shares): TF-IDF words and bigrams,
    and the query's MiniLM embedding (PLR). They are cheap next to any LLM call and tell the
    scorer whether an answer is the one the query looks like it wants.
-3. Scorers: one PLR (`drafting.plr.train_plr`) per chain prefix a → b: g = P(b's answer is
+3. Scorers: one PLR (`drafting.learning.plr.train_plr`) per chain prefix a → b: g = P(b's answer is
    right | b's answer, a's answer, whether they agree, how likely each answer is under the
    guesses). Agreement is what lets a cascade stop early: two models saying the same thing are
    usually right. Everything is cross-fitted: each train row's guesses and g come from models
    that never saw it (k folds); test rows get models fitted on all of train.
-4. Plan: `drafting.optimiser` picks the cheapest chain and thresholds whose out-of-fold train
+4. Plan: `drafting.learning.optimiser` picks the cheapest chain and thresholds whose out-of-fold train
    accuracy, less `confidence` standard errors of its per-row difference from the best single
    model, still reaches that model's train accuracy (plus `margin`). The chosen plan is the
    cheapest of thousands that clear the bar, so its own train figure is optimistic; the
@@ -47,10 +47,12 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.pipeline import make_pipeline
 
-from drafting import optimiser
-from drafting.fewshot import shared_data_dir as shared_data_dir  # the replay's data sets too
-from drafting.optimiser import CascadeTable, Chain, Plan
-from drafting.plr import train_plr
+from drafting.evaluation.fewshot import (
+    shared_data_dir as shared_data_dir,  # the replay's data sets too
+)
+from drafting.learning import optimiser
+from drafting.learning.optimiser import CascadeTable, Chain, Plan
+from drafting.learning.plr import train_plr
 
 Array = npt.NDArray[np.float64]
 EmbeddingChoice = Literal["minilm", "none"]
@@ -439,7 +441,7 @@ _EMBEDDER: Any = None
 def _minilm() -> Any:
     global _EMBEDDER  # one model per process: loading costs seconds
     if _EMBEDDER is None:
-        from drafting.embeddings import MiniLMEmbedder
+        from drafting.engine.embeddings import MiniLMEmbedder
 
         _EMBEDDER = MiniLMEmbedder()
     return _EMBEDDER

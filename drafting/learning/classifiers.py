@@ -14,7 +14,7 @@ from csbot.models import Team
 from drafting.models import CascadePolicy, TrainedClassifier
 
 if TYPE_CHECKING:  # scikit-learn stays out of the web processes that import this module
-    from drafting.plr import TrainedPLR
+    from drafting.learning.plr import TrainedPLR
 
 
 def classifier_store(

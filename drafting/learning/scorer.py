@@ -5,7 +5,7 @@ a draft was escalated (DESIGN §1.3).
   good ("1"); a heavier edit or an ignore is bad ("0"). The label judges the draft the agent was
   shown: the cascade's chosen attempt (its last answer), never the escalated ones before it.
 - Training (`scorer_train`): a policy's newest SCORER_MAX_LABELS labelled drafts → features
-  (drafting.scoring.FEATURES) → `drafting.plr.train_plr` → a new `TrainedClassifier` version.
+  (drafting.engine.scoring.FEATURES) → `drafting.learning.plr.train_plr` → a new `TrainedClassifier` version.
   Too few labels (SCORER_MIN_LABELS, SCORER_MIN_MINORITY of the rarer class): nothing is
   trained. The new version becomes active only if its out-of-fold AUC reaches SCORER_MIN_AUC;
   otherwise it is stored inactive with the reason and whatever was in force stays.
@@ -28,8 +28,16 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.db.models import OuterRef, Subquery
 
-from drafting.classifiers import classifier_store
-from drafting.embeddings import Embedder, EmbeddingError, embedder
+from drafting.engine.embeddings import Embedder, EmbeddingError, embedder
+from drafting.engine.scoring import (
+    FEATURES,
+    DefaultScorer,
+    LearnedScorer,
+    Scorer,
+    feature_rows,
+    signal_row,
+)
+from drafting.learning.classifiers import classifier_store
 from drafting.models import (
     AgentAction,
     CascadePolicy,
@@ -38,17 +46,9 @@ from drafting.models import (
     DraftAttempt,
     TrainedClassifier,
 )
-from drafting.scoring import (
-    FEATURES,
-    DefaultScorer,
-    LearnedScorer,
-    Scorer,
-    feature_rows,
-    signal_row,
-)
 
 if TYPE_CHECKING:
-    from drafting.plr import TrainedPLR
+    from drafting.learning.plr import TrainedPLR
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ def scorer_labels(*, policy_id: int, limit: int) -> list[LabelledDraft]:
 
 
 def scorer_features(rows: list[LabelledDraft], *, using: Embedder) -> np.ndarray:
-    """Feature rows for labelled drafts (drafting.scoring.FEATURES), every text embedded once,
+    """Feature rows for labelled drafts (drafting.engine.scoring.FEATURES), every text embedded once,
     in one batch."""
     texts = sorted({t for r in rows for t in (r.customer_text, r.draft_text, *r.earlier_drafts)})
     index = {text: i for i, text in enumerate(texts)}
@@ -232,7 +232,9 @@ def scorer_train(*, policy: CascadePolicy, trained_by: User | None = None) -> Sc
         reason = f"embedding failed: {exc}"
         logger.warning("scorer for policy %s not trained: %s", policy.pk, reason)
         return ScorerTraining(policy_id=policy.pk, labels=labels, reason=reason)
-    from drafting.plr import train_plr  # scikit-learn: worker-side only, not in web processes
+    from drafting.learning.plr import (
+        train_plr,  # scikit-learn: worker-side only, not in web processes
+    )
 
     model = train_plr(features, [r.label for r in rows])
     auc = model.metrics.get("auc")
@@ -316,7 +318,7 @@ def policy_scorer(*, policy_id: int) -> Scorer:
     with _loaded_lock:
         cached = _loaded.get(policy_id)
     if cached is None or cached[0] != classifier_id:
-        from drafting.plr import TrainedPLR  # scikit-learn: only once a model is in force
+        from drafting.learning.plr import TrainedPLR  # scikit-learn: only once a model is in force
 
         blob = TrainedClassifier.objects.values_list("model_blob", flat=True).get(pk=classifier_id)
         cached = (classifier_id, TrainedPLR.from_bytes(blob))
