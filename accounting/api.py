@@ -199,7 +199,7 @@ class WhatIfView(APIView):
                 shares={k: d[f"{k}_share"] for k in ("use", "edit", "ignore")},
                 cost_per_response_usd=d["cost_per_response_usd"],
                 messages_per_year=d["messages_per_year"],
-            )
+            ).as_json()
         )
 
 

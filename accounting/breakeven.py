@@ -18,10 +18,10 @@ from collections import defaultdict
 from datetime import date
 from decimal import Decimal
 from fractions import Fraction
-from typing import Any
 
-from accounting.engine import Scope, SettingsBook, money_str, totals
+from accounting.engine import Scope, SettingsBook, money, totals
 from accounting.facts import Fact, scope_facts
+from accounting.figures import BreakEvenMonth, BreakEvenTarget
 from accounting.models import FixedCost
 from drafting.models import CascadePolicy, ModelEndpoint
 
@@ -51,7 +51,7 @@ def _fixed_in(cost: FixedCost, month: date) -> Decimal:
     return cost.amount_usd if running else Decimal(0)
 
 
-def break_even(*, end: date, team_ids: tuple[int, ...] | None = None) -> list[dict[str, Any]]:
+def break_even(*, end: date, team_ids: tuple[int, ...] | None = None) -> list[BreakEvenTarget]:
     """One entry per policy and per endpoint with fixed costs starting before `end` (the day
     after the period), limited to `team_ids`' policies when given."""
     costs = list(FixedCost.objects.filter(starts_on__lt=end).order_by("starts_on", "pk"))
@@ -103,7 +103,7 @@ def _entry(
     end: date,
     book: SettingsBook,
     team_ids: tuple[int, ...] | None,
-) -> dict[str, Any]:
+) -> BreakEvenTarget:
     months = _months(min(c.starts_on for c in costs), end)
     scope = Scope(start=months[0], end=end, team_ids=team_ids)
     total, per_month, _ = totals(
@@ -116,11 +116,11 @@ def _entry(
             saved += month_totals.labour_savings() - Fraction(month_totals.cost)
         fixed += sum((_fixed_in(c, month) for c in costs), Decimal(0))
         series.append(
-            {
-                "month": month.strftime("%Y-%m"),
-                "cumulative_net_savings_usd": money_str(saved),
-                "cumulative_fixed_costs_usd": money_str(fixed),
-            }
+            BreakEvenMonth(
+                month=month,
+                cumulative_net_savings_usd=money(saved),
+                cumulative_fixed_costs_usd=money(fixed),
+            )
         )
     last = months[-1]
     monthly_fixed = sum(
@@ -145,19 +145,19 @@ def _entry(
         if per_message is not None and per_message > 0
         else None
     )
-    return {
-        "target": target,
-        "id": target_id,
-        "name": name,
-        "since": months[0].strftime("%Y-%m"),
-        "one_off_usd": money_str(one_off),
-        "monthly_usd": money_str(monthly_fixed),
-        "fixed_costs_usd": money_str(fixed),
-        "cumulative_net_savings_usd": money_str(saved),
-        "monthly_net_savings_usd": money_str(monthly_encs),
-        "messages": messages,
-        "paid_back": remaining <= 0,
-        "months_to_pay_back": months_to_pay_back,
-        "break_even_messages_per_year": volume,
-        "series": series,
-    }
+    return BreakEvenTarget(
+        target=target,
+        id=target_id,
+        name=name,
+        since=months[0],
+        one_off_usd=money(one_off),
+        monthly_usd=money(monthly_fixed),
+        fixed_costs_usd=money(fixed),
+        cumulative_net_savings_usd=money(saved),
+        monthly_net_savings_usd=money(monthly_encs),
+        messages=messages,
+        paid_back=remaining <= 0,
+        months_to_pay_back=months_to_pay_back,
+        break_even_messages_per_year=volume,
+        series=tuple(series),
+    )

@@ -1,12 +1,13 @@
 """ENCS charts as inline SVG, drawn on the server with matplotlib.
 
-Pure functions: a report dict from `accounting.selectors.encs_report` (or a list of rows) in,
+Pure functions: an `EncsReport` from `accounting.selectors.encs_figures` (or some of its
+parts) in,
 an `<svg>` string out, for the dashboard and for the printable report alike (the same SVG
 goes into WeasyPrint's PDF, so no JavaScript charting). Output is deterministic: a fixed
 `svg.hashsalt`, no date in the metadata, and every `id` prefixed with the chart's name, so
 tests can compare charts and several can sit in one HTML page without id clashes.
 
-Money arrives as decimal strings; it becomes float only here, for drawing.
+Money arrives as Decimal; it becomes float only here, for drawing.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 from matplotlib.typing import RcKeyType
 
+from accounting.figures import BreakEvenTarget, EncsReport, Figures, Group, TierCost
+
 # Figures are drawn without pyplot (no global state, safe in threaded workers); Agg keeps any
 # pyplot import elsewhere in the process from looking for a display.
 matplotlib.use("Agg")
@@ -38,6 +41,7 @@ GOOD = "#12875a"
 BAD = "#c4322a"
 ACTION_COLOURS = {"use": "#12875a", "edit": "#e3a008", "ignore": "#c4322a"}
 ACTION_LABELS = {"use": "Used as is", "edit": "Edited", "ignore": "Ignored"}
+OTHER_LABEL = "Not acted on"
 
 # Widths in inches (72 pt each). Charts are drawn at about the size they are shown, so text
 # reads at its nominal size: the dashboard's full-width and half-width cards, and the
@@ -76,8 +80,8 @@ STYLE: dict[RcKeyType, Any] = {
 _ID = re.compile(r'\bid="([^"]+)"')
 
 
-def _f(value: str | Decimal | None) -> float:
-    return float(Decimal(value)) if value is not None and value != "" else 0.0
+def _f(value: Decimal | None) -> float:
+    return float(value) if value is not None else 0.0
 
 
 def usd_tick(value: float, _pos: object = None) -> str:
@@ -141,14 +145,14 @@ def _value_grid(ax: Axes, axis: Literal["x", "y"] = "y") -> None:
     ax.set_axisbelow(True)
 
 
-def _period_points(report: dict[str, Any]) -> tuple[list[str], list[float]] | None:
+def _period_points(report: EncsReport) -> tuple[list[str], list[float]] | None:
     """(labels, ENCS) for every day or month of the period, zero where nothing was drafted;
     None when the report is not grouped by time."""
-    unit = report.get("group_by")
+    unit = report.group_by
     if unit not in ("day", "month"):
         return None
-    encs = {g["group"]: _f(g["encs_usd"]) for g in report.get("groups", [])}
-    start, last = date.fromisoformat(report["from"]), date.fromisoformat(report["to"])
+    encs = {g.name: _f(g.figures.encs_usd) for g in report.groups or ()}
+    start, last = report.start, report.last
     keys: list[tuple[str, str]] = []
     if unit == "day":
         day = start
@@ -182,10 +186,10 @@ def _align_zero(left: Axes, bars: list[float], right: Axes, line: list[float]) -
         axes.set_ylim(low, high)
 
 
-def encs_over_time(report: dict[str, Any], *, width: float = SCREEN_WIDE) -> str:
+def encs_over_time(report: EncsReport, *, width: float = SCREEN_WIDE) -> str:
     """ENCS per day (or month) as bars, green above zero and red below, with the running
     total on a second axis: what finance asks first is "are we up, and since when"."""
-    title = "ENCS per day" if report.get("group_by") == "day" else "ENCS per month"
+    title = "ENCS per day" if report.group_by == "day" else "ENCS per month"
     points = _period_points(report)
     if points is None:
         return _empty(
@@ -230,16 +234,13 @@ def encs_over_time(report: dict[str, Any], *, width: float = SCREEN_WIDE) -> str
         )
 
 
-def action_shares(report: dict[str, Any], *, width: float = SCREEN_HALF) -> str:
-    """What agents did with the drafts they were shown: used, edited, ignored, as 100 %
-    bars for all drafts and for each model."""
-    rows: list[tuple[str, dict[str, int]]] = [("All drafts", report["actions"])]
-    rows += [
-        (g["group"], g["actions"])
-        for g in report.get("by_model", [])
-        if sum(g["actions"][k] for k in ACTION_COLOURS)
-    ]
-    rows = [(name, acts) for name, acts in rows if sum(acts[k] for k in ACTION_COLOURS)]
+def action_shares(report: EncsReport, *, width: float = SCREEN_HALF) -> str:
+    """What became of the drafts: used, edited, ignored, and the rest (failed, never
+    answered, outliers), as 100 % bars of all drafts, for all drafts and for each model. The
+    coloured parts are P(use), P(edit), P(ignore): the report's shares."""
+    rows: list[tuple[str, Figures]] = [("All drafts", report.totals)]
+    rows += [(g.name, g.figures) for g in report.by_model]
+    rows = [(name, figures) for name, figures in rows if figures.acted]
     title = "What agents did with the drafts"
     if not rows:
         return _empty("shares", title, "No draft was acted on in this period.", width)
@@ -249,13 +250,25 @@ def action_shares(report: dict[str, Any], *, width: float = SCREEN_HALF) -> str:
     with _figure((width, height)) as fig:
         ax = fig.add_subplot()
         names = [name for name, _ in rows][::-1]
-        acted = [sum(acts[k] for k in ACTION_COLOURS) for _, acts in rows][::-1]
+        drafts = [figures.drafts for _, figures in rows][::-1]
         left = [0.0] * len(rows)
-        for kind, colour in ACTION_COLOURS.items():
-            shares = [acts[kind] / n for (_, acts), n in zip(rows[::-1], acted, strict=True)]
-            bars = ax.barh(
-                names, shares, left=left, color=colour, height=0.62, label=ACTION_LABELS[kind]
+        parts = [
+            (
+                ACTION_LABELS[kind],
+                colour,
+                [_f(figures.shares[kind]) for _, figures in rows[::-1]],
             )
+            for kind, colour in ACTION_COLOURS.items()
+        ]
+        parts.append(
+            (
+                OTHER_LABEL,
+                GRID,
+                [(figures.drafts - figures.acted) / figures.drafts for _, figures in rows[::-1]],
+            )
+        )
+        for label, colour, shares in parts:
+            bars = ax.barh(names, shares, left=left, color=colour, height=0.62, label=label)
             for bar, share in zip(bars, shares, strict=True):
                 if share >= 0.08:
                     ax.text(
@@ -264,30 +277,29 @@ def action_shares(report: dict[str, Any], *, width: float = SCREEN_HALF) -> str:
                         f"{share:.0%}",
                         ha="center",
                         va="center",
-                        color="white",
+                        color=MUTED if colour == GRID else "white",
                         fontsize=8,
                         fontweight="bold",
                     )
             left = [a + b for a, b in zip(left, shares, strict=True)]
-        for y, n in enumerate(acted):
+        for y, n in enumerate(drafts):
             ax.text(1.02, y, f"n={n:,}", va="center", color=MUTED, fontsize=7.5)
         ax.set_xlim(0, 1)
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:.0%}"))
         ax.spines["left"].set_visible(False)
         ax.spines["bottom"].set_visible(False)
         ax.set_xticks([0, 0.25, 0.5, 0.75, 1])
-        ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncols=3, handlelength=1)
+        ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncols=4, handlelength=1)
         ax.set_title(title, pad=22)
-        overall = {k: report["shares"][k] for k in ACTION_COLOURS}
         return _svg(
             fig,
             name="shares",
-            label=f"{title}: "
-            + ", ".join(f"{ACTION_LABELS[k]} {_f(v):.0%}" for k, v in overall.items()),
+            label=f"{title} (shares of all drafts): "
+            + ", ".join(f"{ACTION_LABELS[k]} {_f(v):.0%}" for k, v in report.totals.shares.items()),
         )
 
 
-def cost_by_tier(rows: Sequence[dict[str, Any]], *, width: float = SCREEN_HALF) -> str:
+def cost_by_tier(rows: Sequence[TierCost], *, width: float = SCREEN_HALF) -> str:
     """Model cost per cascade tier (rows from `accounting.dashboard.tier_costs`): where the
     money goes, and how much the cache and the cheap tiers carry."""
     title = "Model cost by cascade tier"
@@ -295,16 +307,16 @@ def cost_by_tier(rows: Sequence[dict[str, Any]], *, width: float = SCREEN_HALF) 
         return _empty("tiers", title, "No attempts in this period.", width)
     with _figure((width, 2.7)) as fig:
         ax = fig.add_subplot()
-        labels = [row["label"] for row in rows]
-        costs = [_f(row["cost_usd"]) for row in rows]
-        colours = [GOOD if row["tier"] == 0 else ACCENT for row in rows]
+        labels = [row.label for row in rows]
+        costs = [_f(row.cost_usd) for row in rows]
+        colours = [GOOD if row.tier == 0 else ACCENT for row in rows]
         bars = ax.bar(labels, costs, color=colours, width=0.6)
         top = max(costs) or 1.0
         for bar, row, cost in zip(bars, rows, costs, strict=True):
             ax.text(
                 bar.get_x() + bar.get_width() / 2,
                 cost + top * 0.03,
-                f"{usd_tick(cost)}\n{row['attempts']:,} attempts",
+                f"{usd_tick(cost)}\n{row.attempts:,} attempts",
                 ha="center",
                 va="bottom",
                 fontsize=7.5,
@@ -319,37 +331,34 @@ def cost_by_tier(rows: Sequence[dict[str, Any]], *, width: float = SCREEN_HALF) 
             fig,
             name="tiers",
             label=f"{title}: "
-            + ", ".join(
-                f"{row['label']} {usd_tick(c)}" for row, c in zip(rows, costs, strict=True)
-            ),
+            + ", ".join(f"{row.label} {usd_tick(c)}" for row, c in zip(rows, costs, strict=True)),
         )
 
 
 def encs_by_model(
-    report: dict[str, Any],
+    groups: Sequence[Group],
     *,
     width: float = SCREEN_HALF,
-    key: str = "by_model",
     title: str = "ENCS by model",
     name: str = "models",
 ) -> str:
     """ENCS per model that wrote the final draft (plus cache hits and failed drafts): labour
-    saved minus what that model's drafts cost. With key="by_intent": the same per intent of
-    the customer's message."""
-    groups = [g for g in report.get(key, []) if g["messages"]]
+    saved minus what that model's drafts cost (`report.by_model`). With `report.by_intent`:
+    the same per intent of the customer's message."""
+    groups = [g for g in groups if g.figures.messages]
     if not groups:
         return _empty(name, title, "No drafts in this period.", width)
-    groups = sorted(groups, key=lambda g: _f(g["encs_usd"]))
+    groups = sorted(groups, key=lambda g: _f(g.figures.encs_usd))
     height = 1.2 + 0.42 * len(groups)
     with _figure((width, height)) as fig:
         ax = fig.add_subplot()
-        names = [g["group"] for g in groups]
-        values = [_f(g["encs_usd"]) for g in groups]
+        names = [g.name for g in groups]
+        values = [_f(g.figures.encs_usd) for g in groups]
         ax.barh(names, values, color=[GOOD if v >= 0 else BAD for v in values], height=0.6)
         ax.axvline(0, color=MUTED, linewidth=0.8)
         span = max(abs(v) for v in values) or 1.0
         for y, (group, value) in enumerate(zip(groups, values, strict=True)):
-            per = group["encs_per_message_usd"]
+            per = group.figures.encs_per_message_usd
             note = usd_tick(value) + (f"  ({usd_tick(_f(per))}/msg)" if per else "")
             # Right of the bar, or right of zero for a loss: never over the model names.
             ax.text(
@@ -376,21 +385,21 @@ def encs_by_model(
         )
 
 
-def break_even(target: dict[str, Any], *, width: float = PRINT) -> str:
+def break_even(target: BreakEvenTarget, *, width: float = PRINT) -> str:
     """One break-even target (a policy or an endpoint): cumulative net savings against
     cumulative fixed costs, month by month; where the first line crosses the second, the
     fixed costs have paid back."""
-    kind = "Policy" if target["target"] == "policy" else "Model"
-    title = f"{kind} {target['name']}: break-even"
-    name = f"breakeven-{target['target']}-{target['id']}"
-    series = target["series"]
+    kind = "Policy" if target.target == "policy" else "Model"
+    title = f"{kind} {target.name}: break-even"
+    name = f"breakeven-{target.target}-{target.id}"
+    series = target.series
     if not series:
         return _empty(name, title, "No months to show.", width)
     with _figure((width, 2.7)) as fig:
         ax = fig.add_subplot()
-        months = [date.fromisoformat(f"{p['month']}-01").strftime("%b %Y") for p in series]
-        saved = [_f(p["cumulative_net_savings_usd"]) for p in series]
-        fixed = [_f(p["cumulative_fixed_costs_usd"]) for p in series]
+        months = [p.month.strftime("%b %Y") for p in series]
+        saved = [_f(p.cumulative_net_savings_usd) for p in series]
+        fixed = [_f(p.cumulative_fixed_costs_usd) for p in series]
         x = list(range(len(series)))
         ax.fill_between(
             x,
@@ -438,10 +447,10 @@ def break_even(target: dict[str, Any], *, width: float = PRINT) -> str:
         ax.yaxis.set_major_formatter(FuncFormatter(usd_tick))
         ax.yaxis.set_major_locator(MaxNLocator(5))
         ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncols=2, handlelength=1.6)
-        if target["paid_back"]:
+        if target.paid_back:
             status = "paid back"
-        elif target["months_to_pay_back"] is not None:
-            status = f"{target['months_to_pay_back']} months to pay back"
+        elif target.months_to_pay_back is not None:
+            status = f"{target.months_to_pay_back} months to pay back"
         else:
             status = "not paying back at this volume"
         ax.set_title(f"{title} — {status}", pad=22)

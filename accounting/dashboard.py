@@ -15,6 +15,7 @@ from django.db.models.functions import Coalesce
 
 from accounting.engine import money
 from accounting.facts import Scope, day_start
+from accounting.figures import TierCost
 from accounting.models import AccountingSettings
 from csbot.models import AgentProfile, Team
 from drafting.models import MONEY_DIGITS, MONEY_PLACES, CascadePolicy, DraftAttempt
@@ -53,9 +54,9 @@ def dashboard_viewer(*, user: Any) -> Viewer:
     return Viewer(team_id=profile.team_id)
 
 
-def tier_costs(scope: Scope) -> list[dict[str, Any]]:
+def tier_costs(scope: Scope) -> list[TierCost]:
     """Provider attempts of the drafts created in `scope`, summed per cascade tier (tier 0:
-    cache hits): attempts, successful ones, and what they cost (a decimal string). Exploratory
+    cache hits): attempts, successful ones, and what they cost. Exploratory
     attempts (asked after the draft was ready, for the optimiser) are a row of their own: the
     money is spent all the same, but they are not escalations."""
     money_field: DecimalField[Any, Any] = DecimalField(
@@ -78,14 +79,13 @@ def tier_costs(scope: Scope) -> list[dict[str, Any]]:
         .order_by("tier", "exploratory")
     )
     return [
-        {
-            "tier": row["tier"],
-            "label": ("Cache" if row["tier"] == 0 else f"Tier {row['tier']}")
-            + (" (exploration)" if row["exploratory"] else ""),
-            "attempts": row["n"],
-            "ok": row["ok"],
-            "cost_usd": f"{money(Decimal(row['spent'])):f}",
-        }
+        TierCost(
+            tier=row["tier"],
+            exploratory=row["exploratory"],
+            attempts=row["n"],
+            ok=row["ok"],
+            cost_usd=money(Decimal(row["spent"])),
+        )
         for row in rows
     ]
 

@@ -29,16 +29,23 @@ from dataclasses import dataclass, field
 from datetime import date
 from decimal import Context, Decimal, Inexact, InvalidOperation, Overflow, localcontext
 from fractions import Fraction
-from typing import Any
 
 from accounting.facts import DRAFTED_KINDS, KINDS, Fact, Scope
+from accounting.figures import (
+    DECOMPOSED_KINDS,
+    MONEY,
+    SECONDS,
+    ZERO,
+    Baseline,
+    Decomposition,
+    Figures,
+    Group,
+    WhatIf,
+    share_of,
+)
 from accounting.models import AccountingSettings
 
 GROUP_BY = ("model", "tier", "policy", "team", "agent", "intent", "day", "month")
-MONEY = Decimal("0.0000000001")
-SECONDS = Decimal("0.001")
-SHARE = Decimal("0.0001")
-ZERO = Decimal(0)
 
 
 # Sums of savings are kept as exact decimals scaled by 3600 (R × (n·T − Σ handle), in
@@ -62,26 +69,6 @@ def money(value: Decimal | Fraction) -> Decimal:
 def money_str(value: Decimal | Fraction) -> str:
     """Money for JSON: a plain decimal string with 10 places ("0.0000000000", never "0E-10")."""
     return f"{money(value):f}"
-
-
-@dataclass(frozen=True)
-class Baseline:
-    seconds: Decimal
-    source: str  # "measured" or "default"
-    sample: int
-    min_sample: int
-    ci95_seconds: tuple[Decimal, Decimal] | None = None
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "seconds": str(self.seconds.quantize(SECONDS)),
-            "source": self.source,
-            "sample": self.sample,
-            "min_sample": self.min_sample,
-            "ci95_seconds": [str(v.quantize(SECONDS)) for v in self.ci95_seconds]
-            if self.ci95_seconds
-            else None,
-        }
 
 
 class SettingsBook:
@@ -164,60 +151,56 @@ class Totals:
         with localcontext(EXACT):
             return Fraction(sum(self.savings_x3600.values(), ZERO)) / 3600
 
-    def as_json(self) -> dict[str, Any]:
-        drafted = {k: self.drafts[k] for k in (*DRAFTED_KINDS, "none", "unused", "outlier")}
+    def figures(self) -> Figures:
+        """The figures of these sums, money rounded once (here)."""
+        drafted = {k: self.drafts[k] for k in DECOMPOSED_KINDS}
         n_drafts = sum(drafted.values())
-        acted = sum(self.drafts[k] for k in DRAFTED_KINDS)
         messages = sum(self.drafts.values())
         labour = self.labour_savings()
         encs = labour - Fraction(self.cost)
-        decomposition: dict[str, Any] = {"drafts": n_drafts}
+        decomposition = None
         if n_drafts:
-            p = {k: Fraction(v, n_drafts) for k, v in drafted.items()}
             s = {k: (self.saving(k) / v if v else Fraction(0)) for k, v in drafted.items()}
             c = Fraction(self.cost) / n_drafts
-            per_draft = sum((p[k] * s[k] for k in drafted), Fraction(0)) - c
-            decomposition.update(
-                p={k: f"{money(v).quantize(SHARE):f}" for k, v in p.items()},
-                s_usd={k: money_str(v) for k, v in s.items()},
-                c_usd=money_str(c),
-                encs_per_draft_usd=money_str(per_draft),
-                encs_usd=money_str(per_draft * n_drafts),
+            per_draft = (
+                sum((Fraction(v, n_drafts) * s[k] for k, v in drafted.items()), Fraction(0)) - c
             )
-        return {
-            "messages": messages,
-            "drafts": n_drafts,
-            "actions": {
+            decomposition = Decomposition(
+                drafts=n_drafts,
+                p={k: share_of(v, n_drafts) for k, v in drafted.items()},
+                s_usd={k: money(v) for k, v in s.items()},
+                c_usd=money(c),
+                encs_per_draft_usd=money(per_draft),
+                encs_usd=money(per_draft * n_drafts),
+            )
+        return Figures(
+            messages=messages,
+            drafts=n_drafts,
+            actions={
                 "use": self.drafts["use"],
                 "edit": self.drafts["edit"],
                 "ignore": self.drafts["ignore"],
                 "none": self.drafts["none"] + self.drafts["held_out"],
             },
-            "unanswered_drafts": self.drafts["unused"],
+            unanswered_drafts=self.drafts["unused"],
             # Answered, but after longer than ACTION_MAX_HANDLE_SECONDS: no saving, no baseline.
-            "outliers": self.drafts["outlier"] + self.drafts["held_out_outlier"],
-            "held_out": self.drafts["held_out"]
+            outliers=self.drafts["outlier"] + self.drafts["held_out_outlier"],
+            held_out=self.drafts["held_out"]
             + self.drafts["held_out_open"]
             + self.drafts["held_out_outlier"],
-            "shares": {
-                k: str((Decimal(self.drafts[k]) / acted).quantize(SHARE) if acted else ZERO)
-                for k in DRAFTED_KINDS
-            },
-            "handle_seconds": {
-                k: str((self.handle[k] / self.drafts[k]).quantize(SECONDS))
-                if self.drafts[k]
-                else None
+            handle_seconds={
+                k: (self.handle[k] / self.drafts[k]).quantize(SECONDS) if self.drafts[k] else None
                 for k in (*DRAFTED_KINDS, "held_out")
             },
-            "labor_savings_usd": money_str(labour),
-            "model_cost_usd": money_str(self.cost),
-            "encs_usd": money_str(encs),
-            "encs_per_message_usd": money_str(encs / messages) if messages else None,
-            "all_paid_cost_usd": money_str(self.counterfactual_cost),
-            "cascade_savings_usd": money_str(self.counterfactual_cost - self.cost),
-            "encs_all_paid_usd": money_str(labour - Fraction(self.counterfactual_cost)),
-            "decomposition": decomposition,
-        }
+            labor_savings_usd=money(labour),
+            model_cost_usd=money(self.cost),
+            encs_usd=money(encs),
+            encs_per_message_usd=money(encs / messages) if messages else None,
+            all_paid_cost_usd=money(self.counterfactual_cost),
+            cascade_savings_usd=money(self.counterfactual_cost - self.cost),
+            encs_all_paid_usd=money(labour - Fraction(self.counterfactual_cost)),
+            decomposition=decomposition,
+        )
 
 
 def _saving_x3600(fact: Fact, *, rate: Decimal, baseline: Decimal) -> Decimal:
@@ -256,31 +239,30 @@ def totals(
     return total, groups, baselines
 
 
+@dataclass(frozen=True)
+class Summary:
+    """`summarise`'s answer: the figures in total and per group, and each team's baseline."""
+
+    totals: Figures
+    groups: tuple[Group, ...]
+    baselines: dict[int, Baseline]
+
+
 def summarise(
     facts: Sequence[Fact],
     *,
     scope: Scope,
     book: SettingsBook,
-    group_by: str | None = None,
     label: Labeller | None = None,
-) -> dict[str, Any]:
+) -> Summary:
     """The ENCS figures of `facts` (already limited to `scope`'s days), in total and per group
-    (`label(fact)` names a fact's group)."""
+    (`label(fact)` names a fact's group; no groups without it)."""
     total, groups, baselines = totals(facts, scope=scope, book=book, label=label)
-    result = total.as_json()
-    if len(baselines) == 1:
-        only = next(iter(baselines.values()))
-        result["baseline_seconds"] = str(only.seconds.quantize(SECONDS))
-        result["baseline_source"] = only.source
-    else:
-        result["baseline_seconds"] = None
-        result["baseline_source"] = "per team" if baselines else "none"
-    result["baselines"] = {str(t): b.as_json() for t, b in baselines.items()}
-    if group_by and label is not None:
-        result["groups"] = [
-            {"group": name, **totals.as_json()} for name, totals in sorted(groups.items())
-        ]
-    return result
+    return Summary(
+        totals=total.figures(),
+        groups=tuple(Group(name=name, figures=g.figures()) for name, g in sorted(groups.items())),
+        baselines=baselines,
+    )
 
 
 def whatif(
@@ -291,26 +273,24 @@ def whatif(
     shares: dict[str, Decimal],
     cost_per_response_usd: Decimal,
     messages_per_year: int,
-) -> dict[str, Any]:
+) -> WhatIf:
     """The paper's case-study arithmetic: ENCS per message and per year from assumed action
     times and shares (use/edit/ignore, shares summing to at most 1; the rest saves nothing)."""
     per_message = Fraction(0)
-    savings: dict[str, str] = {}
+    savings: dict[str, Decimal] = {}
     for kind in DRAFTED_KINDS:
         s = (
             Fraction(agent_hourly_usd)
             * (Fraction(baseline_seconds) - Fraction(handle_seconds[kind]))
             / 3600
         )
-        savings[kind] = money_str(s)
+        savings[kind] = money(s)
         per_message += Fraction(shares[kind]) * s
     per_message -= Fraction(cost_per_response_usd)
-    return {
-        "s_usd": savings,
-        "encs_per_message_usd": money_str(per_message),
-        "encs_per_year_usd": money_str(per_message * messages_per_year),
-        "messages_per_year": messages_per_year,
-        "break_even_cost_per_response_usd": str(
-            money(per_message + Fraction(cost_per_response_usd))
-        ),
-    }
+    return WhatIf(
+        s_usd=savings,
+        encs_per_message_usd=money(per_message),
+        encs_per_year_usd=money(per_message * messages_per_year),
+        messages_per_year=messages_per_year,
+        break_even_cost_per_response_usd=money(per_message + Fraction(cost_per_response_usd)),
+    )

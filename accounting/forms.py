@@ -13,8 +13,9 @@ from django.forms import BoundField
 from django.http import QueryDict
 
 from accounting.dashboard import Viewer
-from accounting.engine import money, whatif
+from accounting.engine import whatif
 from accounting.facts import Scope
+from accounting.figures import EncsReport, WhatIf
 from accounting.reports import FIRST_DAY, LAST_DAY
 from drafting.models import CascadePolicy
 
@@ -201,7 +202,7 @@ class WhatIfForm(forms.Form):
             raise forms.ValidationError("Used, edited and ignored add up to more than 100 %.")
         return cleaned
 
-    def result(self) -> dict[str, Any]:
+    def result(self) -> WhatIf:
         data = self.cleaned_data
         return whatif(
             agent_hourly_usd=data["agent_hourly_usd"],
@@ -214,25 +215,23 @@ class WhatIfForm(forms.Form):
 
     @staticmethod
     def initial_from(
-        report: dict[str, Any], *, agent_hourly_usd: Decimal, default_baseline_seconds: Decimal
+        report: EncsReport, *, agent_hourly_usd: Decimal, default_baseline_seconds: Decimal
     ) -> dict[str, Any]:
         """The period's measured figures as what-if inputs: its baseline (the default when
         teams differ), mean handle times (the baseline where none was measured: no
-        saving), shares of drafted messages, mean cost per draft, and the message volume
+        saving), the shares P(a) of all drafts, mean cost per draft, and the message volume
         scaled to a year."""
-        baseline = Decimal(report["baseline_seconds"] or default_baseline_seconds)
-        drafts = report["drafts"]
-        handle = report["handle_seconds"]
+        totals = report.totals
+        baseline = report.baseline_seconds or default_baseline_seconds
         initial: dict[str, Any] = {
             "agent_hourly_usd": agent_hourly_usd.normalize(),
             "baseline_seconds": baseline.normalize(),
         }
-        for kind in ("use", "edit", "ignore"):
-            initial[f"{kind}_seconds"] = Decimal(handle[kind] or baseline).normalize()
-            share = Decimal(report["actions"][kind]) * 100 / drafts if drafts else Decimal(0)
-            initial[f"{kind}_pct"] = share.quantize(Decimal("0.01"))
-        cost = Decimal(report["model_cost_usd"]) / drafts if drafts else Decimal(0)
-        initial["cost_per_response_usd"] = money(cost).normalize()
-        days = (date.fromisoformat(report["to"]) - date.fromisoformat(report["from"])).days + 1
-        initial["messages_per_year"] = round(report["messages"] * 365 / days)
+        for kind, share in totals.shares.items():
+            initial[f"{kind}_seconds"] = (totals.handle_seconds[kind] or baseline).normalize()
+            initial[f"{kind}_pct"] = (share * 100).quantize(Decimal("0.01"))
+        cost = totals.cost_per_draft_usd or Decimal(0)
+        initial["cost_per_response_usd"] = cost.normalize()
+        days = (report.last - report.start).days + 1
+        initial["messages_per_year"] = round(totals.messages * 365 / days)
         return initial

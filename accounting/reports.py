@@ -1,15 +1,17 @@
 """Monthly ENCS reports: figures (JSON), CSV, HTML and PDF; stored, and e-mailed to managers.
 
-The figures are `encs_report` for the calendar month (grouped by day, for the ENCS-over-time
+The figures are `encs_figures` for the calendar month (grouped by day, for the ENCS-over-time
 chart; per model and break-even included). Before a month is reported the fact rollup catches
 up, so the report reads the daily rollup rather than millions of raw rows.
 """
 
 from __future__ import annotations
 
+import calendar
 import csv
 import io
 import logging
+from collections.abc import Sequence
 from datetime import date, timedelta
 from typing import Any
 
@@ -20,8 +22,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounting.facts import Scope
+from accounting.figures import EncsReport, Figures, plain
 from accounting.models import MonthlyReport
-from accounting.selectors import encs_report
+from accounting.selectors import encs_figures
 from accounting.services import facts_rollup_due
 from csbot.models import AgentProfile, Team
 
@@ -72,45 +75,72 @@ def next_month(month: date) -> date:
     return (month.replace(day=28) + timedelta(days=4)).replace(day=1)
 
 
-def report_figures(*, month: date, team: Team | None) -> dict[str, Any]:
+def report_figures(*, month: date, team: Team | None) -> EncsReport:
     scope = Scope(
         start=month,
         end=next_month(month),
         team_ids=(team.pk,) if team is not None else None,
     )
-    figures = encs_report(scope, group_by="day")
-    figures["team"] = team.name if team is not None else None
-    return figures
+    return encs_figures(scope, group_by="day")
 
 
-def report_title(figures: dict[str, Any]) -> str:
-    return f"ENCS report {figures['period']} — {figures.get('team') or 'all teams'}"
+def monthly_json(figures: EncsReport, *, team: Team | None) -> dict[str, Any]:
+    """A month's figures as stored (MonthlyReport.figures) and printed by `encs_report
+    --format json`: the API's JSON and the team's name (None: all teams). Read it back with
+    `EncsReport.from_json`."""
+    return {**figures.as_json(), "team": team.name if team is not None else None}
 
 
-def _csv_row(section: str, group: str, figures: dict[str, Any]) -> list[Any]:
-    actions, shares = figures["actions"], figures["shares"]
-    values = {
-        "messages": figures["messages"],
-        "drafts": figures["drafts"],
-        **actions,
-        **{f"share_{k}": v for k, v in shares.items()},
-        **{k: figures[k] for k in CSV_COLUMNS if k in figures},
+def report_title(report: EncsReport, *, team_names: Sequence[str]) -> str:
+    """The report's one title: the HTML and PDF documents, the e-mail's subject and body."""
+    if report.whole_month:
+        period = f"{calendar.month_name[report.start.month]} {report.start.year}"
+    else:
+        period = f"{report.start.isoformat()} – {report.last.isoformat()}"
+    return f"ENCS report, {period} — {', '.join(team_names) or 'all teams'}"
+
+
+def report_filename(report: EncsReport, extension: str) -> str:
+    return f"encs-{report.period.replace('..', '_')}.{extension}"
+
+
+def _team_names(team: Team | None) -> list[str]:
+    return [team.name] if team is not None else []
+
+
+def _csv_row(section: str, group: str, figures: Figures) -> list[Any]:
+    values: dict[str, Any] = {
+        "messages": figures.messages,
+        "drafts": figures.drafts,
+        **figures.actions,
+        "outliers": figures.outliers,
+        # P(a): shares of all drafts, as everywhere else.
+        **{f"share_{k}": str(v) for k, v in figures.shares.items()},
+        "labor_savings_usd": plain(figures.labor_savings_usd),
+        "model_cost_usd": plain(figures.model_cost_usd),
+        "encs_usd": plain(figures.encs_usd),
+        "encs_per_message_usd": ""
+        if figures.encs_per_message_usd is None
+        else plain(figures.encs_per_message_usd),
+        "all_paid_cost_usd": plain(figures.all_paid_cost_usd),
+        "cascade_savings_usd": plain(figures.cascade_savings_usd),
     }
     return [section, group, *(values[c] for c in CSV_COLUMNS)]
 
 
-def report_csv(figures: dict[str, Any]) -> str:
+def report_csv(figures: EncsReport) -> str:
     """The month in one table: the total, then per model, per intent, then per day."""
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["section", "group", *CSV_COLUMNS])
-    writer.writerow(_csv_row("total", figures["period"], figures))
-    for group in figures["by_model"]:
-        writer.writerow(_csv_row("model", group["group"], group))
-    for group in figures.get("by_intent", []):
-        writer.writerow(_csv_row("intent", group["group"], group))
-    for group in figures.get("groups", []):
-        writer.writerow(_csv_row("day", group["group"], group))
+    writer.writerow(_csv_row("total", figures.period, figures.totals))
+    for section, groups in (
+        ("model", figures.by_model),
+        ("intent", figures.by_intent),
+        ("day", figures.groups or ()),
+    ):
+        for group in groups:
+            writer.writerow(_csv_row(section, group.name, group.figures))
     return out.getvalue()
 
 
@@ -132,7 +162,7 @@ def report_generate(*, month: date, team: Team | None) -> MonthlyReport:
     from accounting.rendering import html_to_pdf, report_html  # matplotlib: load on demand
 
     figures = report_figures(month=month, team=team)
-    html = report_html(figures, title=report_title(figures))
+    html = report_html(figures, title=report_title(figures, team_names=_team_names(team)))
     pdf = html_to_pdf(html)
     name = f"encs-{month:%Y-%m}-{team.pk if team else 'all'}"
     with transaction.atomic():
@@ -141,7 +171,7 @@ def report_generate(*, month: date, team: Team | None) -> MonthlyReport:
             for stored in (old.html, old.pdf, old.csv):
                 stored.delete(save=False)
             old.delete()
-        report = MonthlyReport(team=team, month=month, figures=figures)
+        report = MonthlyReport(team=team, month=month, figures=monthly_json(figures, team=team))
         report.html.save(f"{name}.html", ContentFile(html.encode()), save=False)
         report.pdf.save(f"{name}.pdf", ContentFile(pdf), save=False)
         report.csv.save(f"{name}.csv", ContentFile(report_csv(figures).encode()), save=False)
@@ -154,16 +184,20 @@ def report_email(report: MonthlyReport) -> list[str]:
     recipients = report_recipients(report.team)
     if not recipients:
         return []
-    figures = report.figures
+    figures = EncsReport.from_json(report.figures)
+    totals, baseline = figures.totals, figures.baseline_seconds
+    title = report_title(figures, team_names=_team_names(report.team))
+    per_message = totals.encs_per_message_usd
     body = (
-        f"{report_title(figures)}\n\n"
-        f"Messages: {figures['messages']}  Drafts: {figures['drafts']}\n"
-        f"Labour savings: ${figures['labor_savings_usd']}\n"
-        f"Model cost: ${figures['model_cost_usd']}\n"
-        f"ENCS: ${figures['encs_usd']} (${figures['encs_per_message_usd']} per message)\n"
-        f"Baseline: {figures['baseline_seconds']} s ({figures['baseline_source']})\n"
+        f"{title}\n\n"
+        f"Messages: {totals.messages}  Drafts: {totals.drafts}\n"
+        f"Labour savings: ${plain(totals.labor_savings_usd)}\n"
+        f"Model cost: ${plain(totals.model_cost_usd)}\n"
+        f"ENCS: ${plain(totals.encs_usd)} "
+        f"(${'None' if per_message is None else plain(per_message)} per message)\n"
+        f"Baseline: {baseline} s ({figures.baseline_source})\n"
     )
-    message = EmailMessage(subject=report_title(figures), body=body, to=recipients)
+    message = EmailMessage(subject=title, body=body, to=recipients)
     message.attach(report.pdf.name.rsplit("/", 1)[-1], report.pdf.read(), "application/pdf")
     message.attach(report.csv.name.rsplit("/", 1)[-1], report.csv.read(), "text/csv")
     message.send()

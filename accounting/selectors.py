@@ -11,6 +11,7 @@ from django.contrib.auth import get_user_model
 from accounting.breakeven import break_even
 from accounting.engine import GROUP_BY, Scope, SettingsBook, summarise
 from accounting.facts import Fact, scope_facts
+from accounting.figures import BreakEven, EncsReport
 from csbot.models import Team
 from drafting.models import CascadePolicy, CascadeTier, Intent, ModelEndpoint
 
@@ -73,9 +74,9 @@ def _labeller(group_by: str, facts: list[Fact]) -> Callable[[Fact], str]:
     raise ValueError(f"group_by must be one of {', '.join(GROUP_BY)}, not {group_by!r}.")
 
 
-def encs_report(scope: Scope, *, group_by: str | None = None) -> dict[str, Any]:
+def encs_figures(scope: Scope, *, group_by: str | None = None) -> EncsReport:
     """ENCS figures for the scope, in total, per `group_by`, per model (`by_model`) and per
-    intent (`by_intent`)."""
+    intent (`by_intent`), with each team's baseline and break-even."""
     # Only a per-agent grouping needs the facts per agent; the rest sum them in the database.
     facts = scope_facts(scope, by_agent=group_by == "agent")
     book = SettingsBook.load()
@@ -88,33 +89,34 @@ def encs_report(scope: Scope, *, group_by: str | None = None) -> dict[str, Any]:
             == 1
         )
     )
-    result: dict[str, Any] = {
-        "period": scope.start.strftime("%Y-%m") if whole_month else f"{scope.start}..{last}",
-        "from": scope.start.isoformat(),
-        "to": last.isoformat(),
-        "teams": list(scope.team_ids) if scope.team_ids is not None else None,
-        "policies": list(scope.policy_ids) if scope.policy_ids is not None else None,
-    }
     grouped = summarise(
-        facts,
-        scope=scope,
-        book=book,
-        group_by=group_by,
-        label=_labeller(group_by, facts) if group_by else None,
+        facts, scope=scope, book=book, label=_labeller(group_by, facts) if group_by else None
     )
     by = {
         name: grouped
         if group_by == name
-        else summarise(facts, scope=scope, book=book, group_by=name, label=_labeller(name, facts))
+        else summarise(facts, scope=scope, book=book, label=_labeller(name, facts))
         for name in ("model", "intent")
     }
-    result.update(grouped)
-    result["group_by"] = group_by
-    result["by_model"] = by["model"]["groups"]
-    # Messages the intent classifier has not labelled are the "(no intent)" group.
-    result["by_intent"] = by["intent"]["groups"]
-    result["break_even"] = {
-        "as_of": last.isoformat(),
-        "targets": break_even(end=scope.end, team_ids=scope.team_ids),
-    }
-    return result
+    return EncsReport(
+        period=scope.start.strftime("%Y-%m") if whole_month else f"{scope.start}..{last}",
+        start=scope.start,
+        last=last,
+        teams=scope.team_ids,
+        policies=scope.policy_ids,
+        totals=grouped.totals,
+        baselines=grouped.baselines,
+        group_by=group_by,
+        groups=grouped.groups if group_by else None,
+        by_model=by["model"].groups,
+        # Messages the intent classifier has not labelled are the "(no intent)" group.
+        by_intent=by["intent"].groups,
+        break_even=BreakEven(
+            as_of=last, targets=tuple(break_even(end=scope.end, team_ids=scope.team_ids))
+        ),
+    )
+
+
+def encs_report(scope: Scope, *, group_by: str | None = None) -> dict[str, Any]:
+    """`encs_figures` as JSON: the body of GET /api/v1/encs."""
+    return encs_figures(scope, group_by=group_by).as_json()

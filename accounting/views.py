@@ -6,8 +6,8 @@ answered 404, as if it did not exist), a superuser every team; agents get 403.""
 
 from __future__ import annotations
 
-import calendar
 from datetime import date, timedelta
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
 
@@ -20,6 +20,7 @@ from django.views.decorators.http import require_GET
 from accounting.dashboard import Viewer, agent_rate, dashboard_viewer, names, tier_costs
 from accounting.engine import SettingsMissing
 from accounting.facts import Scope
+from accounting.figures import EncsReport, plain
 from accounting.forms import EncsFilterForm, WhatIfForm, measured_encs, this_month
 from accounting.rendering import (
     report_context,
@@ -28,7 +29,8 @@ from accounting.rendering import (
     usd,
     whatif_display,
 )
-from accounting.selectors import encs_report
+from accounting.reports import report_filename, report_title
+from accounting.selectors import encs_figures
 
 # Up to two months read best per day; longer periods per month.
 DAILY_UP_TO_DAYS = 62
@@ -44,16 +46,6 @@ def _filters(request: HttpRequest) -> tuple[Viewer, EncsFilterForm]:
     if form.not_visible:
         raise Http404("No such team or policy.")
     return viewer, form
-
-
-def report_title(report: dict[str, Any], team_names: list[str]) -> str:
-    period = report["period"]
-    if ".." not in period:  # a whole month: "2026-10"
-        year, month = (int(part) for part in period.split("-"))
-        period = f"{calendar.month_name[month]} {year}"
-    else:
-        period = f"{report['from']} – {report['to']}"
-    return f"ENCS report, {period}" + (f" — {', '.join(team_names)}" if team_names else "")
 
 
 def _quick_periods(form: EncsFilterForm, today: date) -> list[tuple[str, str]]:
@@ -98,7 +90,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         return render(request, "accounting/dashboard.html", context, status=status)
     scope = form.scope()
     try:
-        report = encs_report(scope, group_by=timeline_unit(scope))
+        report = encs_figures(scope, group_by=timeline_unit(scope))
     except SettingsMissing as exc:
         context["missing"] = str(exc)
         return render(request, "accounting/dashboard.html", context)
@@ -118,7 +110,8 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         if settings_row is not None
         else (None, None)
     )
-    measured = report["decomposition"].get("encs_per_draft_usd")
+    decomposition = report.totals.decomposition
+    measured = decomposition.encs_per_draft_usd if decomposition is not None else None
     context.update(
         report_context(report, tiers=tier_costs(scope)),
         query=query,
@@ -126,8 +119,8 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         quick_periods=_quick_periods(form, today),
         whatif_form=whatif_form,
         whatif=result,
-        measured=measured,
-        measured_display=usd(measured, 4) if measured else None,
+        measured=_measured(measured),
+        measured_display=usd(measured, 4) if measured is not None else None,
     )
     return render(request, "accounting/dashboard.html", context)
 
@@ -138,8 +131,7 @@ def whatif(request: HttpRequest) -> HttpResponse:
     """The what-if panel alone, recomputed for the submitted figures (htmx swaps it in)."""
     dashboard_viewer(user=request.user)
     form, result = _whatif(request.GET, initial=None)
-    value = measured_encs(request.GET.get("measured"))
-    measured = None if value is None else str(value)
+    measured = measured_encs(request.GET.get("measured"))
     filter_items = sorted(
         (k, v) for k, v in request.GET.items() if k in ("from", "to", "team", "policy")
     )
@@ -149,29 +141,32 @@ def whatif(request: HttpRequest) -> HttpResponse:
         {
             "whatif_form": form,
             "whatif": result,
-            "measured": measured,
-            "measured_display": usd(measured, 4) if measured else None,
+            "measured": _measured(measured),
+            "measured_display": usd(measured, 4) if measured is not None else None,
             "filter_items": filter_items,
         },
     )
 
 
-def _report(request: HttpRequest) -> tuple[dict[str, Any], str] | HttpResponse:
+def _measured(value: Decimal | None) -> str | None:
+    """The measured ENCS per draft for the what-if panel's hidden field (None: no field)."""
+    return None if value is None else plain(value)
+
+
+def _report(request: HttpRequest) -> tuple[EncsReport, str] | HttpResponse:
     _viewer, form = _filters(request)
     if not form.is_valid():
         errors = "; ".join(f"{k}: {' '.join(str(e) for e in v)}" for k, v in form.errors.items())
         return HttpResponse(errors, status=400, content_type="text/plain; charset=utf-8")
     scope = form.scope()
     try:
-        report = encs_report(scope, group_by=timeline_unit(scope))
+        report = encs_figures(scope, group_by=timeline_unit(scope))
     except SettingsMissing as exc:
         return HttpResponse(str(exc), status=409, content_type="text/plain; charset=utf-8")
     teams = names(team_ids=list(scope.team_ids or ()), policy_ids=None)["teams"]
-    return report, report_title(report, [teams[t] for t in scope.team_ids or () if t in teams])
-
-
-def _filename(report: dict[str, Any], extension: str) -> str:
-    return f"encs-{report['period'].replace('..', '_')}.{extension}"
+    return report, report_title(
+        report, team_names=[teams[t] for t in scope.team_ids or () if t in teams]
+    )
 
 
 @login_required
@@ -184,7 +179,7 @@ def report_as_html(request: HttpRequest) -> HttpResponse:
     response = HttpResponse(
         report_html(report, title=title), content_type="text/html; charset=utf-8"
     )
-    response["Content-Disposition"] = f'inline; filename="{_filename(report, "html")}"'
+    response["Content-Disposition"] = f'inline; filename="{report_filename(report, "html")}"'
     return response
 
 
@@ -196,5 +191,5 @@ def report_as_pdf(request: HttpRequest) -> HttpResponse:
         return found
     report, title = found
     response = HttpResponse(report_pdf(report, title=title), content_type="application/pdf")
-    response["Content-Disposition"] = f'attachment; filename="{_filename(report, "pdf")}"'
+    response["Content-Disposition"] = f'attachment; filename="{report_filename(report, "pdf")}"'
     return response

@@ -142,7 +142,8 @@ def test_a_small_scenario_matches_the_hand_computation(policy: CascadePolicy) ->
     assert report["messages"] == 6 and report["drafts"] == 4
     assert report["encs_per_message_usd"] == "0.1983333333"  # 1.19 / 6
     assert report["actions"] == {"use": 1, "edit": 1, "ignore": 1, "none": 2}
-    assert report["shares"] == {"use": "0.3333", "edit": "0.3333", "ignore": "0.3333"}
+    # P(a) over all 4 drafts (the unanswered one too): the decomposition's P(a) below.
+    assert report["shares"] == {"use": "0.2500", "edit": "0.2500", "ignore": "0.2500"}
     assert report["handle_seconds"]["use"] == "30.000"
     assert report["handle_seconds"]["held_out"] == "120.000"
     # P(a)·S_a over the 4 drafts (the unanswered one saves 0) − C = 0.2975 per draft.
@@ -367,8 +368,8 @@ def test_whatif_reproduces_the_case_study_arithmetic() -> None:
         messages_per_year=500_000,
     )
     # 0.5 × 0.90 + 0.3 × 0.60 + 0.2 × (−0.30) − 0.011 = 0.559
-    assert result["encs_per_message_usd"] == "0.5590000000"
-    assert result["encs_per_year_usd"] == "279500.0000000000"
+    assert result.encs_per_message_usd == Decimal("0.5590000000")
+    assert result.as_json()["encs_per_year_usd"] == "279500.0000000000"
 
 
 # --- Property: totals = sum of groups; rollup = raw ------------------------------------------

@@ -21,7 +21,7 @@ from accounting.engine import whatif
 from accounting.facts import Scope
 from accounting.models import AccountingSettings, FixedCost
 from accounting.rendering import report_html, usd
-from accounting.selectors import encs_report
+from accounting.selectors import encs_figures, encs_report
 from csbot.models import AgentProfile, Team
 from drafting.models import CascadePolicy, Draft, DraftAttempt, ModelEndpoint
 from tests.factories import (
@@ -257,8 +257,8 @@ def test_the_page_shows_the_figures_encs_report_computes(client: Client, books: 
     ):
         assert kpi(html, key) == report[key], key
     # Shown as people read them, too.
-    assert usd(report["encs_usd"]) in html
-    assert usd(report["encs_per_message_usd"], 4) in html
+    assert usd(Decimal(report["encs_usd"])) in html
+    assert usd(Decimal(report["encs_per_message_usd"]), 4) in html
     for kind in ("use", "edit", "ignore"):
         assert f'data-kind="{kind}" data-share="{report["shares"][kind]}"' in html
     # The baseline with its source and sample: 2 held-out replies, 3 needed, so the default.
@@ -305,9 +305,9 @@ def test_the_default_period_is_this_month(client: Client, books: Books) -> None:
     today = date.today()
     response = as_user(client, books, "manager").get("/accounting/")
     report = response.context["report"]
-    assert report["from"] == today.replace(day=1).isoformat()
-    assert date.fromisoformat(report["to"]).month == today.month
-    assert (date.fromisoformat(report["to"]) + timedelta(days=1)).day == 1
+    assert report.start == today.replace(day=1)
+    assert report.last.month == today.month
+    assert (report.last + timedelta(days=1)).day == 1
     assert f'value="{today.replace(day=1).isoformat()}"' in response.content.decode()
 
 
@@ -344,16 +344,16 @@ def test_without_an_agent_rate_the_page_says_what_to_configure(client: Client, d
 
 def test_cost_by_tier_sums_the_attempts_of_the_scope(books: Books) -> None:
     rows = tier_costs(team_scope(books))
-    assert [(r["label"], r["attempts"], r["ok"], Decimal(r["cost_usd"])) for r in rows] == [
+    assert [(r.label, r.attempts, r.ok, r.cost_usd) for r in rows] == [
         ("Cache", 1, 1, Decimal(0)),
         ("Tier 1", 4, 3, Decimal("0.007")),
         ("Tier 2", 1, 1, Decimal("0.003")),
     ]
     # Attempts and drafts are two records of the same money.
     report = encs_report(team_scope(books))
-    assert sum(Decimal(r["cost_usd"]) for r in rows) == Decimal(report["model_cost_usd"])
+    assert sum(r.cost_usd for r in rows) == Decimal(report["model_cost_usd"])
     everyone = tier_costs(Scope(start=date(2026, 10, 1), end=date(2026, 11, 1)))
-    assert Decimal(everyone[1]["cost_usd"]) == Decimal("0.507")
+    assert everyone[1].cost_usd == Decimal("0.507")
 
 
 def test_exploratory_attempts_are_a_row_of_their_own(books: Books) -> None:
@@ -363,7 +363,7 @@ def test_exploratory_attempts_are_a_row_of_their_own(books: Books) -> None:
         draft=draft, tier=2, exploratory=True, cost=Decimal("0.02"), text="Tier 2's answer"
     )
     rows = tier_costs(team_scope(books))
-    assert [(r["label"], r["attempts"], Decimal(r["cost_usd"])) for r in rows] == [
+    assert [(r.label, r.attempts, r.cost_usd) for r in rows] == [
         ("Cache", 1, Decimal(0)),
         ("Tier 1", 4, Decimal("0.007")),
         ("Tier 2", 1, Decimal("0.003")),
@@ -385,16 +385,16 @@ def test_the_dashboard_draws_every_chart(client: Client, books: Books) -> None:
 
 
 def test_charts_are_deterministic_and_carry_no_date(books: Books) -> None:
-    report = encs_report(team_scope(books), group_by="day")
+    report = encs_figures(team_scope(books), group_by="day")
     first = [
         charts.encs_over_time(report),
         charts.action_shares(report),
-        charts.encs_by_model(report),
+        charts.encs_by_model(report.by_model),
     ]
     again = [
         charts.encs_over_time(report),
         charts.action_shares(report),
-        charts.encs_by_model(report),
+        charts.encs_by_model(report.by_model),
     ]
     assert first == again
     for svg in first:
@@ -408,8 +408,8 @@ def test_charts_are_deterministic_and_carry_no_date(books: Books) -> None:
 def test_chart_labels_are_escaped(books: Books) -> None:
     books.local.name = "<script>alert(1)</script>"
     books.local.save(update_fields=["name"])
-    report = encs_report(team_scope(books), group_by="day")
-    svg = charts.encs_by_model(report) + charts.action_shares(report)
+    report = encs_figures(team_scope(books), group_by="day")
+    svg = charts.encs_by_model(report.by_model) + charts.action_shares(report)
     assert "<script>" not in svg and "&lt;script&gt;" in svg
 
 
@@ -465,8 +465,8 @@ def test_whatif_shows_the_engine_result_for_the_submitted_figures(
         response = client.get(url, {**OCTOBER, **whatif_params()})
         assert response.status_code == 200
         html = response.content.decode()
-        assert f'data-value="{expected["encs_per_message_usd"]}"' in html
-        assert f'data-value="{expected["encs_per_year_usd"]}"' in html
+        assert f'data-value="{expected.as_json()["encs_per_message_usd"]}"' in html
+        assert f'data-value="{expected.as_json()["encs_per_year_usd"]}"' in html
         assert "$0.5590" in html and "$279,500" in html
 
 
@@ -506,11 +506,11 @@ def test_report_html_is_a_standalone_document(client: Client, books: Books) -> N
     assert html.count('<svg class="chart') >= 4
     report = encs_report(team_scope(books), group_by="day")
     assert kpi(html, "encs_usd") == report["encs_usd"]
-    assert usd(report["decomposition"]["encs_per_draft_usd"], 4) in html
+    assert usd(Decimal(report["decomposition"]["encs_per_draft_usd"]), 4) in html
 
 
 def test_report_html_shows_other_groupings_as_a_table(books: Books) -> None:
-    report = encs_report(team_scope(books), group_by="agent")
+    report = encs_figures(team_scope(books), group_by="agent")
     html = report_html(report, title="By agent")
     assert "<h2>By agent</h2>" in html
     assert "Not grouped by day or month in this report." in html

@@ -209,9 +209,9 @@ def test_a_manager_reads_the_encs_dashboard_in_the_browser(
     result = page.locator("#whatif-result strong").first
     page.wait_for_function(
         "v => document.querySelector('#whatif-result strong').dataset.value === v",
-        arg=expected["encs_per_message_usd"],
+        arg=expected.as_json()["encs_per_message_usd"],
     )
-    assert result.get_attribute("data-value") == expected["encs_per_message_usd"]
+    assert result.get_attribute("data-value") == expected.as_json()["encs_per_message_usd"]
     assert values["edit_seconds"] == 40
     page.screenshot(path=str(artifacts_dir / "encs-dashboard.png"), full_page=True)
 

@@ -17,6 +17,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from accounting.engine import SettingsMissing
 from accounting.reports import (
     month_start,
+    monthly_json,
     report_csv,
     report_email,
     report_figures,
@@ -57,13 +58,13 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
         content: bytes
         if fmt == "json":
-            content = (json.dumps(figures, indent=2) + "\n").encode()
+            content = (json.dumps(monthly_json(figures, team=team), indent=2) + "\n").encode()
         elif fmt == "csv":
             content = report_csv(figures).encode()
         else:
             from accounting.rendering import report_html, report_pdf
 
-            title = report_title(figures)
+            title = report_title(figures, team_names=[team.name] if team is not None else [])
             self.stderr.write("Rendering charts …")
             content = (
                 report_html(figures, title=title).encode()
