@@ -481,7 +481,7 @@ class Generator:
     """
 
     def __init__(self, world: World, *, actions: int, seed: int, held_out_open: bool) -> None:
-        from rapidfuzz.distance import Levenshtein
+        from drafting.engine.edits import edit_distance
 
         self.world = world
         self.turns = plan_turns(actions=actions, seed=seed)
@@ -504,7 +504,7 @@ class Generator:
             shares.append(cumulative)
         self.team_cut = tuple(shares)
         # The agent's reply per (reply template, action kind) and its distance to the draft,
-        # computed as drafting.services does.
+        # computed by the one rule the product uses.
         self.finals: dict[tuple[int, str], tuple[str, str]] = {}
         for n, reply in enumerate(REPLIES):
             for kind, final in (
@@ -512,8 +512,7 @@ class Generator:
                 ("edit", reply + EDIT_SUFFIX),
                 ("ignore", OWN_REPLY),
             ):
-                distance = Levenshtein.normalized_distance(reply.strip(), final.strip())
-                self.finals[n, kind] = (final, f"{distance:.4f}")
+                self.finals[n, kind] = (final, str(edit_distance(reply, final)))
         # Per team: the last first-turn draft an agent used as is, and its counterfactual:
         # what a later cache hit reuses.
         self.cache_source: dict[int, tuple[int, int]] = {}

@@ -47,9 +47,9 @@ def _mean(values: list[float]) -> float:
 
 
 def banking77(args: argparse.Namespace, embedders: dict[str, Any]) -> dict[str, Any]:
-    from drafting.evaluation import fewshot
+    from drafting.evaluation import datasets, fewshot
 
-    folder = fewshot.shared_data_dir() / "banking77"
+    folder = datasets.shared_data_dir() / "banking77"
     train = fewshot.read_examples(folder / "train.csv")
     test = fewshot.read_examples(folder / "test.csv")
     intents = sorted({example.label for example in train})
@@ -142,10 +142,10 @@ def fomc(args: argparse.Namespace, embedders: dict[str, Any]) -> dict[str, Any]:
 def throughput(names: list[str]) -> dict[str, Any]:
     """Uncached inner embedders, so every text is really embedded."""
     from drafting.engine.embeddings import MiniLMEmbedder, vllm_embedder
-    from drafting.evaluation import fewshot
+    from drafting.evaluation import datasets, fewshot
 
     texts = sorted(
-        {e.text for e in fewshot.read_examples(fewshot.shared_data_dir() / "banking77/test.csv")}
+        {e.text for e in fewshot.read_examples(datasets.shared_data_dir() / "banking77/test.csv")}
     )
     texts = random.Random(0).sample(texts, 256)
     result: dict[str, Any] = {"texts": len(texts)}

@@ -144,9 +144,9 @@ def main() -> None:
 
     from drafting.engine.embeddings import MiniLMEmbedder
     from drafting.engine.providers import Completion
-    from drafting.engine.scoring import LearnedScorer, ScoringContext
+    from drafting.engine.scoring import ScoringContext
     from drafting.learning.plr import train_plr
-    from drafting.learning.scorer import scorer_features
+    from drafting.learning.scorer import LearnedScorer, scorer_features
 
     rows = synthetic(args.drafts, args.seed)
     minilm = MiniLMEmbedder()
@@ -209,8 +209,9 @@ def main() -> None:
         with_embedding.append((time.perf_counter() - t0) * 1000)
     explain_ms = []
     for context, completion in zip(contexts[:10], completions[:10], strict=True):
+        verdict = live.judge(context=context, completion=completion)
         t0 = time.perf_counter()
-        live.explain(context=context, completion=completion)
+        live.explain(verdict=verdict, context=context, completion=completion)
         explain_ms.append((time.perf_counter() - t0) * 1000)
 
     result = {

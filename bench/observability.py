@@ -250,7 +250,7 @@ def seed(drafts: int) -> dict[str, int]:
 def scrape_times(repeat: int) -> dict[str, Any]:
     from django.test import Client
 
-    from csbot.observability.metrics import drafting_collector
+    from csbot.observability.metrics import scrape_collector
 
     def percentiles(samples: list[float]) -> dict[str, float]:
         ordered = sorted(samples)
@@ -262,13 +262,13 @@ def scrape_times(repeat: int) -> dict[str, Any]:
     collect: list[float] = []
     for _ in range(repeat):
         started = time.perf_counter()
-        list(drafting_collector._collect_now())
+        list(scrape_collector._collect_now())
         collect.append(time.perf_counter() - started)
     client = Client()
     page: list[float] = []
     size = 0
     for _ in range(repeat):
-        drafting_collector.invalidate()
+        scrape_collector.invalidate()
         started = time.perf_counter()
         response = client.get("/metrics")
         page.append(time.perf_counter() - started)

@@ -45,7 +45,7 @@ def main() -> None:
     django.setup()
     import numpy as np
 
-    from drafting.evaluation import replay
+    from drafting.evaluation import datasets, replay
 
     def progress(message: str) -> None:
         sys.stderr.write(f"[bench] {message}\n")
@@ -54,7 +54,7 @@ def main() -> None:
     path = (
         Path(args.csv)
         if args.csv
-        else (replay.shared_data_dir() / "frugalgpt_overruling" / "overruling_dev.csv")
+        else (datasets.shared_data_dir() / "frugalgpt_overruling" / "overruling_dev.csv")
     )
     started = time.perf_counter()
     table = replay.read_answers(path)

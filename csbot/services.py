@@ -13,6 +13,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from csbot.models import ApiToken, Channel, Conversation, Message
+from csbot.tokens import forget_token
 from drafting import selectors as drafting_selectors
 from drafting import services as drafting
 
@@ -209,9 +210,7 @@ def api_token_create(*, channel: Channel, name: str) -> tuple[ApiToken, str]:
 
 def api_token_revoke(*, token: ApiToken) -> None:
     """Revoke a token. Every web process refuses it from its next request on, once the
-    revocation is committed (csbot.api.auth)."""
-    from csbot.api.auth import forget_token
-
+    revocation is committed (csbot.tokens)."""
     # A save, not an UPDATE, so the audit log records who revoked it and when.
     with transaction.atomic():
         row = ApiToken.objects.select_for_update().get(pk=token.pk)

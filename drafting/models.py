@@ -624,6 +624,9 @@ class IntentExample(models.Model):
 class MessageIntent(models.Model):
     """The intent classifier's verdict on one inbound message."""
 
+    # A person's label is the verdict, with full confidence and no classifier.
+    LABEL_CONFIDENCE = Decimal("1")
+
     message = models.OneToOneField(
         "csbot.Message", on_delete=models.CASCADE, related_name="intent_verdict"
     )

@@ -4,32 +4,29 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 from django.db.models import (
     Count,
-    DecimalField,
     IntegerField,
     OuterRef,
-    Q,
     QuerySet,
     Subquery,
-    Sum,
     Value,
 )
 from django.db.models.functions import Coalesce
-from django.utils import timezone
 
+from csbot.models import Message, Team
 from drafting.models import (
-    MONEY_DIGITS,
-    MONEY_PLACES,
     AgentAction,
     CachedReply,
+    CascadeTier,
     Draft,
     DraftAttempt,
-    ModelEndpoint,
+    Intent,
+    IntentExample,
+    MessageIntent,
 )
 
 
@@ -78,65 +75,6 @@ def drafts_for_team(*, team_id: int) -> QuerySet[Draft]:
     )
 
 
-@dataclass(frozen=True)
-class EndpointSpend:
-    today: Decimal
-    month: Decimal
-    capped: str  # "", "daily" or "monthly"
-
-    @classmethod
-    def of(cls, *, endpoint: ModelEndpoint, today: Decimal, month: Decimal) -> EndpointSpend:
-        """These totals, and which of the endpoint's caps, if any, they reach."""
-        capped = ""
-        if endpoint.daily_spend_cap is not None and today >= endpoint.daily_spend_cap:
-            capped = "daily"
-        elif endpoint.monthly_spend_cap is not None and month >= endpoint.monthly_spend_cap:
-            capped = "monthly"
-        return cls(today=today, month=month, capped=capped)
-
-
-def _spend_periods(now: datetime | None) -> tuple[datetime, datetime]:
-    """The start of the current UTC day and month."""
-    now = (now or timezone.now()).astimezone(UTC)
-    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    return day, day.replace(day=1)
-
-
-def endpoint_spend(*, endpoint: ModelEndpoint, now: datetime | None = None) -> EndpointSpend:
-    """What the endpoint's attempts cost this UTC day and month (one aggregate query), and
-    which cap, if any, that reaches."""
-    day, month = _spend_periods(now)
-    totals = DraftAttempt.objects.filter(endpoint=endpoint, started_at__gte=month).aggregate(
-        month=Coalesce(Sum("cost"), Decimal(0)),
-        today=Coalesce(Sum("cost", filter=Q(started_at__gte=day)), Decimal(0)),
-    )
-    return EndpointSpend.of(endpoint=endpoint, today=totals["today"], month=totals["month"])
-
-
-def endpoints_with_spend(
-    queryset: QuerySet[ModelEndpoint], *, now: datetime | None = None
-) -> QuerySet[ModelEndpoint]:
-    """`queryset` with each endpoint's `spend_today` and `spend_month` annotated, as
-    endpoint_spend computes them: a list of endpoints in one query, not one per row."""
-    day, month = _spend_periods(now)
-    money: DecimalField[Decimal, Decimal] = DecimalField(
-        max_digits=MONEY_DIGITS, decimal_places=MONEY_PLACES
-    )
-    this_month = (
-        DraftAttempt.objects.filter(endpoint=OuterRef("pk"), started_at__gte=month)
-        .order_by()  # the default ordering would split the per-endpoint group
-        .values("endpoint")
-    )
-
-    def total(attempts: QuerySet[DraftAttempt, Any]) -> Coalesce:
-        summed = attempts.annotate(total=Sum("cost")).values("total")
-        return Coalesce(Subquery(summed, output_field=money), Value(Decimal(0)), output_field=money)
-
-    return queryset.annotate(
-        spend_today=total(this_month.filter(started_at__gte=day)), spend_month=total(this_month)
-    )
-
-
 def cached_replies_with_hits() -> QuerySet[CachedReply]:
     """Cached replies with `hits`: cache-hit attempts that reused the entry since it was
     (re)stored."""
@@ -154,3 +92,103 @@ def cached_replies_with_hits() -> QuerySet[CachedReply]:
     return CachedReply.objects.annotate(
         hits=Coalesce(Subquery(hits, output_field=IntegerField()), Value(0))
     )
+
+
+# --- Why a draft was escalated (console, admin) ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExplainedWord:
+    word: str
+    weight: float
+    strength: float  # |weight| relative to the draft's largest, 0…1: how strongly to highlight
+    gap: str  # the whitespace before the word
+
+    @property
+    def negative(self) -> bool:
+        return self.weight < 0
+
+
+@dataclass(frozen=True)
+class Escalation:
+    tier: int
+    endpoint: str
+    score: Decimal | None
+    threshold: Decimal | None
+    scorer: str
+    words: list[ExplainedWord]
+
+
+def explained_words(explanation: list[dict[str, Any]]) -> list[ExplainedWord]:
+    largest = max((abs(float(w["weight"])) for w in explanation), default=0.0) or 1.0
+    words, end = [], 0
+    for w in explanation:
+        weight = float(w["weight"])
+        words.append(
+            ExplainedWord(
+                word=str(w["word"]),
+                weight=weight,
+                strength=round(abs(weight) / largest, 2),
+                gap=" " if int(w["start"]) > end else "",
+            )
+        )
+        end = int(w["end"])
+    return words
+
+
+def draft_escalations(*, draft: Draft | None) -> list[Escalation]:
+    """The draft's escalated attempts that carry an explanation, in tier order, with the
+    threshold their tier has now. One query."""
+    if draft is None or draft.status != Draft.Status.READY:
+        return []
+    threshold = CascadeTier.objects.filter(
+        policy_id=draft.policy_id, position=OuterRef("tier")
+    ).values("threshold")[:1]
+    attempts = (
+        DraftAttempt.objects.filter(draft_id=draft.pk, explanation__isnull=False, exploratory=False)
+        .select_related("endpoint", "scorer")
+        .annotate(tier_threshold=Subquery(threshold))
+        .order_by("tier", "started_at", "id")
+    )
+    return [
+        Escalation(
+            tier=a.tier,
+            endpoint=a.endpoint.name if a.endpoint else "cache",
+            score=a.score,
+            threshold=a.tier_threshold,
+            scorer=str(a.scorer) if a.scorer else "default scorer",
+            words=explained_words(a.explanation or []),
+        )
+        for a in attempts
+    ]
+
+
+# --- The console's intent box -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IntentPanel:
+    """The console's intent box for one inbound message."""
+
+    message: Message | None
+    intents: list[Intent]
+    verdict: MessageIntent | None
+    label: IntentExample | None
+
+
+def intent_panel(*, team: Team, message: Message | None) -> IntentPanel:
+    intents = list(Intent.objects.filter(team=team).order_by("name"))
+    if message is None:
+        return IntentPanel(message=None, intents=intents, verdict=None, label=None)
+    verdict = (
+        MessageIntent.objects.select_related("intent", "classifier")
+        .filter(message=message, intent__team=team)
+        .first()
+    )
+    label = (
+        IntentExample.objects.select_related("intent", "labelled_by")
+        .filter(message=message, intent__team=team)
+        .order_by("-created_at", "-id")
+        .first()
+    )
+    return IntentPanel(message=message, intents=intents, verdict=verdict, label=label)

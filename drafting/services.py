@@ -16,17 +16,17 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
-from django.contrib.auth.models import User
+from django.contrib.auth.models import AnonymousUser, User
 from django.db import transaction
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 from kombu.exceptions import OperationalError as KombuOperationalError
-from rapidfuzz.distance import Levenshtein
 
 from csbot.models import Message
 from csbot.observability.context import log_bind
 from drafting.engine.cache import CacheHit, cache_lookup, cache_store, is_first_turn
 from drafting.engine.cascade import CascadeResult, TierAttempt, run_cascade
+from drafting.engine.edits import edit_distance, within_edit
 from drafting.engine.examples import example_store, examples_similar
 from drafting.engine.providers import CompletionRequest, ProviderError, provider_for
 from drafting.engine.scoring import ScoringContext
@@ -38,6 +38,9 @@ from drafting.models import (
     CascadeTier,
     Draft,
     DraftAttempt,
+    Intent,
+    IntentExample,
+    MessageIntent,
     ModelEndpoint,
 )
 from drafting.signals import attempts_added
@@ -502,11 +505,6 @@ def drafts_sweep(*, now: datetime | None = None) -> SweepResult:
 # --- Agent actions ----------------------------------------------------------------------------
 
 
-def _edit_distance(draft_text: str, final_text: str) -> Decimal:
-    distance = Levenshtein.normalized_distance(draft_text.strip(), final_text.strip())
-    return Decimal(f"{distance:.4f}")
-
-
 def action_record(
     *,
     draft: Draft | None,
@@ -533,7 +531,7 @@ def action_record(
         kind = AgentAction.Kind.NONE
     elif kind == AgentAction.Kind.NONE:
         raise ActionRejected("kind", "This draft has text: the action is use, edit or ignore.")
-    distance = _edit_distance(draft.text, final_text) if draft is not None and has_text else None
+    distance = edit_distance(draft.text, final_text) if draft is not None and has_text else None
     if kind == AgentAction.Kind.USE and distance != 0:
         raise ActionRejected(
             "final_text", "A used draft is sent as is; send changed text as an edit."
@@ -591,10 +589,8 @@ def _check_action_times(*, arrived_at: datetime, shown_at: datetime, acted_at: d
 
 
 def _worth_remembering(action: AgentAction) -> bool:
-    lightly_edited = (
-        action.kind == AgentAction.Kind.EDIT
-        and action.edit_distance is not None
-        and action.edit_distance * 100 <= settings.DRAFT_CACHE_MAX_EDIT_PERCENT
+    lightly_edited = action.kind == AgentAction.Kind.EDIT and within_edit(
+        action.edit_distance, settings.DRAFT_CACHE_MAX_EDIT_PERCENT
     )
     return action.draft_id is not None and (action.kind == AgentAction.Kind.USE or lightly_edited)
 
@@ -626,6 +622,43 @@ def reply_remember(*, action_id: int) -> None:
         cache_store(draft=draft, final_text=action.final_text, query=query)
     if action.kind == AgentAction.Kind.USE:
         example_store(draft=draft, final_text=action.final_text, query=query)
+
+
+# --- Intent labels (console) ----------------------------------------------------------------------------------
+
+
+def message_intent_label(
+    *, message: Message, intent: Intent, user: User | AnonymousUser | None
+) -> IntentExample:
+    """Label an inbound message with one of its team's intents: it becomes a training example
+    and, at once, the message's verdict. A message has one label: relabelling replaces it."""
+    if message.direction != Message.Direction.INBOUND:
+        raise ValueError("Only customer messages have an intent.")
+    if message.conversation.team_id != intent.team_id:
+        raise ValueError("The intent belongs to another team.")
+    labelled_by = user if user is not None and user.is_authenticated else None
+    with transaction.atomic():
+        IntentExample.objects.filter(message=message, intent__team_id=intent.team_id).exclude(
+            intent=intent
+        ).delete()
+        example, created = IntentExample.objects.get_or_create(
+            intent=intent,
+            message=message,
+            defaults={"text": message.text, "labelled_by": labelled_by},
+        )
+        if not created and labelled_by is not None and example.labelled_by_id != labelled_by.pk:
+            example.labelled_by = labelled_by
+            example.save(update_fields=["labelled_by"])
+        MessageIntent.objects.update_or_create(
+            message=message,
+            defaults={
+                "intent": intent,
+                "confidence": MessageIntent.LABEL_CONFIDENCE,
+                "classifier": None,
+                "classified_at": timezone.now(),
+            },
+        )
+    return example
 
 
 # --- Admin checks ------------------------------------------------------------------------------

@@ -68,9 +68,9 @@ def artifacts_dir() -> Path:
 def vllm_base_url() -> str:
     """The real local vLLM server: LOCAL_LLM_URL when given, else the CPU build, reused when
     `make test` already started it, otherwise installed and started here (slow)."""
-    from drafting.localserver import manager as local_llm
+    from drafting import localserver
 
-    return local_llm.ensure_server(
+    return localserver.ensure_server(
         url=settings.LOCAL_LLM_URL or None, port=settings.LOCAL_LLM_PORT, timeout=1200
     )
 

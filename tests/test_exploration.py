@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
+from drafting import selectors as drafting_selectors
 from drafting import services as drafting
 from drafting.learning import scorer as learning
 from drafting.learning import tuning
@@ -236,7 +237,7 @@ def test_learned_scorer_labels_ignore_exploratory_attempts(
     assert (row.tier, row.draft_text, row.label) == (1, CHEAP, "1")
     assert row.default_score == float(shown.score or 0)
     assert not row.has_earlier
-    assert learning.draft_escalations(draft=draft) == []
+    assert drafting_selectors.draft_escalations(draft=draft) == []
 
 
 def test_an_explored_and_answered_draft_is_a_row_of_the_optimisers_table(

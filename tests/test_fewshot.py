@@ -15,6 +15,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from drafting import localserver
 from drafting.engine import embeddings
 from drafting.engine.embeddings import (
     CachedEmbedder,
@@ -23,11 +24,10 @@ from drafting.engine.embeddings import (
     embedder_named,
     vllm_embedder,
 )
-from drafting.evaluation import fewshot
-from drafting.localserver import manager as local_llm
+from drafting.evaluation import datasets, fewshot
 from tests.http_stub import Reply, openai_stub
 
-BANKING77 = fewshot.shared_data_dir() / "banking77"
+BANKING77 = datasets.shared_data_dir() / "banking77"
 INTENTS = ("card_arrival", "exchange_rate", "lost_or_stolen_card", "top_up_failed")
 
 
@@ -215,8 +215,8 @@ def test_vllm_embedder_follows_the_embedding_settings(settings: Any) -> None:
     settings.EMBEDDING_URL = ""
     settings.EMBEDDING_MODEL = ""
     embedder = vllm_embedder()
-    assert embedder.base_url == local_llm.base_url_for(local_llm.DEFAULT_EMBED_PORT)
-    assert embedder.model == local_llm.EMBED_MODEL_NAME
+    assert embedder.base_url == localserver.base_url_for(localserver.DEFAULT_EMBED_PORT)
+    assert embedder.model == localserver.EMBED_MODEL_NAME
 
 
 def test_the_product_embeds_with_the_vllm_back_end_when_configured(settings: Any) -> None:
@@ -228,9 +228,9 @@ def test_the_product_embeds_with_the_vllm_back_end_when_configured(settings: Any
             product = embeddings.embedder()
             assert product is not None
             vectors = product.embed(["where is my card", "hi"])
-            assert stub.requests[0]["json"]["model"] == local_llm.EMBED_MODEL_NAME
+            assert stub.requests[0]["json"]["model"] == localserver.EMBED_MODEL_NAME
             assert vectors.shape == (2, 3)
-            assert product.name == f"openai:{local_llm.EMBED_MODEL_NAME}:3"
+            assert product.name == f"openai:{localserver.EMBED_MODEL_NAME}:3"
     finally:
         embeddings.embedder.cache_clear()
 
@@ -242,14 +242,14 @@ def vllm_embed_url() -> Iterator[str]:
     from django.conf import settings
 
     if settings.EMBEDDING_URL:
-        yield local_llm.ensure_server(url=settings.EMBEDDING_URL, timeout=1200)
+        yield localserver.ensure_server(url=settings.EMBEDDING_URL, timeout=1200)
         return
     port = settings.LOCAL_EMBED_PORT
-    running = local_llm.probe(local_llm.base_url_for(port)) is not None
-    url = local_llm.ensure_server(port=port, embed=True, timeout=1200)
+    running = localserver.probe(localserver.base_url_for(port)) is not None
+    url = localserver.ensure_server(port=port, embed=True, timeout=1200)
     yield url
     if not running:
-        local_llm.stop_server(port)
+        localserver.stop_server(port)
 
 
 def test_fewshot_eval_with_the_vllm_embedding_server(
@@ -260,7 +260,7 @@ def test_fewshot_eval_with_the_vllm_embedding_server(
     result, _ = _run(
         "--train", str(train), "--test", str(test), "--per-class", "10", "--embedding", "vllm"
     )
-    assert result["embedding"] == f"openai:{local_llm.EMBED_MODEL_NAME}:576"
+    assert result["embedding"] == f"openai:{localserver.EMBED_MODEL_NAME}:576"
     assert result["n_train"] == 40
     # SmolLM2 is no sentence encoder, but four intents are still far above chance (0.25).
     assert result["accuracy"] >= 0.6

@@ -108,7 +108,7 @@ def parameter_names() -> list[str]:
         *_form_fields(accounting_forms.WhatIfForm),
         *_form_fields(console_views.ReplyForm),
         *_form_fields(console_views.IntentLabelForm),
-        *_form_fields(drafting_admin.TuningForm),
+        *_form_fields(drafting_admin.policies.TuningForm),
         *_serializer_fields(api_serializers),
         *_serializer_fields(accounting_api),
     }

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from collections.abc import Iterator
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,9 +18,11 @@ from django.test import Client
 
 from csbot.celery import app as celery_app
 from csbot.models import Message
+from drafting import services as drafting_services
 from drafting import tasks
 from drafting.engine import embeddings
 from drafting.engine.embeddings import EmbeddingError, MiniLMEmbedder
+from drafting.evaluation.datasets import shared_data_dir
 from drafting.learning import intents
 from drafting.learning.intents import intent_classifier_train, message_intent_classify
 from drafting.models import Draft, Intent, IntentExample, MessageIntent, TrainedClassifier
@@ -32,12 +32,6 @@ from tests.http_stub import Reply, chat_completion, openai_stub
 
 INTENTS = ("card_arrival", "exchange_rate", "lost_or_stolen_card", "cash_withdrawal_charge")
 PER_INTENT = 10
-
-
-def shared_data_dir() -> Path:
-    """The shared datasets: CSBOT_SHARED_DATA, else `../shared/data` beside the repository."""
-    configured = os.environ.get("CSBOT_SHARED_DATA")
-    return Path(configured) if configured else Path(settings.BASE_DIR).parent / "shared" / "data"
 
 
 @cache
@@ -54,9 +48,9 @@ def banking77(split: str) -> dict[str, list[str]]:
 def _fresh_models() -> Iterator[None]:
     """Classifier ids repeat between tests (rolled-back sequences aside): no model cached in
     this process may outlive its test. The embedder stays: loading MiniLM takes seconds."""
-    intents._models.clear()
+    intents.active_intent_classifiers.clear()
     yield
-    intents._models.clear()
+    intents.active_intent_classifiers.clear()
 
 
 def customer_message(setup: TeamSetup, text: str) -> Message:
@@ -74,7 +68,7 @@ def label_messages(
     for name in names:
         intent = Intent.objects.create(team=setup.team, name=name.replace("_", "-"))
         for text in banking77("train")[name][:per_intent]:
-            intents.message_intent_label(
+            drafting_services.message_intent_label(
                 message=customer_message(setup, text), intent=intent, user=setup.agent
             )
         made[name] = intent

@@ -17,9 +17,10 @@ from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
 from drafting.engine.embeddings import EmbeddingError, Vectors, embedder
-from drafting.engine.scoring import DefaultScorer, LearnedScorer
+from drafting.engine.scoring import DefaultScorer
 from drafting.learning import scorer as learning
 from drafting.learning.plr import TrainedPLR
+from drafting.learning.scorer import LearnedScorer
 from drafting.models import AgentAction, Draft, TrainedClassifier
 from tests.conftest import TeamSetup
 from tests.factories import AgentActionFactory, DraftAttemptFactory, DraftFactory, MessageFactory

@@ -27,9 +27,10 @@ from django.utils import timezone
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from csbot.observability import health, logs, worker
+from csbot.observability import logs, worker
 from csbot.observability.context import log_bind, log_context, log_fields
-from csbot.observability.metrics import drafting_collector
+from csbot.observability.metrics import scrape_collector
+from drafting import observability as drafting_observability
 from drafting.models import Draft, DraftAttempt, ModelEndpoint
 from tests.conftest import TeamSetup, ingest, make_team
 from tests.factories import EndpointFactory, TierFactory
@@ -41,10 +42,10 @@ def _fresh_readings(settings: Any) -> Iterator[None]:
     """Every scrape and readiness check reads anew (both are cached per process)."""
     settings.METRICS_CACHE_SECONDS = 0
     settings.READYZ_ENDPOINT_CACHE_SECONDS = 0
-    drafting_collector.invalidate()
-    health.endpoint_checks.clear()
+    scrape_collector.invalidate()
+    drafting_observability.endpoint_checks.clear()
     yield
-    health.endpoint_checks.clear()
+    drafting_observability.endpoint_checks.clear()
 
 
 def closed_port() -> int:
@@ -185,7 +186,7 @@ def test_metrics_follow_new_rows_once_the_cache_expires(db: None, settings: Any)
     assert value(scrape(), "csbot_drafts", status="queued", tier="", endpoint="") == value(
         first, "csbot_drafts", status="queued", tier="", endpoint=""
     )  # served from the per-process cache
-    drafting_collector.invalidate()
+    scrape_collector.invalidate()
     assert value(scrape(), "csbot_drafts", status="queued", tier="", endpoint="") == 2
 
 
@@ -474,7 +475,7 @@ def test_endpoint_answers_are_reused_for_a_few_seconds(db: None, settings: Any) 
         assert Client().get("/readyz").json()["endpoints"][endpoint.name]["status"] == "ok"
     # The stub is gone; the answer from a moment ago still stands.
     assert Client().get("/readyz").json()["endpoints"][endpoint.name]["status"] == "ok"
-    health.endpoint_checks.clear()
+    drafting_observability.endpoint_checks.clear()
     assert Client().get("/readyz").json()["endpoints"][endpoint.name]["status"] == "fail"
 
 

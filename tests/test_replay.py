@@ -14,9 +14,9 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from drafting.evaluation import replay
+from drafting.evaluation import datasets, replay
 
-OVERRULING = replay.shared_data_dir() / "frugalgpt_overruling" / "overruling_dev.csv"
+OVERRULING = datasets.shared_data_dir() / "frugalgpt_overruling" / "overruling_dev.csv"
 # Names with the characters real model names carry.
 CHEAP, MID, BIG = "org/cheap-1.0", "mid.v2", "vendor/big-model.x"
 PROMPT = "Context: decide whether the case below is an overruling.\n\nSentence: "

@@ -16,8 +16,6 @@ from csbot import selectors, services
 from csbot.models import Conversation, Message, Team
 from drafting import selectors as drafting_selectors
 from drafting import services as drafting
-from drafting.learning import intents
-from drafting.learning.scorer import draft_escalations
 from drafting.models import Intent
 from drafting.services import ActionRejected
 
@@ -49,7 +47,7 @@ def conversation(request: HttpRequest, pk: int) -> HttpResponse:
         {
             "thread": thread,
             "draft": thread.draft,
-            "escalations": draft_escalations(draft=thread.draft),
+            "escalations": drafting_selectors.draft_escalations(draft=thread.draft),
             "max_chars": settings.CSBOT_MAX_MESSAGE_CHARS,
         },
     )
@@ -62,7 +60,7 @@ def draft_panel(request: HttpRequest, pk: int) -> HttpResponse:
     thread = selectors.conversation_thread(team=_team(request), conversation_id=pk)
     if thread.draft is not None:
         drafting.draft_mark_shown(draft=thread.draft)
-    escalations = draft_escalations(draft=thread.draft)
+    escalations = drafting_selectors.draft_escalations(draft=thread.draft)
     return render(
         request,
         "console/_draft_panel.html",
@@ -185,11 +183,11 @@ def intent(request: HttpRequest, pk: int) -> HttpResponse:
             direction=Message.Direction.INBOUND,
         )
         label = get_object_or_404(Intent, pk=form.cleaned_data["intent_id"], team=team)
-        intents.message_intent_label(message=message, intent=label, user=request.user)
+        drafting.message_intent_label(message=message, intent=label, user=request.user)
         if not request.htmx:  # type: ignore[attr-defined]
             flash.success(request, f"Labelled as {label.name}.")
             return redirect("console:conversation", pk=pk)
-    panel = intents.intent_panel(team=team, message=_newest_inbound(conversation))
+    panel = drafting_selectors.intent_panel(team=team, message=_newest_inbound(conversation))
     return render(
         request, "console/_intent.html", {"intent_panel": panel, "conversation": conversation}
     )

@@ -6,7 +6,8 @@ never gets every web container restarted.
 Readiness (/readyz, `manage.py healthcheck`) asks what serving needs:
 - the database (`SELECT 1`) and the broker (Redis PING; the filesystem transport's folder)
   are required: without them a message cannot be stored or its draft queued;
-- each enabled model endpoint is asked for its model list (GET {base_url}/models: free on
+- the apps' own dependencies (registered checks; drafting.observability): each enabled model
+  endpoint is asked for its model list (GET {base_url}/models: free on
   paid APIs, no tokens spent), all at once with a short timeout, and the answers kept for
   READYZ_ENDPOINT_CACHE_SECONDS so that a load balancer polling every second does not poll
   the providers every second. A policy whose enabled tiers are all unreachable is reported
@@ -18,10 +19,8 @@ Readiness (/readyz, `manage.py healthcheck`) asks what serving needs:
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -29,9 +28,6 @@ from typing import Any
 from django.conf import settings
 from django.db import Error as DatabaseError
 from django.db import connection
-
-from drafting.engine.providers import ProviderError, provider_for
-from drafting.models import CascadePolicy, CascadeTier, ModelEndpoint
 
 OK, FAIL, SKIPPED = "ok", "fail", "skipped"
 
@@ -47,7 +43,7 @@ class Check:
         return self.status == OK
 
 
-def _timed(probe: Callable[[], str], errors: tuple[type[BaseException], ...]) -> Check:
+def timed(probe: Callable[[], str], errors: tuple[type[BaseException], ...]) -> Check:
     started = time.perf_counter()
     try:
         detail = probe()
@@ -64,7 +60,7 @@ def check_database() -> Check:
             cursor.fetchone()
         return connection.vendor
 
-    return _timed(probe, (DatabaseError, OSError))
+    return timed(probe, (DatabaseError, OSError))
 
 
 def check_broker(url: str | None = None) -> Check:
@@ -89,55 +85,33 @@ def check_broker(url: str | None = None) -> Check:
             return "filesystem"
         return url.split("://", 1)[0]  # memory://: in-process, nothing to ask
 
-    return _timed(probe, (redis.RedisError, OSError))
+    return timed(probe, (redis.RedisError, OSError))
 
 
-def check_endpoint(endpoint: ModelEndpoint) -> Check:
-    def probe() -> str:
-        timeout = settings.READYZ_ENDPOINT_TIMEOUT_SECONDS
-        models = provider_for(endpoint, timeout=timeout).model_names()
-        return f"{len(models)} model(s)"
+@dataclass(frozen=True)
+class Readiness:
+    """What an app's dependency check adds to the readiness report: its sections, whether
+    something answered badly (degraded) and whether serving cannot go on (not ready)."""
 
-    return _timed(probe, (ProviderError,))
-
-
-class _EndpointChecks:
-    """The endpoints' last answers, per process, refreshed at most every
-    READYZ_ENDPOINT_CACHE_SECONDS (callers arriving meanwhile wait for the one refresh)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._at = float("-inf")
-        self._checks: dict[int, tuple[str, Check]] = {}
-
-    def get(self, endpoints: list[ModelEndpoint]) -> dict[int, tuple[str, Check]]:
-        with self._lock:
-            fresh = time.monotonic() - self._at < settings.READYZ_ENDPOINT_CACHE_SECONDS
-            if not (fresh and set(self._checks) == {e.pk for e in endpoints}):
-                self._checks = _check_all(endpoints)
-                self._at = time.monotonic()
-            return self._checks
-
-    def clear(self) -> None:
-        with self._lock:
-            self._at = float("-inf")
+    report: dict[str, Any]
+    degraded: bool = False
+    ready: bool = True
 
 
-def _check_all(endpoints: list[ModelEndpoint]) -> dict[int, tuple[str, Check]]:
-    if not endpoints:
-        return {}
-    # In parallel: readiness takes one timeout at worst, not one per endpoint.
-    with ThreadPoolExecutor(max_workers=min(8, len(endpoints))) as pool:
-        checks = list(pool.map(check_endpoint, endpoints))
-    return {e.pk: (e.name, check) for e, check in zip(endpoints, checks, strict=True)}
+ReadinessCheck = Callable[[], Readiness]
+_app_checks: dict[str, ReadinessCheck] = {}
 
 
-endpoint_checks = _EndpointChecks()
+def register_readiness_check(name: str, check: ReadinessCheck) -> None:
+    """An app's dependencies beyond the database and broker (drafting: its model endpoints),
+    registered from AppConfig.ready; `name` is the report section shown when skipped."""
+    _app_checks[name] = check
 
 
 def readiness(*, endpoints: bool = True) -> tuple[bool, dict[str, Any]]:
     """(ready, report). Steps: database and broker (required); then, unless `endpoints` is
-    False, each enabled endpoint and, per active policy, whether any enabled tier answered."""
+    False, the apps' registered checks (drafting: each enabled endpoint and, per active
+    policy, whether any enabled tier answered)."""
     database, broker = check_database(), check_broker()
     ready = database.ok and broker.ok
     report: dict[str, Any] = {
@@ -145,30 +119,13 @@ def readiness(*, endpoints: bool = True) -> tuple[bool, dict[str, Any]]:
     }
     degraded = False
     if endpoints and database.ok:
-        enabled = list(ModelEndpoint.objects.filter(enabled=True).order_by("pk"))
-        checks = endpoint_checks.get(enabled)
-        report["endpoints"] = {name: asdict(check) for name, check in checks.values()}
-        # Every active policy, so that one with no enabled tier shows as unreachable too.
-        reachable = {
-            f"{team} / {name}": False
-            for name, team in CascadePolicy.objects.filter(active=True).values_list(
-                "name", "team__name"
-            )
-        }
-        tiers = CascadeTier.objects.filter(policy__active=True, endpoint__enabled=True)
-        for policy_name, team_name, endpoint_id in tiers.values_list(
-            "policy__name", "policy__team__name", "endpoint_id"
-        ):
-            key = f"{team_name} / {policy_name}"
-            reachable[key] = reachable[key] or checks[endpoint_id][1].ok
-        report["policies"] = {
-            name: ("reachable" if ok else "no tier reachable") for name, ok in reachable.items()
-        }
-        unreachable = not all(reachable.values())
-        degraded = unreachable or not all(check.ok for _, check in checks.values())
-        if unreachable and settings.READYZ_REQUIRE_ENDPOINTS:
-            ready = False
+        for check in _app_checks.values():
+            part = check()
+            report.update(part.report)
+            degraded = degraded or part.degraded
+            ready = ready and part.ready
     elif not endpoints:
-        report["endpoints"] = SKIPPED
+        for name in _app_checks:
+            report[name] = SKIPPED
     report["status"] = "fail" if not ready else ("degraded" if degraded else "ok")
     return ready, report

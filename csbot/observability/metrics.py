@@ -8,7 +8,9 @@ Two sources, chosen by where the truth lives:
   method and status. gunicorn runs several processes; with PROMETHEUS_MULTIPROC_DIR set
   each writes its samples to a file there and a scrape of any one of them sums them all.
 - Drafts, attempts, escalations, cache hits, provider latency and errors, spend and queue
-  depth are read at scrape time from the database rows (and the broker's queue lengths).
+  depth are read at scrape time from the database rows (and the broker's queue lengths). The
+  apps that own the rows say what to read (drafting: drafting.observability, registered in
+  its AppConfig.ready); this module caches, times and serves it with the broker's queues.
   Workers run in other processes and on other machines; the rows they write are the
   record, so every web process reports the same numbers and nothing is lost when a worker
   restarts. Counters here are totals over all rows ever stored (deleting rows, e.g.
@@ -22,26 +24,14 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections import defaultdict
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
-from decimal import Decimal
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, Min, Q, Sum
-from django.utils import timezone
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
-
-from drafting.models import CascadeTier, Draft, DraftAttempt, ModelEndpoint
 
 # --- HTTP requests (events, per process) ------------------------------------------------------
 
@@ -79,198 +69,6 @@ def http_request_observe(*, view: str, method: str, status: int, seconds: float)
         _http_children[key] = children
     children[0].inc()
     children[1].observe(seconds)
-
-
-# --- Drafting (read from the rows at scrape time) ---------------------------------------------
-
-# Provider latency: a cache-warm local tier answers in well under a second, a paid tier
-# in a few, a timeout at the endpoint's limit (30 s by default).
-PROVIDER_BUCKETS_SECONDS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-# Attempts that asked no provider: latency says nothing about the endpoint.
-NOT_CALLS = (DraftAttempt.ErrorKind.CIRCUIT_OPEN, DraftAttempt.ErrorKind.SPEND_CAPPED)
-CACHE_LABEL = "cache"
-
-
-def _bucket_key(bound: float) -> str:
-    return f"le_{int(bound * 1000)}"
-
-
-@dataclass
-class _Histogram:
-    buckets: list[float] = field(default_factory=lambda: [0.0] * len(PROVIDER_BUCKETS_SECONDS))
-    count: float = 0.0
-    total: float = 0.0
-
-
-def _draft_metrics(endpoints: dict[int, str]) -> Iterator[Metric]:
-    """Drafts by status and by the tier and endpoint that produced their text."""
-    tier_of = {
-        (policy_id, endpoint_id): position
-        for policy_id, endpoint_id, position in CascadeTier.objects.values_list(
-            "policy_id", "endpoint_id", "position"
-        )
-    }
-    rows = (
-        Draft.objects.values("status", "policy_id", "final_endpoint_id")
-        .annotate(n=Count("id"))
-        .order_by()
-    )
-    counts: dict[tuple[str, str, str], int] = defaultdict(int)
-    for row in rows:
-        status, endpoint_id = row["status"], row["final_endpoint_id"]
-        if endpoint_id is not None:
-            position = tier_of.get((row["policy_id"], endpoint_id))
-            # .get: an endpoint added since its names were read is named by its id.
-            name = endpoints.get(endpoint_id, str(endpoint_id))
-            key = (status, "" if position is None else str(position), name)
-        elif status == Draft.Status.READY:  # ready with no endpoint: served from the cache
-            key = (status, "0", CACHE_LABEL)
-        else:
-            key = (status, "", "")
-        counts[key] += row["n"]
-    drafts = GaugeMetricFamily(
-        "csbot_drafts",
-        "Drafts by status, and for drafts with text the cascade tier and endpoint that wrote "
-        "it (tier 0, endpoint 'cache': a completion-cache hit). queued + generating is the "
-        "drafting backlog.",
-        labels=["status", "tier", "endpoint"],
-    )
-    for status in Draft.Status.values:  # every status present, zero or not, for alert rules
-        counts.setdefault((status, "", ""), 0)
-    for (status, tier, endpoint), n in sorted(counts.items()):
-        drafts.add_metric([status, tier, endpoint], n)
-    yield drafts
-
-    oldest = Draft.objects.filter(status=Draft.Status.QUEUED).aggregate(at=Min("created_at"))["at"]
-    age = GaugeMetricFamily(
-        "csbot_drafts_oldest_queued_seconds",
-        "Age of the oldest queued draft (0 when none): how far behind the workers are.",
-    )
-    age.add_metric([], (timezone.now() - oldest).total_seconds() if oldest else 0.0)
-    yield age
-
-
-def _attempt_metrics(endpoints: dict[int, str]) -> Iterator[Metric]:
-    """Everything per attempt, from one grouped aggregate over the attempts table."""
-    buckets = {
-        _bucket_key(bound): Count("id", filter=Q(latency_ms__lte=int(bound * 1000)))
-        for bound in PROVIDER_BUCKETS_SECONDS
-    }
-    rows = (
-        DraftAttempt.objects.values(
-            "tier", "endpoint_id", "outcome", "error_kind", "exploratory", "cache_match"
-        )
-        .annotate(
-            n=Count("id"),
-            # Named apart from the fields: the bucket filters must see the column.
-            cost_sum=Sum("cost"),
-            tokens_in_sum=Sum("tokens_in"),
-            tokens_out_sum=Sum("tokens_out"),
-            latency_ms_sum=Sum("latency_ms"),
-            **buckets,
-        )
-        .order_by()
-    )
-    attempts = CounterMetricFamily(
-        "csbot_draft_attempts",
-        "Cascade attempts stored (tier 0: cache hits; exploratory: asked after the draft was "
-        "ready, for the optimiser), by outcome and error kind.",
-        labels=["tier", "endpoint", "outcome", "error_kind", "exploratory"],
-    )
-    escalations: dict[str, float] = defaultdict(float)
-    cache_hits: dict[str, float] = {"exact": 0.0, "semantic": 0.0}
-    errors: dict[tuple[str, str], float] = defaultdict(float)
-    spend: dict[tuple[str, str], float] = defaultdict(float)
-    tokens: dict[tuple[str, str], float] = defaultdict(float)
-    latency: dict[tuple[str, str], _Histogram] = defaultdict(_Histogram)
-    for row in rows:
-        endpoint_id = row["endpoint_id"]
-        endpoint = endpoints.get(endpoint_id, str(endpoint_id)) if endpoint_id else CACHE_LABEL
-        exploratory = "true" if row["exploratory"] else "false"
-        n = float(row["n"])
-        attempts.add_metric(
-            [str(row["tier"]), endpoint, row["outcome"], row["error_kind"], exploratory], n
-        )
-        if row["cache_match"]:
-            cache_hits[row["cache_match"]] = cache_hits.get(row["cache_match"], 0.0) + n
-            continue
-        if row["tier"] >= 2 and not row["exploratory"]:
-            escalations[str(row["tier"])] += n
-        if row["error_kind"]:
-            errors[endpoint, row["error_kind"]] += n
-        spend[endpoint, exploratory] += float(row["cost_sum"] or Decimal(0))
-        tokens[endpoint, "in"] += float(row["tokens_in_sum"] or 0)
-        tokens[endpoint, "out"] += float(row["tokens_out_sum"] or 0)
-        if row["error_kind"] not in NOT_CALLS:
-            histogram = latency[endpoint, row["outcome"]]
-            histogram.count += n
-            histogram.total += (row["latency_ms_sum"] or 0) / 1000
-            for i, bound in enumerate(PROVIDER_BUCKETS_SECONDS):
-                histogram.buckets[i] += row[_bucket_key(bound)]
-    yield attempts
-
-    family = CounterMetricFamily(
-        "csbot_cascade_escalations",
-        "Cascade steps past the first tier (non-exploratory attempts at tier 2 and up): a "
-        "draft scored below its tier's threshold, or the tier below failed.",
-        labels=["to_tier"],
-    )
-    for tier, n in sorted(escalations.items()):
-        family.add_metric([tier], n)
-    yield family
-
-    family = CounterMetricFamily(
-        "csbot_cache_hits",
-        "Drafts served from the completion cache, by match (exact text or semantic).",
-        labels=["match"],
-    )
-    for match, n in sorted(cache_hits.items()):
-        family.add_metric([match], n)
-    yield family
-
-    histogram_family = HistogramMetricFamily(
-        "csbot_provider_request_duration_seconds",
-        "Provider call latency as recorded on each attempt, by endpoint and outcome (skips "
-        "for an open circuit or a spend cap are not calls and not counted).",
-        labels=["endpoint", "outcome"],
-    )
-    for (endpoint, outcome), h in sorted(latency.items()):
-        cumulative = [
-            (str(bound), h.buckets[i]) for i, bound in enumerate(PROVIDER_BUCKETS_SECONDS)
-        ]
-        histogram_family.add_metric(
-            [endpoint, outcome], [*cumulative, ("+Inf", h.count)], sum_value=h.total
-        )
-    yield histogram_family
-
-    family = CounterMetricFamily(
-        "csbot_provider_errors",
-        "Failed attempts by endpoint and error kind (circuit_open and spend_capped: the tier "
-        "was skipped without a call).",
-        labels=["endpoint", "error_kind"],
-    )
-    for (endpoint, kind), n in sorted(errors.items()):
-        family.add_metric([endpoint, kind], n)
-    yield family
-
-    family = CounterMetricFamily(
-        "csbot_provider_tokens",
-        "Tokens sent (in) and generated (out), by endpoint.",
-        labels=["endpoint", "direction"],
-    )
-    for (endpoint, direction), n in sorted(tokens.items()):
-        family.add_metric([endpoint, direction], n)
-    yield family
-
-    family = CounterMetricFamily(
-        "csbot_spend_usd",
-        "Money spent on provider attempts, USD (GPU time for local tiers), by endpoint; "
-        "exploratory spend separate. A float here; the database keeps exact decimals.",
-        labels=["endpoint", "exploratory"],
-    )
-    for (endpoint, exploratory), usd in sorted(spend.items()):
-        family.add_metric([endpoint, exploratory], usd)
-    yield family
 
 
 # --- Broker queue depth -----------------------------------------------------------------------
@@ -342,12 +140,22 @@ def _redis_client(url: str) -> Any:
     return client
 
 
-# --- The collector ----------------------------------------------------------------------------
+# --- Read at scrape time ----------------------------------------------------------------------
+
+ScrapeSource = Callable[[], Iterable[Metric]]
+_sources: list[ScrapeSource] = []
 
 
-class DraftingCollector:
-    """Reads the drafting metrics from the database and broker when scraped, at most once
-    per METRICS_CACHE_SECONDS per process."""
+def register_scrape_source(source: ScrapeSource) -> None:
+    """Metrics an app reads from its own rows when /metrics is scraped (from AppConfig.ready;
+    registering twice is harmless)."""
+    if source not in _sources:
+        _sources.append(source)
+
+
+class ScrapeCollector:
+    """Reads the registered sources and the broker's queues when scraped, at most once per
+    METRICS_CACHE_SECONDS per process."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -368,12 +176,8 @@ class DraftingCollector:
 
     def _collect_now(self) -> list[Metric]:
         started = time.perf_counter()
-        endpoints = dict(ModelEndpoint.objects.values_list("id", "name"))
-        metrics: list[Metric] = [
-            *_draft_metrics(endpoints),
-            *_attempt_metrics(endpoints),
-            *_queue_metrics(),
-        ]
+        metrics: list[Metric] = [m for source in _sources for m in source()]
+        metrics += _queue_metrics()
         took = GaugeMetricFamily(
             "csbot_metrics_collect_seconds",
             "Time the database and broker queries of the last metrics refresh took.",
@@ -383,12 +187,12 @@ class DraftingCollector:
         return metrics
 
 
-drafting_collector = DraftingCollector()
+scrape_collector = ScrapeCollector()
 
 
 class _Registries:
     """The HTTP metrics (this process's, or all gunicorn workers' in multiprocess mode) and
-    the drafting collector, as one collector for the exposition functions."""
+    the scrape-time collector, as one collector for the exposition functions."""
 
     def __init__(self, sources: Iterable[Any]):
         self._sources = list(sources)
@@ -411,4 +215,4 @@ def exposition(accept: str) -> tuple[bytes, str]:
     else:
         http = REGISTRY
     encoder, content_type = choose_encoder(accept)
-    return encoder(_Registries([http, drafting_collector])), content_type
+    return encoder(_Registries([http, scrape_collector])), content_type

@@ -51,9 +51,9 @@ from drafting.engine.providers import (
     SpendCapped,
     provider_for,
 )
-from drafting.engine.scoring import Scorer, ScoringContext, explain, judge
+from drafting.engine.scoring import Scorer, ScoringContext
+from drafting.engine.spend import endpoint_spend
 from drafting.models import CascadeTier, ModelEndpoint
-from drafting.selectors import endpoint_spend
 
 logger = logging.getLogger(__name__)
 
@@ -219,11 +219,11 @@ def run_cascade(
             continue
         guard.record_success(endpoint.pk)
         tier_context = replace(context, tier=tier.position, earlier_drafts=tuple(answered))
-        verdict = judge(scorer, context=tier_context, completion=completion)
+        verdict = scorer.judge(context=tier_context, completion=completion)
         score = verdict.score
         escalated = Decimal(f"{score:.4f}") < tier.threshold and tier is not tiers[-1]
         explanation = (
-            explain(scorer, verdict, context=tier_context, completion=completion)
+            scorer.explain(verdict=verdict, context=tier_context, completion=completion)
             if escalated
             else None
         )

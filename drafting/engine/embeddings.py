@@ -259,12 +259,12 @@ def vllm_embedder(*, timeout: float = 120.0) -> OpenAIEmbedder:
     EMBEDDING_MODEL point elsewhere (e.g. a larger model served by vLLM on a GPU box). The
     default timeout suits batch work: a CPU server embeds ≈45 short texts/s, so a batch of 64
     long ones takes seconds."""
-    from drafting.localserver import manager as local_llm
+    from drafting import localserver
 
     key_env = settings.EMBEDDING_API_KEY_ENV
     return OpenAIEmbedder(
-        base_url=settings.EMBEDDING_URL or local_llm.base_url_for(settings.LOCAL_EMBED_PORT),
-        model=settings.EMBEDDING_MODEL or local_llm.EMBED_MODEL_NAME,
+        base_url=settings.EMBEDDING_URL or localserver.base_url_for(settings.LOCAL_EMBED_PORT),
+        model=settings.EMBEDDING_MODEL or localserver.EMBED_MODEL_NAME,
         api_key=(os.environ.get(key_env, "") if key_env else "") or "not-needed",
         timeout=timeout,
     )

@@ -5,34 +5,23 @@ logprob, when the server returns logprobs) discounted by cheap checks for drafts
 cannot use — empty, cut off at the token limit, a refusal, or in another script than the
 customer's message.
 
-The learned scorer (`LearnedScorer`: penalised logistic regression on embeddings of the customer
-turn and the draft plus cheap signals, trained on agent actions by drafting.learning.scorer) plugs in
-behind the same `Scorer` protocol. It also says which trained model judged (`judge` → `Verdict`)
-and why a draft scored low (`explain`: occlusion weights per word, one batch of embeddings).
-Whenever it cannot embed, it answers with the default scorer's score: a draft is never lost to
-the scorer.
+A learned scorer (drafting.learning.scorer.LearnedScorer: penalised logistic regression on
+embeddings, trained on agent actions) plugs in behind the same `Scorer` protocol, which is all
+the cascade knows: `judge` says which trained model judged (`Verdict`) and `explain` why a draft
+scored low. The engine never imports learning: which scorer is in force is decided by the
+caller (drafting.services) and passed in.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-import numpy as np
-import numpy.typing as npt
-
-from drafting.engine.embeddings import Embedder, EmbeddingError
 from drafting.engine.providers import Completion
-
-if TYPE_CHECKING:
-    # scikit-learn takes a second to import: only processes that score with a model pay it.
-    from drafting.learning.plr import TrainedPLR
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +48,25 @@ class ScoringContext:
     earlier_drafts: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class Verdict:
+    score: float
+    scorer_id: int | None = None  # the TrainedClassifier that judged; None: the default scorer
+
+
 class Scorer(Protocol):
     def score(self, *, context: ScoringContext, completion: Completion) -> float: ...
+
+    def judge(self, *, context: ScoringContext, completion: Completion) -> Verdict:
+        """The score with the trained model that gave it (None: no model, a rule)."""
+        ...
+
+    def explain(
+        self, *, verdict: Verdict, context: ScoringContext, completion: Completion
+    ) -> list[dict[str, Any]] | None:
+        """Why the draft scored as it did (words with weights), or None when the scorer cannot
+        say; never raises: an explanation is never worth losing the draft."""
+        ...
 
 
 def dominant_script(text: str) -> str | None:
@@ -91,143 +97,10 @@ class DefaultScorer:
             value = min(value, WRONG_SCRIPT_CAP)
         return max(0.0, min(1.0, value))
 
-
-# --- The learned scorer -------------------------------------------------------------------------
-
-# The cheap signals appended to the two embeddings, in order. A signal the training rows cannot
-# recover (the default score of a draft a learned scorer judged; an earlier tier's text that no
-# explanation kept) is given as unknown: a neutral value and its flag at 0.
-SIGNALS = (
-    "default_score",
-    "default_known",
-    "tier",
-    "log_words",
-    "has_earlier",
-    "agreement",
-    "agreement_known",
-)
-FEATURES = "customer ⊕ draft embedding; " + ", ".join(SIGNALS)
-
-
-@dataclass(frozen=True)
-class Verdict:
-    score: float
-    scorer_id: int | None = None  # the TrainedClassifier that judged; None: the default scorer
-
-
-def signal_row(
-    *,
-    draft_text: str,
-    default_score: float | None,
-    tier: int,
-    has_earlier: bool,
-    agreement: float | None,
-) -> list[float]:
-    """The cheap signals of one draft, in SIGNALS order."""
-    return [
-        NEUTRAL if default_score is None else default_score,
-        0.0 if default_score is None else 1.0,
-        float(tier),
-        math.log1p(len(draft_text.split())),
-        1.0 if has_earlier else 0.0,
-        0.0 if agreement is None else agreement,
-        0.0 if agreement is None else 1.0,
-    ]
-
-
-def feature_rows(
-    customer: npt.NDArray[np.float32],
-    draft: npt.NDArray[np.float32],
-    signals: Sequence[list[float]],
-) -> npt.NDArray[np.float64]:
-    """One feature row per draft: customer embedding, draft embedding, signals."""
-    return np.hstack(
-        [
-            np.atleast_2d(customer).astype(np.float64),
-            np.atleast_2d(draft).astype(np.float64),
-            np.asarray(signals, dtype=np.float64).reshape(len(signals), len(SIGNALS)),
-        ]
-    )
-
-
-class LearnedScorer:
-    """g = P(the agent uses the draft or edits it lightly), from one policy's trained model."""
-
-    def __init__(self, *, classifier_id: int, model: TrainedPLR, embedder: Embedder):
-        self.classifier_id = classifier_id
-        self.model = model
-        self.embedder = embedder
-        self.fallback = DefaultScorer()
-
-    def score(self, *, context: ScoringContext, completion: Completion) -> float:
-        return self.judge(context=context, completion=completion).score
-
     def judge(self, *, context: ScoringContext, completion: Completion) -> Verdict:
-        """Embed the customer turn, the draft and the earlier drafts in one batch and predict;
-        the default scorer's verdict when the draft is empty or embedding fails."""
-        default = self.fallback.score(context=context, completion=completion)
-        if not completion.text.strip():
-            return Verdict(default)
-        try:
-            rows = self._rows(context, [completion.text], default_score=default)
-        except EmbeddingError as exc:
-            logger.warning(
-                "learned scorer %s: embedding failed (%s); default scorer used",
-                self.classifier_id,
-                exc,
-            )
-            return Verdict(default)
-        return Verdict(float(self.model.positive_proba(rows)[0]), scorer_id=self.classifier_id)
+        return Verdict(self.score(context=context, completion=completion))
 
-    def explain(self, *, context: ScoringContext, completion: Completion) -> list[dict[str, Any]]:
-        """Occlusion weights per word of the draft (weight < 0: the word pulled g down), the
-        draft and its one-word-less variants in one embedding batch. Raises EmbeddingError."""
-        from drafting.learning.plr import explain_words
-
-        default = self.fallback.score(context=context, completion=completion)
-
-        def score(variants: list[str]) -> npt.NDArray[np.float64]:
-            return self.model.positive_proba(self._rows(context, variants, default_score=default))
-
-        _full, words = explain_words(completion.text, score)
-        return [{"word": w.word, "start": w.start, "end": w.end, "weight": w.weight} for w in words]
-
-    def _rows(
-        self, context: ScoringContext, drafts: list[str], *, default_score: float
-    ) -> npt.NDArray[np.float64]:
-        earlier = list(context.earlier_drafts)
-        vectors = self.embedder.embed([context.customer_text, *earlier, *drafts])
-        customer, earlier_vectors = vectors[0], vectors[1 : 1 + len(earlier)]
-        draft_vectors = vectors[1 + len(earlier) :]
-        signals = [
-            signal_row(
-                draft_text=text,
-                default_score=default_score,
-                tier=context.tier,
-                has_earlier=bool(earlier),
-                agreement=float((earlier_vectors @ vector).max()) if earlier else None,
-            )
-            for text, vector in zip(drafts, draft_vectors, strict=True)
-        ]
-        return feature_rows(np.tile(customer, (len(drafts), 1)), draft_vectors, signals)
-
-
-def judge(scorer: Scorer, *, context: ScoringContext, completion: Completion) -> Verdict:
-    """Any scorer's verdict, with the trained model that judged when it was a learned one."""
-    if isinstance(scorer, LearnedScorer):
-        return scorer.judge(context=context, completion=completion)
-    return Verdict(scorer.score(context=context, completion=completion))
-
-
-def explain(
-    scorer: Scorer, verdict: Verdict, *, context: ScoringContext, completion: Completion
-) -> list[dict[str, Any]] | None:
-    """Why the draft scored as it did, when a learned model judged it (None otherwise, or when
-    embedding fails: an explanation is never worth losing the draft)."""
-    if not isinstance(scorer, LearnedScorer) or verdict.scorer_id is None:
-        return None
-    try:
-        return scorer.explain(context=context, completion=completion)
-    except EmbeddingError as exc:
-        logger.warning("learned scorer %s: no explanation (%s)", scorer.classifier_id, exc)
-        return None
+    def explain(
+        self, *, verdict: Verdict, context: ScoringContext, completion: Completion
+    ) -> list[dict[str, Any]] | None:
+        return None  # rules, not weights: nothing to show word by word

@@ -21,7 +21,6 @@ Method (`evaluate`):
 from __future__ import annotations
 
 import csv
-import os
 import random
 import re
 import time
@@ -34,10 +33,10 @@ from typing import Any, Literal
 from xml.etree import ElementTree
 
 import numpy as np
-from django.conf import settings
-from sklearn.metrics import accuracy_score, f1_score
 
 from drafting.engine.embeddings import Embedder, Vectors
+from drafting.evaluation.datasets import shared_data_dir
+from drafting.learning.baselines import classification_scores
 from drafting.learning.plr import Penalty, train_plr
 
 Normalisation = Literal["center", "none"]
@@ -56,14 +55,6 @@ class FewShotError(ValueError):
 class Example:
     text: str
     label: str
-
-
-def shared_data_dir() -> Path:
-    """The public data sets: `CSBOT_SHARED_DATA`, else `shared/data` beside the repository."""
-    configured = os.environ.get("CSBOT_SHARED_DATA")
-    if configured:
-        return Path(configured)
-    return Path(settings.BASE_DIR).parent / "shared" / "data"
 
 
 # --- reading data ------------------------------------------------------------------------------
@@ -261,15 +252,7 @@ def evaluate(
     predicted = model.predict(X_test)
     truth = [example.label for example in test]
     return {
-        "accuracy": round(float(accuracy_score(truth, predicted)), 4),
-        "macro_f1": round(
-            float(
-                f1_score(
-                    truth, predicted, labels=sorted(set(truth)), average="macro", zero_division=0
-                )
-            ),
-            4,
-        ),
+        **classification_scores(truth, list(predicted)),
         "n_train": len(sample),
         "n_test": len(test),
         "per_class": per_class,

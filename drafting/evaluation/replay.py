@@ -42,15 +42,9 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import KFold, StratifiedKFold
-from sklearn.pipeline import make_pipeline
 
-from drafting.evaluation.fewshot import (
-    shared_data_dir as shared_data_dir,  # the replay's data sets too
-)
 from drafting.learning import optimiser
+from drafting.learning.baselines import kfold_splits, stratified_splits, tfidf_proba
 from drafting.learning.optimiser import CascadeTable, Chain, Plan
 from drafting.learning.plr import train_plr
 
@@ -270,22 +264,6 @@ class Guesses:
         )
 
 
-def _tfidf_proba(
-    texts: Sequence[str], labels: npt.NDArray[np.int_], apply: Sequence[str], width: int, seed: int
-) -> Array:
-    model = make_pipeline(
-        TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2),
-        LogisticRegression(C=TFIDF_C, max_iter=1000, random_state=seed),
-    )
-    try:
-        model.fit(list(texts), labels)
-    except ValueError:  # no word occurs twice: nothing to learn from the text
-        return np.full((len(apply), width), 1.0 / width)
-    out = np.zeros((len(apply), width))
-    out[:, model.classes_] = model.predict_proba(list(apply))
-    return out
-
-
 def _embedding_proba(
     X: Array, labels: npt.NDArray[np.int_], X_apply: Array, width: int, seed: int
 ) -> Array:
@@ -321,7 +299,9 @@ def guess_answers(
 
     def by_text(fit: npt.NDArray[np.int_], apply: npt.NDArray[np.int_] | None) -> Array:
         target = list(texts_test) if apply is None else list(train_text[apply])
-        return _tfidf_proba(list(train_text[fit]), labels[fit], target, width, seed)
+        return tfidf_proba(
+            list(train_text[fit]), labels[fit], target, width=width, strength_c=TFIDF_C, seed=seed
+        )
 
     guessers.append(by_text)
     if embedded is not None:
@@ -337,11 +317,10 @@ def guess_answers(
 
     # Folds over all train rows (a row without a known answer is still guessed out of fold);
     # each fold's guesser learns from the known rows outside it.
-    splitter = KFold(OUTER_FOLDS, shuffle=True, random_state=seed)
     train_out, test_out = [], []
     for guesser in guessers:
         out_of_fold = uniform_train.copy()
-        for outside, inside in splitter.split(np.arange(len(reference))):
+        for outside, inside in kfold_splits(len(reference), OUTER_FOLDS, seed=seed):
             fit = outside[known[outside]]
             if len(set(labels[fit].tolist())) >= 2:
                 out_of_fold[inside] = guesser(fit, inside)
@@ -391,8 +370,7 @@ def cross_fitted_scores(
     smallest = min(Counter(labels.tolist()).values()) if len(set(labels)) > 1 else 0
     folds = min(OUTER_FOLDS, smallest)
     if folds >= 2:
-        splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
-        for fit, held in splitter.split(X_train, labels):
+        for fit, held in stratified_splits(labels, folds, seed=seed):
             out_of_fold[held] = _fit_score(X_train[fit], labels[fit], X_train[held], seed=seed)
     else:
         out_of_fold[:] = _fit_score(X_train, labels, X_train, seed=seed)

@@ -1,9 +1,11 @@
-"""Storing a trained classifier as the next version of its owner's (a team's intent classifier,
-a policy's learned scorer): one write flow for both, so version numbers and the one-active rule
-are kept the same way."""
+"""Trained classifiers (a team's intent classifier, a policy's learned scorer) stored and loaded
+the same way for both kinds: `classifier_store` keeps version numbers and the one-active rule,
+`ActiveClassifiers` holds each owner's active version unpickled once per process."""
 
 from __future__ import annotations
 
+import threading
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth.models import User
@@ -52,3 +54,55 @@ def classifier_store(
             trained_by=trained_by,
             **{owner_field: owner},
         )
+
+
+@dataclass(frozen=True)
+class LoadedClassifier:
+    classifier_id: int
+    embedding_model: str
+    model: TrainedPLR
+
+
+class ActiveClassifiers:
+    """One kind's active version per owner (team or policy id), unpickled once per process. Each
+    `get` costs one small query, so a newly activated version (its id differs) is loaded on the
+    next call and a deactivated one is dropped at once."""
+
+    def __init__(self, *, kind: str, owner_field: str):
+        self.kind, self.owner_field = kind, owner_field
+        self._loaded: dict[int, LoadedClassifier] = {}
+        self._lock = threading.Lock()
+
+    def get(self, owner_id: int) -> LoadedClassifier | None:
+        row = (
+            TrainedClassifier.objects.filter(
+                kind=self.kind, active=True, **{f"{self.owner_field}_id": owner_id}
+            )
+            .values_list("pk", "embedding_model")
+            .first()
+        )
+        if row is None:
+            return None
+        classifier_id, embedding_model = row
+        with self._lock:
+            loaded = self._loaded.get(owner_id)
+        if loaded is not None and loaded.classifier_id == classifier_id:
+            return loaded
+        blob = (
+            TrainedClassifier.objects.filter(pk=classifier_id)
+            .values_list("model_blob", flat=True)
+            .first()
+        )
+        if blob is None:  # deactivated and deleted meanwhile
+            return None
+        # scikit-learn (a second to import) only once a model is in force: in the worker.
+        from drafting.learning.plr import TrainedPLR
+
+        loaded = LoadedClassifier(classifier_id, embedding_model, TrainedPLR.from_bytes(blob))
+        with self._lock:
+            self._loaded[owner_id] = loaded
+        return loaded
+
+    def clear(self) -> None:
+        with self._lock:
+            self._loaded.clear()

@@ -10,10 +10,10 @@ Writes:
 - `message_intent_classify` / `message_intents_classify_recent`: a `MessageIntent` verdict per
   inbound message, from the team's active version. A message someone labelled gets its label
   as the verdict (confidence 1, no classifier): a person's word beats the model's.
-- `message_intent_label`: the console's "this message is about X".
 
-Reads: `intent_training_readiness` (what training would do, without embedding anything) and
-`intent_panel` (the console's view of one message).
+Reads: `intent_training_readiness` (what training would do, without embedding anything). The
+console's labelling (`drafting.services.message_intent_label`) and its intent box
+(`drafting.selectors.intent_panel`) are plain rows and live with drafting's public face.
 
 Embeddings make intents possible but never anything else: when the embedder fails, a message
 simply gets no verdict (logged) and the batch job picks it up later.
@@ -22,7 +22,6 @@ simply gets no verdict (logged) and the batch job picks it up later.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -31,18 +30,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser, User
-from django.db import transaction
 from django.db.models import Count
 from django.utils import timezone
 
 from csbot.models import Message, Team
 from drafting.engine.embeddings import EmbeddingError, embedder
-from drafting.learning.classifiers import classifier_store
+from drafting.learning.classifiers import ActiveClassifiers, LoadedClassifier, classifier_store
 from drafting.models import Draft, Intent, IntentExample, MessageIntent, TrainedClassifier
 from drafting.signals import intents_changed
 
 if TYPE_CHECKING:
-    from drafting.learning.plr import TrainedPLR
+    pass
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +50,6 @@ DEFAULT_MIN_EXAMPLES = 5
 # Messages embedded per call in the batch job: one call amortises the model, a bounded one
 # keeps memory flat.
 EMBED_BATCH = 64
-LABEL_CONFIDENCE = Decimal("1")
 
 
 def min_examples() -> int:
@@ -119,34 +116,6 @@ def intent_training_readiness(*, team: Team) -> TrainingReadiness:
         counts=[IntentCount(intent_id=pk, name=name, examples=n) for pk, name, n in rows],
         min_examples=min_examples(),
     )
-
-
-@dataclass(frozen=True)
-class IntentPanel:
-    """The console's intent box for one inbound message."""
-
-    message: Message | None
-    intents: list[Intent]
-    verdict: MessageIntent | None
-    label: IntentExample | None
-
-
-def intent_panel(*, team: Team, message: Message | None) -> IntentPanel:
-    intents = list(Intent.objects.filter(team=team).order_by("name"))
-    if message is None:
-        return IntentPanel(message=None, intents=intents, verdict=None, label=None)
-    verdict = (
-        MessageIntent.objects.select_related("intent", "classifier")
-        .filter(message=message, intent__team=team)
-        .first()
-    )
-    label = (
-        IntentExample.objects.select_related("intent", "labelled_by")
-        .filter(message=message, intent__team=team)
-        .order_by("-created_at", "-id")
-        .first()
-    )
-    return IntentPanel(message=message, intents=intents, verdict=verdict, label=label)
 
 
 # --- Training -----------------------------------------------------------------------------------
@@ -236,47 +205,8 @@ def intent_classifier_train(
 # --- Classifying --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Loaded:
-    classifier_id: int
-    embedding_model: str
-    model: TrainedPLR
-
-
-# The active version per team, unpickled once per process; a new active version (its id
-# differs) is loaded on the next message.
-_models: dict[int, _Loaded] = {}
-_models_lock = threading.Lock()
-
-
-def _active_model(team_id: int) -> _Loaded | None:
-    row = (
-        TrainedClassifier.objects.filter(kind=INTENT, team_id=team_id, active=True)
-        .values_list("pk", "embedding_model")
-        .first()
-    )
-    if row is None:
-        return None
-    classifier_id, embedding_model = row
-    with _models_lock:
-        loaded = _models.get(team_id)
-        if loaded is not None and loaded.classifier_id == classifier_id:
-            return loaded
-    blob = (
-        TrainedClassifier.objects.filter(pk=classifier_id)
-        .values_list("model_blob", flat=True)
-        .first()
-    )
-    if blob is None:  # deactivated and deleted meanwhile
-        return None
-    from drafting.learning.plr import (
-        TrainedPLR,  # scikit-learn: worker-side only, not in web processes
-    )
-
-    loaded = _Loaded(classifier_id, embedding_model, TrainedPLR.from_bytes(blob))
-    with _models_lock:
-        _models[team_id] = loaded
-    return loaded
+# The active version per team; a new active version is loaded on the next message.
+active_intent_classifiers = ActiveClassifiers(kind=INTENT, owner_field="team")
 
 
 def _classify(team_id: int, messages: Sequence[tuple[int, str]]) -> list[MessageIntent]:
@@ -298,7 +228,7 @@ def _classify(team_id: int, messages: Sequence[tuple[int, str]]) -> list[Message
         MessageIntent(
             message_id=pk,
             intent_id=labels[pk],
-            confidence=LABEL_CONFIDENCE,
+            confidence=MessageIntent.LABEL_CONFIDENCE,
             classifier=None,
             classified_at=now,
         )
@@ -306,7 +236,7 @@ def _classify(team_id: int, messages: Sequence[tuple[int, str]]) -> list[Message
         if pk in labels
     ]
     unlabelled = [(pk, text) for pk, text in messages if pk not in labels]
-    loaded = _active_model(team_id) if unlabelled else None
+    loaded = active_intent_classifiers.get(team_id) if unlabelled else None
     if loaded is not None:
         verdicts += _predict(team_id, loaded, unlabelled, now=now)
     if not verdicts:
@@ -323,7 +253,7 @@ def _classify(team_id: int, messages: Sequence[tuple[int, str]]) -> list[Message
 
 
 def _predict(
-    team_id: int, loaded: _Loaded, messages: Sequence[tuple[int, str]], *, now: Any
+    team_id: int, loaded: LoadedClassifier, messages: Sequence[tuple[int, str]], *, now: Any
 ) -> list[MessageIntent]:
     model = embedder()
     if model is None or model.name != loaded.embedding_model:
@@ -402,43 +332,6 @@ def message_intents_classify_recent(*, team: Team, limit: int = 500) -> int:
     for start in range(0, len(pending), EMBED_BATCH):
         stored += len(_classify(team.pk, pending[start : start + EMBED_BATCH]))
     return stored
-
-
-# --- Labelling ----------------------------------------------------------------------------------
-
-
-def message_intent_label(
-    *, message: Message, intent: Intent, user: User | AnonymousUser | None
-) -> IntentExample:
-    """Label an inbound message with one of its team's intents: it becomes a training example
-    and, at once, the message's verdict. A message has one label: relabelling replaces it."""
-    if message.direction != Message.Direction.INBOUND:
-        raise ValueError("Only customer messages have an intent.")
-    if message.conversation.team_id != intent.team_id:
-        raise ValueError("The intent belongs to another team.")
-    labelled_by = user if user is not None and user.is_authenticated else None
-    with transaction.atomic():
-        IntentExample.objects.filter(message=message, intent__team_id=intent.team_id).exclude(
-            intent=intent
-        ).delete()
-        example, created = IntentExample.objects.get_or_create(
-            intent=intent,
-            message=message,
-            defaults={"text": message.text, "labelled_by": labelled_by},
-        )
-        if not created and labelled_by is not None and example.labelled_by_id != labelled_by.pk:
-            example.labelled_by = labelled_by
-            example.save(update_fields=["labelled_by"])
-        MessageIntent.objects.update_or_create(
-            message=message,
-            defaults={
-                "intent": intent,
-                "confidence": LABEL_CONFIDENCE,
-                "classifier": None,
-                "classified_at": timezone.now(),
-            },
-        )
-    return example
 
 
 # --- For the Celery tasks (ids in, a line for the worker log out) -------------------------------

@@ -5,7 +5,7 @@ a draft was escalated (DESIGN §1.3).
   good ("1"); a heavier edit or an ignore is bad ("0"). The label judges the draft the agent was
   shown: the cascade's chosen attempt (its last answer), never the escalated ones before it.
 - Training (`scorer_train`): a policy's newest SCORER_MAX_LABELS labelled drafts → features
-  (drafting.engine.scoring.FEATURES) → `drafting.learning.plr.train_plr` → a new `TrainedClassifier` version.
+  (FEATURES below) → `drafting.learning.plr.train_plr` → a new `TrainedClassifier` version.
   Too few labels (SCORER_MIN_LABELS, SCORER_MIN_MINORITY of the rarer class): nothing is
   trained. The new version becomes active only if its out-of-fold AUC reaches SCORER_MIN_AUC;
   otherwise it is stored inactive with the reason and whatever was in force stays.
@@ -17,32 +17,27 @@ a draft was escalated (DESIGN §1.3).
 from __future__ import annotations
 
 import logging
-import threading
+import math
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db.models import OuterRef, Subquery
 
+from drafting.engine.edits import is_good_edit
 from drafting.engine.embeddings import Embedder, EmbeddingError, embedder
-from drafting.engine.scoring import (
-    FEATURES,
-    DefaultScorer,
-    LearnedScorer,
-    Scorer,
-    feature_rows,
-    signal_row,
-)
-from drafting.learning.classifiers import classifier_store
+from drafting.engine.providers import Completion
+from drafting.engine.scoring import NEUTRAL, DefaultScorer, Scorer, ScoringContext, Verdict
+from drafting.learning.classifiers import ActiveClassifiers, classifier_store
 from drafting.models import (
     AgentAction,
     CascadePolicy,
-    CascadeTier,
-    Draft,
     DraftAttempt,
     TrainedClassifier,
 )
@@ -56,6 +51,131 @@ GOOD, BAD = "1", "0"
 SCORER = TrainedClassifier.Kind.SCORER
 
 
+# --- The learned scorer: features, and the model behind the engine's Scorer protocol -----------
+
+# The cheap signals appended to the two embeddings, in order. A signal the training rows cannot
+# recover (the default score of a draft a learned scorer judged; an earlier tier's text that no
+# explanation kept) is given as unknown: a neutral value and its flag at 0.
+SIGNALS = (
+    "default_score",
+    "default_known",
+    "tier",
+    "log_words",
+    "has_earlier",
+    "agreement",
+    "agreement_known",
+)
+FEATURES = "customer ⊕ draft embedding; " + ", ".join(SIGNALS)
+
+
+def signal_row(
+    *,
+    draft_text: str,
+    default_score: float | None,
+    tier: int,
+    has_earlier: bool,
+    agreement: float | None,
+) -> list[float]:
+    """The cheap signals of one draft, in SIGNALS order."""
+    return [
+        NEUTRAL if default_score is None else default_score,
+        0.0 if default_score is None else 1.0,
+        float(tier),
+        math.log1p(len(draft_text.split())),
+        1.0 if has_earlier else 0.0,
+        0.0 if agreement is None else agreement,
+        0.0 if agreement is None else 1.0,
+    ]
+
+
+def feature_rows(
+    customer: npt.NDArray[np.float32],
+    draft: npt.NDArray[np.float32],
+    signals: Sequence[list[float]],
+) -> npt.NDArray[np.float64]:
+    """One feature row per draft: customer embedding, draft embedding, signals."""
+    return np.hstack(
+        [
+            np.atleast_2d(customer).astype(np.float64),
+            np.atleast_2d(draft).astype(np.float64),
+            np.asarray(signals, dtype=np.float64).reshape(len(signals), len(SIGNALS)),
+        ]
+    )
+
+
+class LearnedScorer:
+    """g = P(the agent uses the draft or edits it lightly), from one policy's trained model."""
+
+    def __init__(self, *, classifier_id: int, model: TrainedPLR, embedder: Embedder):
+        self.classifier_id = classifier_id
+        self.model = model
+        self.embedder = embedder
+        self.fallback = DefaultScorer()
+
+    def score(self, *, context: ScoringContext, completion: Completion) -> float:
+        return self.judge(context=context, completion=completion).score
+
+    def judge(self, *, context: ScoringContext, completion: Completion) -> Verdict:
+        """Embed the customer turn, the draft and the earlier drafts in one batch and predict;
+        the default scorer's verdict when the draft is empty or embedding fails."""
+        default = self.fallback.score(context=context, completion=completion)
+        if not completion.text.strip():
+            return Verdict(default)
+        try:
+            rows = self._rows(context, [completion.text], default_score=default)
+        except EmbeddingError as exc:
+            logger.warning(
+                "learned scorer %s: embedding failed (%s); default scorer used",
+                self.classifier_id,
+                exc,
+            )
+            return Verdict(default)
+        return Verdict(float(self.model.positive_proba(rows)[0]), scorer_id=self.classifier_id)
+
+    def explain(
+        self, *, verdict: Verdict, context: ScoringContext, completion: Completion
+    ) -> list[dict[str, Any]] | None:
+        """Occlusion weights per word of the draft (weight < 0: the word pulled g down), the
+        draft and its one-word-less variants in one embedding batch; None when the default
+        scorer judged (embedding failed) or embedding fails now."""
+        if verdict.scorer_id is None:
+            return None
+        from drafting.learning.plr import explain_words
+
+        default = self.fallback.score(context=context, completion=completion)
+
+        def score(variants: list[str]) -> npt.NDArray[np.float64]:
+            return self.model.positive_proba(self._rows(context, variants, default_score=default))
+
+        try:
+            _full, words = explain_words(completion.text, score)
+        except EmbeddingError as exc:
+            logger.warning("learned scorer %s: no explanation (%s)", self.classifier_id, exc)
+            return None
+        return [{"word": w.word, "start": w.start, "end": w.end, "weight": w.weight} for w in words]
+
+    def _rows(
+        self, context: ScoringContext, drafts: list[str], *, default_score: float
+    ) -> npt.NDArray[np.float64]:
+        earlier = list(context.earlier_drafts)
+        vectors = self.embedder.embed([context.customer_text, *earlier, *drafts])
+        customer, earlier_vectors = vectors[0], vectors[1 : 1 + len(earlier)]
+        draft_vectors = vectors[1 + len(earlier) :]
+        signals = [
+            signal_row(
+                draft_text=text,
+                default_score=default_score,
+                tier=context.tier,
+                has_earlier=bool(earlier),
+                agreement=float((earlier_vectors @ vector).max()) if earlier else None,
+            )
+            for text, vector in zip(drafts, draft_vectors, strict=True)
+        ]
+        return feature_rows(np.tile(customer, (len(drafts), 1)), draft_vectors, signals)
+
+
+
+
 # --- Labels -------------------------------------------------------------------------------------
 
 
@@ -64,10 +184,7 @@ def action_label(*, kind: str, edit_distance: Decimal | None) -> str | None:
     if kind == AgentAction.Kind.USE:
         return GOOD
     if kind == AgentAction.Kind.EDIT:
-        light = (
-            edit_distance is not None and edit_distance * 100 <= settings.SCORER_GOOD_EDIT_PERCENT
-        )
-        return GOOD if light else BAD
+        return GOOD if is_good_edit(edit_distance) else BAD
     if kind == AgentAction.Kind.IGNORE:
         return BAD
     return None
@@ -149,7 +266,7 @@ def scorer_labels(*, policy_id: int, limit: int) -> list[LabelledDraft]:
 
 
 def scorer_features(rows: list[LabelledDraft], *, using: Embedder) -> np.ndarray:
-    """Feature rows for labelled drafts (drafting.engine.scoring.FEATURES), every text embedded once,
+    """Feature rows for labelled drafts (FEATURES below), every text embedded once,
     in one batch."""
     texts = sorted({t for r in rows for t in (r.customer_text, r.draft_text, *r.earlier_drafts)})
     index = {text: i for i, text in enumerate(texts)}
@@ -287,110 +404,26 @@ def scorers_retrain() -> list[ScorerTraining]:
 
 # --- Serving ------------------------------------------------------------------------------------
 
-_loaded: dict[int, tuple[int, TrainedPLR]] = {}
-_loaded_lock = threading.Lock()
+active_scorers = ActiveClassifiers(kind=SCORER, owner_field="policy")
 
 
 def policy_scorer(*, policy_id: int) -> Scorer:
     """The scorer in force for the policy: its active learned scorer, else the default one.
     One small query per call; the model itself is loaded once per process and version."""
-    active = (
-        TrainedClassifier.objects.filter(kind=SCORER, policy_id=policy_id, active=True)
-        .values_list("pk", "embedding_model")
-        .first()
-    )
-    if active is None:
+    loaded = active_scorers.get(policy_id)
+    if loaded is None:
         return DefaultScorer()
-    classifier_id, embedding_model = active
     try:
         using = embedder()
     except EmbeddingError as exc:
-        logger.warning("scorer %s unusable (%s): default scorer", classifier_id, exc)
+        logger.warning("scorer %s unusable (%s): default scorer", loaded.classifier_id, exc)
         return DefaultScorer()
-    if using is None or using.name != embedding_model:
+    if using is None or using.name != loaded.embedding_model:
         logger.warning(
             "scorer %s was trained on %s vectors, the embedder is %s: default scorer",
-            classifier_id,
-            embedding_model,
+            loaded.classifier_id,
+            loaded.embedding_model,
             using.name if using else "off",
         )
         return DefaultScorer()
-    with _loaded_lock:
-        cached = _loaded.get(policy_id)
-    if cached is None or cached[0] != classifier_id:
-        from drafting.learning.plr import TrainedPLR  # scikit-learn: only once a model is in force
-
-        blob = TrainedClassifier.objects.values_list("model_blob", flat=True).get(pk=classifier_id)
-        cached = (classifier_id, TrainedPLR.from_bytes(blob))
-        with _loaded_lock:
-            _loaded[policy_id] = cached
-    return LearnedScorer(classifier_id=classifier_id, model=cached[1], embedder=using)
-
-
-# --- Explanations (console, admin) ----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ExplainedWord:
-    word: str
-    weight: float
-    strength: float  # |weight| relative to the draft's largest, 0…1: how strongly to highlight
-    gap: str  # the whitespace before the word
-
-    @property
-    def negative(self) -> bool:
-        return self.weight < 0
-
-
-@dataclass(frozen=True)
-class Escalation:
-    tier: int
-    endpoint: str
-    score: Decimal | None
-    threshold: Decimal | None
-    scorer: str
-    words: list[ExplainedWord]
-
-
-def explained_words(explanation: list[dict[str, Any]]) -> list[ExplainedWord]:
-    largest = max((abs(float(w["weight"])) for w in explanation), default=0.0) or 1.0
-    words, end = [], 0
-    for w in explanation:
-        weight = float(w["weight"])
-        words.append(
-            ExplainedWord(
-                word=str(w["word"]),
-                weight=weight,
-                strength=round(abs(weight) / largest, 2),
-                gap=" " if int(w["start"]) > end else "",
-            )
-        )
-        end = int(w["end"])
-    return words
-
-
-def draft_escalations(*, draft: Draft | None) -> list[Escalation]:
-    """The draft's escalated attempts that carry an explanation, in tier order, with the
-    threshold their tier has now. One query."""
-    if draft is None or draft.status != Draft.Status.READY:
-        return []
-    threshold = CascadeTier.objects.filter(
-        policy_id=draft.policy_id, position=OuterRef("tier")
-    ).values("threshold")[:1]
-    attempts = (
-        DraftAttempt.objects.filter(draft_id=draft.pk, explanation__isnull=False, exploratory=False)
-        .select_related("endpoint", "scorer")
-        .annotate(tier_threshold=Subquery(threshold))
-        .order_by("tier", "started_at", "id")
-    )
-    return [
-        Escalation(
-            tier=a.tier,
-            endpoint=a.endpoint.name if a.endpoint else "cache",
-            score=a.score,
-            threshold=a.tier_threshold,
-            scorer=str(a.scorer) if a.scorer else "default scorer",
-            words=explained_words(a.explanation or []),
-        )
-        for a in attempts
-    ]
+    return LearnedScorer(classifier_id=loaded.classifier_id, model=loaded.model, embedder=using)

@@ -30,8 +30,8 @@ from django.conf import settings
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from rapidfuzz.distance import Levenshtein
 
+from drafting.engine.edits import edit_distance, is_good_edit
 from drafting.learning import optimiser
 from drafting.models import MONEY_PLACES, AgentAction, CascadePolicy, CascadeTier, DraftAttempt
 
@@ -80,13 +80,6 @@ class ExplorationRows:
     good_edit_percent: int
     tier_accuracy: list[float] = field(default_factory=list)
     tier_mean_cost: list[Decimal] = field(default_factory=list)
-
-
-def _is_good(text: str, final_text: str) -> bool:
-    # Rounded to 4 places first, as AgentAction.edit_distance is, so the rule matches the
-    # learned scorer's labels to the last digit.
-    distance = Decimal(f"{Levenshtein.normalized_distance(text.strip(), final_text.strip()):.4f}")
-    return distance * 100 <= settings.SCORER_GOOD_EDIT_PERCENT
 
 
 def policy_tier_columns(policy: CascadePolicy) -> list[TierColumn]:
@@ -171,7 +164,7 @@ def exploration_table(
     for answers in by_draft.values():
         if len(answers) < k or any(answers[i][1] is None for i in range(k - 1)):
             continue
-        quality.append([float(_is_good(answers[i][0], answers[i][4])) for i in range(k)])
+        quality.append([float(is_good_edit(edit_distance(answers[i][0], answers[i][4]))) for i in range(k)])
         costs.append([float(answers[i][2]) for i in range(k)])
         scores.append([float(answers[i][1] or 0) for i in range(k)])
         rows.exploratory_rows += any(answers[i][3] for i in range(k))

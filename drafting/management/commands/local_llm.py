@@ -1,6 +1,6 @@
 """`manage.py local_llm install | serve | status | stop`: the local vLLM server (tier 1).
 
-A thin wrapper: the work lives in drafting.localserver.manager, which also runs without Django.
+A thin wrapper: the work lives in drafting.localserver, which also runs without Django.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from drafting.localserver import manager as local_llm
+from drafting import localserver
 
 
 class Command(BaseCommand):
@@ -65,13 +65,13 @@ class Command(BaseCommand):
             options["port"] = (
                 settings.LOCAL_EMBED_PORT
                 if embed
-                else getattr(settings, "LOCAL_LLM_PORT", local_llm.DEFAULT_PORT)
+                else getattr(settings, "LOCAL_LLM_PORT", localserver.DEFAULT_PORT)
             )
         try:
             if action == "install":
-                local_llm.install(self._say)
+                localserver.install(self._say)
             elif action == "serve" and options["background"]:
-                base_url = local_llm.ensure_server(
+                base_url = localserver.ensure_server(
                     url=url,
                     port=options["port"],
                     timeout=options["timeout"],
@@ -80,7 +80,7 @@ class Command(BaseCommand):
                 )
                 self.stdout.write(base_url)
             elif action == "serve":
-                local_llm.serve_foreground(
+                localserver.serve_foreground(
                     port=options["port"],
                     url=url,
                     timeout=options["timeout"],
@@ -88,12 +88,12 @@ class Command(BaseCommand):
                     progress=self._say,
                 )
             elif action == "status":
-                status = local_llm.server_status(options["port"], url=url)
+                status = localserver.server_status(options["port"], url=url)
                 self.stdout.write(json.dumps(status, indent=2))
                 if not status["healthy"]:
                     raise CommandError(f"{status['url']} is not healthy")
             elif action == "stop":
-                stopped = local_llm.stop_server(options["port"])
+                stopped = localserver.stop_server(options["port"])
                 self.stdout.write("stopped" if stopped else "no server of ours on that port")
-        except local_llm.LocalLLMError as error:
+        except localserver.LocalLLMError as error:
             raise CommandError(str(error)) from error

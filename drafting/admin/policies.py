@@ -1,0 +1,153 @@
+"""Admin for cascade policies and their tiers, with the threshold tuning page (preview on the
+exploration table, apply the chosen thresholds)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.auth.models import User
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path
+
+from csbot.admin_autocomplete import ValidatedAutocomplete
+from drafting.learning.scorer import scorer_train
+from drafting.learning import tuning
+from drafting.models import (
+    CascadePolicy,
+    CascadeTier,
+)
+
+
+class CascadeTierInline(ValidatedAutocomplete, admin.TabularInline[CascadeTier, CascadePolicy]):
+    model = CascadeTier
+    extra = 0
+    autocomplete_fields = ["endpoint"]
+
+
+@admin.register(CascadePolicy)
+class CascadePolicyAdmin(admin.ModelAdmin[CascadePolicy]):
+    list_display = ["name", "team", "active", "holdout_share", "explore_share", "created_at"]
+    list_filter = ["team", "active"]
+    search_fields = ["name"]
+    inlines = [CascadeTierInline]
+    actions = ["train_scorer_now"]
+
+    @admin.action(description="Train the learned draft scorer now (from agent actions)")
+    def train_scorer_now(self, request: HttpRequest, queryset: QuerySet[CascadePolicy]) -> None:
+        for policy in queryset:
+            outcome = scorer_train(
+                policy=policy,
+                trained_by=request.user if isinstance(request.user, User) else None,
+            )
+            level = messages.SUCCESS if outcome.activated else messages.WARNING
+            self.message_user(request, f"{policy}: {outcome.message}", level)
+
+    # "Optimise thresholds" (the link is in templates/admin/drafting/cascadepolicy/
+    # change_form.html): the current vs the optimiser's thresholds on the explored drafts.
+    def get_urls(self) -> list[URLPattern]:
+        return [
+            path(
+                "<int:pk>/tuning/",
+                self.admin_site.admin_view(self.tuning_view),
+                name="drafting_cascadepolicy_tuning",
+            ),
+            *super().get_urls(),
+        ]
+
+    def tuning_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        policy = get_object_or_404(CascadePolicy.objects.select_related("team"), pk=pk)
+        if not self.has_view_permission(request, policy):
+            raise PermissionDenied
+        form = TuningForm(request.GET or None)
+        if request.method == "POST":
+            if not self.has_change_permission(request, policy) or not isinstance(
+                request.user, User
+            ):
+                raise PermissionDenied
+            prefix = "threshold_"
+            try:
+                thresholds = {
+                    int(key.removeprefix(prefix)): Decimal(request.POST[key])
+                    for key in request.POST
+                    if key.startswith(prefix)
+                }
+                changes = tuning.policy_apply_thresholds(
+                    policy=policy, thresholds=thresholds, user=request.user
+                )
+            except (ValueError, ArithmeticError) as exc:  # TuningError is a ValueError
+                self.message_user(request, f"Nothing applied: {exc}", messages.ERROR)
+            else:
+                self.message_user(
+                    request,
+                    f"Thresholds applied: {'; '.join(changes)}."
+                    if changes
+                    else "Thresholds applied: they were already these.",
+                    messages.SUCCESS,
+                )
+            # The form posts to this page's URL, query included: back to the same preview.
+            return redirect(request.get_full_path())
+        preview = None
+        if form.is_valid():
+            preview = tuning.policy_preview(
+                policy,
+                objective=form.cleaned_data["objective"],
+                value_usd=form.cleaned_data["value_usd"],
+                budget_usd=form.cleaned_data["budget_usd"],
+            )
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": policy,
+            "title": f"Optimise thresholds: {policy}",
+            "form": form,
+            "preview": preview,
+            "min_rows": tuning.MIN_ROWS,
+        }
+        if preview is not None:
+            rows = preview.rows
+            context["tier_rows"] = list(
+                zip(rows.tiers, rows.tier_accuracy, rows.tier_mean_cost, strict=False)
+            )
+            if preview.current is not None and preview.proposed is not None:
+                context["threshold_rows"] = list(
+                    zip(
+                        rows.tiers,
+                        preview.current.thresholds,
+                        preview.proposed.thresholds,
+                        strict=True,
+                    )
+                )
+        return TemplateResponse(request, "admin/drafting/cascadepolicy/tuning.html", context)
+
+
+class TuningForm(forms.Form):
+    objective = forms.ChoiceField(
+        choices=[
+            ("encs", "Maximise ENCS per message (value of a good draft − model cost)"),
+            ("quality", "Maximise good drafts within a budget per message"),
+        ],
+        initial="encs",
+    )
+    value_usd = forms.DecimalField(
+        label="Value of a good draft (USD)",
+        required=False,
+        min_value=Decimal("0"),
+        # Finite and bounded: the optimiser computes in floats.
+        max_value=Decimal("10000"),
+        decimal_places=6,
+        help_text="The agent labour a used or lightly edited draft saves, e.g. 0.50.",
+    )
+    budget_usd = forms.DecimalField(
+        label="Budget per message (USD)",
+        required=False,
+        min_value=Decimal("0"),
+        max_value=Decimal("10000"),
+        decimal_places=10,
+        help_text="For the quality objective: the most a message may cost on average.",
+    )
