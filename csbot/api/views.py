@@ -21,7 +21,7 @@ from csbot.api.auth import not_found, request_channel, request_team
 from csbot.models import Conversation, Message
 from csbot.security import IngestRateThrottle
 from drafting import selectors as drafting_selectors
-from drafting.models import Draft
+from drafting.models import AgentAction, Draft
 from drafting.services import ActionRejected
 
 
@@ -191,7 +191,7 @@ class DraftActionView(APIView):
             raise serializers.ValidationError(
                 {"agent": ["No active agent of this team has that username."]}
             )
-        text = data.get("final_text") or (draft.text if data["kind"] == "use" else "")
+        text = data.get("final_text") or (draft.text if data["kind"] == AgentAction.Kind.USE else "")
         if not text:
             raise serializers.ValidationError(
                 {"final_text": ["This field is required for this kind."]}

@@ -16,7 +16,7 @@ from csbot import selectors, services
 from csbot.models import Conversation, Message, Team
 from drafting import selectors as drafting_selectors
 from drafting import services as drafting
-from drafting.models import Intent
+from drafting.models import AgentAction, Intent
 from drafting.services import ActionRejected
 
 
@@ -70,9 +70,7 @@ def draft_panel(request: HttpRequest, pk: int) -> HttpResponse:
 
 class ReplyForm(forms.Form):
     text = forms.CharField(max_length=settings.CSBOT_MAX_MESSAGE_CHARS, strip=True)
-    kind = forms.ChoiceField(
-        choices=[("use", "use"), ("edit", "edit"), ("ignore", "ignore"), ("none", "none")]
-    )
+    kind = forms.ChoiceField(choices=AgentAction.Kind.choices)
     inbound_message_id = forms.IntegerField(required=False)
     draft_id = forms.IntegerField(required=False)
 

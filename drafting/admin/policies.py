@@ -16,8 +16,8 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
 
 from csbot.admin_autocomplete import ValidatedAutocomplete
-from drafting.learning.scorer import scorer_train
 from drafting.learning import tuning
+from drafting.learning.scorer import scorer_train
 from drafting.models import (
     CascadePolicy,
     CascadeTier,

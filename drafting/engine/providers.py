@@ -113,7 +113,17 @@ class CircuitOpen(ProviderError):
 
 
 class Provider(Protocol):
-    def complete(self, request: CompletionRequest) -> Completion: ...
+    """What the cascade, the admin's endpoint check and readiness ask of a model server. Every
+    endpoint speaks the OpenAI API today (paid APIs and vLLM alike); another wire protocol
+    would be one more class behind this, chosen by `provider_for`."""
+
+    def complete(self, request: CompletionRequest) -> Completion:
+        """One chat completion; raises a ProviderError subclass on failure."""
+        ...
+
+    def model_names(self) -> list[str]:
+        """The models the server offers (a free call), for connection checks."""
+        ...
 
 
 def _retry_after(response: httpx.Response | None) -> float | None:
@@ -282,7 +292,7 @@ def _classify(exc: openai.APIError, *, latency_ms: int, secret: str) -> Provider
 @sensitive_variables("api_key")
 def provider_for(
     endpoint: ModelEndpoint, *, timeout: float | None = None
-) -> OpenAICompatibleProvider:
+) -> Provider:
     """The provider for an endpoint. The API key is read from the environment at call time.
     `timeout` (seconds) tightens the endpoint's own timeout, e.g. to a draft's deadline."""
     api_key = os.environ.get(endpoint.api_key_env, "") if endpoint.api_key_env else ""
