@@ -1,5 +1,5 @@
 # The two commands of the README: `make run` and `make test`. Everything else is a helper.
-.PHONY: run test lint install services bench-ingest bench-cascade bench-encs bench-replay \
+.PHONY: run test test-fast lint format install services bench-ingest bench-cascade bench-encs bench-replay \
 	bench-fewshot bench-learning bench-load bench-faults bench-observability lock compose-config clean
 
 run:            ## install, migrate, seed the demo, start web + worker + local vLLM
@@ -11,9 +11,15 @@ test:           ## install services and tools, then ruff, mypy and the whole pyt
 install:        ## the project's virtualenv only
 	scripts/bootstrap.sh
 
-lint: install
-	.venv/bin/ruff check .
-	.venv/bin/mypy .
+test-fast:      ## the inner loop: lint, then pytest without the slow parts (vLLM, browser, load, training)
+	scripts/test.sh --fast
+
+lint: install   ## what CI checks before the tests: style, format, types, layers, migrations
+	scripts/lint.sh
+
+format:         ## apply ruff's formatting and import order
+	.venv/bin/ruff format .
+	.venv/bin/ruff check --fix --select I .
 
 services:       ## PostgreSQL + Redis for local development (prints their URLs)
 	scripts/services.sh up

@@ -5,9 +5,19 @@
 # 2. the project's virtualenv;
 # 3. the local vLLM (CPU build, own virtualenv, model folder; cached in ~/.cache/csbot)
 #    installed, and its server started in the background while lint runs;
-# 4. ruff, mypy, then pytest on PostgreSQL + Redis + the real vLLM server.
+# 4. lint (scripts/lint.sh: ruff, format, mypy, import contracts, migrations), then pytest on
+#    PostgreSQL + Redis + the real vLLM server.
+#
+# `scripts/test.sh --fast` (`make test-fast`) is the inner loop: no vLLM, and pytest without the
+# tests marked vllm, browser, load or slow (pyproject.toml lists the markers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+FAST=""
+if [ "${1:-}" = "--fast" ]; then
+    FAST=1
+    shift
+fi
 
 scripts/services.sh install
 scripts/services.sh start
@@ -29,7 +39,7 @@ mkdir -p "$CSBOT_VAR_DIR/static"
 
 PY=.venv/bin/python
 llm_pid=""
-if [ -z "${LOCAL_LLM_URL:-}" ]; then
+if [ -z "${LOCAL_LLM_URL:-}" ] && [ -z "$FAST" ]; then
     $PY manage.py local_llm install
     # Starting the server takes a minute or more: do it while lint runs. The test session
     # reuses this server through the same health check.
@@ -37,15 +47,13 @@ if [ -z "${LOCAL_LLM_URL:-}" ]; then
     llm_pid=$!
 fi
 
-echo "[test] ruff"
-.venv/bin/ruff check .
-echo "[test] mypy"
-.venv/bin/mypy .
-echo "[test] migrations up to date"
-$PY manage.py makemigrations --check --dry-run
+scripts/lint.sh
 if [ -n "$llm_pid" ]; then
     echo "[test] waiting for the local vLLM server"
     wait "$llm_pid"
 fi
 echo "[test] pytest"
+if [ -n "$FAST" ]; then
+    set -- -m "not vllm and not browser and not load and not slow" "$@"
+fi
 .venv/bin/pytest "$@"

@@ -191,7 +191,9 @@ class DraftActionView(APIView):
             raise serializers.ValidationError(
                 {"agent": ["No active agent of this team has that username."]}
             )
-        text = data.get("final_text") or (draft.text if data["kind"] == AgentAction.Kind.USE else "")
+        text = data.get("final_text") or (
+            draft.text if data["kind"] == AgentAction.Kind.USE else ""
+        )
         if not text:
             raise serializers.ValidationError(
                 {"final_text": ["This field is required for this kind."]}

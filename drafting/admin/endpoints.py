@@ -71,9 +71,7 @@ class ModelEndpointAdmin(admin.ModelAdmin[ModelEndpoint]):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[ModelEndpoint]:
         # The list's price and spend columns read these: two queries for the page in all.
-        return endpoints_with_spend(
-            super().get_queryset(request).prefetch_related("prices")
-        )
+        return endpoints_with_spend(super().get_queryset(request).prefetch_related("prices"))
 
     @admin.display(description="price now")
     def current_price(self, endpoint: ModelEndpoint) -> str:

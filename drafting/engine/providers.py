@@ -290,9 +290,7 @@ def _classify(exc: openai.APIError, *, latency_ms: int, secret: str) -> Provider
 
 
 @sensitive_variables("api_key")
-def provider_for(
-    endpoint: ModelEndpoint, *, timeout: float | None = None
-) -> Provider:
+def provider_for(endpoint: ModelEndpoint, *, timeout: float | None = None) -> Provider:
     """The provider for an endpoint. The API key is read from the environment at call time.
     `timeout` (seconds) tightens the endpoint's own timeout, e.g. to a draft's deadline."""
     api_key = os.environ.get(endpoint.api_key_env, "") if endpoint.api_key_env else ""

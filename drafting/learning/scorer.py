@@ -174,8 +174,6 @@ class LearnedScorer:
         return feature_rows(np.tile(customer, (len(drafts), 1)), draft_vectors, signals)
 
 
-
-
 # --- Labels -------------------------------------------------------------------------------------
 
 

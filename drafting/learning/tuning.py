@@ -164,7 +164,9 @@ def exploration_table(
     for answers in by_draft.values():
         if len(answers) < k or any(answers[i][1] is None for i in range(k - 1)):
             continue
-        quality.append([float(is_good_edit(edit_distance(answers[i][0], answers[i][4]))) for i in range(k)])
+        quality.append(
+            [float(is_good_edit(edit_distance(answers[i][0], answers[i][4]))) for i in range(k)]
+        )
         costs.append([float(answers[i][2]) for i in range(k)])
         scores.append([float(answers[i][1] or 0) for i in range(k)])
         rows.exploratory_rows += any(answers[i][3] for i in range(k))

@@ -1,8 +1,6 @@
 """`python -m drafting.localserver install | serve | status | stop`: the local vLLM server
 without Django (``manage.py local_llm`` is the same with Django's settings)."""
 
-
-
 from __future__ import annotations
 
 import argparse

@@ -110,9 +110,6 @@ def _model_ready() -> bool:
     return (model_dir() / "config.json").exists()
 
 
-
-
-
 # --- install ---------------------------------------------------------------------------------
 
 
