@@ -1,6 +1,6 @@
 """The intent classifier: what each inbound customer message is about (card_arrival,
 refund_request…), learned per team from a few dozen messages its admins and agents labelled
-(DESIGN §1.3: penalised logistic regression on sentence embeddings).
+(penalised logistic regression on sentence embeddings, "tens-of-shot": Buckmann & Hill 2024).
 
 Writes:
 - `intent_classifier_train`: embeds the team's labelled examples, fits `drafting.learning.plr`, stores a

@@ -1,5 +1,5 @@
 """The learned cascade scorer: labels from agent actions, training, the scorer in force, and why
-a draft was escalated (DESIGN §1.3).
+a draft was escalated.
 
 - Labels: a draft the agent used, or edited by at most SCORER_GOOD_EDIT_PERCENT of its text, is
   good ("1"); a heavier edit or an ignore is bad ("0"). The label judges the draft the agent was
