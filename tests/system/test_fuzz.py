@@ -63,9 +63,9 @@ def all_routes() -> list[str]:
     return sorted(set(walk(get_resolver().url_patterns, "")))
 
 
-# Who fuzzes a route: the roles that get past its access rule (tests/test_security.py says
-# who may reach what), so the generated input reaches the view's own code. The first is the
-# one the sweep uses: the role that gets furthest (only a channel token posts messages).
+# Who fuzzes a route: the roles that get past its access rule (tests/system/test_security.py
+# says who may reach what), so the generated input reaches the view's own code. The first is
+# the one the sweep uses: the role that gets furthest (only a channel token posts messages).
 def roles_for(route: str) -> list[str]:
     if route.startswith("admin/"):
         return ["admin"]

@@ -41,7 +41,7 @@ from tests.conftest import TeamSetup, ingest, make_team
 from tests.factories import AgentProfileFactory, EndpointFactory, UserFactory, token_for
 from tests.http_stub import Reply, openai_stub
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # What the Content-Security-Policy blocks: inline scripts (JSON data blocks are not run) and
 # event-handler attributes.
 INLINE_SCRIPT = re.compile(r"<script(?![^>]*\bsrc=)(?![^>]*application/json)[^>]*>", re.I)
@@ -1131,7 +1131,7 @@ def test_console_and_api_docs_work_under_the_content_security_policy(
     box, CSRF header) and the Swagger UI must run, with no violation reported."""
     from playwright.sync_api import sync_playwright
 
-    from tests.test_console_browser import CHROMIUM, CHROMIUM_ARGS, PASSWORD
+    from tests.csbot.test_console_browser import CHROMIUM, CHROMIUM_ARGS, PASSWORD
 
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is not installed")

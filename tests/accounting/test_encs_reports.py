@@ -22,9 +22,9 @@ from accounting.reports import reports_monthly
 from accounting.selectors import encs_report
 from csbot.models import AgentProfile
 from drafting.models import CascadePolicy
+from tests.accounting.test_accounting import OCTOBER, scenario
 from tests.conftest import TeamSetup, make_team
 from tests.factories import WHATIF_PAPER_CASE, PolicyFactory, UserFactory
-from tests.test_accounting import OCTOBER, scenario
 
 
 @pytest.fixture

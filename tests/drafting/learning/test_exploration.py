@@ -17,9 +17,9 @@ from drafting.learning import scorer as learning
 from drafting.learning import tuning
 from drafting.models import Draft, DraftAttempt
 from tests.conftest import TeamSetup, ingest
+from tests.drafting.engine.test_cascade import paid_endpoint, two_tier_team
 from tests.factories import AgentActionFactory
 from tests.http_stub import Reply, chat_completion, openai_stub
-from tests.test_cascade import paid_endpoint, two_tier_team
 
 CHEAP = "Thanks for writing! Your refund was issued today and arrives in 3-5 days."
 STRONG = "Thanks for reaching out! I issued your refund today; it arrives within 5 business days."

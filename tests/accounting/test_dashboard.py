@@ -24,6 +24,7 @@ from accounting.rendering import report_html, usd
 from accounting.selectors import encs_figures, encs_report
 from csbot.models import AgentProfile, Team
 from drafting.models import CascadePolicy, Draft, DraftAttempt, ModelEndpoint
+from tests.accounting.test_accounting import drafted
 from tests.factories import (
     AgentProfileFactory,
     DraftAttemptFactory,
@@ -32,7 +33,6 @@ from tests.factories import (
     TeamFactory,
     UserFactory,
 )
-from tests.test_accounting import drafted
 
 OCTOBER = {"from": "2026-10-01", "to": "2026-10-31"}
 DAY = date(2026, 10, 5)

@@ -23,9 +23,9 @@ from drafting.learning.plr import TrainedPLR
 from drafting.learning.scorer import LearnedScorer
 from drafting.models import AgentAction, Draft, TrainedClassifier
 from tests.conftest import TeamSetup
+from tests.drafting.engine.test_cascade import drafted, paid_endpoint, two_tier_team
 from tests.factories import AgentActionFactory, DraftAttemptFactory, DraftFactory, MessageFactory
 from tests.http_stub import Reply, chat_completion, openai_stub
-from tests.test_cascade import drafted, paid_endpoint, two_tier_team
 
 QUESTIONS = [
     "Where is my refund?",

@@ -21,9 +21,9 @@ from drafting.engine.providers import Completion
 from drafting.engine.scoring import DefaultScorer, ScoringContext
 from drafting.models import CascadeTier, Draft, ModelEndpoint
 from tests.conftest import make_team
+from tests.drafting.engine.test_cascade import GOOD, drafted, paid_endpoint, two_tier_team
 from tests.factories import EARLY, EndpointFactory, EndpointPriceFactory, UserFactory
 from tests.http_stub import Reply, chat_completion, openai_stub
-from tests.test_cascade import GOOD, drafted, paid_endpoint, two_tier_team
 
 # --- The rule: the row with the latest effective_from ≤ t ---------------------------------------
 

@@ -23,9 +23,9 @@ from accounting.facts import Scope
 from accounting.forms import this_month
 from accounting.models import FixedCost
 from accounting.selectors import encs_report
-from tests.test_accounting import drafted
-from tests.test_console_browser import CHROMIUM, CHROMIUM_ARGS, PASSWORD
-from tests.test_dashboard import Books, attempt, make_books
+from tests.accounting.test_accounting import drafted
+from tests.accounting.test_dashboard import Books, attempt, make_books
+from tests.csbot.test_console_browser import CHROMIUM, CHROMIUM_ARGS, PASSWORD
 
 pytestmark = [pytest.mark.browser]
 

@@ -17,8 +17,8 @@ from drafting.engine.similarity import QueryVector, VectorIndex
 from drafting.models import CachedReply, Draft, ReplyExample
 from drafting.selectors import cached_replies_with_hits
 from tests.conftest import ingest
+from tests.drafting.engine.test_cache import ANSWER, QUESTION, act, generate, stubbed_team
 from tests.http_stub import Reply, chat_completion, openai_stub
-from tests.test_cache import ANSWER, QUESTION, act, generate, stubbed_team
 
 # Cosine with QUESTION under MiniLM: ≈0.97 (a rewording) and ≈0.71 (another country).
 REWORDED = "Do you ship to canada please"

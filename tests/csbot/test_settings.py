@@ -17,7 +17,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from csbot import env
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 # Every variable the settings module reads; cleared so the caller's environment cannot leak in.
 SETTINGS_VARS = (
