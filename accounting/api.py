@@ -19,7 +19,7 @@ from rest_framework.views import APIView
 
 from accounting.dashboard import FINANCE_ROLES
 from accounting.engine import GROUP_BY, SettingsMissing, whatif
-from accounting.facts import Scope
+from accounting.facts import DRAFTED_KINDS, Scope
 from accounting.forms import (
     MAX_AGENT_HOURLY_USD,
     MAX_COST_PER_RESPONSE_USD,
@@ -195,8 +195,8 @@ class WhatIfView(APIView):
             whatif(
                 agent_hourly_usd=d["agent_hourly_usd"],
                 baseline_seconds=d["baseline_seconds"],
-                handle_seconds={k: d[f"{k}_seconds"] for k in ("use", "edit", "ignore")},
-                shares={k: d[f"{k}_share"] for k in ("use", "edit", "ignore")},
+                handle_seconds={k: d[f"{k}_seconds"] for k in DRAFTED_KINDS},
+                shares={k: d[f"{k}_share"] for k in DRAFTED_KINDS},
                 cost_per_response_usd=d["cost_per_response_usd"],
                 messages_per_year=d["messages_per_year"],
             ).as_json()

@@ -26,7 +26,15 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 from matplotlib.typing import RcKeyType
 
-from accounting.figures import BreakEvenTarget, EncsReport, Figures, Group, TierCost
+from accounting.facts import DRAFTED_KINDS
+from accounting.figures import (
+    KIND_LABELS,
+    BreakEvenTarget,
+    EncsReport,
+    Figures,
+    Group,
+    TierCost,
+)
 
 # Figures are drawn without pyplot (no global state, safe in threaded workers); Agg keeps any
 # pyplot import elsewhere in the process from looking for a display.
@@ -39,8 +47,7 @@ GRID = "#e3e6eb"
 ACCENT = "#2f6fed"
 GOOD = "#12875a"
 BAD = "#c4322a"
-ACTION_COLOURS = {"use": "#12875a", "edit": "#e3a008", "ignore": "#c4322a"}
-ACTION_LABELS = {"use": "Used as is", "edit": "Edited", "ignore": "Ignored"}
+ACTION_COLOURS = dict(zip(DRAFTED_KINDS, ("#12875a", "#e3a008", "#c4322a"), strict=True))
 OTHER_LABEL = "Not acted on"
 
 # Widths in inches (72 pt each). Charts are drawn at about the size they are shown, so text
@@ -254,7 +261,7 @@ def action_shares(report: EncsReport, *, width: float = SCREEN_HALF) -> str:
         left = [0.0] * len(rows)
         parts = [
             (
-                ACTION_LABELS[kind],
+                KIND_LABELS[kind],
                 colour,
                 [_f(figures.shares[kind]) for _, figures in rows[::-1]],
             )
@@ -295,7 +302,7 @@ def action_shares(report: EncsReport, *, width: float = SCREEN_HALF) -> str:
             fig,
             name="shares",
             label=f"{title} (shares of all drafts): "
-            + ", ".join(f"{ACTION_LABELS[k]} {_f(v):.0%}" for k, v in report.totals.shares.items()),
+            + ", ".join(f"{KIND_LABELS[k]} {_f(v):.0%}" for k, v in report.totals.shares.items()),
         )
 
 

@@ -177,9 +177,7 @@ class Totals:
             messages=messages,
             drafts=n_drafts,
             actions={
-                "use": self.drafts["use"],
-                "edit": self.drafts["edit"],
-                "ignore": self.drafts["ignore"],
+                **{k: self.drafts[k] for k in DRAFTED_KINDS},
                 "none": self.drafts["none"] + self.drafts["held_out"],
             },
             unanswered_drafts=self.drafts["unused"],

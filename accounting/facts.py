@@ -49,7 +49,12 @@ from django.db.models.functions import Coalesce, TruncDate
 from accounting.models import DailyFact, DailyTotal, RolledUpDay
 from drafting.models import MONEY_DIGITS, MONEY_PLACES, AgentAction, Draft
 
-DRAFTED_KINDS = ("use", "edit", "ignore")
+# What an agent can do with a draft's text: drafting's action kinds, in this order everywhere.
+DRAFTED_KINDS: tuple[str, ...] = (
+    AgentAction.Kind.USE.value,
+    AgentAction.Kind.EDIT.value,
+    AgentAction.Kind.IGNORE.value,
+)
 KINDS = (
     *DRAFTED_KINDS,
     "none",

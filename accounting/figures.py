@@ -20,6 +20,9 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
+from accounting.facts import DRAFTED_KINDS
+from drafting.models import AgentAction
+
 MONEY = Decimal("0.0000000001")
 SECONDS = Decimal("0.001")
 SHARE = Decimal("0.0001")
@@ -27,8 +30,17 @@ ZERO = Decimal(0)
 
 # What an agent can do with a draft's text, and what else can become of a draft (failed and
 # answered unaided, never answered, answered after too long): the decomposition's kinds.
-ACTED_KINDS = ("use", "edit", "ignore")
+ACTED_KINDS = DRAFTED_KINDS
 DECOMPOSED_KINDS = (*ACTED_KINDS, "none", "unused", "outlier")
+# How every page, chart and file names them.
+KIND_LABELS = {
+    AgentAction.Kind.USE.value: "Used as is",
+    AgentAction.Kind.EDIT.value: "Edited",
+    AgentAction.Kind.IGNORE.value: "Ignored",
+    "none": "Failed, answered unaided",
+    "unused": "Not answered",
+    "outlier": "Answered after too long (outlier)",
+}
 
 
 def plain(value: Decimal) -> str:

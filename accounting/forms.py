@@ -14,7 +14,7 @@ from django.http import QueryDict
 
 from accounting.dashboard import Viewer
 from accounting.engine import whatif
-from accounting.facts import Scope
+from accounting.facts import DRAFTED_KINDS, Scope
 from accounting.figures import EncsReport, WhatIf
 from accounting.reports import FIRST_DAY, LAST_DAY
 from drafting.models import CascadePolicy
@@ -197,7 +197,7 @@ class WhatIfForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
-        shares = [cleaned.get(f"{k}_pct") for k in ("use", "edit", "ignore")]
+        shares = [cleaned.get(f"{k}_pct") for k in DRAFTED_KINDS]
         if sum((s for s in shares if s is not None), Decimal(0)) > 100:
             raise forms.ValidationError("Used, edited and ignored add up to more than 100 %.")
         return cleaned
@@ -207,8 +207,8 @@ class WhatIfForm(forms.Form):
         return whatif(
             agent_hourly_usd=data["agent_hourly_usd"],
             baseline_seconds=data["baseline_seconds"],
-            handle_seconds={k: data[f"{k}_seconds"] for k in ("use", "edit", "ignore")},
-            shares={k: data[f"{k}_pct"] / 100 for k in ("use", "edit", "ignore")},
+            handle_seconds={k: data[f"{k}_seconds"] for k in DRAFTED_KINDS},
+            shares={k: data[f"{k}_pct"] / 100 for k in DRAFTED_KINDS},
             cost_per_response_usd=data["cost_per_response_usd"],
             messages_per_year=data["messages_per_year"],
         )

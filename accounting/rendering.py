@@ -22,6 +22,7 @@ from accounting import charts
 from accounting.dashboard import names, tier_costs
 from accounting.facts import Scope
 from accounting.figures import (
+    KIND_LABELS,
     BreakEvenTarget,
     Decomposition,
     EncsReport,
@@ -32,14 +33,6 @@ from accounting.figures import (
     plain,
 )
 
-KIND_LABELS = {
-    "use": "Used as is",
-    "edit": "Edited",
-    "ignore": "Ignored",
-    "none": "Failed, answered unaided",
-    "unused": "Not answered",
-    "outlier": "Answered after too long (outlier)",
-}
 MINUS = "−"
 
 
