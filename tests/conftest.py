@@ -1,29 +1,17 @@
 """Shared fixtures: a team with a channel, an agent and a policy on the real local vLLM; a
-real Celery worker on the real broker; the vLLM server itself (started once per session)."""
+real Celery worker on the real broker; the vLLM server itself (started once per session).
+Fixtures only: the builders they use live in tests/factories.py."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.conf import settings
-from rest_framework.test import APIClient
 
-from csbot import services
-from csbot.models import AgentProfile, Channel, Team
-from drafting.models import CascadePolicy, ModelEndpoint
-from tests.factories import (
-    AgentProfileFactory,
-    ChannelFactory,
-    EndpointFactory,
-    PolicyFactory,
-    TeamFactory,
-    TierFactory,
-    token_for,
-)
+from tests.factories import TeamSetup, make_team
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 
@@ -39,6 +27,13 @@ def _static_files_from_the_source(settings: Any) -> None:
     settings.WHITENOISE_USE_FINDERS = True
     # Tests revoke tokens behind the web layer's back; the cache has its own test.
     settings.API_TOKEN_CACHE_SECONDS = 0
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings: Any) -> None:
+    """Every factory-made user gets a password: with the default PBKDF2 hasher that costs about
+    0.3 s each on CI's two cores. The tests check who may log in, not the hash's strength."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture(autouse=True)
@@ -72,55 +67,6 @@ def vllm_base_url() -> str:
 
     return localserver.ensure_server(
         url=settings.LOCAL_LLM_URL or None, port=settings.LOCAL_LLM_PORT, timeout=1200
-    )
-
-
-@dataclass
-class TeamSetup:
-    team: Team
-    channel: Channel
-    agent: Any
-    profile: AgentProfile
-    policy: CascadePolicy
-    endpoint: ModelEndpoint
-    token: str
-
-    def api(self) -> APIClient:
-        client = APIClient()
-        client.credentials(HTTP_AUTHORIZATION=f"Token {self.token}")
-        return client
-
-
-def make_team(name: str, *, endpoint: ModelEndpoint | None = None) -> TeamSetup:
-    team = TeamFactory.create(name=name)
-    channel = ChannelFactory.create(team=team, name="web-chat")
-    profile = AgentProfileFactory.create(
-        team=team, user__username=f"{name.lower().replace(' ', '-')}-agent"
-    )
-    policy = PolicyFactory.create(team=team)
-    endpoint = endpoint or EndpointFactory.create()
-    TierFactory.create(policy=policy, endpoint=endpoint, position=1)
-    return TeamSetup(
-        team=team,
-        channel=channel,
-        agent=profile.user,
-        profile=profile,
-        policy=policy,
-        endpoint=endpoint,
-        token=token_for(channel),
-    )
-
-
-def ingest(
-    setup: TeamSetup, conversation: str, message_id: str, text: str = "Hi there"
-) -> services.IngestResult:
-    """A customer message arriving on the team's channel, as the API would store it."""
-    return services.message_ingest(
-        channel=setup.channel,
-        conversation_external_id=conversation,
-        channel_message_id=message_id,
-        text=text,
-        customer_ref="Dana",
     )
 
 

@@ -1,11 +1,17 @@
+"""Builders shared by tests of more than one app: model factories, a team set up as its
+integration and its agents see it, and the ENCS paper's case. Builders of one package's tests
+live in that package's factories module (tests/accounting/factories.py, ...)."""
+
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import factory
 from django.contrib.auth import get_user_model
+from rest_framework.test import APIClient
 
 from csbot import services
 from csbot.models import AgentProfile, ApiToken, Channel, Conversation, Message, Team
@@ -28,6 +34,10 @@ class ChannelFactory(factory.django.DjangoModelFactory[Channel]):
     name = factory.Sequence(lambda n: f"chat-{n}")
 
 
+# Every factory-made user's password (the browser tests log in with it).
+PASSWORD = "pw-for-tests"
+
+
 class UserFactory(factory.django.DjangoModelFactory[Any]):
     class Meta:
         model = get_user_model()
@@ -35,7 +45,7 @@ class UserFactory(factory.django.DjangoModelFactory[Any]):
         skip_postgeneration_save = True
 
     username = factory.Sequence(lambda n: f"agent{n}")
-    password = factory.PostGenerationMethodCall("set_password", "pw-for-tests")
+    password = factory.PostGenerationMethodCall("set_password", PASSWORD)
 
     @factory.post_generation
     def save_password(obj: Any, create: bool, extracted: Any, **kwargs: Any) -> None:
@@ -182,7 +192,7 @@ class AgentActionFactory(factory.django.DjangoModelFactory[Any]):
     handle_seconds = Decimal("30")
 
 
-# The ENCS paper's case study as what-if parameters (the API's and the dashboard form's names).
+# The ENCS paper's case study as what-if parameters (the API's names).
 WHATIF_PAPER_CASE = {
     "agent_hourly_usd": "36",
     "baseline_seconds": "120",
@@ -195,3 +205,87 @@ WHATIF_PAPER_CASE = {
     "cost_per_response_usd": "0.011",
     "messages_per_year": "500000",
 }
+
+
+# The what-if form's names for the same case (the dashboard's `w-` prefix, shares in percent).
+WHATIF_FORM_PAPER_CASE = {
+    "w-agent_hourly_usd": "36",
+    "w-baseline_seconds": "120",
+    "w-use_seconds": "30",
+    "w-edit_seconds": "60",
+    "w-ignore_seconds": "150",
+    "w-use_pct": "50",
+    "w-edit_pct": "30",
+    "w-ignore_pct": "20",
+    "w-cost_per_response_usd": "0.011",
+    "w-messages_per_year": "500000",
+}
+
+
+# --- A team as its integration and its agents see it -------------------------------------------
+
+
+@dataclass
+class TeamSetup:
+    """What `make_team` made; `api()` is a client with the channel's key."""
+
+    team: Team
+    channel: Channel
+    agent: Any
+    profile: AgentProfile
+    policy: CascadePolicy
+    endpoint: ModelEndpoint
+    token: str
+
+    def api(self) -> APIClient:
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Token {self.token}")
+        return client
+
+
+def make_team(name: str, *, endpoint: ModelEndpoint | None = None) -> TeamSetup:
+    """A team with a web-chat channel and its API key, an agent, and a policy of one tier on
+    `endpoint` (a fresh local one by default)."""
+    team = TeamFactory.create(name=name)
+    channel = ChannelFactory.create(team=team, name="web-chat")
+    profile = AgentProfileFactory.create(
+        team=team, user__username=f"{name.lower().replace(' ', '-')}-agent"
+    )
+    policy = PolicyFactory.create(team=team)
+    endpoint = endpoint or EndpointFactory.create()
+    TierFactory.create(policy=policy, endpoint=endpoint, position=1)
+    return TeamSetup(
+        team=team,
+        channel=channel,
+        agent=profile.user,
+        profile=profile,
+        policy=policy,
+        endpoint=endpoint,
+        token=token_for(channel),
+    )
+
+
+def ingest(
+    setup: TeamSetup, conversation: str, message_id: str, text: str = "Hi there"
+) -> services.IngestResult:
+    """A customer message arriving on the team's channel, as the API would store it."""
+    return services.message_ingest(
+        channel=setup.channel,
+        conversation_external_id=conversation,
+        channel_message_id=message_id,
+        text=text,
+        customer_ref="Dana",
+    )
+
+
+# A ready draft's text, for the tests that post actions on it.
+DRAFT_TEXT = "Your parcel ships tomorrow morning; you will get a tracking link by email."
+
+
+def post_action(client: APIClient, draft: Draft, **payload: Any) -> Any:
+    """POST an agent action on `draft` to the API (datetimes sent as ISO 8601)."""
+    body = {
+        key: value.isoformat() if isinstance(value, datetime) else value
+        for key, value in payload.items()
+    }
+    return client.post(f"/api/v1/drafts/{draft.pk}/action", body, format="json")

@@ -14,7 +14,7 @@ from django.db import transaction
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from accounting.engine import GROUP_BY, Scope, SettingsBook, money_str, totals, whatif
+from accounting.engine import GROUP_BY, SettingsBook, money_str, totals, whatif
 from accounting.facts import FACT_FIELDS, Fact, raw_facts, scope_facts, without_agents
 from accounting.models import AccountingSettings, DailyFact, FixedCost, RolledUpDay
 from accounting.selectors import encs_report
@@ -30,9 +30,9 @@ from drafting.models import (
     MessageIntent,
 )
 from drafting.signals import attempts_added, intents_changed
+from tests.accounting.factories import DAY, OCTOBER, at, case_study_settings, drafted, scenario
 from tests.factories import (
     AgentActionFactory,
-    ConversationFactory,
     DraftAttemptFactory,
     EndpointFactory,
     MessageFactory,
@@ -41,93 +41,11 @@ from tests.factories import (
     UserFactory,
 )
 
-DAY = date(2026, 10, 5)
-OCTOBER = Scope(start=date(2026, 10, 1), end=date(2026, 11, 1))
-
-
-def at(day: date, hour: int = 12) -> datetime:
-    return datetime(day.year, day.month, day.day, hour, tzinfo=UTC)
-
-
-def drafted(
-    policy: CascadePolicy,
-    *,
-    kind: str | None,
-    handle: str = "0",
-    cost: str = "0",
-    counterfactual: str | None = None,
-    day: date = DAY,
-    agent: Any = None,
-    endpoint: Any = None,
-    intent: Intent | None = None,
-) -> Draft:
-    """A draft of `policy`'s team created on `day`, answered with `kind` after `handle` s
-    (kind None: failed and never answered; "none": failed, answered unaided; "held_out": a
-    held-out conversation answered unaided)."""
-    created = at(day)
-    conversation = ConversationFactory.create(team=policy.team)
-    inbound = MessageFactory.create(conversation=conversation, created_at=created)
-    if intent is not None:
-        MessageIntent.objects.create(message=inbound, intent=intent, confidence=Decimal("0.9"))
-    held_out = kind == "held_out"
-    failed = kind in ("none", None)  # no text: the agent had nothing to use
-    draft = Draft.objects.create(
-        message=inbound,
-        policy=policy,
-        status=Draft.Status.HELD_OUT
-        if held_out
-        else (Draft.Status.FAILED if failed else Draft.Status.READY),
-        text="" if held_out or failed else "Draft text",
-        final_endpoint=None if held_out or failed else endpoint,
-        total_cost=Decimal(cost),
-        counterfactual_cost=Decimal(counterfactual) if counterfactual else None,
-        created_at=created,
-        ready_at=None if held_out or failed else created,
-    )
-    if kind is not None:
-        outbound = MessageFactory.create(
-            conversation=conversation, direction=Message.Direction.OUTBOUND
-        )
-        AgentAction.objects.create(
-            draft=draft,
-            inbound_message=inbound,
-            outbound_message=outbound,
-            agent=agent or UserFactory.create(),
-            kind="none" if held_out else kind,
-            final_text="Reply",
-            shown_at=created,
-            acted_at=created + timedelta(seconds=float(handle)),
-            handle_seconds=Decimal(handle),
-        )
-    return draft
-
 
 @pytest.fixture
 def policy(db: None) -> CascadePolicy:
-    # R = $36/h = $0.01/s; T_baseline 120 s until 3 held-out replies are in.
-    AccountingSettings.objects.create(
-        effective_from=date(2026, 1, 1),
-        agent_hourly_usd=Decimal(36),
-        default_baseline_seconds=Decimal(120),
-        min_holdout_sample=3,
-    )
+    case_study_settings()
     return PolicyFactory.create(team=TeamFactory.create(name="Hand"))
-
-
-def scenario(policy: CascadePolicy) -> None:
-    endpoint = EndpointFactory.create()
-    drafted(
-        policy, kind="use", handle="30", cost="0.002", counterfactual="0.010", endpoint=endpoint
-    )
-    drafted(
-        policy, kind="edit", handle="60", cost="0.004", counterfactual="0.012", endpoint=endpoint
-    )
-    drafted(
-        policy, kind="ignore", handle="150", cost="0.001", counterfactual="0.009", endpoint=endpoint
-    )
-    drafted(policy, kind=None, cost="0.003")  # failed, never answered: cost, no saving
-    drafted(policy, kind="held_out", handle="100")
-    drafted(policy, kind="held_out", handle="140")
 
 
 def test_a_small_scenario_matches_the_hand_computation(policy: CascadePolicy) -> None:

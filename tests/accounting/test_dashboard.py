@@ -5,7 +5,6 @@ downloads, and a statement count that does not grow with the data."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
@@ -19,60 +18,21 @@ from accounting import charts
 from accounting.dashboard import tier_costs
 from accounting.engine import whatif
 from accounting.facts import Scope
-from accounting.models import AccountingSettings, FixedCost
+from accounting.models import FixedCost
 from accounting.rendering import report_html, usd
 from accounting.selectors import encs_figures, encs_report
-from csbot.models import AgentProfile, Team
-from drafting.models import CascadePolicy, Draft, DraftAttempt, ModelEndpoint
-from tests.accounting.test_accounting import drafted
+from tests.accounting.factories import Books, attempt, drafted, make_books
 from tests.factories import (
+    WHATIF_FORM_PAPER_CASE,
     AgentProfileFactory,
     DraftAttemptFactory,
     EndpointFactory,
     PolicyFactory,
     TeamFactory,
-    UserFactory,
 )
 
 OCTOBER = {"from": "2026-10-01", "to": "2026-10-31"}
 DAY = date(2026, 10, 5)
-
-
-def attempt(
-    draft: Draft,
-    *,
-    tier: int,
-    cost: str,
-    endpoint: ModelEndpoint | None = None,
-    ok: bool = True,
-) -> DraftAttempt:
-    return DraftAttempt.objects.create(
-        draft=draft,
-        tier=tier,
-        endpoint=endpoint,
-        cache_hit=tier == 0,
-        cost=Decimal(cost),
-        outcome="ok" if ok else "error",
-        error_kind="" if ok else "timeout",
-        started_at=draft.created_at,
-    )
-
-
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings: Any) -> None:
-    """Every seeded reply has an agent user; the default hasher would take seconds each."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@dataclass
-class Books:
-    team: Team
-    policy: CascadePolicy
-    local: ModelEndpoint
-    paid: ModelEndpoint
-    users: dict[str, Any]
-    other_team: Team
-    other_policy: CascadePolicy
 
 
 def seed_day(books: Books, day: date, *, agent: Any = None) -> None:
@@ -120,35 +80,6 @@ def seed_day(books: Books, day: date, *, agent: Any = None) -> None:
     attempt(failed, tier=1, cost="0.003", endpoint=local, ok=False)
     drafted(policy, kind="held_out", handle="100", day=day, agent=agent)
     drafted(policy, kind="held_out", handle="140", day=day, agent=agent)
-
-
-def make_books() -> Books:
-    # R = $36/h = $0.01/s; T_baseline 120 s until 3 held-out replies are in.
-    AccountingSettings.objects.create(
-        effective_from=date(2026, 1, 1),
-        agent_hourly_usd=Decimal(36),
-        default_baseline_seconds=Decimal(120),
-        min_holdout_sample=3,
-    )
-    team = TeamFactory.create(name="Hand")
-    other = TeamFactory.create(name="Other")
-    users = {
-        role: AgentProfileFactory.create(team=team, role=role, user__username=f"hand-{role}").user
-        for role in ("agent", "manager", "admin")
-    }
-    users["other-manager"] = AgentProfileFactory.create(
-        team=other, role=AgentProfile.Role.MANAGER, user__username="other-manager"
-    ).user
-    users["superuser"] = UserFactory.create(username="root", is_superuser=True, is_staff=True)
-    return Books(
-        team=team,
-        policy=PolicyFactory.create(team=team, name="Hand default"),
-        local=EndpointFactory.create(name="local-small"),
-        paid=EndpointFactory.create(name="paid-large"),
-        users=users,
-        other_team=other,
-        other_policy=PolicyFactory.create(team=other, name="Other default"),
-    )
 
 
 @pytest.fixture
@@ -432,18 +363,7 @@ def test_an_empty_period_draws_placeholders_not_errors(client: Client, books: Bo
 
 
 def whatif_params(**overrides: str) -> dict[str, str]:
-    params = {
-        "w-agent_hourly_usd": "36",
-        "w-baseline_seconds": "120",
-        "w-use_seconds": "30",
-        "w-edit_seconds": "60",
-        "w-ignore_seconds": "150",
-        "w-use_pct": "50",
-        "w-edit_pct": "30",
-        "w-ignore_pct": "20",
-        "w-cost_per_response_usd": "0.011",
-        "w-messages_per_year": "500000",
-    }
+    params = dict(WHATIF_FORM_PAPER_CASE)
     params.update({f"w-{k}": v for k, v in overrides.items()})
     return params
 

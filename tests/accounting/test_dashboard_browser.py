@@ -13,19 +13,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.db import connections
 from django.urls import reverse
 from django.utils import timezone
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
 from accounting.engine import whatif
 from accounting.facts import Scope
 from accounting.forms import this_month
 from accounting.models import FixedCost
 from accounting.selectors import encs_report
-from tests.accounting.test_accounting import drafted
-from tests.accounting.test_dashboard import Books, attempt, make_books
-from tests.csbot.test_console_browser import CHROMIUM, CHROMIUM_ARGS, PASSWORD
+from tests.accounting.factories import Books, attempt, drafted, make_books
+from tests.browser import chromium
+from tests.factories import PASSWORD
 
 pytestmark = [pytest.mark.browser]
 
@@ -33,23 +32,9 @@ NAV_TIMEOUT_MS = 30_000
 
 
 @pytest.fixture
-def browser(monkeypatch: pytest.MonkeyPatch, settings: Any) -> Iterator[Browser]:
-    # As in test_console_browser: Playwright's loop runs in this thread, the test's own ORM
-    # calls are synchronous.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    # Hundreds of seeded replies each have an agent user; the default hasher is slow on purpose.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is not installed")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
-            connections.close_all()
+def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[Browser]:
+    with chromium(monkeypatch) as browser:
+        yield browser
 
 
 def seed_history(books: Books, *, start: date, end: date) -> None:

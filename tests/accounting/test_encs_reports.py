@@ -22,19 +22,13 @@ from accounting.reports import reports_monthly
 from accounting.selectors import encs_report
 from csbot.models import AgentProfile
 from drafting.models import CascadePolicy
-from tests.accounting.test_accounting import OCTOBER, scenario
-from tests.conftest import TeamSetup, make_team
-from tests.factories import WHATIF_PAPER_CASE, PolicyFactory, UserFactory
+from tests.accounting.factories import OCTOBER, case_study_settings, scenario
+from tests.factories import WHATIF_PAPER_CASE, PolicyFactory, TeamSetup, UserFactory, make_team
 
 
 @pytest.fixture
 def team(db: None) -> TeamSetup:
-    AccountingSettings.objects.create(
-        effective_from=date(2026, 1, 1),
-        agent_hourly_usd=Decimal(36),
-        default_baseline_seconds=Decimal(120),
-        min_holdout_sample=3,
-    )
+    case_study_settings()
     setup = make_team("Reports")
     scenario(CascadePolicy.objects.get(team=setup.team))
     return setup

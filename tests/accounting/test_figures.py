@@ -24,8 +24,13 @@ from accounting.reports import report_csv, report_email, report_generate
 from accounting.selectors import encs_figures, encs_report
 from csbot.models import AgentProfile, Message
 from drafting.models import AgentAction, Draft
-from tests.conftest import TeamSetup, make_team
-from tests.factories import AgentProfileFactory, ConversationFactory, MessageFactory
+from tests.factories import (
+    AgentProfileFactory,
+    ConversationFactory,
+    MessageFactory,
+    TeamSetup,
+    make_team,
+)
 
 OCTOBER = {"from": "2026-10-01", "to": "2026-10-31"}
 CREATED = datetime(2026, 10, 5, 12, tzinfo=UTC)

@@ -21,21 +21,22 @@ from csbot import services
 from csbot.api.parsers import BoundedJSONParser, RequestTooLarge
 from csbot.models import ApiToken, Conversation, Message
 from drafting.models import AgentAction, Draft
-from tests.conftest import TeamSetup
 from tests.factories import (
+    DRAFT_TEXT,
     WHATIF_PAPER_CASE,
     AgentProfileFactory,
     ChannelFactory,
     ConversationFactory,
     DraftFactory,
     MessageFactory,
+    TeamSetup,
     UserFactory,
+    post_action,
     token_for,
 )
 
 INGEST = "/api/v1/messages"
 CONVERSATIONS = "/api/v1/conversations"
-DRAFT_TEXT = "Your parcel ships tomorrow morning; you will get a tracking link by email."
 
 
 def ingest(client: APIClient, **overrides: Any) -> Any:
@@ -47,14 +48,6 @@ def ingest(client: APIClient, **overrides: Any) -> Any:
     }
     payload.update(overrides)
     return client.post(INGEST, payload, format="json")
-
-
-def action(client: APIClient, draft: Draft, **payload: Any) -> Any:
-    body = {
-        key: value.isoformat() if isinstance(value, datetime) else value
-        for key, value in payload.items()
-    }
-    return client.post(f"/api/v1/drafts/{draft.pk}/action", body, format="json")
 
 
 def make_draft(
@@ -402,7 +395,7 @@ def test_another_team_gets_404_for_every_object_of_acme(acme: TeamSetup, globex:
 def test_another_team_cannot_act_on_acme_draft(acme: TeamSetup, globex: TeamSetup) -> None:
     draft = make_draft(acme, shown_at=timezone.now())
 
-    response = action(globex.api(), draft, kind="use", agent=globex.agent.username)
+    response = post_action(globex.api(), draft, kind="use", agent=globex.agent.username)
 
     assert response.status_code == 404
     assert AgentAction.objects.count() == 0
@@ -508,7 +501,9 @@ def test_use_without_final_text_sends_the_draft_and_records_handle_time(acme: Te
     draft = make_draft(acme, shown_at=shown_at)
     acted_at = shown_at + timedelta(seconds=42, milliseconds=500)
 
-    response = action(acme.api(), draft, kind="use", agent=acme.agent.username, acted_at=acted_at)
+    response = post_action(
+        acme.api(), draft, kind="use", agent=acme.agent.username, acted_at=acted_at
+    )
 
     assert response.status_code == 201
     recorded = AgentAction.objects.get()
@@ -542,7 +537,9 @@ def test_edit_with_changed_text_is_stored_as_edit_with_a_distance(acme: TeamSetu
     draft = make_draft(acme, shown_at=timezone.now() - timedelta(minutes=1))
     final = "Your parcel ships on Monday; the tracking link follows by email."
 
-    response = action(acme.api(), draft, kind="edit", final_text=final, agent=acme.agent.username)
+    response = post_action(
+        acme.api(), draft, kind="edit", final_text=final, agent=acme.agent.username
+    )
 
     assert response.status_code == 201
     recorded = AgentAction.objects.get()
@@ -556,7 +553,7 @@ def test_edit_with_changed_text_is_stored_as_edit_with_a_distance(acme: TeamSetu
 def test_edit_that_changes_nothing_is_stored_as_use(acme: TeamSetup) -> None:
     draft = make_draft(acme, shown_at=timezone.now() - timedelta(minutes=1))
 
-    response = action(
+    response = post_action(
         acme.api(), draft, kind="edit", final_text=f"  {DRAFT_TEXT}\n", agent=acme.agent.username
     )
 
@@ -570,7 +567,7 @@ def test_edit_that_changes_nothing_is_stored_as_use(acme: TeamSetup) -> None:
 def test_use_with_different_text_is_refused(acme: TeamSetup) -> None:
     draft = make_draft(acme, shown_at=timezone.now() - timedelta(minutes=1))
 
-    response = action(
+    response = post_action(
         acme.api(), draft, kind="use", final_text="Something else.", agent=acme.agent.username
     )
 
@@ -584,7 +581,9 @@ def test_ignore_stores_the_agents_own_reply(acme: TeamSetup) -> None:
     draft = make_draft(acme, shown_at=timezone.now() - timedelta(minutes=1))
     final = "Let me check with the warehouse and come back to you."
 
-    response = action(acme.api(), draft, kind="ignore", final_text=final, agent=acme.agent.username)
+    response = post_action(
+        acme.api(), draft, kind="ignore", final_text=final, agent=acme.agent.username
+    )
 
     assert response.status_code == 201
     recorded = AgentAction.objects.get()
@@ -596,8 +595,8 @@ def test_posting_the_same_action_again_returns_the_first_one(acme: TeamSetup) ->
     draft = make_draft(acme, shown_at=timezone.now() - timedelta(minutes=1))
     client = acme.api()
 
-    first = action(client, draft, kind="use", agent=acme.agent.username)
-    second = action(client, draft, kind="use", agent=acme.agent.username)
+    first = post_action(client, draft, kind="use", agent=acme.agent.username)
+    second = post_action(client, draft, kind="use", agent=acme.agent.username)
 
     assert first.status_code == 201
     assert second.status_code == 200
@@ -610,7 +609,7 @@ def test_posting_the_same_action_again_returns_the_first_one(acme: TeamSetup) ->
 def test_action_by_an_agent_of_another_team_is_refused(acme: TeamSetup, globex: TeamSetup) -> None:
     draft = make_draft(acme, shown_at=timezone.now() - timedelta(minutes=1))
 
-    response = action(acme.api(), draft, kind="use", agent=globex.agent.username)
+    response = post_action(acme.api(), draft, kind="use", agent=globex.agent.username)
 
     assert response.status_code == 400
     assert "agent" in response.json()
@@ -624,7 +623,7 @@ def test_action_by_an_inactive_agent_is_refused(acme: TeamSetup) -> None:
     gone.save(update_fields=["is_active"])
     draft = make_draft(acme, shown_at=timezone.now() - timedelta(minutes=1))
 
-    response = action(acme.api(), draft, kind="use", agent="former-agent")
+    response = post_action(acme.api(), draft, kind="use", agent="former-agent")
 
     assert response.status_code == 400
     assert "agent" in response.json()
@@ -633,7 +632,7 @@ def test_action_by_an_inactive_agent_is_refused(acme: TeamSetup) -> None:
 def test_action_without_shown_at_on_a_never_shown_draft_is_refused(acme: TeamSetup) -> None:
     draft = make_draft(acme, shown_at=None)
 
-    response = action(acme.api(), draft, kind="use", agent=acme.agent.username)
+    response = post_action(acme.api(), draft, kind="use", agent=acme.agent.username)
 
     assert response.status_code == 400
     assert "shown_at" in response.json()
@@ -646,7 +645,7 @@ def test_explicit_shown_at_starts_the_clock_on_a_never_shown_draft(acme: TeamSet
     shown_at = timezone.now() - timedelta(minutes=2)
     acted_at = shown_at + timedelta(seconds=90)
 
-    response = action(
+    response = post_action(
         acme.api(),
         draft,
         kind="use",
@@ -663,7 +662,7 @@ def test_acted_at_before_shown_at_is_refused(acme: TeamSetup) -> None:
     shown_at = timezone.now() - timedelta(minutes=1)
     draft = make_draft(acme, shown_at=shown_at)
 
-    response = action(
+    response = post_action(
         acme.api(),
         draft,
         kind="use",
@@ -680,7 +679,7 @@ def test_acted_at_before_shown_at_is_refused(acme: TeamSetup) -> None:
 def test_kind_none_on_a_draft_with_text_is_refused(acme: TeamSetup) -> None:
     draft = make_draft(acme, shown_at=timezone.now() - timedelta(minutes=1))
 
-    response = action(
+    response = post_action(
         acme.api(), draft, kind="none", final_text="My own words.", agent=acme.agent.username
     )
 
@@ -694,8 +693,8 @@ def test_unknown_kind_and_unknown_fields_are_refused(acme: TeamSetup) -> None:
     draft = make_draft(acme, shown_at=timezone.now() - timedelta(minutes=1))
     client = acme.api()
 
-    bad_kind = action(client, draft, kind="approve", agent=acme.agent.username)
-    extra = action(client, draft, kind="use", agent=acme.agent.username, score=1)
+    bad_kind = post_action(client, draft, kind="approve", agent=acme.agent.username)
+    extra = post_action(client, draft, kind="use", agent=acme.agent.username, score=1)
 
     assert bad_kind.status_code == 400
     assert "kind" in bad_kind.json()
@@ -710,7 +709,9 @@ def test_ignore_on_a_held_out_draft_is_stored_as_none(acme: TeamSetup) -> None:
     )
     final = "Hi! I have checked: your parcel leaves today."
 
-    response = action(acme.api(), draft, kind="ignore", final_text=final, agent=acme.agent.username)
+    response = post_action(
+        acme.api(), draft, kind="ignore", final_text=final, agent=acme.agent.username
+    )
 
     assert response.status_code == 201
     recorded = AgentAction.objects.get()
@@ -726,7 +727,7 @@ def test_held_out_draft_needs_final_text(acme: TeamSetup) -> None:
         acme, status=Draft.Status.HELD_OUT, text="", shown_at=timezone.now() - timedelta(minutes=3)
     )
 
-    response = action(acme.api(), draft, kind="use", agent=acme.agent.username)
+    response = post_action(acme.api(), draft, kind="use", agent=acme.agent.username)
 
     assert response.status_code == 400
     assert "final_text" in response.json()

@@ -18,8 +18,7 @@ from csbot import services
 from csbot.models import AgentProfile, ApiToken
 from drafting.learning import tuning
 from drafting.models import CascadeTier, EndpointPrice
-from tests.conftest import TeamSetup
-from tests.factories import UserFactory
+from tests.factories import TeamSetup, UserFactory
 
 
 class _FormFields(HTMLParser):

@@ -14,8 +14,7 @@ from django.utils import timezone
 
 from csbot.models import Conversation, Message
 from drafting.models import AgentAction, Draft
-from tests.conftest import TeamSetup, ingest
-from tests.factories import AgentProfileFactory, MessageFactory
+from tests.factories import AgentProfileFactory, MessageFactory, TeamSetup, ingest
 
 
 def login(client: Client, setup: TeamSetup) -> Client:

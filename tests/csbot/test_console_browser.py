@@ -11,31 +11,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.db import connections
 from django.urls import reverse
-from playwright.sync_api import Browser, Page, Response, sync_playwright
+from playwright.sync_api import Browser, Page, Response
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from csbot import services
 from csbot.models import Conversation, Message
 from drafting.models import AgentAction, Draft
-from tests.conftest import make_team
+from tests.browser import chromium
+from tests.factories import PASSWORD, make_team
 
 logger = logging.getLogger(__name__)
 
 pytestmark = [pytest.mark.browser, pytest.mark.vllm]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-component-update",
-    "--disable-sync",
-]
-PASSWORD = "pw-for-tests"  # the factories' test password
 # CPU vLLM needs about 2 s a draft; the first request after start-up can take much longer.
 DRAFT_TIMEOUT_MS = 180_000
 NAV_TIMEOUT_MS = 30_000
@@ -48,23 +37,8 @@ OWN_REPLY = "Hello, a colleague from billing will call you back today."
 
 @pytest.fixture
 def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[Browser]:
-    # Playwright's sync API runs an asyncio loop in this thread, and Django refuses ORM calls
-    # from a thread with a running loop; the test's own DB reads and writes are synchronous.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is not installed")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
-            # With Playwright's loop running, Django keeps this thread's DB connections in a
-            # context-local slot that its own teardown does not see; close them here, or the
-            # test database cannot be dropped at the end of the session.
-            connections.close_all()
+    with chromium(monkeypatch) as browser:
+        yield browser
 
 
 def _wait_for_draft(page: Page, artifacts_dir: Path) -> str:

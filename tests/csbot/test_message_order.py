@@ -19,8 +19,7 @@ from csbot import selectors, services
 from csbot.models import Conversation, Message
 from drafting import services as drafting
 from drafting.models import Draft
-from tests.conftest import TeamSetup, ingest, make_team
-from tests.factories import EndpointFactory
+from tests.factories import EndpointFactory, TeamSetup, ingest, make_team
 from tests.http_stub import Reply, chat_completion, openai_stub
 
 LIVE = (Draft.Status.QUEUED, Draft.Status.GENERATING, Draft.Status.READY)

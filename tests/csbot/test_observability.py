@@ -32,8 +32,7 @@ from csbot.observability.context import log_bind, log_context, log_fields
 from csbot.observability.metrics import scrape_collector
 from drafting import observability as drafting_observability
 from drafting.models import Draft, DraftAttempt, ModelEndpoint
-from tests.conftest import TeamSetup, ingest, make_team
-from tests.factories import EndpointFactory, TierFactory
+from tests.factories import EndpointFactory, TeamSetup, TierFactory, ingest, make_team
 from tests.http_stub import openai_stub
 
 

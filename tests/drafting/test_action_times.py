@@ -3,14 +3,13 @@ times are kept but left out of ENCS, and a closed conversation takes no reply.""
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
 from django.test import Client
 from django.utils import timezone
-from rest_framework.test import APIClient
 
 from accounting.engine import Scope
 from accounting.models import AccountingSettings
@@ -18,10 +17,14 @@ from accounting.selectors import encs_report
 from csbot import services
 from csbot.models import AgentProfile, Conversation, Message
 from drafting.models import AgentAction, Draft
-from tests.conftest import TeamSetup, ingest
-from tests.factories import AgentProfileFactory, UserFactory
-
-DRAFT_TEXT = "Your parcel ships tomorrow morning; you will get a tracking link by email."
+from tests.factories import (
+    DRAFT_TEXT,
+    AgentProfileFactory,
+    TeamSetup,
+    UserFactory,
+    ingest,
+    post_action,
+)
 
 
 def aged_ready_draft(setup: TeamSetup, *, age: timedelta, name: str = "c") -> Draft:
@@ -39,11 +42,6 @@ def aged_ready_draft(setup: TeamSetup, *, age: timedelta, name: str = "c") -> Dr
     )
     result.draft.refresh_from_db()
     return result.draft
-
-
-def post_action(client: APIClient, draft: Draft, **payload: Any) -> Any:
-    body = {k: v.isoformat() if isinstance(v, datetime) else v for k, v in payload.items()}
-    return client.post(f"/api/v1/drafts/{draft.pk}/action", body, format="json")
 
 
 def nothing_written() -> bool:

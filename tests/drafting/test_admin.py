@@ -9,8 +9,7 @@ from django.test import Client
 from drafting import services as drafting
 from drafting.engine.breaker import breaker
 from drafting.models import DraftAttempt, ModelEndpoint
-from tests.conftest import ingest, make_team
-from tests.factories import EndpointFactory, UserFactory
+from tests.factories import EndpointFactory, UserFactory, ingest, make_team
 from tests.http_stub import Reply, chat_completion, openai_stub
 
 

@@ -21,8 +21,7 @@ from csbot import services
 from csbot.celery import app as celery_app
 from drafting import services as drafting
 from drafting.models import CachedReply, Draft, DraftAttempt, ModelEndpoint, ReplyExample
-from tests.conftest import ingest, make_team
-from tests.factories import EndpointFactory
+from tests.factories import EndpointFactory, ingest, make_team
 from tests.http_stub import Reply, TcpProxy, chat_completion, openai_stub
 
 T = TypeVar("T")

@@ -44,8 +44,15 @@ from csbot.console import views as console_views
 from csbot.models import AgentProfile
 from drafting import admin as drafting_admin
 from drafting.models import Draft, Intent
-from tests.conftest import TeamSetup, ingest, make_team
-from tests.factories import WHATIF_PAPER_CASE, AgentProfileFactory, UserFactory
+from tests.factories import (
+    WHATIF_FORM_PAPER_CASE,
+    WHATIF_PAPER_CASE,
+    AgentProfileFactory,
+    TeamSetup,
+    UserFactory,
+    ingest,
+    make_team,
+)
 
 
 def all_routes() -> list[str]:
@@ -201,7 +208,6 @@ def fuzzed(db: None, settings: Any) -> Fuzzed:
     cache.clear()
     # Login posts are many here: the limits have their own tests.
     settings.CSBOT_LOGIN_RATE = settings.CSBOT_LOGIN_IP_RATE = "100000/m"
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     setup = make_team("Acme")
     AccountingSettings.objects.create(
         effective_from=date(2020, 1, 1),
@@ -271,19 +277,7 @@ def _admin_object_id(route: str) -> int | None:
 def valid_request(route: str, world: Fuzzed) -> tuple[str, dict[str, str]]:
     """The method and parameters each route accepts, for the fuzz to spoil one at a time."""
     october = {"from": "2026-10-01", "to": "2026-10-31"}
-    whatif = {
-        "w-agent_hourly_usd": "36",
-        "w-baseline_seconds": "120",
-        "w-use_seconds": "30",
-        "w-edit_seconds": "60",
-        "w-ignore_seconds": "150",
-        "w-use_pct": "50",
-        "w-edit_pct": "30",
-        "w-ignore_pct": "20",
-        "w-cost_per_response_usd": "0.011",
-        "w-messages_per_year": "500000",
-        "measured": "0.25",
-    }
+    whatif = {**WHATIF_FORM_PAPER_CASE, "measured": "0.25"}
     api_whatif = dict(WHATIF_PAPER_CASE)
     message_id = str(world.draft.message_id)
     known: dict[str, tuple[str, dict[str, str]]] = {

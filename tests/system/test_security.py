@@ -37,8 +37,15 @@ from csbot.models import AgentProfile, Conversation
 from drafting import services as drafting_services
 from drafting.engine import providers
 from drafting.models import AgentAction, Draft, DraftAttempt, Intent, ModelEndpoint
-from tests.conftest import TeamSetup, ingest, make_team
-from tests.factories import AgentProfileFactory, EndpointFactory, UserFactory, token_for
+from tests.factories import (
+    AgentProfileFactory,
+    EndpointFactory,
+    TeamSetup,
+    UserFactory,
+    ingest,
+    make_team,
+    token_for,
+)
 from tests.http_stub import Reply, openai_stub
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -1131,7 +1138,8 @@ def test_console_and_api_docs_work_under_the_content_security_policy(
     box, CSRF header) and the Swagger UI must run, with no violation reported."""
     from playwright.sync_api import sync_playwright
 
-    from tests.csbot.test_console_browser import CHROMIUM, CHROMIUM_ARGS, PASSWORD
+    from tests.browser import CHROMIUM, CHROMIUM_ARGS
+    from tests.factories import PASSWORD
 
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is not installed")
@@ -1180,6 +1188,6 @@ def test_console_and_api_docs_work_under_the_content_security_policy(
             browser.close()
         finally:
             # Playwright's loop holds this thread's connections in its own slot (see
-            # test_console_browser): closed here, or the test database cannot be dropped.
+            # tests/browser.py): closed here, or the test database cannot be dropped.
             connections.close_all()
     assert violations == []

@@ -10,50 +10,13 @@ from typing import Any
 from django.apps import apps as django_apps
 from django.utils import timezone
 
-from csbot import services
 from drafting import services as drafting
 from drafting.engine.cache import cache_key
-from drafting.models import AgentAction, CachedReply, Draft, ModelEndpoint, ReplyExample
+from drafting.models import CachedReply, Draft, ReplyExample
 from drafting.selectors import cached_replies_with_hits
-from tests.conftest import TeamSetup, ingest, make_team
-from tests.factories import EndpointFactory
+from tests.drafting.engine.factories import ANSWER, QUESTION, act, generate, stubbed_team
+from tests.factories import TeamSetup, ingest
 from tests.http_stub import Reply, chat_completion, openai_stub
-
-QUESTION = "Do you ship to Canada?"
-ANSWER = "Yes! We ship to Canada in 5-7 business days."
-
-
-def generate(setup: TeamSetup, conversation: str, text: str = QUESTION, turn: int = 1) -> Draft:
-    draft = ingest(setup, conversation, f"{conversation}-{turn}", text).draft
-    assert draft is not None
-    drafting.draft_generate(draft_id=draft.pk)
-    draft.refresh_from_db()
-    return draft
-
-
-def act(setup: TeamSetup, draft: Draft, kind: str, text: str) -> None:
-    """The agent replies; then what the worker does when the action's bell rings (the test
-    transaction never commits, so on_commit callbacks are captured, not run)."""
-    Draft.objects.filter(pk=draft.pk).update(
-        created_at=timezone.now() - timedelta(seconds=30),
-        first_shown_at=timezone.now() - timedelta(seconds=20),
-    )
-    draft.refresh_from_db()
-    services.reply_send(
-        conversation=draft.message.conversation,
-        agent=setup.agent,
-        text=text,
-        inbound_message=draft.message,
-        draft=draft,
-        kind=kind,
-    )
-    drafting.reply_remember(action_id=AgentAction.objects.get(draft=draft).pk)
-
-
-def stubbed_team(name: str, stub_url: str) -> TeamSetup:
-    return make_team(
-        name, endpoint=EndpointFactory.create(kind=ModelEndpoint.Kind.PAID, base_url=stub_url)
-    )
 
 
 def test_an_approved_first_turn_reply_is_served_from_the_cache_next_time(db: None) -> None:

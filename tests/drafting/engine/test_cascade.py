@@ -13,52 +13,14 @@ from urllib.parse import urlparse
 import pytest
 from django.utils import timezone
 
-from drafting import services as drafting
 from drafting.engine.breaker import breaker
 from drafting.engine.pricing import Price, attempt_cost
 from drafting.engine.providers import Completion, _server_ms
 from drafting.engine.scoring import DefaultScorer, ScoringContext
 from drafting.models import Draft, DraftAttempt, ModelEndpoint
-from tests.conftest import TeamSetup, ingest, make_team
-from tests.factories import EndpointFactory, TierFactory
+from tests.drafting.factories import GOOD, cheap_endpoint, drafted, paid_endpoint, two_tier_team
+from tests.factories import EndpointFactory, ingest, make_team
 from tests.http_stub import Reply, StubServer, TcpProxy, chat_completion, openai_stub
-
-GOOD = "Thanks for reaching out! Your refund was issued today and arrives in 3-5 days."
-
-
-def paid_endpoint(base_url: str, **overrides: Any) -> ModelEndpoint:
-    fields: dict[str, Any] = {
-        "kind": ModelEndpoint.Kind.PAID,
-        "base_url": base_url,
-        "model_name": "gpt-stub",
-        "price__input_price_per_mtok": Decimal("2.50"),
-        "price__output_price_per_mtok": Decimal("10.00"),
-        "timeout_seconds": 10,
-    }
-    fields.update(overrides)
-    return EndpointFactory.create(**fields)
-
-
-def two_tier_team(
-    name: str, first: ModelEndpoint, second: ModelEndpoint, *, threshold: str
-) -> TeamSetup:
-    setup = make_team(name, endpoint=first)
-    tier = setup.policy.tiers.get()
-    tier.threshold = Decimal(threshold)
-    tier.save()
-    TierFactory.create(policy=setup.policy, position=2, endpoint=second, threshold=Decimal("0"))
-    return setup
-
-
-def drafted(
-    setup: TeamSetup, text: str = "Where is my refund?", *, conversation: str = "c1"
-) -> Draft:
-    draft = ingest(setup, conversation, f"{conversation}-m1", text).draft
-    assert draft is not None
-    drafting.draft_generate(draft_id=draft.pk)
-    draft.refresh_from_db()
-    return draft
-
 
 # --- Escalation by score -----------------------------------------------------------------------
 
@@ -73,11 +35,7 @@ def test_a_low_scored_cheap_draft_escalates_to_the_paid_tier(db: None) -> None:
     ):
         setup = two_tier_team(
             "Escalate",
-            paid_endpoint(
-                cheap.base_url,
-                price__input_price_per_mtok=Decimal("0.10"),
-                price__output_price_per_mtok=Decimal("0.40"),
-            ),
+            cheap_endpoint(cheap.base_url),
             paid_endpoint(paid.base_url),
             threshold="0.5",
         )
@@ -102,11 +60,7 @@ def test_a_confident_cheap_draft_stops_the_cascade(db: None) -> None:
     ):
         setup = two_tier_team(
             "Stop",
-            paid_endpoint(
-                cheap.base_url,
-                price__input_price_per_mtok=Decimal("0.10"),
-                price__output_price_per_mtok=Decimal("0.40"),
-            ),
+            cheap_endpoint(cheap.base_url),
             paid_endpoint(paid.base_url),
             threshold="0.5",
         )

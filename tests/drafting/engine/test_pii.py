@@ -31,8 +31,7 @@ from drafting.engine.pii import (
     scrub_details,
 )
 from drafting.models import AgentAction, CachedReply, Draft, ModelEndpoint, ReplyExample
-from tests.conftest import TeamSetup, ingest, make_team
-from tests.factories import EndpointFactory
+from tests.factories import EndpointFactory, TeamSetup, ingest, make_team
 from tests.http_stub import Reply, StubServer, chat_completion, openai_stub
 
 VALID_CARDS = ["4242 4242 4242 4242", "5555-5555-5555-4444", "378282246310005", "3782 822463 10005"]

@@ -20,9 +20,8 @@ from drafting.engine.pricing import PriceBook, attempt_cost
 from drafting.engine.providers import Completion
 from drafting.engine.scoring import DefaultScorer, ScoringContext
 from drafting.models import CascadeTier, Draft, ModelEndpoint
-from tests.conftest import make_team
-from tests.drafting.engine.test_cascade import GOOD, drafted, paid_endpoint, two_tier_team
-from tests.factories import EARLY, EndpointFactory, EndpointPriceFactory, UserFactory
+from tests.drafting.factories import GOOD, cheap_endpoint, drafted, paid_endpoint, two_tier_team
+from tests.factories import EARLY, EndpointFactory, EndpointPriceFactory, UserFactory, make_team
 from tests.http_stub import Reply, chat_completion, openai_stub
 
 # --- The rule: the row with the latest effective_from ≤ t ---------------------------------------
@@ -113,11 +112,7 @@ def test_the_counterfactual_prices_the_top_tier_as_it_stood_when_the_draft_was_m
         )
         setup = two_tier_team(
             "Counterfactual",
-            paid_endpoint(
-                cheap.base_url,
-                price__input_price_per_mtok=Decimal("0.10"),
-                price__output_price_per_mtok=Decimal("0.40"),
-            ),
+            cheap_endpoint(cheap.base_url),
             top,
             threshold="0.5",
         )

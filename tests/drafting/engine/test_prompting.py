@@ -6,8 +6,7 @@ from csbot.models import Message
 from drafting import services as drafting
 from drafting.engine.prompting import estimate_tokens, trim_to_budget
 from drafting.models import ModelEndpoint
-from tests.conftest import ingest, make_team
-from tests.factories import EndpointFactory, MessageFactory
+from tests.factories import EndpointFactory, MessageFactory, ingest, make_team
 from tests.http_stub import Reply, chat_completion, openai_stub
 
 SYSTEM = {"role": "system", "content": "Be helpful."}

@@ -16,8 +16,8 @@ from drafting.engine.prompting import EXAMPLES_HEADER, Example, estimate_tokens,
 from drafting.engine.similarity import QueryVector, VectorIndex
 from drafting.models import CachedReply, Draft, ReplyExample
 from drafting.selectors import cached_replies_with_hits
-from tests.conftest import ingest
-from tests.drafting.engine.test_cache import ANSWER, QUESTION, act, generate, stubbed_team
+from tests.drafting.engine.factories import ANSWER, QUESTION, act, generate, stubbed_team
+from tests.factories import ingest
 from tests.http_stub import Reply, chat_completion, openai_stub
 
 # Cosine with QUESTION under MiniLM: ≈0.97 (a rewording) and ≈0.71 (another country).

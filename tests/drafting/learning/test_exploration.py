@@ -16,9 +16,8 @@ from drafting import services as drafting
 from drafting.learning import scorer as learning
 from drafting.learning import tuning
 from drafting.models import Draft, DraftAttempt
-from tests.conftest import TeamSetup, ingest
-from tests.drafting.engine.test_cascade import paid_endpoint, two_tier_team
-from tests.factories import AgentActionFactory
+from tests.drafting.factories import cheap_endpoint, paid_endpoint, two_tier_team
+from tests.factories import AgentActionFactory, TeamSetup, ingest
 from tests.http_stub import Reply, chat_completion, openai_stub
 
 CHEAP = "Thanks for writing! Your refund was issued today and arrives in 3-5 days."
@@ -29,11 +28,7 @@ def exploring_team(name: str, cheap_url: str, strong_url: str, *, share: str) ->
     """Tier 1 cheap with threshold 0.5 (a confident draft stops there), tier 2 at $2.50/$10."""
     setup = two_tier_team(
         name,
-        paid_endpoint(
-            cheap_url,
-            price__input_price_per_mtok=Decimal("0.10"),
-            price__output_price_per_mtok=Decimal("0.40"),
-        ),
+        cheap_endpoint(cheap_url),
         paid_endpoint(strong_url),
         threshold="0.5",
     )

@@ -26,8 +26,14 @@ from drafting.evaluation.datasets import shared_data_dir
 from drafting.learning import intents
 from drafting.learning.intents import intent_classifier_train, message_intent_classify
 from drafting.models import Draft, Intent, IntentExample, MessageIntent, TrainedClassifier
-from tests.conftest import TeamSetup, ingest, make_team
-from tests.factories import EndpointFactory, MessageFactory, UserFactory
+from tests.factories import (
+    EndpointFactory,
+    MessageFactory,
+    TeamSetup,
+    UserFactory,
+    ingest,
+    make_team,
+)
 from tests.http_stub import Reply, chat_completion, openai_stub
 
 INTENTS = ("card_arrival", "exchange_rate", "lost_or_stolen_card", "cash_withdrawal_charge")

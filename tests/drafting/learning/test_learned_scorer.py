@@ -22,9 +22,14 @@ from drafting.learning import scorer as learning
 from drafting.learning.plr import TrainedPLR
 from drafting.learning.scorer import LearnedScorer
 from drafting.models import AgentAction, Draft, TrainedClassifier
-from tests.conftest import TeamSetup
-from tests.drafting.engine.test_cascade import drafted, paid_endpoint, two_tier_team
-from tests.factories import AgentActionFactory, DraftAttemptFactory, DraftFactory, MessageFactory
+from tests.drafting.factories import drafted, paid_endpoint, two_tier_team
+from tests.factories import (
+    AgentActionFactory,
+    DraftAttemptFactory,
+    DraftFactory,
+    MessageFactory,
+    TeamSetup,
+)
 from tests.http_stub import Reply, chat_completion, openai_stub
 
 QUESTIONS = [

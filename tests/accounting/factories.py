@@ -1,0 +1,176 @@
+"""Builders of the accounting tests: drafts answered (or not) on a given day, the hand-computed
+scenario, the case study's agent rate, and the "Hand" team's books for the dashboard."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from accounting.engine import Scope
+from accounting.models import AccountingSettings
+from csbot.models import AgentProfile, Message, Team
+from drafting.models import (
+    AgentAction,
+    CascadePolicy,
+    Draft,
+    DraftAttempt,
+    Intent,
+    MessageIntent,
+    ModelEndpoint,
+)
+from tests.factories import (
+    AgentProfileFactory,
+    ConversationFactory,
+    EndpointFactory,
+    MessageFactory,
+    PolicyFactory,
+    TeamFactory,
+    UserFactory,
+)
+
+DAY = date(2026, 10, 5)
+OCTOBER = Scope(start=date(2026, 10, 1), end=date(2026, 11, 1))
+
+
+def at(day: date, hour: int = 12) -> datetime:
+    return datetime(day.year, day.month, day.day, hour, tzinfo=UTC)
+
+
+def drafted(
+    policy: CascadePolicy,
+    *,
+    kind: str | None,
+    handle: str = "0",
+    cost: str = "0",
+    counterfactual: str | None = None,
+    day: date = DAY,
+    agent: Any = None,
+    endpoint: Any = None,
+    intent: Intent | None = None,
+) -> Draft:
+    """A draft of `policy`'s team created on `day`, answered with `kind` after `handle` s
+    (kind None: failed and never answered; "none": failed, answered unaided; "held_out": a
+    held-out conversation answered unaided)."""
+    created = at(day)
+    conversation = ConversationFactory.create(team=policy.team)
+    inbound = MessageFactory.create(conversation=conversation, created_at=created)
+    if intent is not None:
+        MessageIntent.objects.create(message=inbound, intent=intent, confidence=Decimal("0.9"))
+    held_out = kind == "held_out"
+    failed = kind in ("none", None)  # no text: the agent had nothing to use
+    draft = Draft.objects.create(
+        message=inbound,
+        policy=policy,
+        status=Draft.Status.HELD_OUT
+        if held_out
+        else (Draft.Status.FAILED if failed else Draft.Status.READY),
+        text="" if held_out or failed else "Draft text",
+        final_endpoint=None if held_out or failed else endpoint,
+        total_cost=Decimal(cost),
+        counterfactual_cost=Decimal(counterfactual) if counterfactual else None,
+        created_at=created,
+        ready_at=None if held_out or failed else created,
+    )
+    if kind is not None:
+        outbound = MessageFactory.create(
+            conversation=conversation, direction=Message.Direction.OUTBOUND
+        )
+        AgentAction.objects.create(
+            draft=draft,
+            inbound_message=inbound,
+            outbound_message=outbound,
+            agent=agent or UserFactory.create(),
+            kind="none" if held_out else kind,
+            final_text="Reply",
+            shown_at=created,
+            acted_at=created + timedelta(seconds=float(handle)),
+            handle_seconds=Decimal(handle),
+        )
+    return draft
+
+
+def case_study_settings() -> AccountingSettings:
+    """R = $36/h = $0.01/s; T_baseline 120 s until 3 held-out replies are in (from 2026)."""
+    return AccountingSettings.objects.create(
+        effective_from=date(2026, 1, 1),
+        agent_hourly_usd=Decimal(36),
+        default_baseline_seconds=Decimal(120),
+        min_holdout_sample=3,
+    )
+
+
+def scenario(policy: CascadePolicy) -> None:
+    """Drafts of October 5th worked out by hand: used, edited, ignored, one failed and never
+    answered, two held out."""
+    endpoint = EndpointFactory.create()
+    drafted(
+        policy, kind="use", handle="30", cost="0.002", counterfactual="0.010", endpoint=endpoint
+    )
+    drafted(
+        policy, kind="edit", handle="60", cost="0.004", counterfactual="0.012", endpoint=endpoint
+    )
+    drafted(
+        policy, kind="ignore", handle="150", cost="0.001", counterfactual="0.009", endpoint=endpoint
+    )
+    drafted(policy, kind=None, cost="0.003")  # failed, never answered: cost, no saving
+    drafted(policy, kind="held_out", handle="100")
+    drafted(policy, kind="held_out", handle="140")
+
+
+def attempt(
+    draft: Draft,
+    *,
+    tier: int,
+    cost: str,
+    endpoint: ModelEndpoint | None = None,
+    ok: bool = True,
+) -> DraftAttempt:
+    """A tier's attempt for `draft` (tier 0: a cache hit), ok or timed out."""
+    return DraftAttempt.objects.create(
+        draft=draft,
+        tier=tier,
+        endpoint=endpoint,
+        cache_hit=tier == 0,
+        cost=Decimal(cost),
+        outcome="ok" if ok else "error",
+        error_kind="" if ok else "timeout",
+        started_at=draft.created_at,
+    )
+
+
+@dataclass
+class Books:
+    team: Team
+    policy: CascadePolicy
+    local: ModelEndpoint
+    paid: ModelEndpoint
+    users: dict[str, Any]
+    other_team: Team
+    other_policy: CascadePolicy
+
+
+def make_books() -> Books:
+    """The "Hand" team with an agent, a manager and an admin, its policy, a local and a paid
+    endpoint, and another team with its manager and policy (the case study's rates); no drafts."""
+    case_study_settings()
+    team = TeamFactory.create(name="Hand")
+    other = TeamFactory.create(name="Other")
+    users = {
+        role: AgentProfileFactory.create(team=team, role=role, user__username=f"hand-{role}").user
+        for role in ("agent", "manager", "admin")
+    }
+    users["other-manager"] = AgentProfileFactory.create(
+        team=other, role=AgentProfile.Role.MANAGER, user__username="other-manager"
+    ).user
+    users["superuser"] = UserFactory.create(username="root", is_superuser=True, is_staff=True)
+    return Books(
+        team=team,
+        policy=PolicyFactory.create(team=team, name="Hand default"),
+        local=EndpointFactory.create(name="local-small"),
+        paid=EndpointFactory.create(name="paid-large"),
+        users=users,
+        other_team=other,
+        other_policy=PolicyFactory.create(team=other, name="Other default"),
+    )
