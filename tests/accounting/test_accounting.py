@@ -307,6 +307,7 @@ draft_specs = st.lists(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.django_db
 @settings(
     max_examples=15,

@@ -151,6 +151,7 @@ def test_the_command_explains_bad_arguments(team: TeamSetup) -> None:
 # --- Stored monthly reports --------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_monthly_job_stores_and_mails_the_previous_month(team: TeamSetup) -> None:
     manager = UserFactory.create(username="boss", email="boss@example.com")
     AgentProfile.objects.create(user=manager, team=team.team, role=AgentProfile.Role.MANAGER)

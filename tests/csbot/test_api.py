@@ -910,6 +910,7 @@ def _post_chunked(port: int, token: str, chunks: list[bytes]) -> tuple[int, dict
         connection.close()
 
 
+@pytest.mark.slow
 def test_a_chunked_body_through_gunicorn_is_read_whole_and_bounded(
     acme: TeamSetup, transactional_db: None, tmp_path: Any
 ) -> None:

@@ -490,6 +490,7 @@ def test_healthcheck_command_exits_non_zero_when_not_ready(
     assert json.loads(capsys.readouterr().out)["checks"]["broker"]["status"] == "fail"
 
 
+@pytest.mark.slow
 def test_gunicorn_workers_add_up_their_request_counts(
     transactional_db: None, tmp_path: Any
 ) -> None:

@@ -342,6 +342,7 @@ def test_env_float_reads_a_number_within_bounds(monkeypatch: pytest.MonkeyPatch)
 SERVE = "import csbot.wsgi; print('serving')"
 
 
+@pytest.mark.slow
 def test_the_web_server_refuses_to_start_without_a_shared_cache_when_debug_is_off(
     tmp_path: Path,
 ) -> None:
@@ -355,6 +356,7 @@ def test_the_web_server_refuses_to_start_without_a_shared_cache_when_debug_is_of
     ).stdout.strip() == ("serving")
 
 
+@pytest.mark.slow
 def test_a_per_process_cache_is_an_explicit_choice(tmp_path: Path) -> None:
     report = (
         "import json, django; django.setup(); from django.conf import settings as s; "

@@ -248,6 +248,7 @@ def test_docker_compose_config_refuses_to_start_without_a_secret_key(tmp_path):
     assert "DJANGO_SECRET_KEY" in result.stderr
 
 
+@pytest.mark.slow
 def test_compose_environment_boots_csbot_settings_and_passes_deploy_checks(tmp_path):
     """The web service's resolved environment, as compose hands it over, is accepted by
     csbot.settings, and Django's deployment checklist finds nothing to fix."""

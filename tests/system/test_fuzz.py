@@ -54,6 +54,9 @@ from tests.factories import (
     make_team,
 )
 
+# The fuzz run: about two minutes on CI's two cores, left out of `make test-fast`.
+pytestmark = pytest.mark.slow
+
 
 def all_routes() -> list[str]:
     """Every URL pattern of the project, includes flattened."""

@@ -19,6 +19,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
+# About a minute and a half of servers started, loaded and broken: left out of `make test-fast`.
+pytestmark = pytest.mark.load
+
 
 @pytest.mark.skipif(
     not shutil.which("redis-server") or not list(Path("/usr/lib/postgresql").glob("*/bin/initdb")),

@@ -410,6 +410,7 @@ def _switched_off(url: str, status: int) -> bool:
     return status == 404 and "/999999/" in url
 
 
+@pytest.mark.slow
 def test_the_admin_site_is_for_admins_only(world: World) -> None:
     staff_manager = AgentProfileFactory.create(
         team=world.acme.team, role=AgentProfile.Role.MANAGER, user__username="staff-manager"
@@ -903,12 +904,14 @@ def _manage(tmp_path: Path, *args: str, **changes: str | None) -> subprocess.Com
     )
 
 
+@pytest.mark.slow
 def test_check_deploy_passes_with_https_on_and_a_shared_cache(tmp_path: Path) -> None:
     result = _manage(tmp_path, "check", "--deploy", "--fail-level", "WARNING")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "System check identified no issues" in result.stdout
 
 
+@pytest.mark.slow
 def test_check_deploy_names_what_production_still_lacks(tmp_path: Path) -> None:
     result = _manage(
         tmp_path, "check", "--deploy", "--fail-level", "WARNING", CSBOT_HTTPS=None, CACHE_URL=None
@@ -925,6 +928,7 @@ def test_check_deploy_names_what_production_still_lacks(tmp_path: Path) -> None:
     }
 
 
+@pytest.mark.slow
 def test_https_settings_follow_csbot_https(tmp_path: Path) -> None:
     report = (
         "import json, django; django.setup(); from django.conf import settings as s; print(json."

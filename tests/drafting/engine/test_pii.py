@@ -707,6 +707,7 @@ def _leaks(values: list[str], text: str) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 @settings(
     max_examples=25,
     deadline=None,

@@ -214,6 +214,7 @@ def test_the_cascade_loads_every_tiers_prices_in_one_query(
 # --- The data migration ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_the_migration_moves_each_endpoints_prices_into_an_initial_row_and_back() -> None:
     before = [("drafting", "0007_prompt_budget")]

@@ -252,6 +252,7 @@ def vllm_embed_url() -> Iterator[str]:
         localserver.stop_server(port)
 
 
+@pytest.mark.vllm
 def test_fewshot_eval_with_the_vllm_embedding_server(
     vllm_embed_url: str, banking_csvs: tuple[Path, Path]
 ) -> None:

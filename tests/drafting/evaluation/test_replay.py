@@ -104,6 +104,7 @@ def test_replay_lets_the_cheap_model_answer_what_the_words_give_away(
     assert all(0 <= p["accuracy"] <= 1 and p["cost_per_query"] > 0 for p in result["pareto"])
 
 
+@pytest.mark.slow
 def test_command_prints_the_issue_s_json(tables: tuple[Path, Path]) -> None:
     out, err = StringIO(), StringIO()
     call_command(
@@ -129,6 +130,7 @@ def test_command_prints_the_issue_s_json(tables: tuple[Path, Path]) -> None:
     assert "scorer" in err.getvalue()  # progress on stderr, not in the JSON
 
 
+@pytest.mark.slow
 def test_overruling_slice() -> None:
     """300 recorded rows, half to train, chains of two: the cascade keeps GPT-4-level accuracy
     for a fraction of its cost (the acceptance run — all rows, three tiers, MiniLM, several
