@@ -16,7 +16,6 @@ import inspect
 import json
 import os
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -30,7 +29,6 @@ from django.contrib import admin
 from django.core.cache import cache
 from django.db import transaction
 from django.test import Client
-from django.urls import URLPattern, URLResolver, get_resolver
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
@@ -53,24 +51,10 @@ from tests.factories import (
     ingest,
     make_team,
 )
+from tests.system.factories import all_routes
 
 # The fuzz run: about two minutes on CI's two cores, left out of `make test-fast`.
 pytestmark = pytest.mark.slow
-
-
-def all_routes() -> list[str]:
-    """Every URL pattern of the project, includes flattened."""
-
-    def walk(patterns: list[Any], prefix: str) -> Iterator[str]:
-        for pattern in patterns:
-            route = prefix + str(pattern.pattern)
-            if isinstance(pattern, URLResolver):
-                yield from walk(pattern.url_patterns, route)
-            else:
-                assert isinstance(pattern, URLPattern)
-                yield route
-
-    return sorted(set(walk(get_resolver().url_patterns, "")))
 
 
 # Who fuzzes a route: the roles that get past its access rule (tests/system/test_security.py
@@ -341,7 +325,7 @@ def valid_request(route: str, world: Fuzzed) -> tuple[str, dict[str, str]]:
     return known.get(route, ("GET", {}))
 
 
-ROUTES = all_routes()
+ROUTES = sorted({route for route, _view in all_routes()})
 # The sweep: every route but the admin's model pages, which take no parameters of their own.
 SWEPT_ROUTES = [
     route

@@ -27,7 +27,6 @@ from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.db import connection, connections
 from django.test import Client
-from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils import timezone
 from django.views.debug import ExceptionReporter
 from rest_framework.test import APIClient
@@ -47,6 +46,7 @@ from tests.factories import (
     token_for,
 )
 from tests.http_stub import Reply, openai_stub
+from tests.system.factories import all_routes
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # What the Content-Security-Policy blocks: inline scripts (JSON data blocks are not run) and
@@ -259,21 +259,6 @@ ADMIN_SITE_ROUTES = {
     "admin/<app_label>/": "admins",  # one pattern: a regex of the registered apps
     "admin/(?P<url>.*)$": "catch-all",
 }
-
-
-def all_routes() -> Iterator[tuple[str, Any]]:
-    """(route pattern, view) for every URL pattern, includes flattened."""
-
-    def walk(patterns: list[Any], prefix: str) -> Iterator[tuple[str, Any]]:
-        for pattern in patterns:
-            route = prefix + str(pattern.pattern)
-            if isinstance(pattern, URLResolver):
-                yield from walk(pattern.url_patterns, route)
-            else:
-                assert isinstance(pattern, URLPattern)
-                yield route, pattern.callback
-
-    yield from walk(get_resolver().url_patterns, "")
 
 
 # Routes of the admin's models look like admin/drafting/modelendpoint/<path:object_id>/change/.
