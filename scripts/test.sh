@@ -23,7 +23,7 @@ scripts/services.sh install
 scripts/services.sh start
 eval "$(scripts/services.sh env)"
 scripts/bootstrap.sh
-# Docker Compose v2 (a static binary, once) so tests/test_deploy.py validates compose.yaml.
+# Docker Compose v2 (a static binary, once) so tests/system/test_deploy.py validates compose.yaml.
 scripts/compose.sh install
 
 export DATABASE_URL CELERY_BROKER_URL

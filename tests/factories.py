@@ -14,7 +14,7 @@ from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
 from csbot import services
-from csbot.models import AgentProfile, ApiToken, Channel, Conversation, Message, Team
+from csbot.models import AgentProfile, Channel, Conversation, Message, Team
 from drafting.models import CascadePolicy, CascadeTier, Draft, EndpointPrice, ModelEndpoint
 
 
@@ -146,9 +146,6 @@ def token_for(channel: Channel) -> str:
     """A fresh API key for `channel` (the raw key, as an integration would hold it)."""
     _token, key = services.api_token_create(channel=channel, name="tests")
     return key
-
-
-__all__ = ["ApiToken"]
 
 
 # --- Drafts an agent acted on (the learned scorer's labels) ------------------------------------
