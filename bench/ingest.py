@@ -1,31 +1,38 @@
-"""Benchmark of the ingest endpoint (POST /api/v1/messages) under gunicorn on PostgreSQL.
+"""Benchmark of the ingest endpoint (POST /api/v1/messages) under gunicorn on PostgreSQL,
+against its floor: the same ingest with no framework (bench/ingest_floor.py).
 
-    .venv/bin/python bench/ingest.py [--duration 20] [--connections 16] [--rate 0] ...
+    .venv/bin/python bench/ingest.py [--duration 20] [--connections 16] [--rate 100] ...
 
 Steps:
 
 1. create a scratch database (`csbot_bench`, on the server of DATABASE_URL), migrate it and
    seed a team, channel, agent, an active cascade policy with one local tier and hold-out
    share 0 (every message gets a queued draft, enqueued to Celery on commit) and a token;
-2. start gunicorn on 127.0.0.1 with DEBUG off and the Celery broker on its own Redis db
-   number (3 by default; flushed before and after; no worker consumes it);
-3. drive load with wrk and bench/ingest.lua (a warm-up, then the measured run). Every request
-   is a new channel_message_id in a conversation drawn from a pool, so conversations get
-   several messages and earlier drafts are superseded. Without wrk a Python thread pool
-   stands in (and the JSON says so);
-4. check that every 201 stored one inbound message with exactly one draft, and that one task
-   per draft reached the Redis queue;
-5. print one JSON object on stdout (progress goes to stderr), stop gunicorn and drop the
-   database (unless --keep).
+2. for each variant (csbot, then the floor): start gunicorn on 127.0.0.1 with the same
+   settings (DEBUG off, the broker on its own Redis db number, 3 by default, flushed before
+   and after; no worker consumes it) and run both load shapes against it;
+3. each shape is a warm-up, then the measured run, driven by wrk and bench/ingest.lua with
+   the same request bodies for both variants. Every request is a new channel_message_id in a
+   conversation drawn from a pool, so conversations get several messages and earlier drafts
+   are superseded. Without wrk a Python thread pool stands in (and the JSON says so);
+4. check, for each run, that every 201 stored one inbound message with exactly one draft and
+   that one task per draft reached the Redis queue (csbot: Celery's; the floor: its own list);
+5. print one JSON object on stdout (progress goes to stderr): per variant and shape the
+   throughput, latency and CPU per message, `ratio` = csbot / floor throughput per shape,
+   and `met`; stop gunicorn and drop the database (unless --keep).
 
-Target (the issue): >= 250 messages/s and p95 <= 50 ms on a 2-core machine, draft enqueued.
+Target (csbot issue 15): csbot's throughput >= 0.8 x the floor's at an offered 100
+messages/s, with csbot's p95 <= 100 ms there, every check passing. The floor is what the same
+work costs with nothing but a JSON parse, a dict look-up for the token, one SQL statement and
+one LPUSH: the ratio says how much of the machine the framework takes, whatever the machine.
 
-Load shape. By default (`--rate 0`) the load is a closed loop: each of the --connections
-sends its next message when the previous answer arrives, which finds the server's capacity.
-Latency then is queueing plus service time: by Little's law the mean latency is
-connections / throughput, so with 16 connections a p95 under 50 ms needs roughly 400
-messages/s. `--rate 250` offers 250 messages/s on a schedule instead and measures the
-latency at that load, which is what the target describes; `met` is judged on whichever ran.
+Load shapes. The closed loop: each of the --connections sends its next message when the
+previous answer arrives, which finds the server's capacity. Latency then is queueing plus
+service time: by Little's law the mean latency is connections / throughput, so with 16
+connections a p95 under 50 ms needs roughly 400 messages/s. The offered load (`--rate`, 100
+by default) sends on a schedule instead and measures the latency at that load; its ratio is
+1.0 whenever both variants keep up, so the closed loop's ratio is the one that shows the
+framework's cost.
 
 Worker class. The default is gunicorn's sync workers, 2 per core. Measured here (2 cores,
 16 connections, closed loop) throughput was the same within noise for sync x4, gthread 4x2,
@@ -78,13 +85,18 @@ BIN = Path(sys.executable).parent
 
 DEFAULT_DATABASE_URL = "postgres://csbot:csbot@127.0.0.1:5432/csbot"
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
-TARGET_MESSAGES_PER_S = 250.0
-TARGET_P95_MS = 50.0
+TARGET_RATIO = 0.8
+TARGET_RATE = 100.0
+TARGET_P95_MS = 100.0
 PACED_TOLERANCE = 0.99
 WSGI_APP = "csbot.wsgi:application"
+FLOOR_APP = "bench.ingest_floor:application"
 CELERY_QUEUE = "celery"
+FLOOR_QUEUE = "floor"  # bench/ingest_floor.py's list (not imported: it reads env at import)
+VARIANTS = ("csbot", "floor")
+SHAPES = ("closed", "offered")
 SEED_FLAG = "--internal-seed"
-SEED_OUTPUT_PREFIX = "BENCH_KEY="
+SEED_OUTPUT_PREFIX = "BENCH_SEED="
 WRK_OUTPUT_PREFIX = "BENCH_JSON "
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -116,6 +128,8 @@ class Config:
     worker_class: str
     worker_threads: int
     app: str
+    variants: tuple[str, ...]
+    shapes: tuple[str, ...]
     conversations: int
     database_url: str
     broker_url: str
@@ -143,11 +157,13 @@ def parse_args(argv: list[str]) -> Config:
     add("--warmup", type=float, default=5.0, help="warm-up seconds, not measured (5)")
     add("--connections", type=int, default=16, help="open connections (16)")
     add("--threads", type=int, default=1, help="wrk threads (1)")
-    add("--rate", type=float, default=0.0, help="offered messages/s; 0: closed loop (0)")
+    add("--rate", type=float, default=TARGET_RATE, help="offered messages/s (100)")
     add("--workers", type=int, default=2 * cpus, help=f"gunicorn workers (2 x cores = {2 * cpus})")
     add("--worker-class", choices=("sync", "gthread"), default="sync", help="(sync)")
     add("--worker-threads", type=int, default=2, help="threads per gthread worker (2)")
-    add("--app", default=WSGI_APP, help=f"WSGI application gunicorn serves ({WSGI_APP})")
+    add("--app", default=WSGI_APP, help=f"csbot's WSGI application ({WSGI_APP})")
+    add("--variants", default=",".join(VARIANTS), help="csbot, floor or both (csbot,floor)")
+    add("--shapes", default=",".join(SHAPES), help="closed, offered or both (closed,offered)")
     add("--conversations", type=int, default=2000, help="conversation pool size (2000)")
     add("--db-name", default="csbot_bench", help="scratch database, dropped after (csbot_bench)")
     add("--redis-db", type=int, default=3, help="Redis db number for the broker, flushed (3)")
@@ -158,8 +174,16 @@ def parse_args(argv: list[str]) -> Config:
         parser.error("--connections, --threads, --workers and --worker-threads must be >= 1")
     if args.threads > args.connections:
         parser.error("--threads must not exceed --connections")
-    if args.duration <= 0 or args.warmup < 0 or args.rate < 0 or args.conversations < 1:
-        parser.error("--duration must be > 0; --warmup and --rate >= 0; --conversations >= 1")
+    if args.duration <= 0 or args.warmup < 0 or args.rate <= 0 or args.conversations < 1:
+        parser.error("--duration and --rate must be > 0; --warmup >= 0; --conversations >= 1")
+    variants = tuple(x for x in VARIANTS if x in args.variants.split(","))
+    shapes = tuple(x for x in SHAPES if x in args.shapes.split(","))
+    if (
+        not variants
+        or not shapes
+        or len(variants) + len(shapes) != len(args.variants.split(",") + args.shapes.split(","))
+    ):
+        parser.error(f"--variants: some of {VARIANTS}; --shapes: some of {SHAPES}")
 
     database = urlsplit(os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL))
     if database.scheme not in ("postgres", "postgresql", "pgsql"):
@@ -183,6 +207,8 @@ def parse_args(argv: list[str]) -> Config:
         worker_class=args.worker_class,
         worker_threads=args.worker_threads,
         app=args.app,
+        variants=variants,
+        shapes=shapes,
         conversations=args.conversations,
         database_url=urlunsplit(database._replace(path=f"/{args.db_name}")),
         broker_url=urlunsplit(broker._replace(path=f"/{args.redis_db}")),
@@ -283,11 +309,22 @@ def seed() -> None:
         )
         CascadeTier.objects.create(policy=policy, position=1, endpoint=endpoint)
         _, key = services.api_token_create(channel=channel, name="bench")
-    print(f"{SEED_OUTPUT_PREFIX}{key}")
+    seeded = {"token": key, "channel": channel.pk, "team": team.pk, "policy": policy.pk}
+    print(f"{SEED_OUTPUT_PREFIX}{json.dumps(seeded)}")
 
 
-def prepare(config: Config) -> str:
-    """Create, migrate and seed the bench database; returns the channel's token key."""
+@dataclass(frozen=True)
+class Seeded:
+    """What the seed made that the load generator and the floor need."""
+
+    token: str
+    channel: int
+    team: int
+    policy: int
+
+
+def prepare(config: Config) -> Seeded:
+    """Create, migrate and seed the bench database."""
     log(f"creating database {config.database_name}")
     database_create(config)
     log("migrating")
@@ -296,7 +333,7 @@ def prepare(config: Config) -> str:
     out = run_django(config, sys.executable, str(Path(__file__).resolve()), SEED_FLAG)
     for line in out.splitlines():
         if line.startswith(SEED_OUTPUT_PREFIX):
-            return line.removeprefix(SEED_OUTPUT_PREFIX).strip()
+            return Seeded(**json.loads(line.removeprefix(SEED_OUTPUT_PREFIX)))
     raise RuntimeError(f"the seed printed no key:\n{out}")
 
 
@@ -487,6 +524,8 @@ def free_port() -> int:
 class Server:
     config: Config
     log_file: IO[bytes]
+    app: str
+    env: dict[str, str]
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
 
@@ -501,12 +540,12 @@ class Server:
         kind = self.config.worker_class
         if kind == "gthread":
             kind = f"gthread x{self.config.worker_threads} threads"
-        return f"gunicorn {version} {self.config.app}, {self.config.workers} {kind} workers"
+        return f"gunicorn {version} {self.app}, {self.config.workers} {kind} workers"
 
     def start(self) -> None:
         command = [
             str(BIN / "gunicorn"),
-            self.config.app,
+            self.app,
             f"--bind=127.0.0.1:{self.port}",
             f"--workers={self.config.workers}",
             f"--worker-class={self.config.worker_class}",
@@ -521,7 +560,7 @@ class Server:
         self.process = subprocess.Popen(
             command,
             cwd=ROOT,
-            env=bench_env(self.config),
+            env=self.env,
             stdout=self.log_file,
             stderr=self.log_file,
         )
@@ -577,6 +616,7 @@ class Phase:
     duration_s: float
     message_prefix: str
     conv_prefix: str
+    rate: float  # offered messages/s; 0: closed loop
 
 
 @dataclass(frozen=True)
@@ -612,7 +652,7 @@ def run_wrk(config: Config, port: int, token: str, phase: Phase) -> LoadResult:
         phase.conv_prefix,
         str(config.conversations),
     ]
-    env = dict(os.environ, BENCH_RATE_PER_THREAD=str(config.rate / config.threads))
+    env = dict(os.environ, BENCH_RATE_PER_THREAD=str(phase.rate / config.threads))
     done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
     line = next((x for x in done.stdout.splitlines() if x.startswith(WRK_OUTPUT_PREFIX)), None)
     if done.returncode != 0 or line is None:
@@ -649,7 +689,7 @@ def _python_client(
     config: Config, port: int, token: str, phase: Phase, number: int, stop_at: float, tally: _Tally
 ) -> None:
     headers = {"Content-Type": "application/json", "Authorization": f"Token {token}"}
-    interval = config.connections / config.rate if config.rate else 0.0
+    interval = config.connections / phase.rate if phase.rate else 0.0
     next_slot = time.monotonic()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     counter = 0
@@ -736,7 +776,7 @@ def use_wrk(config: Config) -> bool:
 
 
 def run_load(config: Config, port: int, token: str, phase: Phase) -> LoadResult:
-    rate = f"{config.rate:g} messages/s offered" if config.rate else "closed loop"
+    rate = f"{phase.rate:g} messages/s offered" if phase.rate else "closed loop"
     log(f"{phase.name}: {phase.duration_s:g}s, {config.connections} connections, {rate}")
     if use_wrk(config):
         return run_wrk(config, port, token, phase)
@@ -747,7 +787,7 @@ def run_load(config: Config, port: int, token: str, phase: Phase) -> LoadResult:
 
 
 @contextmanager
-def bench_database(config: Config) -> Iterator[str]:
+def bench_database(config: Config) -> Iterator[Seeded]:
     try:
         yield prepare(config)
     finally:
@@ -756,6 +796,22 @@ def bench_database(config: Config) -> Iterator[str]:
         else:
             log(f"dropping database {config.database_name}")
             database_drop(config)
+
+
+def server_for(config: Config, variant: str, seeded: Seeded, log_file: IO[bytes]) -> Server:
+    """csbot as configured, or the floor (same gunicorn settings) with what it must know."""
+    env = bench_env(config)
+    if variant == "csbot":
+        return Server(config, log_file, app=config.app, env=env)
+    env.update(
+        BENCH_FLOOR_DATABASE_URL=config.database_url,
+        BENCH_FLOOR_REDIS_URL=config.broker_url,
+        BENCH_FLOOR_TOKEN=seeded.token,
+        BENCH_FLOOR_CHANNEL=str(seeded.channel),
+        BENCH_FLOOR_TEAM=str(seeded.team),
+        BENCH_FLOOR_POLICY=str(seeded.policy),
+    )
+    return Server(config, log_file, app=FLOOR_APP, env=env)
 
 
 @contextmanager
@@ -773,44 +829,44 @@ def running(server: Server) -> Iterator[Server]:
 
 @dataclass(frozen=True)
 class Measurement:
+    variant: str
+    shape: str
+    rate: float
     load: LoadResult
     stored: StoredCounts
     tasks: int
     cpu: dict[str, Any]
 
 
-def measure(config: Config, server: Server, token: str, broker: redis.Redis) -> Measurement:
-    run_id = f"b{int(time.time())}"
-    conversations = f"{run_id}-conv"
+def measure(
+    config: Config, server: Server, token: str, broker: redis.Redis, variant: str, shape: str
+) -> Measurement:
+    rate = config.rate if shape == "offered" else 0.0
+    run_id = f"{variant}-{shape}-{int(time.time())}"
+    # Shared by both shapes of a variant: the offered run meets conversations the closed
+    # loop opened, as a second run against a live server would.
+    conversations = f"{variant}-conv"
     if config.warmup_s > 0:
-        warmup = Phase("warm-up", config.warmup_s, f"{run_id}-warm", conversations)
+        warmup = Phase("warm-up", config.warmup_s, f"{run_id}-warm", conversations, rate)
         run_load(config, server.port, token, warmup)
         settle(config, warmup.message_prefix)
     broker.flushdb()  # count only the measured run's tasks
-    measured = Phase("measured run", config.duration_s, f"{run_id}-main", conversations)
+    measured = Phase(f"{variant} {shape}", config.duration_s, f"{run_id}-main", conversations, rate)
     meter = CpuMeter(config, broker, server.pid)
     before = meter.sample()
     load = run_load(config, server.port, token, measured)
     after = meter.sample()
     settle(config, measured.message_prefix)
     stored = stored_counts(config, measured.message_prefix)
-    tasks = int(broker.llen(CELERY_QUEUE))
+    tasks = int(broker.llen(CELERY_QUEUE if variant == "csbot" else FLOOR_QUEUE))
     if load.non_2xx or load.socket_errors:
         log(f"errors during the run; gunicorn log (last lines):\n{server.log_tail()}")
     cpu = cpu_report(before, after, stored.messages, cpu_count())
-    return Measurement(load=load, stored=stored, tasks=tasks, cpu=cpu)
+    return Measurement(variant, shape, rate, load=load, stored=stored, tasks=tasks, cpu=cpu)
 
 
-def report(config: Config, server: Server, result: Measurement, load_avg: float) -> dict[str, Any]:
+def measurement_json(config: Config, result: Measurement) -> dict[str, Any]:
     load, stored = result.load, result.stored
-    cpu = dict(result.cpu)
-    machine = {
-        "cpus": cpu_count(),
-        "load_avg_1m_at_start": round(load_avg, 2),
-        "other_processes_cpu_share": cpu.pop("other_processes_cpu_share"),
-        "iowait_share": cpu.pop("iowait_share"),
-        "python": sys.version.split()[0],
-    }
     messages_per_s = load.status_201 / load.duration_s if load.duration_s else 0.0
     # wrk stops at its deadline without waiting for the requests in flight: the server still
     # stores those (at most one per connection), so they are messages without a counted 201.
@@ -821,27 +877,10 @@ def report(config: Config, server: Server, result: Measurement, load_avg: float)
         and stored.drafts == stored.messages,
         "one_task_per_draft": result.tasks == stored.drafts,
         "no_holdouts": stored.drafts_by_status.get("held_out", 0) == 0,
+        "no_errors": load.non_2xx == 0 and load.socket_errors == 0,
     }
-    # A paced run cannot beat its own schedule and loses a slot or two at the edges.
-    paced_at_target = (
-        config.rate >= TARGET_MESSAGES_PER_S and messages_per_s >= PACED_TOLERANCE * config.rate
-    )
-    met = (
-        (messages_per_s >= TARGET_MESSAGES_PER_S or paced_at_target)
-        and load.p95_ms <= TARGET_P95_MS
-        and load.non_2xx == 0
-        and load.socket_errors == 0
-        and all(checks.values())
-    )
     return {
-        "bench": "ingest",
-        "server": server.description,
-        "worker_class": config.worker_class,
-        "workers": config.workers,
-        "worker_threads": config.worker_threads if config.worker_class == "gthread" else 1,
-        "load_generator": load.generator + ("" if use_wrk(config) else " (wrk not used)"),
-        "load": f"{config.rate:g} messages/s offered" if config.rate else "closed loop",
-        "connections": config.connections,
+        "load": f"{result.rate:g} messages/s offered" if result.rate else "closed loop",
         "duration_s": round(load.duration_s, 2),
         "requests": load.requests,
         "messages_per_s": round(messages_per_s, 1),
@@ -863,10 +902,69 @@ def report(config: Config, server: Server, result: Measurement, load_avg: float)
         "drafts_by_status": stored.drafts_by_status,
         "tasks_enqueued": result.tasks,
         "checks": checks,
-        **cpu,
-        "targets": {"messages_per_s": TARGET_MESSAGES_PER_S, "p95_ms": TARGET_P95_MS},
+        **result.cpu,
+    }
+
+
+def _ratio(csbot: dict[str, Any] | None, floor: dict[str, Any] | None) -> float | None:
+    if csbot is None or floor is None or not floor["messages_per_s"]:
+        return None
+    return round(csbot["messages_per_s"] / floor["messages_per_s"], 3)
+
+
+def report(
+    config: Config, servers: dict[str, str], results: list[Measurement], load_avg: list[float]
+) -> dict[str, Any]:
+    runs = {(r.variant, r.shape): measurement_json(config, r) for r in results}
+    variants: dict[str, Any] = {
+        variant: {"server": servers[variant]}
+        | {shape: runs[variant, shape] for shape in config.shapes}
+        for variant in config.variants
+    }
+    ratio = {
+        shape: _ratio(runs.get(("csbot", shape)), runs.get(("floor", shape)))
+        for shape in config.shapes
+    }
+    offered = runs.get(("csbot", "offered"))
+    offered_ratio = ratio.get("offered")
+    met = (
+        offered is not None
+        and offered_ratio is not None
+        and config.rate >= TARGET_RATE
+        and offered_ratio >= TARGET_RATIO
+        and offered["latency_ms"]["p95"] <= TARGET_P95_MS
+        and all(offered["checks"].values())
+        and all(runs["csbot", shape]["checks"].values() for shape in config.shapes)
+    )
+    summary = {
+        f"{variant} {shape}": {
+            "messages_per_s": runs[variant, shape]["messages_per_s"],
+            "p50_ms": runs[variant, shape]["latency_ms"]["p50"],
+            "p95_ms": runs[variant, shape]["latency_ms"]["p95"],
+            "cpu_ms_per_message": runs[variant, shape]["cpu_ms_per_message"]["total"],
+        }
+        for variant, shape in runs
+    }
+    return {
+        "bench": "ingest",
+        "summary": summary,
+        "ratio": ratio,
+        "targets": {"ratio": TARGET_RATIO, "rate": TARGET_RATE, "p95_ms": TARGET_P95_MS},
         "met": met,
-        "machine": machine,
+        "worker_class": config.worker_class,
+        "workers": config.workers,
+        "worker_threads": config.worker_threads if config.worker_class == "gthread" else 1,
+        "load_generator": results[0].load.generator
+        + ("" if use_wrk(config) else " (wrk not used)"),
+        "connections": config.connections,
+        "offered_rate": config.rate,
+        "variants": variants,
+        "machine": {
+            "cpus": cpu_count(),
+            "load_avg_1m_at_start": round(load_avg[0], 2),
+            "load_avg_1m_at_end": round(load_avg[-1], 2),
+            "python": sys.version.split()[0],
+        },
     }
 
 
@@ -875,19 +973,27 @@ def main(argv: list[str]) -> int:
         seed()
         return 0
     config = parse_args(argv)
-    load_avg = os.getloadavg()[0]
+    load_avg = [os.getloadavg()[0]]
     broker = redis.Redis.from_url(config.broker_url)
     broker.flushdb()
+    results: list[Measurement] = []
+    servers: dict[str, str] = {}
     try:
-        with (
-            tempfile.NamedTemporaryFile(prefix="bench-gunicorn-", suffix=".log") as log_file,
-            bench_database(config) as token,
-            running(Server(config, log_file)) as server,
-        ):
-            result = measure(config, server, token, broker)
+        with bench_database(config) as seeded:
+            for variant in config.variants:
+                with (
+                    tempfile.NamedTemporaryFile(prefix="bench-gunicorn-", suffix=".log") as log,
+                    running(server_for(config, variant, seeded, log)) as server,
+                ):
+                    servers[variant] = server.description
+                    for shape in config.shapes:
+                        results.append(
+                            measure(config, server, seeded.token, broker, variant, shape)
+                        )
     finally:
         broker.flushdb()
-    print(json.dumps(report(config, server, result, load_avg)))
+    load_avg.append(os.getloadavg()[0])
+    print(json.dumps(report(config, servers, results, load_avg)))
     return 0
 
 
