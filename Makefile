@@ -1,6 +1,7 @@
 # The two commands of the README: `make run` and `make test`. Everything else is a helper.
 .PHONY: run test test-fast lint format install services bench-ingest bench-cascade bench-encs bench-replay \
-	bench-fewshot bench-learning bench-load bench-faults bench-observability lock compose-config clean
+	bench-fewshot bench-learning bench-load bench-faults bench-observability bench-vectors lock \
+	compose-config clean
 
 run:            ## install, migrate, seed the demo, start web + worker + local vLLM
 	scripts/run.sh
@@ -52,6 +53,9 @@ bench-faults: install services  ## the same under faults: Redis and Postgres res
 
 bench-observability: install services  ## /metrics scrape time and middleware overhead
 	.venv/bin/python bench/observability.py $(ARGS)
+
+bench-vectors: install  ## pgvector HNSW kNN with a team filter on its own PostgreSQL; ARGS="--sizes 10000,100000,1000000"
+	.venv/bin/python bench/vectors.py $(ARGS)
 
 lock:           ## regenerate requirements.lock (exact pins with hashes) from pyproject.toml
 	scripts/lock.sh
