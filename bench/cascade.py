@@ -39,7 +39,7 @@ import psycopg
 from psycopg import sql
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DATABASE_URL = "postgres://csbot:csbot@127.0.0.1:5432/csbot"
+DEFAULT_DATABASE_URL = "postgres://csbot:csbot@127.0.0.1:5433/csbot"
 DB_NAME = "csbot_bench_cascade"
 
 
@@ -164,7 +164,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     from csbot.models import AgentProfile, Channel, Conversation, Message, Team
     from drafting import services
-    from drafting.engine import embeddings, similarity
+    from drafting.engine import embeddings, vectors
     from drafting.engine.cache import cache_key
     from drafting.models import (
         CachedReply,
@@ -195,7 +195,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     spent.append((time.perf_counter() - started) * 1000)
 
         timed = Timed()
-        similarity.embedder = lambda: timed  # type: ignore[assignment]
+        vectors.embedder = lambda: timed  # type: ignore[assignment]
         return spent
 
     log("migrating the scratch database")
@@ -287,8 +287,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             customer_text=question,
             reply="Yes, in 5-7 days.",
             expires_at=timezone.now() + timedelta(days=1),
-            embedding=embeddings.to_bytes(vector) if vector is not None else None,
-            embedding_model=embedder.name if embedder is not None else "",
+            **(
+                vectors.vector_fields(embedder.name, vector)
+                if embedder is not None and vector is not None
+                else {}
+            ),
         )
         hits = []
         for n in range(args.drafts + 10):

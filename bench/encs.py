@@ -69,7 +69,7 @@ from psycopg import sql
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-DEFAULT_DATABASE_URL = "postgres://csbot:csbot@127.0.0.1:5432/csbot"
+DEFAULT_DATABASE_URL = "postgres://csbot:csbot@127.0.0.1:5433/csbot"
 DB_NAME = "csbot_bench_encs"
 TARGET_API_P50_MS = 200.0
 TARGET_MONTHLY_REPORT_S = 30.0

@@ -84,7 +84,7 @@ def percentile(values: Sequence[float], q: float) -> float:
 def setup_django() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "csbot.settings")
     os.environ.setdefault("DJANGO_SECRET_KEY", "bench")
-    os.environ.setdefault("DATABASE_URL", "postgres://csbot:csbot@127.0.0.1:5432/csbot")
+    os.environ.setdefault("DATABASE_URL", "postgres://csbot:csbot@127.0.0.1:5433/csbot")
     import django
 
     django.setup()

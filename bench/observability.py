@@ -289,7 +289,7 @@ def main() -> None:
     os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only")
     os.environ["LOG_FORMAT"] = "json"
     os.environ["METRICS_CACHE_SECONDS"] = "0"
-    base_url = os.environ.get("DATABASE_URL", "postgres://csbot:csbot@127.0.0.1:5432/csbot")
+    base_url = os.environ.get("DATABASE_URL", "postgres://csbot:csbot@127.0.0.1:5433/csbot")
     if args.overhead_only:
         import django
 

@@ -48,6 +48,8 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    # PostgreSQL-only features: operator classes in index expressions (the HNSW vector indexes).
+    "django.contrib.postgres",
     "rest_framework",
     "drf_spectacular_sidecar",
     "drf_spectacular",
@@ -98,32 +100,42 @@ TEMPLATES = [
 ]
 
 # --- Database -------------------------------------------------------------------------------
-# The default is an embedded SQLite file so `make run` needs no server; tests and production
-# set DATABASE_URL to PostgreSQL.
-_default_db = f"sqlite:///{VAR_DIR / 'csbot.sqlite3'}"
+# PostgreSQL with pgvector everywhere: the default is the embedded server that `make run` and
+# `make test` start (scripts/postgres.sh: PostgreSQL 18 from a Python wheel, data in var/);
+# production points DATABASE_URL at its own server (compose.yaml: a pgvector image).
 _database_url = env_url(
-    "DATABASE_URL", _default_db, schemes=("sqlite", "postgres", "postgresql", "pgsql")
+    "DATABASE_URL",
+    "postgres://csbot:csbot@127.0.0.1:5433/csbot",
+    schemes=("postgres", "postgresql", "pgsql"),
 )
 try:
     DATABASES = {"default": dj_database_url.parse(_database_url, conn_max_age=60)}
 except ValueError as exc:
     raise ImproperlyConfigured(f"DATABASE_URL is malformed: {exc}") from exc
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # Web and worker write concurrently: WAL plus IMMEDIATE transactions avoid "database is
-    # locked" errors on the embedded default.
-    DATABASES["default"]["CONN_MAX_AGE"] = 0
-    DATABASES["default"]["OPTIONS"] = {
-        "transaction_mode": "IMMEDIATE",
-        "timeout": 20,
-        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-    }
-else:
-    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
-    # A database host that drops packets would otherwise hold a web process (and /readyz)
-    # for the operating system's TCP timeout, minutes.
-    DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env_int(
-        "DATABASE_CONNECT_TIMEOUT", 5, minimum=1
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+_db_options = DATABASES["default"].setdefault("OPTIONS", {})
+# A database host that drops packets would otherwise hold a web process (and /readyz) for the
+# operating system's TCP timeout, minutes.
+_db_options["connect_timeout"] = env_int("DATABASE_CONNECT_TIMEOUT", 5, minimum=1)
+# pgvector's iterative index scans: a similarity search filtered by team (and embedder) keeps
+# walking the HNSW graph until it has its k rows, instead of returning fewer when the nearest
+# vectors belong to other teams. relaxed_order may return them slightly out of order; callers
+# re-sort their handful of rows (drafting.engine.vectors). Set per connection at start-up, so
+# it costs no round trip; a placeholder until the extension loads, which then adopts it.
+_db_options["options"] = " ".join(
+    f"-c {name}={value}"
+    for name, value in (
+        (
+            "hnsw.iterative_scan",
+            env_choice(
+                "DATABASE_HNSW_ITERATIVE_SCAN",
+                "relaxed_order",
+                choices=("off", "relaxed_order", "strict_order"),
+            ),
+        ),
+        ("hnsw.ef_search", env_int("DATABASE_HNSW_EF_SEARCH", 40, minimum=1)),
     )
+)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -196,6 +208,12 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-stuck-drafts": {
         "task": "drafting.tasks.drafts_sweep",
         "schedule": float(env_int("DRAFT_SWEEP_INTERVAL_SECONDS", 30, minimum=1)),
+    },
+    # After an embedder change, stored vectors are embedded again a batch at a time (a count
+    # query per run when there is nothing to do).
+    "reembed-stale-vectors": {
+        "task": "drafting.tasks.vectors_reembed",
+        "schedule": float(env_int("REEMBED_INTERVAL_SECONDS", 300, minimum=1)),
     },
 }
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 from decimal import Decimal
 
 from django.conf import settings
+from django.contrib.postgres.indexes import OpClass
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Cast
 from django.utils import timezone
+from pgvector.django import HnswIndex, VectorField
 
 # Money: exact decimals, 10 places (a local-GPU draft can cost a few millionths of a dollar).
 MONEY_DIGITS, MONEY_PLACES = 18, 10
@@ -461,6 +464,30 @@ class AgentAction(models.Model):
         return self.handle_seconds > settings.ACTION_MAX_HANDLE_SECONDS
 
 
+# Vectors live in a dimensionless `vector` column beside the name and the dimension of the
+# embedder that made them, so changing the embedder needs no schema change and search never
+# mixes models (drafting.engine.vectors filters on both). HNSW indexes need a fixed dimension:
+# one partial expression index per dimension of the embedders csbot ships (MiniLM 384, the vLLM
+# pooling model 576, both joined 960; drafting.engine.embeddings). Vectors of another dimension
+# are still found, by a scan of the team's rows.
+INDEXED_DIMENSIONS = (384, 576, 960)
+
+
+def vector_indexes(prefix: str) -> list[models.Index]:
+    """Cosine HNSW indexes, one per indexed dimension; searches must order by the same
+    expression (`embedding::vector(N) <=> query`) for the planner to use them."""
+    return [
+        HnswIndex(
+            OpClass(Cast("embedding", VectorField(dimensions=n)), name="vector_cosine_ops"),
+            name=f"{prefix}_hnsw_{n}",
+            m=16,
+            ef_construction=64,
+            condition=Q(embedding_dimensions=n),
+        )
+        for n in INDEXED_DIMENSIONS
+    ]
+
+
 class CachedReply(models.Model):
     """An agent-approved reply to a team's first-turn customer message (FrugalGPT's completion
     cache): the same opening question gets it again, at no model cost, until it expires. Its
@@ -474,14 +501,20 @@ class CachedReply(models.Model):
     source_draft = models.ForeignKey(Draft, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField()
-    # The customer text's embedding (float32, L2-normalised) for the semantic look-up, and the
-    # embedder that made it: vectors of different models are never compared.
-    embedding = models.BinaryField(null=True, editable=False)
+    # The customer text's embedding (L2-normalised) for the semantic look-up, and the embedder
+    # that made it: vectors of different models are never compared. None without an embedder.
+    embedding = VectorField(null=True, editable=False)
     embedding_model = models.CharField(max_length=120, blank=True, editable=False)
+    embedding_dimensions = models.PositiveSmallIntegerField(null=True, editable=False)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["team", "key"], name="cached_reply_unique_per_team")
+        ]
+        indexes = [
+            # A small team's search is cheapest as a scan of its own rows (the planner's choice).
+            models.Index(fields=["team", "embedding_model"], name="cached_reply_team_model_idx"),
+            *vector_indexes("cached_reply"),
         ]
 
     def __str__(self) -> str:
@@ -500,13 +533,15 @@ class ReplyExample(models.Model):
     source_draft = models.OneToOneField(
         Draft, null=True, on_delete=models.SET_NULL, related_name="+"
     )
-    embedding = models.BinaryField(editable=False)
+    embedding = VectorField(editable=False)
     embedding_model = models.CharField(max_length=120, editable=False)
+    embedding_dimensions = models.PositiveSmallIntegerField(editable=False)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         indexes = [
-            models.Index(fields=["team", "embedding_model", "id"], name="reply_example_search_idx")
+            models.Index(fields=["team", "embedding_model", "id"], name="reply_example_search_idx"),
+            *vector_indexes("reply_example"),
         ]
 
     def __str__(self) -> str:

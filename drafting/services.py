@@ -27,10 +27,11 @@ from csbot.observability.context import log_bind
 from drafting.engine.cache import CacheHit, cache_lookup, cache_store, is_first_turn
 from drafting.engine.cascade import CascadeResult, TierAttempt, run_cascade
 from drafting.engine.edits import edit_distance, within_edit
+from drafting.engine.embeddings import EmbeddingError
 from drafting.engine.examples import example_store, examples_similar
 from drafting.engine.providers import CompletionRequest, ProviderError, provider_for
 from drafting.engine.scoring import ScoringContext
-from drafting.engine.similarity import QueryVector
+from drafting.engine.vectors import QueryVector, reembed
 from drafting.learning.scorer import policy_scorer
 from drafting.models import (
     AgentAction,
@@ -622,6 +623,17 @@ def reply_remember(*, action_id: int) -> None:
         cache_store(draft=draft, final_text=action.final_text, query=query)
     if action.kind == AgentAction.Kind.USE:
         example_store(draft=draft, final_text=action.final_text, query=query)
+
+
+def vectors_reembed_stale(*, limit: int = 5_000) -> int:
+    """The beat's share of re-embedding after an embedder change (drafting.engine.vectors):
+    at most `limit` rows a run, so a large backlog is worked off over several runs without
+    holding a worker for long. The number of rows done."""
+    try:
+        return reembed(limit=limit).done
+    except EmbeddingError as exc:
+        logger.warning("re-embedding skipped: %s", exc)
+        return 0
 
 
 # --- Intent labels (console) ----------------------------------------------------------------------------------

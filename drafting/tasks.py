@@ -32,6 +32,11 @@ def reply_remember_task(action_id: int) -> None:
     services.reply_remember(action_id=action_id)
 
 
+@shared_task(name="drafting.tasks.vectors_reembed", ignore_result=True)
+def vectors_reembed_task() -> int:
+    return services.vectors_reembed_stale()
+
+
 @shared_task(name="drafting.tasks.intent_classifier_train", ignore_result=True)
 def intent_classifier_train_task(team_id: int, user_id: int | None = None) -> str:
     return intents.intent_classifier_train_by_id(team_id=team_id, user_id=user_id)

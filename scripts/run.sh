@@ -1,12 +1,26 @@
 #!/usr/bin/env bash
 # `make run`: install, migrate, seed the demo, start web + worker + local vLLM.
 #
-# Embedded defaults (SQLite file, Kombu filesystem broker under var/) need no servers; set
-# DATABASE_URL / CELERY_BROKER_URL for PostgreSQL / Redis, LOCAL_LLM_URL for a vLLM elsewhere.
+# Embedded defaults need no system service: PostgreSQL 18 with pgvector from a Python wheel
+# (scripts/postgres.sh, data in var/postgres, stopped on exit if this run started it) and
+# Kombu's filesystem broker under var/. Set DATABASE_URL / CELERY_BROKER_URL for servers
+# elsewhere, LOCAL_LLM_URL for a vLLM elsewhere. Each step prints the seconds since start.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+T0=$SECONDS
+say() { printf '[run %3ds] %s\n' "$((SECONDS - T0))" "$*"; }
+
+say "virtualenv"
 scripts/bootstrap.sh
+started_db=""
+if [ -z "${DATABASE_URL:-}" ]; then
+    if ! scripts/postgres.sh status >/dev/null 2>&1; then started_db=1; fi
+    say "embedded PostgreSQL"
+    scripts/postgres.sh start
+    eval "$(scripts/postgres.sh env)"
+    export DATABASE_URL
+fi
 export DJANGO_DEBUG="${DJANGO_DEBUG:-1}"
 # One web process (runserver): its own memory cache is the one every request shares, also
 # with DJANGO_DEBUG=0 (which otherwise requires CACHE_URL).
@@ -15,7 +29,9 @@ PORT="${PORT:-8000}"
 PY=.venv/bin/python
 mkdir -p var/logs
 
+say "migrations"
 $PY manage.py migrate --noinput
+say "demo data"
 $PY manage.py seed_demo
 $PY manage.py accounting_defaults
 
@@ -29,16 +45,26 @@ cleanup() {
     if [ -n "$started_llm" ]; then $PY manage.py local_llm stop || true; fi
     if [ -n "$started_embed" ]; then $PY manage.py local_llm stop --embed || true; fi
     wait || true
+    if [ -n "$started_db" ]; then scripts/postgres.sh stop || true; fi
 }
 trap cleanup EXIT INT TERM
 
 $PY manage.py runserver "127.0.0.1:$PORT" >var/logs/web.log 2>&1 &
 pids+=($!)
-echo "[run] web console starting at http://127.0.0.1:$PORT/ (log: var/logs/web.log)"
+say "web console starting at http://127.0.0.1:$PORT/ (log: var/logs/web.log)"
+for _ in $(seq 1 120); do
+    if $PY - "$PORT" <<'PYTHON' 2>/dev/null; then break; fi
+import sys, urllib.request
+urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/healthz", timeout=2)
+PYTHON
+    sleep 0.5
+done
+say "web console answers: http://127.0.0.1:$PORT/ (drafts start once the local model is up)"
 
 # The worker starts once the model server answers, so demo drafts do not burn their retries
 # on a server still installing or compiling (first run: several minutes, shown below).
 if [ -z "${LOCAL_LLM_URL:-}" ]; then
+    say "local vLLM"
     if ! $PY manage.py local_llm status >/dev/null 2>&1; then started_llm=1; fi
     $PY manage.py local_llm serve --background
 fi
@@ -47,10 +73,12 @@ if [ "${EMBEDDING_BACKEND:-}" = "vllm" ] && [ -z "${EMBEDDING_URL:-}" ]; then
     if ! $PY manage.py local_llm status --embed >/dev/null 2>&1; then started_embed=1; fi
     $PY manage.py local_llm serve --embed --background
 fi
+say "worker"
 $PY -m celery -A csbot worker --beat --pool threads --concurrency 2 --loglevel INFO \
     --schedule var/celerybeat-schedule >var/logs/worker.log 2>&1 &
 pids+=($!)
 
+say "all started"
 cat <<MSG
 
   csbot is running:  http://127.0.0.1:$PORT/

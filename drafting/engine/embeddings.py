@@ -62,14 +62,6 @@ def normalise(vectors: npt.ArrayLike) -> Vectors:
     return (array / np.where(norms == 0, 1, norms)).astype(np.float32)
 
 
-def to_bytes(vector: Vectors) -> bytes:
-    return np.asarray(vector, dtype="<f4").tobytes()
-
-
-def from_bytes(blob: bytes | memoryview) -> Vectors:
-    return np.frombuffer(bytes(blob), dtype="<f4")
-
-
 class MiniLMEmbedder:
     MODEL = "all-MiniLM-L6-v2"
 

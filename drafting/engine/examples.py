@@ -6,36 +6,22 @@ Examples are per team, scrubbed before they are stored (they are shown while dra
 other customers, paid tiers included, and a model copies what it is shown): personal data and
 customer-specific details become `[EMAIL]`, `[NAME]`, `[NUMBER]`, `[ADDRESS]`…
 (drafting.engine.pii.scrub_details), the question is embedded and searched scrubbed as the completion
-cache does, by embedding cosine (DRAFT_FEWSHOT_K, DRAFT_FEWSHOT_MIN_SIMILARITY).
+cache does, by embedding cosine in PostgreSQL (drafting.engine.vectors; DRAFT_FEWSHOT_K,
+DRAFT_FEWSHOT_MIN_SIMILARITY).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
-
 from django.conf import settings
 
 from drafting.engine.cache import customer_reference, scrubbed_query
-from drafting.engine.embeddings import to_bytes
 from drafting.engine.pii import scrub_details
 from drafting.engine.prompting import Example
-from drafting.engine.similarity import QueryVector, VectorIndex
+from drafting.engine.vectors import QueryVector, nearest, vector_fields
 from drafting.models import Draft, ReplyExample
 
 # An example is there to show facts and tone: a long one costs more tokens than it teaches.
 EXAMPLE_MAX_CHARS = 600
-
-
-def _vectors(team_id: int, model: str, after_id: int) -> Iterable[tuple[int, Any]]:
-    return (
-        ReplyExample.objects.filter(team_id=team_id, embedding_model=model, pk__gt=after_id)
-        .order_by("pk")
-        .values_list("pk", "embedding")
-    )
-
-
-example_index = VectorIndex(_vectors)
 
 
 def examples_similar(*, team_id: int, query: QueryVector, exclude_draft_id: int) -> list[Example]:
@@ -43,23 +29,17 @@ def examples_similar(*, team_id: int, query: QueryVector, exclude_draft_id: int)
     if settings.DRAFT_FEWSHOT_K == 0 or not (embedded := scrubbed_query(query).get()):
         return []
     model, vector = embedded
-    found = example_index.search(
-        team_id=team_id,
+    found = nearest(
+        # Not the message's own earlier draft (a redraft must not be shown its first answer).
+        ReplyExample.objects.filter(team_id=team_id).exclude(source_draft_id=exclude_draft_id),
         model=model,
         vector=vector,
-        k=settings.DRAFT_FEWSHOT_K + 1,  # one spare: the message's own earlier draft
+        k=settings.DRAFT_FEWSHOT_K,
         min_similarity=settings.DRAFT_FEWSHOT_MIN_SIMILARITY,
     )
-    rows = {
-        row.pk: row
-        for row in ReplyExample.objects.filter(pk__in=[pk for pk, _ in found]).exclude(
-            source_draft_id=exclude_draft_id
-        )
-    }
-    picked = [(rows[pk], similarity) for pk, similarity in found if pk in rows]
     return [
         Example(customer=row.customer_text, reply=row.reply, similarity=similarity)
-        for row, similarity in picked[: settings.DRAFT_FEWSHOT_K]
+        for row, similarity in found
     ]
 
 
@@ -78,7 +58,6 @@ def example_store(*, draft: Draft, final_text: str, query: QueryVector) -> None:
             "team_id": draft.policy.team_id,
             "customer_text": question.text[:EXAMPLE_MAX_CHARS],
             "reply": reply[:EXAMPLE_MAX_CHARS],
-            "embedding": to_bytes(vector),
-            "embedding_model": model,
+            **vector_fields(model, vector),
         },
     )

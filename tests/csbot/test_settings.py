@@ -50,7 +50,9 @@ REPORT = (
     "'name': s.DATABASES['default']['NAME'], 'broker': s.CELERY_BROKER_URL, "
     "'debug': s.DEBUG, 'stale': s.DRAFT_STALE_SECONDS, 'llm': s.LOCAL_LLM_URL, "
     "'hosts': s.ALLOWED_HOSTS, "
-    "'connect_timeout': s.DATABASES['default'].get('OPTIONS', {}).get('connect_timeout')}))"
+    "'connect_timeout': s.DATABASES['default'].get('OPTIONS', {}).get('connect_timeout'), "
+    "'host': s.DATABASES['default']['HOST'], 'port': s.DATABASES['default']['PORT'], "
+    "'options': s.DATABASES['default'].get('OPTIONS', {}).get('options')}))"
 )
 
 
@@ -111,15 +113,23 @@ def test_a_valid_environment_starts_on_postgresql(tmp_path: Path) -> None:
     assert loaded["llm"] == ""
 
 
-def test_without_database_url_the_embedded_sqlite_default_is_used(tmp_path: Path) -> None:
+def test_without_database_url_the_embedded_postgresql_is_used(tmp_path: Path) -> None:
+    # The server scripts/postgres.sh starts for `make run` and `make test`.
     result = start(tmp_path, DATABASE_URL=None, CELERY_BROKER_URL=None)
 
     assert result.returncode == 0, result.stderr
     loaded = json.loads(result.stdout)
-    assert loaded["engine"] == "django.db.backends.sqlite3"
-    assert loaded["name"] == str(tmp_path / "csbot.sqlite3")
+    assert loaded["engine"] == "django.db.backends.postgresql"
+    assert (loaded["host"], loaded["port"], loaded["name"]) == ("127.0.0.1", 5433, "csbot")
+    # Filtered vector searches keep walking the index until they have their rows.
+    assert "-c hnsw.iterative_scan=relaxed_order" in loaded["options"]
     assert loaded["broker"] == "filesystem://"
     assert (tmp_path / "broker").is_dir()
+
+
+def test_an_sqlite_database_url_is_refused_with_the_reason(tmp_path: Path) -> None:
+    # Vector search needs PostgreSQL with pgvector: SQLite is no longer a fallback.
+    assert_refused(start(tmp_path, DATABASE_URL="sqlite:///var/csbot.sqlite3"), "DATABASE_URL")
 
 
 def test_overrides_are_read_from_the_environment(tmp_path: Path) -> None:

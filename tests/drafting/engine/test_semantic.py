@@ -13,7 +13,7 @@ from drafting.engine import embeddings
 from drafting.engine.embeddings import CachedEmbedder, MiniLMEmbedder, OpenAIEmbedder
 from drafting.engine.pii import scrub
 from drafting.engine.prompting import EXAMPLES_HEADER, Example, estimate_tokens, trim_to_budget
-from drafting.engine.similarity import QueryVector, VectorIndex
+from drafting.engine.vectors import QueryVector
 from drafting.models import CachedReply, Draft, ReplyExample
 from drafting.selectors import cached_replies_with_hits
 from tests.drafting.engine.factories import ANSWER, QUESTION, act, generate, stubbed_team
@@ -131,7 +131,7 @@ def test_semantic_hits_respect_team_ttl_and_purge(db: None) -> None:
         act(acme, generate(acme, "a"), "use", ANSWER)
         assert generate(acme, "b", REWORDED).attempts.get().cache_match == "semantic"
         assert not generate(globex, "b", REWORDED).attempts.get().cache_hit
-        CachedReply.objects.all().delete()  # the admin purge; this process's index still has it
+        CachedReply.objects.all().delete()  # the admin purge
         assert not generate(acme, "c", REWORDED).attempts.get().cache_hit
 
 
@@ -219,29 +219,6 @@ def test_examples_go_before_history_when_the_budget_is_tight() -> None:
 def test_scrub_leaves_no_restorable_placeholder() -> None:
     text = "Card 4242 4242 4242 4242, call +44 20 7946 0958 or mail a@b.co"
     assert scrub(text) == "Card [CARD], call [PHONE] or mail [EMAIL]"
-
-
-def test_the_vector_index_reads_new_rows_and_rebuilds() -> None:
-    rows: list[tuple[int, bytes]] = []
-    reads: list[int] = []
-
-    def load(team_id: int, model: str, after: int) -> list[tuple[int, bytes]]:
-        reads.append(after)
-        return [(pk, blob) for pk, blob in rows if pk > after]
-
-    def unit(*values: float) -> Any:
-        return embeddings.normalise(np.array(values))[0]
-
-    index = VectorIndex(load, rebuild_seconds=3600)
-    rows.append((1, embeddings.to_bytes(unit(1, 0))))
-    assert index.search(team_id=1, model="m", vector=unit(1, 0), k=2, min_similarity=0.5) == [
-        (1, pytest.approx(1.0))
-    ]
-    rows.append((2, embeddings.to_bytes(unit(1, 1))))
-    found = index.search(team_id=1, model="m", vector=unit(1, 0), k=2, min_similarity=0.5)
-    assert [pk for pk, _ in found] == [1, 2]
-    assert reads == [0, 1]  # the second search read only the new row
-    assert index.search(team_id=1, model="m", vector=unit(0, 1), k=5, min_similarity=0.9) == []
 
 
 def test_query_vectors_are_computed_once_and_only_when_asked(settings: Any) -> None:
