@@ -210,8 +210,9 @@ def test_stored_replies_from_before_the_stronger_redaction_are_purged_or_rescrub
         team=acme.team,
         customer_text="My card 4242.4242.4242.4242 was charged twice",
         reply="Sorry! Card 4242 4242 4242 4242 gets a refund today.",
-        embedding=b"\x00" * 8,
+        embedding=[0.0, 1.0],
         embedding_model="test",
+        embedding_dimensions=2,
     )
 
     migration.scrub_stored_replies(django_apps, None)
