@@ -8,7 +8,9 @@ draft). Everything else here runs in the Celery worker.
 from __future__ import annotations
 
 import logging
+import os
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,13 +19,16 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser, User
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
+from kombu import Producer
+from kombu.exceptions import LimitExceeded
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from csbot.models import Message
 from csbot.observability.context import log_bind
+from drafting import selectors
 from drafting.engine.cache import CacheHit, cache_lookup, cache_store, is_first_turn
 from drafting.engine.cascade import CascadeResult, TierAttempt, run_cascade
 from drafting.engine.edits import edit_distance, within_edit
@@ -69,13 +74,43 @@ def _enqueue_explore(draft_id: int) -> None:
         logger.exception("draft %s: could not reach the broker; not explored", draft_id)
 
 
+# Every ingested message rings this bell. Unless given a producer, Celery takes one from its
+# pool and hands it back for each message; each process (each thread: a producer's channel is
+# not thread-safe) keeps one across messages instead. One that failed to publish goes back to
+# the pool, so the next message starts from a fresh one.
+_held = threading.local()
+
+
+def _held_producer() -> Producer:
+    from drafting.tasks import draft_generate_task
+
+    held: tuple[int, Producer] | None = getattr(_held, "producer", None)
+    if held is None or held[0] != os.getpid():  # one inherited through a fork is not ours
+        app = draft_generate_task.app
+        producer = app.producer_pool.acquire(
+            block=True, timeout=app.conf.broker_pool_acquire_timeout
+        )
+        held = _held.producer = (os.getpid(), producer)
+    return held[1]
+
+
+def _held_producer_drop() -> None:
+    held: tuple[int, Producer] | None = getattr(_held, "producer", None)
+    _held.producer = None
+    if held is not None and held[0] == os.getpid():
+        held[1].release()
+
+
 def _enqueue(draft_id: int, *, countdown: float = 0) -> None:
     # Imported late: the tasks module imports this one.
     from drafting.tasks import draft_generate_task
 
     try:
-        draft_generate_task.apply_async(args=(draft_id,), countdown=countdown)
-    except (KombuOperationalError, OSError):
+        draft_generate_task.apply_async(
+            args=(draft_id,), countdown=countdown, producer=_held_producer()
+        )
+    except (KombuOperationalError, LimitExceeded, OSError):
+        _held_producer_drop()
         # The row is committed and queued: the sweeper enqueues it once the broker is back.
         # Failing here would turn a stored message into an error response.
         logger.exception("draft %s: could not reach the broker; the sweeper will retry", draft_id)
@@ -95,7 +130,7 @@ def draft_request(*, message: Message, new_conversation: bool = False) -> Draft 
     anything: ingest is the hot path.
     """
     conversation = message.conversation
-    policy = CascadePolicy.objects.filter(team_id=conversation.team_id, active=True).first()
+    policy = selectors.active_policy(team_id=conversation.team_id)
     if policy is None:
         return None
     # Hold-out is per conversation, so an agent never sees drafts in a baseline conversation:
@@ -143,19 +178,59 @@ def draft_mark_shown(*, draft: Draft) -> None:
 # --- Generating a draft (worker) --------------------------------------------------------------
 
 
-def draft_claim(*, draft_id: int) -> bool:
-    """Take the draft for this worker with one conditional UPDATE. False when another worker,
-    or an earlier delivery of the same task, has it, or it is no longer wanted."""
-    now = timezone.now()
-    claimed = (
-        Draft.objects.filter(pk=draft_id, status=Draft.Status.QUEUED)
-        .filter(Q(retry_at__isnull=True) | Q(retry_at__lte=now))
-        .update(status=Draft.Status.GENERATING, claimed_at=now, tries=F("tries") + 1)
+# One statement claims the draft and reads what drafting it needs (the draft, its message
+# and its policy, and whether the message opens its conversation): the claim is on the path
+# of every draft, whose overhead is benchmarked (bench/cascade.py counts the statements).
+_CLAIM_SQL = f"""
+UPDATE {Draft._meta.db_table} AS d
+   SET status = %(generating)s, claimed_at = %(now)s, tries = d.tries + 1
+  FROM {CascadePolicy._meta.db_table} AS p, {Message._meta.db_table} AS m
+ WHERE d.id = %(draft_id)s AND d.status = %(queued)s
+   AND (d.retry_at IS NULL OR d.retry_at <= %(now)s)
+   AND p.id = d.policy_id AND m.id = d.message_id
+RETURNING d.id, d.tries, d.policy_id, d.message_id,
+          p.team_id, p.system_prompt, p.explore_share, m.text, m.conversation_id,
+          NOT EXISTS (SELECT 1 FROM {Message._meta.db_table} AS e
+                       WHERE e.conversation_id = m.conversation_id AND e.id < m.id)
+"""
+
+
+def draft_claim(*, draft_id: int) -> Draft | None:
+    """Take the draft for this worker with one conditional UPDATE, and return it with its
+    message and policy (only the fields drafting reads; others load on access) and
+    `first_turn`. None when another worker, or an earlier delivery of the same task, has it,
+    or it is no longer wanted."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _CLAIM_SQL,
+            {
+                "draft_id": draft_id,
+                "now": timezone.now(),
+                "queued": Draft.Status.QUEUED,
+                "generating": Draft.Status.GENERATING,
+            },
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    pk, tries, policy_id, message_id, team_id, prompt, explore, text, conversation, first = row
+    db = connection.alias
+    draft = Draft.from_db(
+        db, ["id", "tries", "policy_id", "message_id"], [pk, tries, policy_id, message_id]
     )
-    return claimed == 1
+    draft.policy = CascadePolicy.from_db(
+        db,
+        ["id", "team_id", "system_prompt", "explore_share"],
+        [policy_id, team_id, prompt, explore],
+    )
+    draft.message = Message.from_db(
+        db, ["id", "text", "conversation_id"], [message_id, text, conversation]
+    )
+    draft.first_turn = first  # type: ignore[attr-defined]
+    return draft
 
 
-# What draft_generate reads of the draft, its message and policy (model instances cost time).
+# What draft_explore reads of the draft, its message and policy (model instances cost time).
 _GENERATE_FIELDS = (
     "id",
     "tries",
@@ -214,19 +289,12 @@ def draft_generate(*, draft_id: int, explore_draw: Callable[[], float] = random.
     A draft in the exploration sample (`explore_draw` < the policy's explore_share) keeps each
     attempt's text, and once ready rings `draft_explore` for the tiers the cascade did not ask.
     """
-    if not draft_claim(draft_id=draft_id):
+    draft = draft_claim(draft_id=draft_id)
+    if draft is None:
         logger.info("draft %s not claimable (taken, done or not due); skipping", draft_id)
         return
     deadline = time.monotonic() + settings.DRAFT_DEADLINE_SECONDS
-    # Whether the message opens its conversation comes with the row (one query fewer on a
-    # path whose overhead is benchmarked): the cache answers first turns only, and a first
-    # turn has no history to read.
-    draft = (
-        Draft.objects.select_related("message", "policy")
-        .only(*_GENERATE_FIELDS)
-        .annotate(first_turn=~Exists(_earlier_messages))
-        .get(pk=draft_id)
-    )
+    # The cache answers first turns only, and a first turn has no history to read.
     log_bind(message_id=draft.message.pk)  # the worker's log lines name the message too
     first_turn: bool = draft.first_turn  # type: ignore[attr-defined]
     team_id = draft.policy.team_id
