@@ -99,6 +99,42 @@ class MessageOut(serializers.Serializer[Message]):
         return DraftSummaryOut(draft).data if draft is not None else None
 
 
+# Ingest answers every message with MessageOut's shape, built here without a serializer
+# instance: each instance deep-copies its declared fields (MessageOut's, then DraftSummaryOut's
+# for the draft). The values go through the same DRF fields, so the body is the same (a test
+# compares the two).
+_DATETIME = serializers.DateTimeField()
+_SCORE = serializers.DecimalField(max_digits=5, decimal_places=4)
+_COST = serializers.DecimalField(max_digits=MONEY_DIGITS, decimal_places=MONEY_PLACES)
+
+
+def message_out(message: Message, draft: Draft | None) -> dict[str, Any]:
+    """`MessageOut(message, context={"drafts": {message.pk: draft}}).data`, faster."""
+    return {
+        "id": message.pk,
+        "conversation": message.conversation_id,
+        "conversation_external_id": message.conversation.external_id,
+        "direction": str(message.direction),
+        "text": message.text,
+        "author": message.author,
+        "channel_message_id": message.channel_message_id,
+        "created_at": _DATETIME.to_representation(message.created_at),
+        "draft": None
+        if draft is None
+        else {
+            "id": draft.pk,
+            "status": str(draft.status),
+            "text": draft.text,
+            "score": None if draft.score is None else _SCORE.to_representation(draft.score),
+            "total_cost": _COST.to_representation(draft.total_cost),
+            "created_at": _DATETIME.to_representation(draft.created_at),
+            "ready_at": None
+            if draft.ready_at is None
+            else _DATETIME.to_representation(draft.ready_at),
+        },
+    }
+
+
 class ConversationOut(serializers.ModelSerializer[Conversation]):
     channel = serializers.CharField(source="channel.name", read_only=True)
     draft_status = serializers.CharField(read_only=True, allow_null=True)

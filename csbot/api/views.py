@@ -71,10 +71,9 @@ class MessageIngestView(APIView):
             customer_ref=data["customer_ref"],
             sent_at=data.get("sent_at"),
         )
-        drafts = {result.message.pk: result.draft} if result.draft is not None else {}
-        body = s.MessageOut(result.message, context={"drafts": drafts}).data
         return Response(
-            body, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
+            s.message_out(result.message, result.draft),
+            status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,
         )
 
 
