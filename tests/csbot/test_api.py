@@ -8,19 +8,26 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
+import redis
 from django.conf import settings
 from django.utils import timezone
+from kombu.exceptions import OperationalError as KombuOperationalError
 from rest_framework.test import APIClient
 
 from csbot import services
 from csbot.api.parsers import BoundedJSONParser, RequestTooLarge
+from csbot.api.serializers import MessageOut, message_out
+from csbot.celery import app as celery_app
 from csbot.models import ApiToken, Conversation, Message
-from drafting.models import AgentAction, Draft
+from drafting import selectors as drafting_selectors
+from drafting.models import AgentAction, CascadePolicy, Draft
+from drafting.tasks import draft_generate_task
 from tests.factories import (
     DRAFT_TEXT,
     WHATIF_PAPER_CASE,
@@ -202,6 +209,131 @@ def test_ingest_without_an_active_policy_stores_the_message_without_a_draft(
     assert response.json()["draft"] is None
     assert Message.objects.count() == 1
     assert Draft.objects.count() == 0
+
+
+def test_a_policy_switched_off_in_bulk_stops_drafts_once_the_cache_time_has_passed(
+    acme: TeamSetup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = acme.api()
+    assert ingest(client, channel_message_id="m-1").json()["draft"] is not None
+    # A bulk update sends no signal: processes notice within ACTIVE_POLICY_SECONDS.
+    CascadePolicy.objects.filter(pk=acme.policy.pk).update(active=False)
+    assert ingest(client, channel_message_id="m-2").json()["draft"] is not None
+
+    later = time.monotonic() + drafting_selectors.ACTIVE_POLICY_SECONDS + 0.1
+    monkeypatch.setattr(drafting_selectors.time, "monotonic", lambda: later)
+
+    assert ingest(client, channel_message_id="m-3").json()["draft"] is None
+
+
+def test_a_policy_saved_through_the_orm_applies_to_the_next_message_at_once(
+    acme: TeamSetup,
+) -> None:
+    client = acme.api()
+    assert ingest(client, channel_message_id="m-1").json()["draft"] is not None
+    acme.policy.holdout_share = Decimal("1")
+    acme.policy.save(update_fields=["holdout_share"])
+
+    # A new conversation draws its hold-out from the saved share at once.
+    body = ingest(client, conversation_external_id="c-2", channel_message_id="m-2").json()
+
+    assert body["draft"]["status"] == Draft.Status.HELD_OUT
+
+
+def test_a_message_reopens_a_closed_conversation_and_keeps_its_wait_start(
+    acme: TeamSetup,
+) -> None:
+    client = acme.api()
+    first = ingest(client, channel_message_id="m-1").json()
+    waiting_since = timezone.now() - timedelta(hours=2)
+    Conversation.objects.filter(pk=first["conversation"]).update(
+        status=Conversation.Status.CLOSED, awaiting_reply_since=waiting_since
+    )
+
+    second = ingest(client, channel_message_id="m-2", customer_ref="").json()
+
+    conversation = Conversation.objects.get(pk=first["conversation"])
+    assert second["conversation"] == conversation.pk
+    assert conversation.status == Conversation.Status.OPEN
+    assert conversation.awaiting_reply_since == waiting_since
+    assert conversation.updated_at > waiting_since
+    assert second["author"] == "cust-42"  # the conversation's customer when none is given
+
+
+def test_a_message_after_the_agent_replied_starts_a_new_wait(acme: TeamSetup) -> None:
+    client = acme.api()
+    first = ingest(client, channel_message_id="m-1").json()
+    Conversation.objects.filter(pk=first["conversation"]).update(awaiting_reply_since=None)
+    before = timezone.now()
+
+    ingest(client, channel_message_id="m-2")
+
+    conversation = Conversation.objects.get(pk=first["conversation"])
+    assert conversation.awaiting_reply_since is not None
+    assert conversation.awaiting_reply_since >= before
+
+
+def test_ingest_answers_the_body_the_message_serializer_gives(acme: TeamSetup) -> None:
+    client = acme.api()
+    created = ingest(client, channel_message_id="m-1", sent_at="2026-01-02T03:04:05.123456Z")
+    repeat = ingest(client, channel_message_id="m-1", sent_at="2026-01-02T03:04:05.123456Z")
+
+    message = Message.objects.select_related("conversation").get(pk=created.json()["id"])
+    draft = Draft.objects.get(message=message)
+    expected = json.loads(
+        json.dumps(MessageOut(message, context={"drafts": {message.pk: draft}}).data)
+    )
+    assert created.json() == expected
+    assert repeat.json() == expected
+
+
+@pytest.mark.parametrize("with_draft", [True, False])
+def test_the_ingest_body_builder_matches_the_serializer_for_finished_drafts(
+    acme: TeamSetup, with_draft: bool
+) -> None:
+    draft = make_draft(acme)
+    Draft.objects.filter(pk=draft.pk).update(score=Decimal("0.8125"), total_cost=Decimal("0.0012"))
+    draft.refresh_from_db()
+    message = Message.objects.select_related("conversation").get(pk=draft.message_id)
+    drafts = {message.pk: draft} if with_draft else {}
+
+    built = message_out(message, draft if with_draft else None)
+
+    assert built == MessageOut(message, context={"drafts": drafts}).data
+
+
+def test_ingest_rings_the_broker_once_per_message_and_survives_a_broker_failure(
+    acme: TeamSetup,
+    django_capture_on_commit_callbacks: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    celery_app.control.purge()
+    client = acme.api()
+    with django_capture_on_commit_callbacks(execute=True):
+        first = ingest(client, conversation_external_id="c-1", channel_message_id="m-1").json()
+    with django_capture_on_commit_callbacks(execute=True):
+        second = ingest(client, conversation_external_id="c-2", channel_message_id="m-2").json()
+
+    def broker_down(*args: Any, **kwargs: Any) -> None:
+        raise KombuOperationalError("connection refused")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(draft_generate_task, "apply_async", broker_down)
+        with django_capture_on_commit_callbacks(execute=True):
+            lost = ingest(client, conversation_external_id="c-3", channel_message_id="m-3")
+    with django_capture_on_commit_callbacks(execute=True):
+        third = ingest(client, conversation_external_id="c-4", channel_message_id="m-4").json()
+
+    queued = [
+        json.loads(raw)["headers"]["argsrepr"] for raw in reversed(broker.lrange("celery", 0, -1))
+    ]
+    celery_app.control.purge()
+    assert lost.status_code == 201  # stored and queued: the sweeper rings again later
+    assert Draft.objects.get(pk=lost.json()["draft"]["id"]).status == Draft.Status.QUEUED
+    assert "could not reach the broker" in caplog.text
+    assert queued == [f"({body['draft']['id']},)" for body in (first, second, third)]
 
 
 def test_ingest_rejects_text_over_the_documented_limit(acme: TeamSetup) -> None:
