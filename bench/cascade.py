@@ -108,6 +108,73 @@ def stub_server() -> Iterator[str]:
         server.shutdown()
 
 
+class Traffic:
+    """What the timed calls send to PostgreSQL and Redis, counted per call.
+
+    Statements: every one Django executes (its execute wrapper sees each, savepoints too).
+    Round trips: each statement, plus the BEGIN psycopg sends before a transaction's first
+    statement and the COMMIT (or ROLLBACK) that ends it; a statement in autocommit mode is its
+    own transaction and costs one. Redis: commands sent one at a time, and pipelines as one.
+    """
+
+    def __init__(self, *, show: bool = False) -> None:
+        self.show = show  # log the first call's statements (--show-sql)
+        self.calls = 0
+        self.statements = 0
+        self.transactions = 0
+        self.redis = 0
+
+    @contextmanager
+    def measure(self) -> Iterator[None]:
+        import redis
+        from django.db import connection
+
+        def count(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+            self.statements += 1
+            if self.show and self.calls == 1:
+                log(f"sql: {sql[:160]}")
+            return execute(sql, params, many, context)
+
+        commit, rollback = connection._commit, connection._rollback  # type: ignore[attr-defined]
+
+        def counted(method: Any) -> Any:
+            def call() -> Any:
+                self.transactions += 1
+                return method()
+
+            return call
+
+        send, pipeline = redis.Redis.execute_command, redis.client.Pipeline.execute
+
+        def redis_send(client: Any, *args: Any, **kwargs: Any) -> Any:
+            self.redis += 1
+            return send(client, *args, **kwargs)
+
+        def redis_pipeline(pipe: Any, *args: Any, **kwargs: Any) -> Any:
+            self.redis += 1
+            return pipeline(pipe, *args, **kwargs)
+
+        connection._commit, connection._rollback = counted(commit), counted(rollback)  # type: ignore[attr-defined]
+        redis.Redis.execute_command = redis_send  # type: ignore[method-assign,assignment]
+        redis.client.Pipeline.execute = redis_pipeline  # type: ignore[method-assign,assignment]
+        self.calls += 1
+        try:
+            with connection.execute_wrapper(count):
+                yield
+        finally:
+            del connection._commit, connection._rollback  # type: ignore[attr-defined]  # the class methods again
+            redis.Redis.execute_command = send  # type: ignore[method-assign]
+            redis.client.Pipeline.execute = pipeline  # type: ignore[method-assign]
+
+    def per_call(self) -> dict[str, float]:
+        calls = max(self.calls, 1)
+        return {
+            "db_statements": round(self.statements / calls, 2),
+            "db_round_trips": round((self.statements + 2 * self.transactions) / calls, 2),
+            "redis_round_trips": round(self.redis / calls, 2),
+        }
+
+
 def database(url: str, *, create: bool) -> None:
     admin_url = urlunsplit(urlsplit(url)._replace(path="/postgres"))
     with psycopg.connect(admin_url, autocommit=True) as conn:
@@ -123,6 +190,9 @@ def main() -> None:
     parser.add_argument("--drafts", type=int, default=200, help="drafts per timed path (200)")
     parser.add_argument("--vllm-drafts", type=int, default=8, help="drafts against local vLLM (8)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
+    parser.add_argument(
+        "--show-sql", action="store_true", help="log the statements of one draft of each path"
+    )
     parser.add_argument(
         "--profile", metavar="PATH", help="write cProfile stats of the timed loops to PATH"
     )
@@ -250,6 +320,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         profiler = cProfile.Profile() if args.profile else None
         overheads, embeds = [], []
+
+        def traffic_of(texts: list[tuple[int, str]]) -> dict[str, float]:
+            """Statements and round trips per draft_generate, counted on drafts of their own
+            after the timed ones (counting costs time)."""
+            traffic = Traffic(show=args.show_sql)
+            for n, text in texts:
+                draft = new_draft(policy, n, text)
+                with traffic.measure():
+                    services.draft_generate(draft_id=draft.pk)
+            return traffic.per_call()
+
         for n in range(args.drafts + 10):
             draft = new_draft(
                 policy, n, f"Where is my refund for order {n}? Mail me at a{n}@example.com"
@@ -270,6 +351,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "p95": percentile(overheads, 0.95),
             "target_p50": 15,
             "excludes": "provider calls (attempt latency) and embedding the customer message",
+            **traffic_of(
+                [
+                    (400_000 + n, f"Where is my refund for order {n}? Mail me at b{n}@example.com")
+                    for n in range(10)
+                ]
+            ),
         }
         result["embedding_ms"] = {
             "backend": settings.EMBEDDING_BACKEND,
@@ -311,6 +398,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "p50": percentile(hits, 0.5),
             "p95": percentile(hits, 0.95),
             "target_p50": 10,
+            **traffic_of([(500_000 + n, question) for n in range(10)]),
         }
         if embedder is not None:
             log(f"timing {args.drafts} semantic cache hits (reworded question)")
@@ -331,6 +419,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "p95": percentile(semantic, 0.95),
                 "p50_excluding_embedding": percentile(
                     [t - e for t, e in zip(semantic, semantic_embed, strict=True)], 0.5
+                ),
+                **traffic_of(
+                    [
+                        (600_000 + n, "Do you ship to canada please" + " " * (400 + n))
+                        for n in range(10)
+                    ]
                 ),
             }
 

@@ -16,16 +16,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser, User
 from django.db import connection, transaction
-from django.db.models import Exists, F, OuterRef, Q
+from django.db.models import Exists, F, Model, OuterRef, Q
 from django.utils import timezone
 from kombu import Producer
 from kombu.exceptions import LimitExceeded
 from kombu.exceptions import OperationalError as KombuOperationalError
 
+from csbot.memo import Memo
 from csbot.models import Message
 from csbot.observability.context import log_bind
 from drafting import selectors
@@ -52,6 +54,7 @@ from drafting.models import (
 from drafting.signals import attempts_added
 
 logger = logging.getLogger(__name__)
+M = TypeVar("M", bound=Model)
 
 PENDING = (Draft.Status.QUEUED, Draft.Status.GENERATING)
 
@@ -181,6 +184,7 @@ def draft_mark_shown(*, draft: Draft) -> None:
 # One statement claims the draft and reads what drafting it needs (the draft, its message
 # and its policy, and whether the message opens its conversation): the claim is on the path
 # of every draft, whose overhead is benchmarked (bench/cascade.py counts the statements).
+# Only table names are formatted in; every value is a parameter.
 _CLAIM_SQL = f"""
 UPDATE {Draft._meta.db_table} AS d
    SET status = %(generating)s, claimed_at = %(now)s, tries = d.tries + 1
@@ -192,7 +196,14 @@ RETURNING d.id, d.tries, d.policy_id, d.message_id,
           p.team_id, p.system_prompt, p.explore_share, m.text, m.conversation_id,
           NOT EXISTS (SELECT 1 FROM {Message._meta.db_table} AS e
                        WHERE e.conversation_id = m.conversation_id AND e.id < m.id)
-"""
+"""  # noqa: S608
+
+
+def _loaded(model: type[M], **values: Any) -> M:
+    """An instance as the ORM would load it with only these fields (the others load on
+    access, as with `.only()`)."""
+    fields = [f.attname for f in model._meta.concrete_fields if f.attname in values]
+    return model.from_db(connection.alias, fields, [values[name] for name in fields])
 
 
 def draft_claim(*, draft_id: int) -> Draft | None:
@@ -214,18 +225,11 @@ def draft_claim(*, draft_id: int) -> Draft | None:
     if row is None:
         return None
     pk, tries, policy_id, message_id, team_id, prompt, explore, text, conversation, first = row
-    db = connection.alias
-    draft = Draft.from_db(
-        db, ["id", "tries", "policy_id", "message_id"], [pk, tries, policy_id, message_id]
+    draft = _loaded(Draft, id=pk, tries=tries, policy_id=policy_id, message_id=message_id)
+    draft.policy = _loaded(
+        CascadePolicy, id=policy_id, team_id=team_id, system_prompt=prompt, explore_share=explore
     )
-    draft.policy = CascadePolicy.from_db(
-        db,
-        ["id", "team_id", "system_prompt", "explore_share"],
-        [policy_id, team_id, prompt, explore],
-    )
-    draft.message = Message.from_db(
-        db, ["id", "text", "conversation_id"], [message_id, text, conversation]
-    )
+    draft.message = _loaded(Message, id=message_id, text=text, conversation_id=conversation)
     draft.first_turn = first  # type: ignore[attr-defined]
     return draft
 
@@ -245,6 +249,26 @@ _GENERATE_FIELDS = (
 _earlier_messages = Message.objects.filter(
     conversation_id=OuterRef("message__conversation_id"), pk__lt=OuterRef("message_id")
 )
+
+
+# A policy's enabled tiers and their endpoints: read by every draft, edited now and then in
+# the admin (seen within the memo's seconds; csbot.memo).
+_enabled_tiers: Memo[int, list[CascadeTier]] = Memo(
+    seconds=5, depends_on=(CascadePolicy, CascadeTier, ModelEndpoint)
+)
+
+
+def enabled_tiers(*, policy_id: int) -> list[CascadeTier]:
+    """The policy's tiers whose endpoint is enabled, in order, with their endpoints. Shared
+    between the threads of a process: read them, never change them."""
+    return _enabled_tiers.get(
+        policy_id,
+        lambda: list(
+            CascadeTier.objects.select_related("endpoint")
+            .filter(policy_id=policy_id, endpoint__enabled=True)
+            .order_by("position")
+        ),
+    )
 
 
 def _prompt_messages(draft: Draft, *, first_turn: bool) -> list[dict[str, str]]:
@@ -305,11 +329,7 @@ def draft_generate(*, draft_id: int, explore_draw: Callable[[], float] = random.
         if hit is not None:
             _draft_from_cache(draft, hit)
             return
-    tiers = list(
-        CascadeTier.objects.select_related("endpoint")
-        .filter(policy_id=draft.policy_id, endpoint__enabled=True)
-        .order_by("position")
-    )
+    tiers = enabled_tiers(policy_id=draft.policy_id)
     if not tiers:
         _draft_fail(draft_id, reason="The policy has no enabled tier.")
         return

@@ -170,18 +170,24 @@ class CircuitBreaker(BaseCircuitBreaker):
         super().__init__(failures=failures, cooldown=cooldown)
         self.client = client
         self.prefix = prefix
+        # Endpoints this thread last found without any breaker key (is_open → record_success).
+        self._clean = threading.local()
 
     def _keys(self, endpoint_id: int) -> tuple[str, str, str, str]:
         base = f"{self.prefix}:{endpoint_id}"
         return f"{base}:failures", f"{base}:open", f"{base}:half_open", f"{base}:trial"
 
     def is_open(self, endpoint_id: int) -> bool:
-        _, open_key, half_open_key, trial_key = self._keys(endpoint_id)
+        failures_key, open_key, half_open_key, trial_key = self._keys(endpoint_id)
         try:
             pipe = self.client.pipeline()
             pipe.exists(open_key)
             pipe.exists(half_open_key)
-            is_open, half_open = pipe.execute()
+            pipe.exists(failures_key)
+            is_open, half_open, failures = pipe.execute()
+            if not (is_open or half_open or failures):
+                # Nothing to forget: this thread's success needs no DEL (see record_success).
+                self._clean.ids = {*getattr(self._clean, "ids", ()), endpoint_id}
             if is_open:
                 return True
             if not half_open:
@@ -197,6 +203,14 @@ class CircuitBreaker(BaseCircuitBreaker):
             return False
 
     def record_success(self, endpoint_id: int) -> None:
+        """Forget the endpoint's failures, in one round trip, or in none when this thread
+        found no trace of trouble as it asked (the usual case): a failure another worker
+        records meanwhile is then left to expire instead of being cleared, so a run of
+        failures right after may trip the breaker one failure early."""
+        clean: set[int] = getattr(self._clean, "ids", set())
+        if endpoint_id in clean:
+            clean.discard(endpoint_id)
+            return
         try:
             self.client.delete(*self._keys(endpoint_id))
         except redis.RedisError as exc:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
+from csbot.memo import Memo
 from drafting.models import MONEY_PLACES, EndpointPrice, ModelEndpoint
 
 logger = logging.getLogger(__name__)
@@ -80,14 +81,20 @@ class PriceBook:
 
     @classmethod
     def load(cls, *, endpoint_ids: Iterable[int]) -> PriceBook:
-        """The price rows of these endpoints: one query."""
-        return cls(EndpointPrice.objects.filter(endpoint_id__in=set(endpoint_ids)))
+        """The price rows of these endpoints: one query, or none when this process read them
+        in the last few seconds (_price_books: a new price row is seen within them, at once
+        by the process that saved it)."""
+        ids = frozenset(endpoint_ids)
+        return _price_books.get(ids, lambda: cls(EndpointPrice.objects.filter(endpoint_id__in=ids)))
 
     def price_at(self, endpoint_id: int, when: datetime) -> Price | None:
         """The row with the latest `effective_from` ≤ `when`; None when none is in force."""
         starts = self._starts.get(endpoint_id, [])
         index = bisect_right(starts, when)
         return self._prices[endpoint_id][index - 1] if index else None
+
+
+_price_books: Memo[frozenset[int], PriceBook] = Memo(seconds=5, depends_on=(EndpointPrice,))
 
 
 def gpu_seconds(*, latency_ms: int, server_ms: int | None = None, concurrency: int = 1) -> Decimal:

@@ -12,6 +12,7 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Max
 
+from csbot.memo import Memo
 from csbot.models import Team
 from drafting.models import CascadePolicy, TrainedClassifier
 
@@ -64,22 +65,29 @@ class LoadedClassifier:
 
 
 class ActiveClassifiers:
-    """One kind's active version per owner (team or policy id), unpickled once per process. Each
-    `get` costs one small query, so a newly activated version (its id differs) is loaded on the
-    next call and a deactivated one is dropped at once."""
+    """One kind's active version per owner (team or policy id), unpickled once per process. Which
+    version is active is asked at most every few seconds: a version activated or deactivated
+    in this process counts at once (the save clears the memo), in the others within seconds."""
 
     def __init__(self, *, kind: str, owner_field: str):
         self.kind, self.owner_field = kind, owner_field
+        # Which version is active, asked on every draft: remembered a few seconds (csbot.memo).
+        self._active_rows: Memo[int, tuple[int, str] | None] = Memo(
+            seconds=5, depends_on=(TrainedClassifier,)
+        )
         self._loaded: dict[int, LoadedClassifier] = {}
         self._lock = threading.Lock()
 
     def get(self, owner_id: int) -> LoadedClassifier | None:
-        row = (
-            TrainedClassifier.objects.filter(
-                kind=self.kind, active=True, **{f"{self.owner_field}_id": owner_id}
-            )
-            .values_list("pk", "embedding_model")
-            .first()
+        row = self._active_rows.get(
+            owner_id,
+            lambda: (
+                TrainedClassifier.objects.filter(
+                    kind=self.kind, active=True, **{f"{self.owner_field}_id": owner_id}
+                )
+                .values_list("pk", "embedding_model")
+                .first()
+            ),
         )
         if row is None:
             return None
@@ -104,5 +112,6 @@ class ActiveClassifiers:
         return loaded
 
     def clear(self) -> None:
+        self._active_rows.clear()
         with self._lock:
             self._loaded.clear()

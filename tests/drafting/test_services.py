@@ -125,7 +125,7 @@ def test_two_workers_claiming_one_draft_at_once_get_it_exactly_once(transactiona
     def claim() -> None:
         barrier.wait()
         try:
-            results.append(drafting.draft_claim(draft_id=draft.pk))
+            results.append(drafting.draft_claim(draft_id=draft.pk) is not None)
         finally:
             connection.close()
 
@@ -165,7 +165,7 @@ def test_a_new_customer_message_supersedes_the_unfinished_draft(db: None) -> Non
     assert first.status == Draft.Status.SUPERSEDED
     assert second.status == Draft.Status.QUEUED
     # A late task for the old draft finds nothing to do.
-    assert drafting.draft_claim(draft_id=first.pk) is False
+    assert drafting.draft_claim(draft_id=first.pk) is None
 
 
 def test_a_draft_superseded_while_generating_keeps_its_cost_but_never_becomes_ready(
