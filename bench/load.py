@@ -262,70 +262,52 @@ def http_ok(port: int, path: str) -> bool:
 
 @dataclass
 class Postgres:
-    """A throwaway cluster: initdb'd here, restartable, removed afterwards."""
+    """A throwaway cluster of the embedded PostgreSQL (scripts/postgres.sh, the same binaries
+    and settings as `make run` and the tests): its own folder and port, restartable, removed
+    afterwards."""
 
     folder: Path
     port: int = field(default_factory=free_port)
 
-    def _bin(self, name: str) -> str:
-        found = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
-        if not found:
-            raise RuntimeError("PostgreSQL server binaries not found (run scripts/services.sh up)")
-        return str(found[-1])
-
-    def _run(self, *args: str) -> None:
-        command = list(args)
-        if os.getuid() == 0:  # initdb and postgres refuse to run as root
-            command = ["runuser", "-u", "postgres", "--", *command]
-        subprocess.run(command, check=True, capture_output=True)
+    def _script(self, command: str) -> str:
+        environment = {
+            **os.environ,
+            "CSBOT_PGDATA": str(self.folder / "data"),
+            "PGPORT": str(self.port),
+            "CSBOT_DB_NAME": "csbot",
+        }
+        done = subprocess.run(
+            [str(ROOT / "scripts" / "postgres.sh"), command],
+            env=environment,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        return done.stdout.strip()
 
     @property
     def url(self) -> str:
-        return f"postgres://csbot@127.0.0.1:{self.port}/csbot"
+        return f"postgres://csbot:csbot@127.0.0.1:{self.port}/csbot"
 
     def create(self) -> None:
         self.folder.mkdir(parents=True)
-        if os.getuid() == 0:
-            shutil.chown(self.folder, "postgres", "postgres")
-        data = str(self.folder / "data")
-        self._run(self._bin("initdb"), "-D", data, "-U", "csbot", "--auth=trust", "-E", "UTF8")
         self.start()
-        with psycopg.connect(
-            f"postgres://csbot@127.0.0.1:{self.port}/postgres", autocommit=True
-        ) as conn:
-            conn.execute("CREATE DATABASE csbot")
 
     def start(self) -> None:
-        options = (
-            f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c max_connections=200"
-        )
-        self._run(
-            self._bin("pg_ctl"),
-            "-D",
-            str(self.folder / "data"),
-            "-l",
-            str(self.folder / "server.log"),
-            "-o",
-            options,
-            "-w",
-            "start",
-        )
+        self._script("start")
 
     @property
     def pid(self) -> int:
-        return int((self.folder / "data" / "postmaster.pid").read_text().split()[0])
+        return int(self._script("pid"))
 
     def restart(self) -> None:
         # "fast": what a service manager's restart does: sessions are cut, open transactions
-        # roll back, committed rows stay. Stop, then start with the same options and log.
-        self._run(self._bin("pg_ctl"), "-D", str(self.folder / "data"), "-m", "fast", "-w", "stop")
-        self.start()
+        # roll back, committed rows stay.
+        self._script("restart")
 
     def destroy(self) -> None:
         with contextlib.suppress(subprocess.CalledProcessError):
-            self._run(
-                self._bin("pg_ctl"), "-D", str(self.folder / "data"), "-m", "immediate", "stop"
-            )
+            self._script("stop")
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
@@ -800,7 +782,7 @@ def main(argv: list[str]) -> int:
     args.duration = args.duration or (100.0 if args.faults else 30.0)
 
     scratch = Path(tempfile.mkdtemp(prefix="csbot-load-"))
-    scratch.chmod(0o755)  # the postgres user must reach its folder inside
+    scratch.chmod(0o755)  # PostgreSQL's own system account must reach its folder inside
     logs = scratch / "logs"
     logs.mkdir()
     log(f"scratch folder {scratch}")
@@ -814,7 +796,7 @@ def main(argv: list[str]) -> int:
 
 def run(args: argparse.Namespace, scratch: Path, logs: Path, stack: ExitStack) -> dict[str, Any]:
     postgres = Postgres(scratch / "pg")
-    log(f"initdb + start PostgreSQL on port {postgres.port}")
+    log(f"initdb + start the embedded PostgreSQL on port {postgres.port}")
     postgres.create()
     stack.callback(postgres.destroy)
 
