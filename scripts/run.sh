@@ -29,16 +29,11 @@ PORT="${PORT:-8000}"
 PY=.venv/bin/python
 mkdir -p var/logs
 
-say "migrations"
-$PY manage.py migrate --noinput
-say "demo data"
-$PY manage.py seed_demo
-$PY manage.py accounting_defaults
-
 pids=()
 started_llm=""
 started_embed=""
 cleanup() {
+    trap - EXIT INT TERM  # once, whichever signal came first
     echo "[run] stopping…"
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     # Stop the model server only if this run started it (a test run may share it).
@@ -48,6 +43,24 @@ cleanup() {
     if [ -n "$started_db" ]; then scripts/postgres.sh stop || true; fi
 }
 trap cleanup EXIT INT TERM
+
+# The model server takes the longest (a minute warm; installing and compiling it on a first
+# run, several): it starts in the background while the database is migrated and seeded and
+# the console comes up. The worker waits for it (below).
+llm_job=""
+if [ -z "${LOCAL_LLM_URL:-}" ]; then
+    if ! $PY manage.py local_llm status >/dev/null 2>&1; then started_llm=1; fi
+    say "local vLLM starting in the background (progress: [local-llm] lines)"
+    $PY manage.py local_llm serve --background &
+    llm_job=$!
+    pids+=("$llm_job")
+fi
+
+say "migrations"
+$PY manage.py migrate --noinput
+say "demo data"
+$PY manage.py seed_demo
+$PY manage.py accounting_defaults
 
 $PY manage.py runserver "127.0.0.1:$PORT" >var/logs/web.log 2>&1 &
 pids+=($!)
@@ -62,11 +75,14 @@ done
 say "web console answers: http://127.0.0.1:$PORT/ (drafts start once the local model is up)"
 
 # The worker starts once the model server answers, so demo drafts do not burn their retries
-# on a server still installing or compiling (first run: several minutes, shown below).
-if [ -z "${LOCAL_LLM_URL:-}" ]; then
-    say "local vLLM"
-    if ! $PY manage.py local_llm status >/dev/null 2>&1; then started_llm=1; fi
-    $PY manage.py local_llm serve --background
+# on a server still installing or compiling.
+if [ -n "$llm_job" ]; then
+    say "waiting for the local vLLM"
+    if ! wait "$llm_job"; then
+        echo "[run] the local model server did not start: see the [local-llm] lines above" >&2
+        exit 1
+    fi
+    say "local vLLM answers"
 fi
 # EMBEDDING_BACKEND=vllm embeds with the same model served as a pooling model, beside it.
 if [ "${EMBEDDING_BACKEND:-}" = "vllm" ] && [ -z "${EMBEDDING_URL:-}" ]; then
