@@ -79,6 +79,9 @@ def nearest(
     dimensions = int(vector.shape[0])
     found = (
         rows.filter(embedding_model=model, embedding_dimensions=dimensions)
+        # The stored vectors stay in the database: sending and parsing k of them back cost
+        # more than the search (bench/cascade.py).
+        .defer("embedding")
         .annotate(
             vector_distance=CosineDistance(
                 Cast("embedding", VectorField(dimensions=dimensions)), vector
