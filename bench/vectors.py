@@ -183,7 +183,12 @@ def parse_args(argv: list[str]) -> Config:
     add("--ef-search", default="40,80,160,320", help="hnsw.ef_search values (40,80,160,320)")
     add("--modes", default=",".join(MODES), help="hnsw.iterative_scan modes (all three)")
     add("--m", type=int, default=16, help="HNSW m (16, as drafting.models)")
-    add("--ef-construction", type=int, default=64, help="HNSW ef_construction (64)")
+    add(
+        "--ef-construction",
+        type=int,
+        default=128,
+        help="HNSW ef_construction (128, as drafting.models)",
+    )
     add("--seed", type=int, default=1, help="data seed; queries use seed+1 and seed+2 (1)")
     add("--database-url", help="use this server (scratch database) instead of an own cluster")
     add("--shared-buffers", default="auto", help="own cluster: auto = 1GB, 4GB from 1M rows")

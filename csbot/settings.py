@@ -133,9 +133,9 @@ _db_options["options"] = " ".join(
                 choices=("off", "relaxed_order", "strict_order"),
             ),
         ),
-        # 80 (pgvector's default is 40): recall@10 ≥ 0.96 with margin up to ~100 k vectors
-        # per index for about 2 ms (bench/vectors.py, docs/performance.md); raise it towards
-        # 200-320 around a million.
+        # 80 (pgvector's default is 40): with csbot's indexes (ef_construction 128) recall@10
+        # ≥ 0.95 up to a million vectors, p50 about 6 ms there and 2 ms at 100 k
+        # (bench/vectors.py, docs/performance.md).
         ("hnsw.ef_search", env_int("DATABASE_HNSW_EF_SEARCH", 80, minimum=1)),
     )
 )

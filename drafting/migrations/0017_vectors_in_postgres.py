@@ -41,7 +41,7 @@ def hnsw(model_prefix, dimensions):
             name="vector_cosine_ops",
         ),
         condition=models.Q(("embedding_dimensions", dimensions)),
-        ef_construction=64,
+        ef_construction=128,
         m=16,
         name=f"{model_prefix}_hnsw_{dimensions}",
     )
