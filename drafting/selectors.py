@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from django.db import transaction
 from django.db.models import (
     Count,
     IntegerField,
@@ -18,8 +16,8 @@ from django.db.models import (
     Value,
 )
 from django.db.models.functions import Coalesce
-from django.db.models.signals import post_delete, post_save
 
+from csbot.memo import Memo
 from csbot.models import Message, Team
 from drafting.models import (
     AgentAction,
@@ -31,40 +29,42 @@ from drafting.models import (
     Intent,
     IntentExample,
     MessageIntent,
+    ModelEndpoint,
 )
 
-# Ingest asks for the team's active policy on every message, and policies change rarely (an
-# edit in the admin): each process keeps its answers, "none" included, for
-# ACTIVE_POLICY_SECONDS. A policy saved or deleted through the ORM is forgotten by the saving
-# process at once and again after commit (a thread that read the old row meanwhile must not
-# keep it); every other process sees the change within ACTIVE_POLICY_SECONDS, as it sees a
-# bulk `.update()` of policies, which sends no signal.
+# Read on every message (the team's active policy) or every draft (a policy's tiers), changed
+# now and then in the admin: each process remembers its answers, "none" included, for a few
+# seconds (csbot.memo: a save or delete through the ORM is seen at once by the process that
+# made it, by the others, and after a bulk `.update()`, within the seconds).
 ACTIVE_POLICY_SECONDS = 5.0
-_ACTIVE_POLICIES_MAX = 1024
-_active_policies: dict[int, tuple[float, CascadePolicy | None]] = {}
+_active_policies: Memo[int, CascadePolicy | None] = Memo(
+    seconds=ACTIVE_POLICY_SECONDS, depends_on=(CascadePolicy,)
+)
+_enabled_tiers: Memo[int, list[CascadeTier]] = Memo(
+    seconds=ACTIVE_POLICY_SECONDS, depends_on=(CascadePolicy, CascadeTier, ModelEndpoint)
+)
 
 
 def active_policy(*, team_id: int) -> CascadePolicy | None:
     """The team's one active policy (None: the team gets no drafts), at most
     ACTIVE_POLICY_SECONDS old. The instance is shared: read it, never change it."""
-    now = time.monotonic()
-    cached = _active_policies.get(team_id)
-    if cached is not None and cached[0] > now:
-        return cached[1]
-    policy = CascadePolicy.objects.filter(team_id=team_id, active=True).first()
-    if len(_active_policies) >= _ACTIVE_POLICIES_MAX:
-        _active_policies.clear()
-    _active_policies[team_id] = (now + ACTIVE_POLICY_SECONDS, policy)
-    return policy
+    return _active_policies.get(
+        team_id, lambda: CascadePolicy.objects.filter(team_id=team_id, active=True).first()
+    )
 
 
-def _forget_active_policies(**kwargs: Any) -> None:
-    _active_policies.clear()
-    transaction.on_commit(_active_policies.clear)
-
-
-post_save.connect(_forget_active_policies, sender=CascadePolicy, dispatch_uid="active_policy")
-post_delete.connect(_forget_active_policies, sender=CascadePolicy, dispatch_uid="active_policy")
+def enabled_tiers(*, policy_id: int) -> list[CascadeTier]:
+    """The policy's tiers whose endpoint is enabled, in order, with their endpoints, at most
+    ACTIVE_POLICY_SECONDS old. Shared between the threads of a process: read them, never
+    change them."""
+    return _enabled_tiers.get(
+        policy_id,
+        lambda: list(
+            CascadeTier.objects.select_related("endpoint")
+            .filter(policy_id=policy_id, endpoint__enabled=True)
+            .order_by("position")
+        ),
+    )
 
 
 def live_draft_for_message(*, message_id: int) -> Draft | None:

@@ -27,7 +27,6 @@ from kombu import Producer
 from kombu.exceptions import LimitExceeded
 from kombu.exceptions import OperationalError as KombuOperationalError
 
-from csbot.memo import Memo
 from csbot.models import Message
 from csbot.observability.context import log_bind
 from drafting import selectors
@@ -251,26 +250,6 @@ _earlier_messages = Message.objects.filter(
 )
 
 
-# A policy's enabled tiers and their endpoints: read by every draft, edited now and then in
-# the admin (seen within the memo's seconds; csbot.memo).
-_enabled_tiers: Memo[int, list[CascadeTier]] = Memo(
-    seconds=5, depends_on=(CascadePolicy, CascadeTier, ModelEndpoint)
-)
-
-
-def enabled_tiers(*, policy_id: int) -> list[CascadeTier]:
-    """The policy's tiers whose endpoint is enabled, in order, with their endpoints. Shared
-    between the threads of a process: read them, never change them."""
-    return _enabled_tiers.get(
-        policy_id,
-        lambda: list(
-            CascadeTier.objects.select_related("endpoint")
-            .filter(policy_id=policy_id, endpoint__enabled=True)
-            .order_by("position")
-        ),
-    )
-
-
 def _prompt_messages(draft: Draft, *, first_turn: bool) -> list[dict[str, str]]:
     """System prompt, then the thread up to the message being answered (newest N only)."""
     inbound = draft.message
@@ -329,7 +308,7 @@ def draft_generate(*, draft_id: int, explore_draw: Callable[[], float] = random.
         if hit is not None:
             _draft_from_cache(draft, hit)
             return
-    tiers = enabled_tiers(policy_id=draft.policy_id)
+    tiers = selectors.enabled_tiers(policy_id=draft.policy_id)
     if not tiers:
         _draft_fail(draft_id, reason="The policy has no enabled tier.")
         return

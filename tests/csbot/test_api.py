@@ -20,7 +20,7 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError as KombuOperationalError
 from rest_framework.test import APIClient
 
-from csbot import services
+from csbot import memo, services
 from csbot.api.parsers import BoundedJSONParser, RequestTooLarge
 from csbot.api.serializers import MessageOut, message_out
 from csbot.celery import app as celery_app
@@ -221,7 +221,7 @@ def test_a_policy_switched_off_in_bulk_stops_drafts_once_the_cache_time_has_pass
     assert ingest(client, channel_message_id="m-2").json()["draft"] is not None
 
     later = time.monotonic() + drafting_selectors.ACTIVE_POLICY_SECONDS + 0.1
-    monkeypatch.setattr(drafting_selectors.time, "monotonic", lambda: later)
+    monkeypatch.setattr(memo.time, "monotonic", lambda: later)
 
     assert ingest(client, channel_message_id="m-3").json()["draft"] is None
 
