@@ -324,30 +324,24 @@ def draft_generate(*, draft_id: int, explore_draw: Callable[[], float] = random.
         examples=examples_similar(team_id=team_id, query=query, exclude_draft_id=draft.pk),
     )
     chosen = result.chosen
-    spent = F("total_cost") + result.total_cost
-    with transaction.atomic():
-        DraftAttempt.objects.bulk_create(
-            [_attempt_row(draft_id, a, keep_text=exploring) for a in result.attempts]
-        )
-        made_ready = chosen is not None and chosen.completion is not None
-        if chosen is not None and chosen.completion is not None:
-            made_ready = bool(
-                Draft.objects.filter(pk=draft_id, status=Draft.Status.GENERATING).update(
-                    status=Draft.Status.READY,
-                    text=chosen.completion.text,
-                    final_endpoint=chosen.endpoint,
-                    score=_score(chosen.score),
-                    counterfactual_cost=result.counterfactual_cost(tiers[-1]),
-                    ready_at=timezone.now(),
-                    failure_reason="",
-                    total_cost=spent,
-                )
-            )
-        if not made_ready:  # failed, or superseded meanwhile: the money was spent all the same
-            Draft.objects.filter(pk=draft_id).update(total_cost=spent)
-        asked = max((a.tier for a in result.attempts), default=0)
-        if made_ready and exploring and asked < tiers[-1].position:
-            transaction.on_commit(lambda: _enqueue_explore(draft_id))
+    made_ready = _finish(
+        draft_id,
+        attempts=[_attempt_row(draft_id, a, keep_text=exploring) for a in result.attempts],
+        spent=result.total_cost,
+        ready=(
+            {
+                "text": chosen.completion.text,
+                "final_endpoint_id": chosen.endpoint.pk,
+                "score": _score(chosen.score),
+                "counterfactual_cost": result.counterfactual_cost(tiers[-1]),
+            }
+            if chosen is not None and chosen.completion is not None
+            else None
+        ),
+    )
+    asked = max((a.tier for a in result.attempts), default=0)
+    if made_ready and exploring and asked < tiers[-1].position:
+        transaction.on_commit(lambda: _enqueue_explore(draft_id))
     if chosen is None:
         for attempt in result.attempts:
             if attempt.error is not None:
@@ -361,29 +355,76 @@ def draft_generate(*, draft_id: int, explore_draw: Callable[[], float] = random.
         _draft_after_failure(draft_id, result, tries=draft.tries)
 
 
+def _finish(
+    draft_id: int, *, attempts: list[DraftAttempt], spent: Decimal, ready: dict[str, Any] | None
+) -> bool:
+    """Store the cascade's attempts and finish the draft in one statement (so in one round
+    trip, and atomic without a transaction of its own): `ready` (text, endpoint, score,
+    counterfactual) makes a generating draft ready; the money is added to its total in any
+    case, since it was spent even when the draft failed or was superseded meanwhile. Whether
+    the draft was made ready."""
+    quote = connection.ops.quote_name
+    params: list[Any] = []
+    parts: list[str] = []
+    if attempts:
+        fields = [f for f in DraftAttempt._meta.concrete_fields if not f.primary_key]
+        rows = ", ".join("(" + ", ".join(["%s"] * len(fields)) + ")" for _ in attempts)
+        for attempt in attempts:
+            params += [f.get_db_prep_save(f.pre_save(attempt, True), connection) for f in fields]
+        columns = ", ".join(quote(f.column) for f in fields)
+        parts.append(
+            # Formatted in are names from the model's metadata and placeholders; values are
+            # parameters (here and below).
+            f"attempts AS (INSERT INTO {quote(DraftAttempt._meta.db_table)} ({columns}) "  # noqa: S608
+            f"VALUES {rows} RETURNING 1)"
+        )
+    values = ready or {}
+    table = quote(Draft._meta.db_table)
+    parts.append(
+        f"ready AS (UPDATE {table} SET status = %s, text = %s, final_endpoint_id = %s, "  # noqa: S608
+        "score = %s, counterfactual_cost = %s, ready_at = %s, failure_reason = '', "
+        "total_cost = total_cost + %s WHERE id = %s AND status = %s AND %s RETURNING id)"
+    )
+    params += [
+        Draft.Status.READY,
+        values.get("text", ""),
+        values.get("final_endpoint_id"),
+        values.get("score"),
+        values.get("counterfactual_cost"),
+        timezone.now(),
+        spent,
+        draft_id,
+        Draft.Status.GENERATING,
+        ready is not None,
+    ]
+    parts.append(
+        f"spent AS (UPDATE {table} SET total_cost = total_cost + %s "  # noqa: S608
+        "WHERE id = %s AND NOT EXISTS (SELECT 1 FROM ready) RETURNING id)"
+    )
+    params += [spent, draft_id]
+    sql = "WITH " + ", ".join(parts) + " SELECT EXISTS (SELECT 1 FROM ready)"  # noqa: S608
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    return bool(row and row[0])
+
+
 def _draft_from_cache(draft: Draft, hit: CacheHit) -> None:
     """A cache hit is an attempt too: tier 0, no endpoint, no cost, its source recorded. The
     counterfactual (what the top tier alone would have cost) is the source draft's: the same
     question, answered by the same reply."""
     cached = hit.entry
-    with transaction.atomic():
-        DraftAttempt.objects.create(
-            draft=draft,
-            tier=0,
-            cache_hit=True,
-            cache_match=hit.match,
-            cache_similarity=_score(hit.similarity),
-            cache_source_id=cached.source_draft_id,
-            outcome=DraftAttempt.Outcome.OK,
-        )
-        Draft.objects.filter(pk=draft.pk, status=Draft.Status.GENERATING).update(
-            status=Draft.Status.READY,
-            text=cached.reply,
-            final_endpoint=None,
-            counterfactual_cost=hit.source_counterfactual_cost,
-            ready_at=timezone.now(),
-            failure_reason="",
-        )
+    attempt = DraftAttempt(
+        draft_id=draft.pk,
+        tier=0,
+        cache_hit=True,
+        cache_match=hit.match,
+        cache_similarity=_score(hit.similarity),
+        cache_source_id=cached.source_draft_id,
+        outcome=DraftAttempt.Outcome.OK,
+    )
+    ready = {"text": cached.reply, "counterfactual_cost": hit.source_counterfactual_cost}
+    _finish(draft.pk, attempts=[attempt], spent=Decimal(0), ready=ready)
 
 
 def _score(value: float | None) -> Decimal | None:

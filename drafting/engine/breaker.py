@@ -185,9 +185,13 @@ class CircuitBreaker(BaseCircuitBreaker):
             pipe.exists(half_open_key)
             pipe.exists(failures_key)
             is_open, half_open, failures = pipe.execute()
-            if not (is_open or half_open or failures):
-                # Nothing to forget: this thread's success needs no DEL (see record_success).
-                self._clean.ids = {*getattr(self._clean, "ids", ()), endpoint_id}
+            # Whether this thread's success will have anything to forget (record_success).
+            clean: set[int] = getattr(self._clean, "ids", set())
+            if is_open or half_open or failures:
+                clean.discard(endpoint_id)
+            else:
+                clean.add(endpoint_id)
+            self._clean.ids = clean
             if is_open:
                 return True
             if not half_open:
@@ -221,6 +225,8 @@ class CircuitBreaker(BaseCircuitBreaker):
             )
 
     def record_failure(self, endpoint_id: int, kind: str) -> bool:
+        clean: set[int] = getattr(self._clean, "ids", set())
+        clean.discard(endpoint_id)
         try:
             return super().record_failure(endpoint_id, kind)
         except redis.RedisError as exc:

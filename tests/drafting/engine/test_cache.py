@@ -46,10 +46,9 @@ def test_an_approved_first_turn_reply_is_served_from_the_cache_next_time(db: Non
     assert cached_replies_with_hits().get().hits == 1  # type: ignore[attr-defined]
 
 
-def test_an_exact_hit_costs_four_statements(db: None) -> None:
+def test_an_exact_hit_costs_three_statements(db: None) -> None:
     """The exact hit is the cheapest draft there is; bench/cascade.py times it. Claim and read
-    (UPDATE … RETURNING), look-up, then the attempt and the draft together (a savepoint here,
-    inside the test's transaction; BEGIN and COMMIT in the worker)."""
+    (UPDATE … RETURNING), look-up, then the attempt and the draft together (one statement)."""
     with openai_stub(Reply(body=chat_completion(ANSWER))) as stub:
         setup = stubbed_team("Statements", stub.base_url)
         act(setup, generate(setup, "a"), "use", ANSWER)
@@ -58,7 +57,7 @@ def test_an_exact_hit_costs_four_statements(db: None) -> None:
         with CaptureQueriesContext(connection) as queries:
             drafting.draft_generate(draft_id=draft.pk)
     statements = [query["sql"].split()[0] for query in queries.captured_queries]
-    assert statements == ["UPDATE", "SELECT", "SAVEPOINT", "INSERT", "UPDATE", "RELEASE"]
+    assert statements == ["UPDATE", "SELECT", "WITH"]
 
 
 def test_a_lightly_edited_reply_is_cached_as_the_agent_sent_it(db: None) -> None:
