@@ -83,7 +83,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LUA_SCRIPT = Path(__file__).resolve().with_suffix(".lua")
 BIN = Path(sys.executable).parent
 
-DEFAULT_DATABASE_URL = "postgres://csbot:csbot@127.0.0.1:5432/csbot"
+DEFAULT_DATABASE_URL = "postgres://csbot:csbot@127.0.0.1:5433/csbot"
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
 TARGET_RATIO = 0.8
 TARGET_RATE = 100.0

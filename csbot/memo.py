@@ -19,6 +19,9 @@ from typing import Any, Generic, TypeVar
 from django.db import models, transaction
 from django.db.models.signals import post_delete, post_save
 
+# How long every memo of csbot keeps an answer (the docs promise it: configuration.md).
+SECONDS = 5.0
+
 Key = TypeVar("Key", bound=Hashable)
 Value = TypeVar("Value")
 
@@ -27,7 +30,7 @@ class Memo(Generic[Key, Value]):
     def __init__(
         self,
         *,
-        seconds: float,
+        seconds: float = SECONDS,
         depends_on: tuple[type[models.Model], ...] = (),
         max_size: int = 1024,
     ) -> None:

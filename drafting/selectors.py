@@ -17,6 +17,7 @@ from django.db.models import (
 )
 from django.db.models.functions import Coalesce
 
+from csbot import memo
 from csbot.memo import Memo
 from csbot.models import Message, Team
 from drafting.models import (
@@ -36,12 +37,10 @@ from drafting.models import (
 # now and then in the admin: each process remembers its answers, "none" included, for a few
 # seconds (csbot.memo: a save or delete through the ORM is seen at once by the process that
 # made it, by the others, and after a bulk `.update()`, within the seconds).
-ACTIVE_POLICY_SECONDS = 5.0
-_active_policies: Memo[int, CascadePolicy | None] = Memo(
-    seconds=ACTIVE_POLICY_SECONDS, depends_on=(CascadePolicy,)
-)
+ACTIVE_POLICY_SECONDS = memo.SECONDS
+_active_policies: Memo[int, CascadePolicy | None] = Memo(depends_on=(CascadePolicy,))
 _enabled_tiers: Memo[int, list[CascadeTier]] = Memo(
-    seconds=ACTIVE_POLICY_SECONDS, depends_on=(CascadePolicy, CascadeTier, ModelEndpoint)
+    depends_on=(CascadePolicy, CascadeTier, ModelEndpoint)
 )
 
 

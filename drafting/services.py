@@ -7,6 +7,7 @@ draft). Everything else here runs in the Celery worker.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
@@ -21,7 +22,7 @@ from typing import Any, TypeVar
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser, User
 from django.db import connection, transaction
-from django.db.models import Exists, F, Model, OuterRef, Q
+from django.db.models import Exists, F, Field, Model, OuterRef, Q
 from django.utils import timezone
 from kombu import Producer
 from kombu.exceptions import LimitExceeded
@@ -355,6 +356,13 @@ def draft_generate(*, draft_id: int, explore_draw: Callable[[], float] = random.
         _draft_after_failure(draft_id, result, tries=draft.tries)
 
 
+@functools.cache
+def _attempt_columns() -> tuple[list[Field[Any, Any]], str]:
+    """DraftAttempt's columns but the id, and their quoted names: worked out once."""
+    fields = [f for f in DraftAttempt._meta.concrete_fields if not f.primary_key]
+    return fields, ", ".join(connection.ops.quote_name(f.column) for f in fields)
+
+
 def _finish(
     draft_id: int, *, attempts: list[DraftAttempt], spent: Decimal, ready: dict[str, Any] | None
 ) -> bool:
@@ -367,11 +375,10 @@ def _finish(
     params: list[Any] = []
     parts: list[str] = []
     if attempts:
-        fields = [f for f in DraftAttempt._meta.concrete_fields if not f.primary_key]
+        fields, columns = _attempt_columns()
         rows = ", ".join("(" + ", ".join(["%s"] * len(fields)) + ")" for _ in attempts)
         for attempt in attempts:
             params += [f.get_db_prep_save(f.pre_save(attempt, True), connection) for f in fields]
-        columns = ", ".join(quote(f.column) for f in fields)
         parts.append(
             # Formatted in are names from the model's metadata and placeholders; values are
             # parameters (here and below).

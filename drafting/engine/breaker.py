@@ -173,6 +173,12 @@ class CircuitBreaker(BaseCircuitBreaker):
         # Endpoints this thread last found without any breaker key (is_open → record_success).
         self._clean = threading.local()
 
+    def _clean_ids(self) -> set[int]:
+        ids: set[int] | None = getattr(self._clean, "ids", None)
+        if ids is None:
+            ids = self._clean.ids = set()
+        return ids
+
     def _keys(self, endpoint_id: int) -> tuple[str, str, str, str]:
         base = f"{self.prefix}:{endpoint_id}"
         return f"{base}:failures", f"{base}:open", f"{base}:half_open", f"{base}:trial"
@@ -186,12 +192,11 @@ class CircuitBreaker(BaseCircuitBreaker):
             pipe.exists(failures_key)
             is_open, half_open, failures = pipe.execute()
             # Whether this thread's success will have anything to forget (record_success).
-            clean: set[int] = getattr(self._clean, "ids", set())
+            clean = self._clean_ids()
             if is_open or half_open or failures:
                 clean.discard(endpoint_id)
             else:
                 clean.add(endpoint_id)
-            self._clean.ids = clean
             if is_open:
                 return True
             if not half_open:
@@ -211,7 +216,7 @@ class CircuitBreaker(BaseCircuitBreaker):
         found no trace of trouble as it asked (the usual case): a failure another worker
         records meanwhile is then left to expire instead of being cleared, so a run of
         failures right after may trip the breaker one failure early."""
-        clean: set[int] = getattr(self._clean, "ids", set())
+        clean = self._clean_ids()
         if endpoint_id in clean:
             clean.discard(endpoint_id)
             return
@@ -225,8 +230,7 @@ class CircuitBreaker(BaseCircuitBreaker):
             )
 
     def record_failure(self, endpoint_id: int, kind: str) -> bool:
-        clean: set[int] = getattr(self._clean, "ids", set())
-        clean.discard(endpoint_id)
+        self._clean_ids().discard(endpoint_id)
         try:
             return super().record_failure(endpoint_id, kind)
         except redis.RedisError as exc:

@@ -94,7 +94,7 @@ class PriceBook:
         return self._prices[endpoint_id][index - 1] if index else None
 
 
-_price_books: Memo[frozenset[int], PriceBook] = Memo(seconds=5, depends_on=(EndpointPrice,))
+_price_books: Memo[frozenset[int], PriceBook] = Memo(depends_on=(EndpointPrice,))
 
 
 def gpu_seconds(*, latency_ms: int, server_ms: int | None = None, concurrency: int = 1) -> Decimal:

@@ -72,9 +72,7 @@ class ActiveClassifiers:
     def __init__(self, *, kind: str, owner_field: str):
         self.kind, self.owner_field = kind, owner_field
         # Which version is active, asked on every draft: remembered a few seconds (csbot.memo).
-        self._active_rows: Memo[int, tuple[int, str] | None] = Memo(
-            seconds=5, depends_on=(TrainedClassifier,)
-        )
+        self._active_rows: Memo[int, tuple[int, str] | None] = Memo(depends_on=(TrainedClassifier,))
         self._loaded: dict[int, LoadedClassifier] = {}
         self._lock = threading.Lock()
 

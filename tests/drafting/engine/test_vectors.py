@@ -86,7 +86,6 @@ def test_the_search_can_use_the_hnsw_index_of_its_dimension(db: None) -> None:
         cursor.execute("SET LOCAL enable_bitmapscan = off")
         cursor.execute("SET LOCAL enable_indexscan = on")
         cursor.execute("SET LOCAL enable_sort = off")
-        plans: list[str] = []
         with CaptureQueriesContext(connection) as queries:
             nearest(
                 CachedReply.objects.filter(team=acme),
