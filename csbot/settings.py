@@ -254,6 +254,14 @@ DRAFT_FEWSHOT_K = env_int("DRAFT_FEWSHOT_K", 3, minimum=0)
 DRAFT_FEWSHOT_MIN_SIMILARITY = env_float(
     "DRAFT_FEWSHOT_MIN_SIMILARITY", 0.5, minimum=0.0, maximum=1.0
 )
+# Knowledge grounding (issue 16). Articles are chunked along headings and paragraphs to about
+# KNOWLEDGE_CHUNK_TOKENS estimated tokens; retrieval takes KNOWLEDGE_CANDIDATES from each of the
+# vector and text searches, fuses them, and puts at most KNOWLEDGE_PASSAGES into the prompt.
+KNOWLEDGE_CHUNK_TOKENS = env_int("KNOWLEDGE_CHUNK_TOKENS", 300, minimum=16)
+KNOWLEDGE_CANDIDATES = env_int("KNOWLEDGE_CANDIDATES", 40, minimum=1)
+KNOWLEDGE_PASSAGES = env_int("KNOWLEDGE_PASSAGES", 5, minimum=0)
+# Uploads (admin, API): one file, and a ZIP's unpacked total, at most this many bytes.
+KNOWLEDGE_IMPORT_MAX_BYTES = env_int("KNOWLEDGE_IMPORT_MAX_BYTES", 20 * 1024 * 1024, minimum=1024)
 # Text embeddings (semantic cache, few-shot search; issue 5's classifiers too):
 # "minilm" = the all-MiniLM-L6-v2 sentence-transformer in the worker process (shipped as a
 # package, no download), "vllm" = the local vLLM embedding server (`manage.py local_llm serve

@@ -5,7 +5,9 @@ from __future__ import annotations
 from decimal import Decimal
 
 from django.conf import settings
-from django.contrib.postgres.indexes import OpClass
+from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import GinIndex, OpClass
+from django.contrib.postgres.search import SearchVectorField
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
@@ -169,6 +171,30 @@ class CascadePolicy(models.Model):
             "on the same messages. 0 turns exploration off."
         ),
     )
+
+    class NoKnowledge(models.TextChoices):
+        ESCALATE = "escalate", "Escalate to the top tier with what was found"
+        HOLDING = "holding", "Offer the holding reply"
+        NO_DRAFT = "no_draft", "No draft: the agent answers"
+
+    grounding = models.BooleanField(
+        default=True,
+        help_text="Ground drafts in the team's knowledge base: the best passages go into the "
+        "prompt, numbered, and the draft cites them.",
+    )
+    no_knowledge_rule = models.CharField(
+        max_length=10,
+        choices=NoKnowledge.choices,
+        default=NoKnowledge.ESCALATE,
+        help_text="What happens when a customer turn needs knowledge and none is found.",
+    )
+    holding_reply = models.TextField(
+        blank=True,
+        default="Thank you for your message. Let me check this with the team, and I will get "
+        "back to you shortly.",
+        help_text="The draft offered under the holding rule; placeholders such as "
+        "{customer_name} and {agent_name} are filled.",
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -259,6 +285,32 @@ class Draft(models.Model):
     enqueued_at = models.DateTimeField(null=True, blank=True)
     claimed_at = models.DateTimeField(null=True, blank=True)
     ready_at = models.DateTimeField(null=True, blank=True)
+
+    class Knowledge(models.TextChoices):
+        UNCHECKED = "", "Not checked (grounding off, cache hit)"
+        NOT_NEEDED = "not_needed", "Needs no knowledge"
+        GROUNDED = "grounded", "Grounded in passages"
+        NONE_FOUND = "none_found", "Needs knowledge, none found"
+
+    knowledge = models.CharField(
+        max_length=10, choices=Knowledge.choices, blank=True, default=Knowledge.UNCHECKED
+    )
+    knowledge_need = models.DecimalField(
+        max_digits=5,
+        decimal_places=4,
+        null=True,
+        blank=True,
+        help_text="The detector's probability that the customer turn needs knowledge.",
+    )
+    knowledge_note = models.CharField(
+        max_length=300,
+        blank=True,
+        help_text="Why the draft was grounded, or what the no-knowledge rule did and why.",
+    )
+    # The customer turn's embedding as retrieval used it: content gaps group the questions
+    # that found nothing, or whose drafts were ignored, by these (no second embedding).
+    question_embedding = VectorField(null=True, blank=True, editable=False)
+    question_embedding_model = models.CharField(max_length=120, blank=True, editable=False)
     # When an agent first had this draft (or, held out, the bare message) in front of them:
     # the start of the handle time. Recorded by the server, never by the browser.
     first_shown_at = models.DateTimeField(null=True, blank=True)
@@ -333,6 +385,24 @@ class DraftAttempt(models.Model):
         blank=True,
         help_text="Semantic cache hits: cosine similarity of the two customer messages.",
     )
+    macro = models.ForeignKey(
+        "Macro",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="attempts",
+        help_text="Macro offers (tier 0, no cost): the macro whose filled text is the draft.",
+    )
+    passages_shown = models.PositiveSmallIntegerField(
+        default=0,
+        help_text="How many of the draft's passages (best first) fitted into this tier's prompt.",
+    )
+    citations = ArrayField(
+        models.PositiveSmallIntegerField(),
+        default=list,
+        blank=True,
+        help_text="Passage numbers this attempt's draft cites ([n]), in order of first use.",
+    )
     fewshot_examples = models.PositiveSmallIntegerField(
         default=0, help_text="Agent-used replies to similar messages put into the prompt."
     )
@@ -378,8 +448,8 @@ class DraftAttempt(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(cost__gte=0), name="attempt_cost_non_negative"),
             models.CheckConstraint(
-                condition=Q(cache_hit=True) | Q(endpoint__isnull=False),
-                name="attempt_asks_an_endpoint_unless_cached",
+                condition=Q(cache_hit=True) | Q(macro__isnull=False) | Q(endpoint__isnull=False),
+                name="attempt_asks_an_endpoint_unless_cached_or_macro",
             ),
             models.CheckConstraint(
                 condition=Q(outcome="ok", error_kind="") | (Q(outcome="error") & ~Q(error_kind="")),
@@ -389,6 +459,13 @@ class DraftAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"Attempt #{self.pk} tier {self.tier} {self.outcome}"
+
+    @property
+    def kind(self) -> str:
+        """ "cache", "macro" or "model": what answered."""
+        if self.cache_hit:
+            return "cache"
+        return "macro" if self.macro_id is not None else "model"
 
 
 class AgentAction(models.Model):
@@ -560,8 +637,10 @@ class TrainedClassifier(models.Model):
     class Kind(models.TextChoices):
         SCORER = "scorer", "Cascade scorer"
         INTENT = "intent", "Intent classifier"
+        KNOWLEDGE = "knowledge", "Needs-knowledge detector"
+        RERANKER = "reranker", "Passage re-ranker"
 
-    kind = models.CharField(max_length=8, choices=Kind.choices)
+    kind = models.CharField(max_length=12, choices=Kind.choices)
     policy = models.ForeignKey(
         CascadePolicy, null=True, blank=True, on_delete=models.CASCADE, related_name="scorers"
     )
@@ -589,7 +668,11 @@ class TrainedClassifier(models.Model):
         constraints = [
             models.CheckConstraint(
                 condition=(Q(kind="scorer") & Q(policy__isnull=False) & Q(team__isnull=True))
-                | (Q(kind="intent") & Q(team__isnull=False) & Q(policy__isnull=True)),
+                | (
+                    Q(kind__in=["intent", "knowledge", "reranker"])
+                    & Q(team__isnull=False)
+                    & Q(policy__isnull=True)
+                ),
                 name="classifier_owner_matches_kind",
             ),
             models.UniqueConstraint(
@@ -601,9 +684,9 @@ class TrainedClassifier(models.Model):
                 name="one_active_scorer_per_policy",
             ),
             models.UniqueConstraint(
-                fields=["team"],
-                condition=Q(active=True, kind="intent"),
-                name="one_active_intent_classifier_per_team",
+                fields=["team", "kind"],
+                condition=Q(active=True, kind__in=["intent", "knowledge", "reranker"]),
+                name="one_active_team_classifier_per_kind",
             ),
         ]
 
@@ -682,3 +765,203 @@ class MessageIntent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.intent} ({self.confidence})"
+
+
+# --- Knowledge: the team's articles and macros, the passages drafts are grounded in -----------
+#
+# An article is split into chunks (along headings and paragraphs, to a token budget); a chunk
+# is what retrieval finds and what a draft cites. The article row is the truth: a chunk's
+# content hash says whether an edit changed it (only changed chunks are embedded again, in the
+# worker), and retrieval joins the article, so unpublishing or deleting it takes its chunks out
+# of every search at once. Vectors are stored as the semantic cache's are (dimensionless column,
+# embedder name and dimension, per-dimension HNSW); text search uses a tsvector built with the
+# article's language.
+
+
+class KnowledgeArticle(models.Model):
+    class Format(models.TextChoices):
+        MARKDOWN = "markdown", "Markdown"
+        HTML = "html", "HTML"
+        TEXT = "text", "Plain text"
+
+    team = models.ForeignKey(
+        "csbot.Team", on_delete=models.CASCADE, related_name="knowledge_articles"
+    )
+    external_id = models.CharField(
+        max_length=200,
+        help_text="The article's id in its source (help center, file name): imports and the "
+        "API update the article with the same id.",
+    )
+    title = models.CharField(max_length=300)
+    body = models.TextField()
+    body_format = models.CharField(max_length=8, choices=Format.choices, default=Format.MARKDOWN)
+    source_url = models.URLField(max_length=500, blank=True)
+    tags = ArrayField(models.CharField(max_length=60), default=list, blank=True)
+    language = models.CharField(
+        max_length=12, default="en", help_text="ISO 639-1 code; picks the text-search stemmer."
+    )
+    published = models.BooleanField(
+        default=True, help_text="Only published articles are retrieved."
+    )
+    version = models.PositiveIntegerField(
+        default=1, help_text="Goes up by one each time the content changes."
+    )
+    content_hash = models.CharField(
+        max_length=64, help_text="SHA-256 of what the chunks are made from: same hash, no work."
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["team", "title", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["team", "external_id"], name="knowledge_article_unique_per_team"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class KnowledgeChunk(models.Model):
+    article = models.ForeignKey(KnowledgeArticle, on_delete=models.CASCADE, related_name="chunks")
+    # The article's team, repeated: every search filters by it first.
+    team = models.ForeignKey("csbot.Team", on_delete=models.CASCADE, related_name="+")
+    position = models.PositiveIntegerField(help_text="0 is the article's first chunk.")
+    heading = models.CharField(
+        max_length=300, blank=True, help_text="The headings above the chunk, outermost first."
+    )
+    text = models.TextField()
+    content_hash = models.CharField(max_length=64, help_text="SHA-256 of heading and text.")
+    search_vector = SearchVectorField(null=True, editable=False)
+    # None until the worker has embedded it (the chunk is then found by text search only).
+    embedding = VectorField(null=True, editable=False)
+    embedding_model = models.CharField(max_length=120, blank=True, editable=False)
+    embedding_dimensions = models.PositiveSmallIntegerField(null=True, editable=False)
+
+    class Meta:
+        ordering = ["article", "position"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["article", "position"], name="knowledge_chunk_position_unique"
+            )
+        ]
+        indexes = [
+            GinIndex(fields=["search_vector"], name="knowledge_chunk_search_idx"),
+            models.Index(fields=["team", "embedding_model"], name="knowledge_chunk_team_idx"),
+            *vector_indexes("knowledge_chunk"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.article} #{self.position}"
+
+
+class Macro(models.Model):
+    """A canned reply with placeholders ({customer_name}, {agent_name}, …): offered as a draft
+    at no model cost when it matches the customer's turn, and insertable from the console."""
+
+    team = models.ForeignKey("csbot.Team", on_delete=models.CASCADE, related_name="macros")
+    external_id = models.CharField(max_length=200)
+    title = models.CharField(max_length=200)
+    body = models.TextField()
+    tags = ArrayField(models.CharField(max_length=60), default=list, blank=True)
+    language = models.CharField(max_length=12, default="en")
+    active = models.BooleanField(default=True)
+    intent = models.ForeignKey(
+        Intent,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="macros",
+        help_text="Offer this macro for messages classified as this intent.",
+    )
+    content_hash = models.CharField(max_length=64)
+    # Title and body embedded: the matcher's starting point before agents have used it.
+    embedding = VectorField(null=True, editable=False)
+    embedding_model = models.CharField(max_length=120, blank=True, editable=False)
+    embedding_dimensions = models.PositiveSmallIntegerField(null=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["team", "title", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["team", "external_id"], name="macro_unique_per_team")
+        ]
+        indexes = [models.Index(fields=["team", "embedding_model"], name="macro_team_idx")]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class MacroExample(models.Model):
+    """A customer turn a macro was offered for, and whether the agent used it: how agents'
+    choices teach the matcher (used turns pull similar turns to the macro; ignored ones push)."""
+
+    macro = models.ForeignKey(Macro, on_delete=models.CASCADE, related_name="examples")
+    customer_text = models.TextField()
+    used = models.BooleanField()
+    source_draft = models.OneToOneField(
+        Draft, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    embedding = VectorField(editable=False)
+    embedding_model = models.CharField(max_length=120, editable=False)
+    embedding_dimensions = models.PositiveSmallIntegerField(editable=False)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.macro}: {self.customer_text[:50]}"
+
+
+class DraftPassage(models.Model):
+    """A passage retrieval found for a draft, in the order it is numbered in the prompt ([n]).
+    Each attempt records how many fitted its prompt (DraftAttempt.passages_shown) and which it
+    cited (DraftAttempt.citations); `cited` marks those the draft the agent saw cites."""
+
+    draft = models.ForeignKey(Draft, on_delete=models.CASCADE, related_name="passages")
+    number = models.PositiveSmallIntegerField(help_text="[n] in the prompt; 1 is the best.")
+    chunk = models.ForeignKey(
+        KnowledgeChunk, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    article = models.ForeignKey(
+        KnowledgeArticle, null=True, blank=True, on_delete=models.SET_NULL, related_name="passages"
+    )
+    article_version = models.PositiveIntegerField()
+    # The passage as the model saw it: the console shows it even after the article changes.
+    text = models.TextField()
+    score = models.FloatField(help_text="Relevance after fusion and re-ranking.")
+    vector_similarity = models.FloatField(null=True, blank=True)
+    text_rank = models.FloatField(null=True, blank=True)
+    cited = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["draft", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["draft", "number"], name="draft_passage_number_unique")
+        ]
+        indexes = [models.Index(fields=["article", "cited"], name="draft_passage_article_idx")]
+
+    def __str__(self) -> str:
+        return f"[{self.number}] {self.text[:50]}"
+
+
+class KnowledgeLabel(models.Model):
+    """A person's label of a customer turn, the few dozen the tens-of-shot knowledge models
+    learn from: whether the turn needs the knowledge base (the detector), and which chunks
+    answer it (the re-ranker; empty when none does or the turn needs none)."""
+
+    team = models.ForeignKey("csbot.Team", on_delete=models.CASCADE, related_name="+")
+    text = models.TextField(help_text="The customer turn, with what the thread said before it.")
+    needs_knowledge = models.BooleanField()
+    relevant_chunks = models.ManyToManyField(KnowledgeChunk, blank=True, related_name="+")
+    message = models.ForeignKey(
+        "csbot.Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    labelled_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{'needs' if self.needs_knowledge else 'no'} knowledge: {self.text[:50]}"
