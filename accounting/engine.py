@@ -24,7 +24,7 @@ rows for the rest; money stays Decimal throughout and is rounded once, at the en
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Context, Decimal, Inexact, InvalidOperation, Overflow, localcontext
@@ -212,14 +212,23 @@ Labeller = Callable[[Fact], str]
 
 
 def totals(
-    facts: Sequence[Fact], *, scope: Scope, book: SettingsBook, label: Labeller | None = None
+    facts: Sequence[Fact],
+    *,
+    scope: Scope,
+    book: SettingsBook,
+    label: Labeller | None = None,
+    baselines: Mapping[int, Baseline] | None = None,
 ) -> tuple[Totals, dict[str, Totals], dict[int, Baseline]]:
     """Exact sums over the facts in `scope`: in total, per `label(fact)`, and each team's
-    baseline (measured over the whole scope)."""
+    baseline (measured over the whole scope). A subset of a scope's drafts (those citing an
+    article, say) holds none of its held-out replies: pass the scope's `baselines` then."""
     facts = [f for f in facts if scope.admits(f)]
-    last_day = date.fromordinal(scope.end.toordinal() - 1)
-    teams = sorted({f.team_id for f in facts} | set(scope.team_ids or ()))
-    baselines = {t: baseline_for(facts, team_id=t, book=book, last_day=last_day) for t in teams}
+    if baselines is None:
+        last_day = date.fromordinal(scope.end.toordinal() - 1)
+        teams = sorted({f.team_id for f in facts} | set(scope.team_ids or ()))
+        baselines = {t: baseline_for(facts, team_id=t, book=book, last_day=last_day) for t in teams}
+    else:
+        baselines = dict(baselines)
     total = Totals()
     groups: dict[str, Totals] = defaultdict(Totals)
     rates: dict[tuple[int, date], Decimal] = {}

@@ -25,7 +25,7 @@ was incurred; its action may come later.
 from __future__ import annotations
 
 import zoneinfo
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -125,84 +125,111 @@ def drafts_between(start: date, end: date) -> QuerySet[Draft]:
 
 def raw_facts(start: date, end: date, *, team_ids: Iterable[int] | None = None) -> list[Fact]:
     """Facts for days start … end − 1 straight from the drafts and actions (one query)."""
+    drafts = drafts_between(start, end)
+    if team_ids is not None:
+        drafts = drafts.filter(policy__team_id__in=list(team_ids))
+    return [fact for _keys, fact in facts_of(drafts)]
+
+
+def facts_of(
+    rows: QuerySet[Any],
+    *,
+    via: str = "",
+    keys: tuple[str, ...] = (),
+    extra: Mapping[str, Any] | None = None,
+) -> list[tuple[dict[str, Any], Fact]]:
+    """Facts of the drafts `rows` reach (one query): `rows` are drafts (`via` "") or rows that
+    point at one draft each (`via` "draft__": cited passages, macro attempts, one per draft
+    and what it is counted for). Each fact comes with the values of `keys` (more columns of
+    `rows` to group by, e.g. the article cited) and of the `extra` aggregates."""
     money: DecimalField[Any, Any] = DecimalField(
         max_digits=MONEY_DIGITS + 6, decimal_places=MONEY_PLACES
     )
     seconds: DecimalField[Any, Any] = DecimalField(max_digits=30, decimal_places=6)
-    drafts = drafts_between(start, end)
-    if team_ids is not None:
-        drafts = drafts.filter(policy__team_id__in=list(team_ids))
-    rows = (
-        drafts.annotate(
-            fact_day=TruncDate("created_at", tzinfo=local_tz()),
-            fact_team=F("policy__team_id"),
+    action = f"{via}action__"
+    held_out = {f"{via}status": Draft.Status.HELD_OUT}
+    grouped = (
+        rows.annotate(
+            fact_day=TruncDate(f"{via}created_at", tzinfo=local_tz()),
+            fact_team=F(f"{via}policy__team_id"),
+            fact_policy=F(f"{via}policy_id"),
+            fact_endpoint=F(f"{via}final_endpoint_id"),
+            fact_agent=F(f"{action}agent_id"),
+            fact_intent=F(f"{via}message__intent_verdict__intent_id"),
             fact_source=Case(
-                When(final_endpoint__isnull=False, then=Value("model")),
-                When(~Q(text=""), then=Value("cache")),
+                When(**{f"{via}final_endpoint__isnull": False}, then=Value("model")),
+                When(~Q(**{f"{via}text": ""}), then=Value("cache")),
                 default=Value("none"),
                 output_field=CharField(),
             ),
             fact_kind=Case(
                 When(
-                    AgentAction.outlier_condition("action__"),
-                    status=Draft.Status.HELD_OUT,
+                    AgentAction.outlier_condition(action),
+                    **held_out,
                     then=Value("held_out_outlier"),
                 ),
-                When(status=Draft.Status.HELD_OUT, action__isnull=False, then=Value("held_out")),
-                When(status=Draft.Status.HELD_OUT, then=Value("held_out_open")),
-                When(action__isnull=True, then=Value("unused")),
-                When(AgentAction.outlier_condition("action__"), then=Value("outlier")),
-                default=F("action__kind"),
+                When(**held_out, **{f"{action}isnull": False}, then=Value("held_out")),
+                When(**held_out, then=Value("held_out_open")),
+                When(**{f"{action}isnull": True}, then=Value("unused")),
+                When(AgentAction.outlier_condition(action), then=Value("outlier")),
+                default=F(f"{action}kind"),
                 output_field=CharField(),
             ),
         )
         .values(
             "fact_day",
             "fact_team",
-            "policy_id",
-            "final_endpoint_id",
+            "fact_policy",
+            "fact_endpoint",
             "fact_source",
-            "action__agent_id",
+            "fact_agent",
             "fact_kind",
-            "message__intent_verdict__intent_id",
+            "fact_intent",
+            *keys,
         )
         .annotate(
-            n=Count("id"),
-            handle=Coalesce(Sum("action__handle_seconds"), Value(ZERO), output_field=seconds),
+            n=Count(f"{via}id"),
+            handle=Coalesce(Sum(f"{action}handle_seconds"), Value(ZERO), output_field=seconds),
             handle_sq=Coalesce(
                 Sum(
-                    F("action__handle_seconds") * F("action__handle_seconds"), output_field=seconds
+                    F(f"{action}handle_seconds") * F(f"{action}handle_seconds"),
+                    output_field=seconds,
                 ),
                 Value(ZERO),
                 output_field=seconds,
             ),
-            spent=Coalesce(Sum("total_cost"), Value(ZERO), output_field=money),
+            spent=Coalesce(Sum(f"{via}total_cost"), Value(ZERO), output_field=money),
             # A draft with no counterfactual (nothing answered) would have cost what it did.
             all_paid=Coalesce(
-                Sum(Coalesce("counterfactual_cost", "total_cost"), output_field=money),
+                Sum(Coalesce(f"{via}counterfactual_cost", f"{via}total_cost"), output_field=money),
                 Value(ZERO),
                 output_field=money,
             ),
+            **(extra or {}),
         )
         .order_by()
     )
+    named = (*keys, *(extra or {}))
     return [
-        Fact(
-            day=row["fact_day"],
-            team_id=row["fact_team"],
-            policy_id=row["policy_id"],
-            endpoint_id=row["final_endpoint_id"],
-            source=row["fact_source"],
-            agent_id=row["action__agent_id"],
-            kind=row["fact_kind"],
-            drafts=row["n"],
-            handle_seconds=Decimal(row["handle"]),
-            handle_seconds_sq=Decimal(row["handle_sq"]),
-            cost=Decimal(row["spent"]),
-            counterfactual_cost=Decimal(row["all_paid"]),
-            intent_id=row["message__intent_verdict__intent_id"],
+        (
+            {name: row[name] for name in named},
+            Fact(
+                day=row["fact_day"],
+                team_id=row["fact_team"],
+                policy_id=row["fact_policy"],
+                endpoint_id=row["fact_endpoint"],
+                source=row["fact_source"],
+                agent_id=row["fact_agent"],
+                kind=row["fact_kind"],
+                drafts=row["n"],
+                handle_seconds=Decimal(row["handle"]),
+                handle_seconds_sq=Decimal(row["handle_sq"]),
+                cost=Decimal(row["spent"]),
+                counterfactual_cost=Decimal(row["all_paid"]),
+                intent_id=row["fact_intent"],
+            ),
         )
-        for row in rows
+        for row in grouped
     ]
 
 

@@ -16,7 +16,11 @@ from drafting.models import (
     CascadePolicy,
     Draft,
     DraftAttempt,
+    DraftPassage,
     Intent,
+    KnowledgeArticle,
+    KnowledgeChunk,
+    Macro,
     MessageIntent,
     ModelEndpoint,
 )
@@ -49,17 +53,28 @@ def drafted(
     agent: Any = None,
     endpoint: Any = None,
     intent: Intent | None = None,
+    text: str | None = None,
+    edit_distance: str | None = None,
+    knowledge: str = "",
+    question: tuple[str, list[float]] | None = None,
+    failed: bool | None = None,
 ) -> Draft:
     """A draft of `policy`'s team created on `day`, answered with `kind` after `handle` s
-    (kind None: failed and never answered; "none": failed, answered unaided; "held_out": a
-    held-out conversation answered unaided)."""
+    (kind None: failed and never answered, unless `failed` is False: ready, never answered;
+    "none": failed, answered unaided; "held_out": a held-out conversation answered unaided).
+    `text` is the customer's, `question` the (embedding model, vector) retrieval used."""
     created = at(day)
     conversation = ConversationFactory.create(team=policy.team)
-    inbound = MessageFactory.create(conversation=conversation, created_at=created)
+    inbound = MessageFactory.create(
+        conversation=conversation,
+        created_at=created,
+        **({"text": text} if text is not None else {}),
+    )
     if intent is not None:
         MessageIntent.objects.create(message=inbound, intent=intent, confidence=Decimal("0.9"))
     held_out = kind == "held_out"
-    failed = kind in ("none", None)  # no text: the agent had nothing to use
+    if failed is None:
+        failed = kind in ("none", None)  # no text: the agent had nothing to use
     draft = Draft.objects.create(
         message=inbound,
         policy=policy,
@@ -72,6 +87,9 @@ def drafted(
         counterfactual_cost=Decimal(counterfactual) if counterfactual else None,
         created_at=created,
         ready_at=None if held_out or failed else created,
+        knowledge=knowledge,
+        question_embedding=question[1] if question else None,
+        question_embedding_model=question[0] if question else "",
     )
     if kind is not None:
         outbound = MessageFactory.create(
@@ -87,6 +105,7 @@ def drafted(
             shown_at=created,
             acted_at=created + timedelta(seconds=float(handle)),
             handle_seconds=Decimal(handle),
+            edit_distance=None if edit_distance is None else Decimal(edit_distance),
         )
     return draft
 
@@ -136,6 +155,78 @@ def attempt(
         cost=Decimal(cost),
         outcome="ok" if ok else "error",
         error_kind="" if ok else "timeout",
+        started_at=draft.created_at,
+    )
+
+
+def article(team: Team, title: str, *, version: int = 1) -> KnowledgeArticle:
+    """A published article of `team` at `version`, one chunk per paragraph of its title."""
+    return KnowledgeArticle.objects.create(
+        team=team,
+        external_id=title.lower().replace(" ", "-"),
+        title=title,
+        body=f"# {title}\n\nWhat the team says about {title.lower()}.",
+        version=version,
+        content_hash=title,
+        updated_at=at(DAY, 8),
+    )
+
+
+def cite(draft: Draft, *cited: KnowledgeArticle, version: int = 1) -> list[DraftPassage]:
+    """The passages `draft`'s shown text cites, numbered in order (an article named twice is
+    two of its chunks), plus one passage found but not cited."""
+    passages = []
+    for number, source in enumerate(cited, start=1):
+        chunk, _created = KnowledgeChunk.objects.get_or_create(
+            article=source,
+            position=sum(1 for a in cited[:number] if a == source) - 1,
+            defaults={"team": source.team, "text": source.body, "content_hash": str(number)},
+        )
+        passages.append(
+            DraftPassage.objects.create(
+                draft=draft,
+                number=number,
+                chunk=chunk,
+                article=source,
+                article_version=version,
+                text=chunk.text,
+                score=1.0 / number,
+                cited=True,
+            )
+        )
+    if cited:
+        DraftPassage.objects.create(
+            draft=draft,
+            number=len(cited) + 1,
+            article=cited[0],
+            article_version=version,
+            text="Found, not cited.",
+            score=0.01,
+            cited=False,
+        )
+    return passages
+
+
+def macro(team: Team, title: str) -> Macro:
+    return Macro.objects.create(
+        team=team,
+        external_id=title.lower().replace(" ", "-"),
+        title=title,
+        body=f"Hello {{customer_name}}, {title.lower()}. {{agent_name}}",
+        content_hash=title,
+        updated_at=at(DAY, 8),
+    )
+
+
+def macro_offer(draft: Draft, offered: Macro, *, exploratory: bool = False) -> DraftAttempt:
+    """The tier-0 attempt that made `draft`'s text from `offered` (no cost, no endpoint)."""
+    return DraftAttempt.objects.create(
+        draft=draft,
+        tier=0,
+        macro=offered,
+        cost=Decimal(0),
+        outcome="ok",
+        exploratory=exploratory,
         started_at=draft.created_at,
     )
 
