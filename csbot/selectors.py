@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.contrib.auth.models import User
 from django.db.models import OuterRef, QuerySet, Subquery
 from django.shortcuts import get_object_or_404
 
@@ -50,3 +51,8 @@ def conversation_thread(*, team: Team, conversation_id: int) -> Thread:
         pending = inbound[-1] if inbound else None
     draft = drafting_selectors.live_draft_for_message(message_id=pending.pk) if pending else None
     return Thread(conversation=conversation, messages=messages, pending=pending, draft=draft)
+
+
+def agent_display_name(user: User) -> str:
+    """How an agent signs a reply ({agent_name}): their full name, else their user name."""
+    return user.get_full_name().strip() or user.get_username()

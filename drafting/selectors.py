@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import copy
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -11,6 +13,7 @@ from django.db.models import (
     Count,
     IntegerField,
     OuterRef,
+    Q,
     QuerySet,
     Subquery,
     Value,
@@ -27,8 +30,11 @@ from drafting.models import (
     CascadeTier,
     Draft,
     DraftAttempt,
+    DraftPassage,
     Intent,
     IntentExample,
+    KnowledgeArticle,
+    Macro,
     MessageIntent,
     ModelEndpoint,
 )
@@ -228,3 +234,219 @@ def intent_panel(*, team: Team, message: Message | None) -> IntentPanel:
         .first()
     )
     return IntentPanel(message=message, intents=intents, verdict=verdict, label=label)
+
+
+# --- The console's knowledge: a draft's sources, placeholders, macros and articles to insert ---
+#
+# Placeholders: `{name}` in a macro body or a draft. The worker fills what it knows when it
+# makes a draft ({customer_name}); `{agent_name}` stays in the stored draft text literally,
+# because who answers is only known when an agent opens it: the console fills it for display,
+# and what the agent did is measured against that filled text (draft_as_shown).
+
+AGENT_NAME = "agent_name"
+CUSTOMER_NAME = "customer_name"
+_PLACEHOLDER = re.compile(r"\{([a-z][a-z0-9_]*)\}")
+
+
+def fill_placeholders(text: str, values: Mapping[str, str]) -> str:
+    """`text` with each `{name}` whose value is known (and not blank) replaced; the others
+    stay as they are, visible, for the agent to fill by hand (a guessed name is worse)."""
+
+    def value(match: re.Match[str]) -> str:
+        return values.get(match.group(1), "").strip() or match.group(0)
+
+    return _PLACEHOLDER.sub(value, text)
+
+
+def draft_text_for_agent(*, text: str, agent_name: str) -> str:
+    """The draft text as the agent `agent_name` sees it (and sends it when used as is)."""
+    return fill_placeholders(text, {AGENT_NAME: agent_name})
+
+
+def draft_as_shown(*, draft: Draft, agent_name: str) -> Draft:
+    """A copy of `draft` whose text is what the agent saw, for recording their action: filling
+    `{agent_name}` is not an edit, so "use" and the edit distance compare against the filled
+    text. The copy is for reading only, never saved (the stored draft keeps the placeholder)."""
+    shown = copy.copy(draft)
+    shown.text = draft_text_for_agent(text=draft.text, agent_name=agent_name)
+    return shown
+
+
+# Words too common to show as shared between a draft and a passage.
+# fmt: off
+_COMMON_WORDS = frozenset({
+    "about", "also", "been", "before", "could", "does", "from", "have", "here", "into", "just",
+    "more", "only", "over", "some", "such", "than", "that", "their", "them", "then", "there",
+    "these", "they", "this", "very", "were", "what", "when", "which", "will", "with", "would",
+    "your",
+})
+# fmt: on
+_WORD = re.compile(r"(\w+)")
+
+
+def _content_words(text: str) -> set[str]:
+    return {
+        w for w in (m.lower() for m in _WORD.findall(text)) if len(w) > 3 and w not in _COMMON_WORDS
+    }
+
+
+def shared_word_segments(passage: str, draft_text: str) -> tuple[tuple[str, bool], ...]:
+    """The passage cut into (piece, shared) segments, where `shared` marks a content word the
+    draft uses too: what the console highlights so the agent sees what backs the draft."""
+    drafted = _content_words(draft_text)
+    pieces = [p for p in _WORD.split(passage) if p]
+    marks = [p.lower() in drafted for p in pieces]
+    for i in range(1, len(pieces) - 1):  # "unworn shoes": one highlight, not two
+        if marks[i - 1] and marks[i + 1] and pieces[i].isspace() and "\n" not in pieces[i]:
+            marks[i] = True
+    segments: list[tuple[str, bool]] = []
+    for piece, shared in zip(pieces, marks, strict=True):
+        if segments and segments[-1][1] == shared:
+            segments[-1] = (segments[-1][0] + piece, shared)
+        else:
+            segments.append((piece, shared))
+    return tuple(segments)
+
+
+@dataclass(frozen=True)
+class Source:
+    """A passage a draft was given, as the console shows it."""
+
+    number: int
+    article_id: int | None  # None: the article was deleted since
+    title: str
+    url: str  # the article's public source URL, "" when it has none
+    heading: str
+    text: str  # the passage as the model saw it
+    segments: tuple[tuple[str, bool], ...]
+    cited: bool
+    version: int  # the article's version the passage came from
+    current_version: int | None  # its version now (None: deleted)
+    published: bool
+
+    @property
+    def stale(self) -> bool:
+        """The article changed (or was deleted or unpublished) since the draft was written."""
+        return self.current_version != self.version or not self.published
+
+
+@dataclass(frozen=True)
+class DraftSources:
+    """What a ready draft is grounded in: the knowledge verdict, the passages the draft cites
+    and, apart, the others its prompt held; the macro when the draft is a macro offer."""
+
+    knowledge: str  # Draft.Knowledge
+    note: str
+    cited: list[Source]
+    given: list[Source]
+    macro_title: str  # "" unless the draft is a macro offer
+
+    @property
+    def cited_articles(self) -> int:
+        return len({(s.article_id, s.title) for s in self.cited})
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.knowledge or self.cited or self.given or self.macro_title)
+
+
+def draft_sources(*, draft: Draft | None, shown_text: str = "") -> DraftSources | None:
+    """The sources of a ready draft (None otherwise), in two queries whatever their number:
+    the attempt the draft came from (its macro, how many passages its prompt held), then the
+    passages with their articles' title, URL and current version. `shown_text` is the draft as
+    the agent sees it, for highlighting the words it shares with each passage."""
+    if draft is None or draft.status != Draft.Status.READY:
+        return None
+    chosen = (
+        DraftAttempt.objects.filter(
+            draft_id=draft.pk, exploratory=False, outcome=DraftAttempt.Outcome.OK
+        )
+        .select_related("macro")
+        .only("passages_shown", "macro__title")
+        .order_by("-started_at", "-id")
+        .first()
+    )
+    shown = chosen.passages_shown if chosen is not None else 0
+    passages = (
+        DraftPassage.objects.filter(draft_id=draft.pk)
+        .select_related("article", "chunk")
+        .only(
+            "number",
+            "text",
+            "cited",
+            "article_version",
+            "article__title",
+            "article__source_url",
+            "article__version",
+            "article__published",
+            "chunk__heading",
+        )
+        .order_by("number")
+    )
+    cited: list[Source] = []
+    given: list[Source] = []
+    for p in passages:
+        if not p.cited and p.number > shown:
+            continue  # found, but the prompt had no room for it: not what the draft is from
+        article = p.article
+        source = Source(
+            number=p.number,
+            article_id=p.article_id,
+            title=article.title if article is not None else "(deleted article)",
+            url=article.source_url if article is not None else "",
+            heading=p.chunk.heading if p.chunk is not None else "",
+            text=p.text,
+            segments=shared_word_segments(p.text, shown_text or draft.text),
+            cited=p.cited,
+            version=p.article_version,
+            current_version=article.version if article is not None else None,
+            published=article.published if article is not None else False,
+        )
+        (cited if p.cited else given).append(source)
+    macro = chosen.macro if chosen is not None else None
+    return DraftSources(
+        knowledge=draft.knowledge,
+        note=draft.knowledge_note,
+        cited=cited,
+        given=given,
+        macro_title=macro.title if macro is not None else "",
+    )
+
+
+def macros_for_team(*, team_id: int, q: str = "", limit: int = 8) -> list[Macro]:
+    """The team's active macros whose title, body or a tag matches `q` (all when blank), by
+    title: what the console's picker offers."""
+    macros = Macro.objects.filter(team_id=team_id, active=True)
+    if q := q.strip():
+        macros = macros.filter(
+            Q(title__icontains=q) | Q(body__icontains=q) | Q(tags__contains=[q.lower()])
+        )
+    return list(macros.only("title", "body").order_by("title", "id")[:limit])
+
+
+def articles_for_team(*, team_id: int, q: str = "", limit: int = 8) -> list[KnowledgeArticle]:
+    """The team's published articles whose title, body or a tag matches `q` (all when
+    blank), by title, without their bodies: what the console's picker offers."""
+    articles = KnowledgeArticle.objects.filter(team_id=team_id, published=True)
+    if q := q.strip():
+        articles = articles.filter(
+            Q(title__icontains=q) | Q(body__icontains=q) | Q(tags__contains=[q.lower()])
+        )
+    return list(articles.only("title", "source_url").order_by("title", "id")[:limit])
+
+
+def team_macro(*, team_id: int, macro_id: int) -> Macro | None:
+    """The team's active macro with this id (None: another team's, inactive or no such)."""
+    return Macro.objects.filter(pk=macro_id, team_id=team_id, active=True).first()
+
+
+def team_article(
+    *, team_id: int, article_id: int, published_only: bool = True
+) -> KnowledgeArticle | None:
+    """The team's article with this id (None: another team's, unpublished when
+    `published_only`, or no such). A draft may cite an article unpublished since: its agents
+    can still read it."""
+    articles = KnowledgeArticle.objects.filter(pk=article_id, team_id=team_id)
+    if published_only:
+        articles = articles.filter(published=True)
+    return articles.first()

@@ -13,4 +13,8 @@ urlpatterns = [
     path("c/<int:pk>/reply", views.reply, name="reply"),
     path("c/<int:pk>/close", views.close, name="close"),
     path("c/<int:pk>/intent", views.intent, name="intent"),
+    path("c/<int:pk>/insert", views.insert_search, name="insert-search"),
+    path("c/<int:pk>/insert/macro/<int:macro_id>", views.insert_macro, name="insert-macro"),
+    path("c/<int:pk>/insert/article/<int:article_id>", views.insert_article, name="insert-article"),
+    path("articles/<int:pk>", views.article, name="article"),
 ]

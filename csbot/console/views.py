@@ -27,6 +27,30 @@ def _team(request: HttpRequest) -> Team:
     return profile.team
 
 
+def _agent_name(request: HttpRequest) -> str:
+    return selectors.agent_display_name(request.user)  # type: ignore[arg-type]
+
+
+def _draft_context(request: HttpRequest, thread: selectors.Thread) -> dict[str, object]:
+    """The draft panel's context: the draft, its text as this agent sees it ({agent_name}
+    filled), why earlier tiers were escalated, and what the draft is grounded in."""
+    draft = thread.draft
+    if draft is not None:
+        drafting.draft_mark_shown(draft=draft)
+    draft_text = (
+        drafting_selectors.draft_text_for_agent(text=draft.text, agent_name=_agent_name(request))
+        if draft is not None
+        else ""
+    )
+    return {
+        "thread": thread,
+        "draft": draft,
+        "draft_text": draft_text,
+        "escalations": drafting_selectors.draft_escalations(draft=draft),
+        "sources": drafting_selectors.draft_sources(draft=draft, shown_text=draft_text),
+    }
+
+
 @login_required
 @require_GET
 def queue(request: HttpRequest) -> HttpResponse:
@@ -39,18 +63,9 @@ def queue(request: HttpRequest) -> HttpResponse:
 @require_GET
 def conversation(request: HttpRequest, pk: int) -> HttpResponse:
     thread = selectors.conversation_thread(team=_team(request), conversation_id=pk)
-    if thread.draft is not None:
-        drafting.draft_mark_shown(draft=thread.draft)
-    return render(
-        request,
-        "console/conversation.html",
-        {
-            "thread": thread,
-            "draft": thread.draft,
-            "escalations": drafting_selectors.draft_escalations(draft=thread.draft),
-            "max_chars": settings.CSBOT_MAX_MESSAGE_CHARS,
-        },
-    )
+    context = _draft_context(request, thread)
+    context["max_chars"] = settings.CSBOT_MAX_MESSAGE_CHARS
+    return render(request, "console/conversation.html", context)
 
 
 @login_required
@@ -58,14 +73,7 @@ def conversation(request: HttpRequest, pk: int) -> HttpResponse:
 def draft_panel(request: HttpRequest, pk: int) -> HttpResponse:
     """The live part of the conversation page, polled by htmx until the draft settles."""
     thread = selectors.conversation_thread(team=_team(request), conversation_id=pk)
-    if thread.draft is not None:
-        drafting.draft_mark_shown(draft=thread.draft)
-    escalations = drafting_selectors.draft_escalations(draft=thread.draft)
-    return render(
-        request,
-        "console/_draft_panel.html",
-        {"thread": thread, "draft": thread.draft, "escalations": escalations},
-    )
+    return render(request, "console/_draft_panel.html", _draft_context(request, thread))
 
 
 class ReplyForm(forms.Form):
@@ -108,6 +116,8 @@ def reply(request: HttpRequest, pk: int) -> HttpResponse:
         )
         if draft is None:
             raise Http404("No such draft for this message.")
+        # The agent saw the draft with their name filled in: sending that is using it as is.
+        draft = drafting_selectors.draft_as_shown(draft=draft, agent_name=_agent_name(request))
     try:
         sent = services.reply_send(
             conversation=conversation,
@@ -189,3 +199,73 @@ def intent(request: HttpRequest, pk: int) -> HttpResponse:
     return render(
         request, "console/_intent.html", {"intent_panel": panel, "conversation": conversation}
     )
+
+
+# --- Knowledge: articles a draft cites, macros and article links to insert --------------------
+
+
+@login_required
+@require_GET
+def article(request: HttpRequest, pk: int) -> HttpResponse:
+    """One of the team's articles, read-only: where a source without a public URL links to
+    (an unpublished one too: a draft may have cited it before). Another team's: 404."""
+    found = drafting_selectors.team_article(
+        team_id=_team(request).pk, article_id=pk, published_only=False
+    )
+    if found is None:
+        raise Http404("No such article.")
+    return render(request, "console/article.html", {"article": found})
+
+
+@login_required
+@require_GET
+def insert_search(request: HttpRequest, pk: int) -> HttpResponse:
+    """The picker's results: the team's active macros and published articles matching `q`."""
+    team = _team(request)
+    conversation = get_object_or_404(Conversation, pk=pk, team=team)
+    q = request.GET.get("q", "")[:200]
+    return render(
+        request,
+        "console/_insert_results.html",
+        {
+            "conversation": conversation,
+            "q": q,
+            "macros": drafting_selectors.macros_for_team(team_id=team.pk, q=q),
+            "articles": drafting_selectors.articles_for_team(team_id=team.pk, q=q),
+        },
+    )
+
+
+@login_required
+@require_GET
+def insert_macro(request: HttpRequest, pk: int, macro_id: int) -> HttpResponse:
+    """A macro's body with the placeholders this conversation and agent fill, as plain text
+    for the reply box. Another team's (or an inactive) macro: 404."""
+    team = _team(request)
+    conversation = get_object_or_404(Conversation, pk=pk, team=team)
+    macro = drafting_selectors.team_macro(team_id=team.pk, macro_id=macro_id)
+    if macro is None:
+        raise Http404("No such macro.")
+    text = drafting_selectors.fill_placeholders(
+        macro.body,
+        {
+            drafting_selectors.AGENT_NAME: _agent_name(request),
+            drafting_selectors.CUSTOMER_NAME: conversation.customer_ref,
+        },
+    )
+    return HttpResponse(text, content_type="text/plain; charset=utf-8")
+
+
+@login_required
+@require_GET
+def insert_article(request: HttpRequest, pk: int, article_id: int) -> HttpResponse:
+    """A published article of the team as "Title: URL", plain text for the reply box (the
+    title alone when it has no public URL: the console's own page is not for customers).
+    Another team's or an unpublished article: 404."""
+    team = _team(request)
+    get_object_or_404(Conversation, pk=pk, team=team)
+    found = drafting_selectors.team_article(team_id=team.pk, article_id=article_id)
+    if found is None:
+        raise Http404("No such article.")
+    text = f"{found.title}: {found.source_url}" if found.source_url else found.title
+    return HttpResponse(text, content_type="text/plain; charset=utf-8")

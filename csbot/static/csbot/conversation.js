@@ -42,7 +42,8 @@
     if (action === "accept") accept(); else compose(action);
   });
   // A draft that arrives while the agent is already typing must not wipe the text.
-  document.addEventListener("htmx:afterSwap", function () {
+  document.addEventListener("htmx:afterSwap", function (e) {
+    if (e.detail.target.id !== "draft-panel") return;  // not the insert picker's results
     const id = document.getElementById("draft-panel-state");
     if (id && id.dataset.draftId) document.getElementById("draft-id").value = id.dataset.draftId;
     if (draftText() !== null && kind && kind.value === "none") {
@@ -50,6 +51,75 @@
       if (!text.value) { text.hidden = true; actions.hidden = true; }
     }
   });
+  // --- Insert a macro or an article link into the reply box -----------------------------
+  // The server fills the text (placeholders, "Title: URL") and refuses another team's ids;
+  // this only puts it at the caret (or at the end when the agent has not placed one yet).
+  const picker = document.getElementById("insert-picker");
+  const search = document.getElementById("insert-q");
+  const results = document.getElementById("insert-results");
+  const status = document.getElementById("insert-status");
+  let caret = null;  // [start, end] of the agent's last selection in the reply box
+  function rememberCaret() { caret = [text.selectionStart, text.selectionEnd]; }
+  if (text) ["keyup", "click", "select", "input"].forEach(function (t) { text.addEventListener(t, rememberCaret); });
+  function insertText(snippet) {
+    if (text.hidden) {
+      // A draft is on screen and no composer is open: inserting starts the agent's own reply.
+      compose("ignore");
+      caret = null;
+    }
+    let start = text.value.length, end = text.value.length;
+    if (caret !== null && caret[1] <= text.value.length) { start = caret[0]; end = caret[1]; }
+    else if (text.value && !/\s$/.test(text.value)) snippet = "\n" + snippet;
+    text.setRangeText(snippet, start, end, "end");
+    text.dispatchEvent(new Event("input", { bubbles: true }));
+    text.focus();
+    rememberCaret();
+  }
+  function openPicker() {
+    if (!picker) return;
+    picker.open = true;
+    search.focus();
+  }
+  function closePicker() {
+    picker.open = false;
+    if (text && !text.hidden) text.focus(); else picker.querySelector("summary").focus();
+  }
+  function choices() { return Array.from(results.querySelectorAll(".insert-choice")); }
+  if (picker) {
+    picker.addEventListener("toggle", function () {
+      if (!picker.open) return;
+      if (!picker.dataset.loaded) {
+        picker.dataset.loaded = "1";
+        htmx.ajax("GET", picker.dataset.searchUrl, { target: "#insert-results", swap: "innerHTML" });
+      }
+      search.focus();
+    });
+    results.addEventListener("click", function (e) {
+      const button = e.target.closest(".insert-choice");
+      if (!button) return;
+      fetch(button.dataset.insertUrl, { credentials: "same-origin" })
+        .then(function (r) { if (!r.ok) throw new Error(r.status); return r.text(); })
+        .then(function (snippet) {
+          insertText(snippet);
+          status.textContent = "Inserted " + button.dataset.insertLabel + ".";
+          picker.open = false;
+          text.focus();
+        })
+        .catch(function () { status.textContent = "Could not insert " + button.dataset.insertLabel + "."; });
+    });
+    picker.addEventListener("keydown", function (e) {
+      if (e.key === "Escape") { e.preventDefault(); closePicker(); return; }
+      if (e.key !== "ArrowDown" && e.key !== "ArrowUp") return;
+      const list = choices();
+      if (!list.length) return;
+      e.preventDefault();
+      const at = list.indexOf(document.activeElement);
+      if (e.key === "ArrowDown") list[Math.min(at + 1, list.length - 1)].focus();
+      else if (at <= 0) search.focus();
+      else list[at - 1].focus();
+    });
+  }
+
   document.addEventListener("keydown", function (e) {
     // Letters typed on the intent list pick an intent; they are not shortcuts.
     if (e.target.closest("select")) return;
@@ -58,6 +128,7 @@
     if (e.key === "a") { e.preventDefault(); accept(); }
     if (e.key === "e") { e.preventDefault(); compose("edit"); }
     if (e.key === "i") { e.preventDefault(); compose("ignore"); }
+    if (e.key === "m" && picker) { e.preventDefault(); openPicker(); }
     if (e.key === "q") { window.location = document.getElementById("conversation").dataset.queueUrl; }
   });
 })();
