@@ -1,0 +1,488 @@
+"""The one search of a team's knowledge base: hybrid (vector + full text), fused, focused.
+
+`retrieve` returns the passages (chunks) a draft is grounded in, best first. Steps:
+
+1. The team's published article titles and languages (`_TeamArticles`, remembered per process
+   for TITLES_SECONDS, forgotten at once when an article is saved or deleted in the process).
+2. Focus: the articles the conversation talks about. Their titles, normalised (case, accents,
+   punctuation; generic words such as "hotel", "restaurant", "guest house" and "the" trimmed),
+   are looked for in the query, then in the thread's turns from the newest: the first text
+   that names any article names the focus (several articles when one turn names several).
+   Matching is fuzzy (rapidfuzz, so "lensfeld" finds "The Lensfield Hotel") but only on
+   titles sharing a token with the text, found through a token index: thousands of titles
+   cost no more than a handful.
+3. One SQL statement (one round trip) builds up to three ranked candidate lists of
+   `candidates` chunks each, restricted to the team's published articles (and `tags`):
+   - vector: pgvector cosine over the chunks embedded by the query's embedder (same name and
+     dimension), ordered on the per-dimension HNSW index's own expression, as
+     drafting.engine.vectors.nearest does (iterative scans keep the team filter from starving
+     the list); skipped when there is no embedder (text search only);
+   - text: PostgreSQL full-text search ranked by ts_rank_cd. Customer questions are natural
+     language: an AND of their words (websearch_to_tsquery) rarely matches a chunk, so the
+     query is an OR of the question's meaningful lexemes (to_tsvector's, i.e. stemmed and
+     without stop words), and ts_rank_cd's cover density ranks the chunks matching more of
+     them, closer together, higher. A team may write in several languages: the lexemes are
+     those of every configuration its published articles use (chunking.search_config),
+     OR-ed, so an English question finds English chunks and a German one German chunks,
+     through the one GIN index;
+   - focus: the focus articles' own chunks, nearest to the query (by text rank without an
+     embedder). In a knowledge base of many similar articles (hotels, products) the right
+     article is usually the one the customer named, and its best chunks may be missing from
+     the two team-wide lists.
+   The lists are fused by reciprocal rank fusion (Cormack et al. 2009): a chunk's score is the
+   sum over the lists it appears in of 1 / (RRF_K + its 1-based position), RRF_K = 60 as in
+   the paper: it rewards agreement between the lists while one list's first place does not
+   swamp the rest. A chunk of a focus article also gets FOCUS_BOOST, worth one more first
+   place: a focus chunk the lists agree on beats any other, while a chunk both team-wide
+   lists put first still beats a focus chunk that only the focus list found.
+4. A re-ranker, when given (the learning layer's), re-orders all fused candidates; then the
+   best `k` are returned.
+
+An empty or blank query returns no passages (there is nothing to look for) and costs nothing.
+A team without chunks, or whose chunks are not embedded yet, gets what the text search finds.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from django.conf import settings
+from django.db import connection
+from pgvector.django import VectorField
+from rapidfuzz import fuzz, process
+
+from csbot.memo import Memo
+from drafting.engine.chunking import search_config
+from drafting.engine.vectors import QueryVector
+from drafting.models import KnowledgeArticle
+
+# Reciprocal rank fusion's constant (Cormack, Clarke, Büttcher 2009; their k = 60).
+RRF_K = 60
+# A focus article's chunk is worth one more first place in the fusion (see the docstring).
+FOCUS_BOOST = 1.0 / (RRF_K + 1)
+# At most this many articles are the focus at once (a turn naming a long list of hotels).
+MAX_FOCUS = 5
+# Only the newest turns are searched for a named article: older ones name what is past.
+FOCUS_TURNS = 10
+# rapidfuzz ratios (0-100): a title matched in a text, and an unknown word taken for a title's
+# word (a typo: "lensfeld" for "lensfield"). Titles of one or two letters must match exactly.
+TITLE_MATCH = 88.0
+WORD_MATCH = 85.0
+FUZZY_WORD_MIN_CHARS = 5
+# How long the titles stay remembered in another process than the one that saved an article.
+# Longer than csbot.memo.SECONDS: a team's titles are thousands of rows, and they only steer
+# the focus; publishing and unpublishing take effect at once anyway (the statement joins the
+# article's `published`).
+TITLES_SECONDS = 30.0
+
+# Words that name the kind of place or thing rather than which one: trimmed from titles (and
+# from the text they are looked for in), so "the Lensfield" and "Lensfield Hotel" both name
+# "The Lensfield Hotel". Phrases first, as whole-word sequences.
+GENERIC_PHRASES = (
+    ("bed", "and", "breakfast"),
+    ("guest", "house"),
+    ("b", "and", "b"),
+    ("b", "b"),
+)
+GENERIC_WORDS = frozenset(
+    {
+        "the",
+        "hotel",
+        "hotels",
+        "restaurant",
+        "restaurants",
+        "guesthouse",
+        "guesthouses",
+        "lodge",
+        "inn",
+        "hostel",
+        "cafe",
+        "bar",
+        "bistro",
+        "grill",
+    }
+)
+# Words too common to find a title by (the index skips them; the match itself still counts them).
+STOP_WORDS = frozenset({"and", "of", "in", "at", "on", "for", "to", "de", "la", "le", "&"})
+
+_WORD = re.compile(r"[^\W_]+")
+
+
+@dataclass(frozen=True)
+class Passage:
+    chunk_id: int
+    article_id: int
+    article_version: int
+    article_title: str
+    heading: str
+    text: str
+    source_url: str
+    score: float  # after fusion (and re-ranking, when a re-ranker is given)
+    vector_similarity: float | None  # cosine to the query; None without an embedder/vector
+    text_rank: float | None  # ts_rank_cd; None when the chunk matched none of the words
+    vector_position: int | None  # 1-based place in the vector list
+    text_position: int | None  # 1-based place in the text list
+    focus: bool  # the chunk's article is named in the thread (or the query)
+
+
+class Reranker(Protocol):
+    """A learned re-ranker (the learning layer's) plugs in here: it gets every fused candidate,
+    best first, and returns them (or some) in its order, with its own scores."""
+
+    def rerank(self, *, query: str, passages: Sequence[Passage]) -> list[Passage]: ...
+
+
+# --- Titles and focus -------------------------------------------------------------------------
+
+
+def words(text: str) -> list[str]:
+    """Lower-case words without accents or punctuation ("Café-Bar" -> ["cafe", "bar"])."""
+    plain = unicodedata.normalize("NFKD", text.casefold())
+    plain = "".join(ch for ch in plain if not unicodedata.combining(ch))
+    return _WORD.findall(plain)
+
+
+def distinctive(tokens: Sequence[str]) -> list[str]:
+    """`tokens` without generic phrases and words; `tokens` itself if nothing else is left
+    (a restaurant called "The Restaurant")."""
+    kept: list[str] = []
+    i = 0
+    while i < len(tokens):
+        phrase = next(
+            (p for p in GENERIC_PHRASES if tuple(tokens[i : i + len(p)]) == p),
+            None,
+        )
+        if phrase is not None:
+            i += len(phrase)
+            continue
+        if tokens[i] not in GENERIC_WORDS:
+            kept.append(tokens[i])
+        i += 1
+    return kept or list(tokens)
+
+
+@dataclass
+class _TeamArticles:
+    """A team's published articles as the focus and the text search need them: the search
+    configurations of their languages, each title's distinctive words, and a token index
+    from every such word to the titles that have it."""
+
+    configs: tuple[str, ...]
+    titles: dict[int, tuple[str, ...]]  # article id -> its title's distinctive words
+    index: dict[str, set[int]]  # word -> article ids
+    _fuzzy: dict[str, str | None] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def build(cls, rows: Sequence[tuple[int, str, str]]) -> _TeamArticles:
+        titles: dict[int, tuple[str, ...]] = {}
+        index: dict[str, set[int]] = {}
+        for article_id, title, _ in rows:
+            tokens = tuple(distinctive(words(title)))
+            if not tokens:
+                continue
+            titles[article_id] = tokens
+            for token in set(tokens) - STOP_WORDS:
+                index.setdefault(token, set()).add(article_id)
+        configs = tuple(sorted({search_config(language) for _, _, language in rows}))
+        return cls(configs=configs, titles=titles, index=index)
+
+    def _known(self, token: str) -> str | None:
+        """The title word `token` is, itself or through a typo (remembered per word)."""
+        if token in self.index:
+            return token
+        if len(token) < FUZZY_WORD_MIN_CHARS or token in GENERIC_WORDS:
+            return None
+        with self._lock:
+            if token in self._fuzzy:
+                return self._fuzzy[token]
+        found = process.extractOne(
+            token, self.index.keys(), scorer=fuzz.ratio, score_cutoff=WORD_MATCH
+        )
+        match = None if found is None else str(found[0])
+        with self._lock:
+            if len(self._fuzzy) > 10_000:
+                self._fuzzy.clear()
+            self._fuzzy[token] = match
+        return match
+
+    def named_in(self, text: str) -> list[int]:
+        """The articles whose titles `text` names, best match first (ties together)."""
+        tokens = distinctive(words(text))
+        anchors: dict[int, set[int]] = {}  # article id -> positions of its words in tokens
+        for position, token in enumerate(tokens):
+            known = self._known(token)
+            if known is None:
+                continue
+            for article_id in self.index[known]:
+                anchors.setdefault(article_id, set()).add(position)
+        scores: dict[int, float] = {}
+        for article_id, positions in anchors.items():
+            score = self._score(self.titles[article_id], tokens, positions)
+            if score >= TITLE_MATCH:
+                scores[article_id] = score
+        if not scores:
+            return []
+        best = max(scores.values())
+        named = sorted((a for a, s in scores.items() if s >= best - 1e-9), key=lambda a: a)
+        return named[:MAX_FOCUS]
+
+    @staticmethod
+    def _score(title: tuple[str, ...], tokens: Sequence[str], positions: set[int]) -> float:
+        """The best ratio between the title and a run of the text's words about as long as
+        the title around one of its words (one word more or less: a word left out or added)."""
+        target = " ".join(title)
+        n = len(title)
+        best = 0.0
+        for position in positions:
+            for length in {max(1, n - 1), n, n + 1}:
+                for start in range(max(0, position - length + 1), position + 1):
+                    window = tokens[start : start + length]
+                    if not window:
+                        continue
+                    candidate = " ".join(window)
+                    if len(target) <= 2:  # "ask"-like short titles: exact words only
+                        score = 100.0 if candidate == target else 0.0
+                    else:
+                        score = fuzz.ratio(target, candidate)
+                    best = max(best, score)
+        return best
+
+
+def _load_articles(team_id: int) -> _TeamArticles:
+    rows = KnowledgeArticle.objects.filter(team_id=team_id, published=True).values_list(
+        "id", "title", "language"
+    )
+    return _TeamArticles.build(list(rows))
+
+
+_articles: Memo[int, _TeamArticles] = Memo(
+    seconds=TITLES_SECONDS, depends_on=(KnowledgeArticle,), max_size=256
+)
+
+
+def team_articles(team_id: int) -> _TeamArticles:
+    return _articles.get(team_id, lambda: _load_articles(team_id))
+
+
+def focus_articles(articles: _TeamArticles, *, query: str, thread: Sequence[str]) -> list[int]:
+    """The articles most recently named: in the query, else in the newest thread turn that
+    names one (thread is oldest first)."""
+    for text in (query, *reversed(thread[-FOCUS_TURNS:])):
+        named = articles.named_in(text)
+        if named:
+            return named
+    return []
+
+
+# --- The statement ----------------------------------------------------------------------------
+
+# The OR query of the question's lexemes in every configuration of the team (quoted as
+# tsquery's input syntax wants: single quotes and backslashes doubled).
+_QUERY_CTE = """
+query AS (
+    SELECT coalesce((
+        SELECT string_agg(DISTINCT '''' || replace(replace(lexeme, '\\', '\\\\'), '''', '''''')
+                                   || '''', ' | ')
+        FROM unnest(%(configs)s::regconfig[]) AS config,
+             unnest(tsvector_to_array(to_tsvector(config, %(text)s))) AS lexeme
+    ), '')::tsquery AS tsquery
+)"""
+
+# The team's published articles (having any of `tags`, when given), joined to each list's
+# chunks: unpublishing or deleting an article takes its chunks out at once.
+_ARTICLE_FILTER = """
+    JOIN drafting_knowledgearticle a ON a.id = c.article_id
+    WHERE c.team_id = %(team)s AND a.team_id = %(team)s AND a.published{tags}"""
+
+# The tsquery as a scalar subquery (an InitPlan parameter), not a join with the CTE: only a
+# parameter can be the GIN index's condition.
+_TSQUERY = "(SELECT tsquery FROM query)"
+
+_VECTOR_CTE = """
+vector_hits AS MATERIALIZED (
+    SELECT c.id, c.embedding::vector({n}) <=> %(vector)s::vector({n}) AS distance
+    FROM drafting_knowledgechunk c{article_filter}
+      AND c.embedding_model = %(model)s AND c.embedding_dimensions = {n}
+    ORDER BY distance
+    LIMIT %(candidates)s
+),
+vector_list AS (
+    SELECT id, 1 - distance AS similarity, row_number() OVER (ORDER BY distance, id) AS position
+    FROM vector_hits
+)"""
+
+_TEXT_CTE = """
+text_list AS (
+    SELECT id, rank, row_number() OVER (ORDER BY rank DESC, id) AS position
+    FROM (
+        SELECT c.id, ts_rank_cd(c.search_vector, {tsquery}) AS rank
+        FROM drafting_knowledgechunk c{article_filter}
+          AND c.search_vector @@ {tsquery}
+        ORDER BY rank DESC, c.id
+        LIMIT %(candidates)s
+    ) ranked
+)"""
+
+# A fence (MATERIALIZED): the focus articles' few chunks are read through the (article,
+# position) index and sorted, never looked for by walking the team-wide HNSW graph. Nearest
+# to the query first (chunks another embedder made last), else by text rank, else in
+# reading order.
+_FOCUS_CTE = """
+focus_rows AS MATERIALIZED (
+    SELECT c.id, c.position, {distance} AS distance,
+           CASE WHEN c.search_vector @@ {tsquery}
+                THEN ts_rank_cd(c.search_vector, {tsquery}) END AS rank
+    FROM drafting_knowledgechunk c{article_filter}
+      AND c.article_id = ANY(%(focus)s::bigint[])
+),
+focus_list AS (
+    SELECT id, 1 - distance AS similarity, rank,
+           row_number() OVER (ORDER BY distance NULLS LAST, rank DESC NULLS LAST, position, id)
+               AS position
+    FROM focus_rows
+    ORDER BY 4
+    LIMIT %(candidates)s
+)"""
+_FOCUS_DISTANCE = (
+    "CASE WHEN c.embedding_model = %(model)s AND c.embedding_dimensions = {n}"
+    " THEN c.embedding::vector({n}) <=> %(vector)s::vector({n}) END"
+)
+
+# Reciprocal rank fusion of the lists, the focus boost, the best first.
+_FUSE = """
+hits AS (
+    {hits}
+),
+fused AS (
+    SELECT id,
+           sum(1.0 / ({rrf_k} + position)) AS score,
+           min(position) FILTER (WHERE list = 'vector') AS vector_position,
+           min(position) FILTER (WHERE list = 'text') AS text_position,
+           max(similarity) AS similarity,
+           max(rank) AS rank
+    FROM hits
+    GROUP BY id
+)
+SELECT c.id, c.article_id, a.version, a.title, c.heading, c.text, a.source_url,
+       f.score + CASE WHEN c.article_id = ANY(%(focus)s::bigint[]) THEN {boost} ELSE 0 END
+           AS score,
+       f.similarity, f.rank, f.vector_position, f.text_position,
+       c.article_id = ANY(%(focus)s::bigint[]) AS focus
+FROM fused f
+JOIN drafting_knowledgechunk c ON c.id = f.id
+JOIN drafting_knowledgearticle a ON a.id = c.article_id
+ORDER BY score DESC, c.id
+LIMIT %(limit)s"""
+
+_HITS = {
+    "vector": "SELECT id, 'vector' AS list, position, similarity, NULL::real AS rank "
+    "FROM vector_list",
+    "text": "SELECT id, 'text' AS list, position, NULL::float8 AS similarity, rank FROM text_list",
+    "focus": "SELECT id, 'focus' AS list, position, similarity, rank FROM focus_list",
+}
+
+
+def retrieval_sql(*, dimensions: int | None, focus: bool, tags: bool) -> str:
+    """The statement for a query with a vector of `dimensions` (None: text search only),
+    focus articles or not, a tag filter or not. Parameters: team, configs, text, candidates,
+    focus (ids), limit; with a vector: vector, model; with tags: tags."""
+    article_filter = _ARTICLE_FILTER.format(
+        tags=" AND a.tags && %(tags)s::varchar[]" if tags else ""
+    )
+    n = None if dimensions is None else int(dimensions)
+    ctes = [_QUERY_CTE]
+    lists = ["text"]
+    if n is not None:
+        ctes.append(_VECTOR_CTE.format(n=n, article_filter=article_filter))
+        lists.insert(0, "vector")
+    ctes.append(_TEXT_CTE.format(tsquery=_TSQUERY, article_filter=article_filter))
+    if focus:
+        distance = "NULL::float8" if n is None else _FOCUS_DISTANCE.format(n=n)
+        ctes.append(
+            _FOCUS_CTE.format(distance=distance, tsquery=_TSQUERY, article_filter=article_filter)
+        )
+        lists.append("focus")
+    fuse = _FUSE.format(
+        hits="\n    UNION ALL ".join(_HITS[name] for name in lists),
+        rrf_k=RRF_K,
+        boost=repr(FOCUS_BOOST),
+    )
+    return "WITH" + ",".join(ctes) + "," + fuse
+
+
+# --- The search -------------------------------------------------------------------------------
+
+
+def retrieve(
+    *,
+    team_id: int,
+    query: QueryVector,
+    thread: Sequence[str] = (),
+    tags: Sequence[str] = (),
+    k: int | None = None,
+    candidates: int | None = None,
+    reranker: Reranker | None = None,
+) -> list[Passage]:
+    """The team's best `k` passages (settings.KNOWLEDGE_PASSAGES) for `query`, best first;
+    `thread` is the conversation's earlier turns, oldest first (the focus is looked for
+    there); `tags` keeps articles having any of them; `candidates` per list
+    (settings.KNOWLEDGE_CANDIDATES). One statement, plus one to load the team's titles when
+    they are not remembered. See the module docstring for the steps."""
+    k = settings.KNOWLEDGE_PASSAGES if k is None else k
+    candidates = settings.KNOWLEDGE_CANDIDATES if candidates is None else candidates
+    text = query.text.strip()
+    if not text or k <= 0 or candidates <= 0:
+        return []
+    articles = team_articles(team_id)
+    focus = focus_articles(articles, query=text, thread=thread)
+    embedded = query.get()
+    params: dict[str, Any] = {
+        "team": team_id,
+        # A team with no published article yet (or not seen yet by this process): the
+        # project's language.
+        "configs": list(articles.configs) or [search_config(settings.LANGUAGE_CODE)],
+        "text": text,
+        "candidates": candidates,
+        "focus": focus,
+        # A re-ranker sees every candidate; otherwise only the best k come back.
+        "limit": 3 * candidates if reranker is not None else k,
+    }
+    dimensions = None
+    if embedded is not None:
+        model, vector = embedded
+        dimensions = int(vector.shape[0])
+        params["model"] = model
+        params["vector"] = VectorField().get_prep_value(vector)
+    if tags:
+        params["tags"] = list(tags)
+    sql = retrieval_sql(dimensions=dimensions, focus=bool(focus), tags=bool(tags))
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    passages = [
+        Passage(
+            chunk_id=row[0],
+            article_id=row[1],
+            article_version=row[2],
+            article_title=row[3],
+            heading=row[4],
+            text=row[5],
+            source_url=row[6],
+            score=float(row[7]),
+            vector_similarity=None if row[8] is None else float(row[8]),
+            text_rank=None if row[9] is None else float(row[9]),
+            vector_position=row[10],
+            text_position=row[11],
+            focus=bool(row[12]),
+        )
+        for row in rows
+    ]
+    if reranker is not None:
+        passages = reranker.rerank(query=text, passages=passages)
+    return passages[:k]
