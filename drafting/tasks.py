@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from drafting import services
+from drafting import knowledge, services
 from drafting.learning import intents
 
 
@@ -35,6 +35,21 @@ def reply_remember_task(action_id: int) -> None:
 @shared_task(name="drafting.tasks.vectors_reembed", ignore_result=True)
 def vectors_reembed_task() -> int:
     return services.vectors_reembed_stale()
+
+
+@shared_task(name="drafting.tasks.knowledge_index", ignore_result=True)
+def knowledge_index_task(article_id: int) -> int:
+    return knowledge.chunks_index(article_id=article_id)
+
+
+@shared_task(name="drafting.tasks.macros_index", ignore_result=True)
+def macros_index_task(team_id: int) -> int:
+    return knowledge.macros_index(team_id=team_id)
+
+
+@shared_task(name="drafting.tasks.knowledge_index_stale", ignore_result=True)
+def knowledge_index_stale_task() -> int:
+    return knowledge.knowledge_index_stale()
 
 
 @shared_task(name="drafting.tasks.intent_classifier_train", ignore_result=True)
