@@ -218,6 +218,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "drafting.tasks.vectors_reembed",
         "schedule": float(env_int("REEMBED_INTERVAL_SECONDS", 300, minimum=1)),
     },
+    # Knowledge chunks and macros still without the current embedder's vector (a lost doorbell,
+    # an embedder that was down or changed): found by text search only until then.
+    "index-stale-knowledge": {
+        "task": "drafting.tasks.knowledge_index_stale",
+        "schedule": float(env_int("REEMBED_INTERVAL_SECONDS", 300, minimum=1)),
+    },
 }
 
 # --- Drafting ---------------------------------------------------------------------------------
