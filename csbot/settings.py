@@ -266,6 +266,17 @@ DRAFT_FEWSHOT_MIN_SIMILARITY = env_float(
 KNOWLEDGE_CHUNK_TOKENS = env_int("KNOWLEDGE_CHUNK_TOKENS", 300, minimum=16)
 KNOWLEDGE_CANDIDATES = env_int("KNOWLEDGE_CANDIDATES", 40, minimum=1)
 KNOWLEDGE_PASSAGES = env_int("KNOWLEDGE_PASSAGES", 5, minimum=0)
+# A passage is relevant to the turn at this cosine or more (drafting.engine.grounding): with
+# MiniLM, passages that answer a question score 0.48-0.6 against it, passages on other topics
+# 0.07-0.22. Below it for every passage, the policy's no-knowledge rule applies.
+KNOWLEDGE_MIN_SIMILARITY = env_float("KNOWLEDGE_MIN_SIMILARITY", 0.35, minimum=0.0, maximum=1.0)
+# Macros as tier 0 (drafting.engine.macros): offered by similarity at this cosine or more
+# (strict: "Do you ship to Mexico?" is 0.71 from "...Canada?", paraphrases 0.80-0.89; above 1
+# turns matching by similarity off), or by an intent verdict at this confidence or more.
+MACRO_MIN_SIMILARITY = env_float("MACRO_MIN_SIMILARITY", 0.8, minimum=0.5, maximum=1.01)
+MACRO_MIN_INTENT_CONFIDENCE = env_float(
+    "MACRO_MIN_INTENT_CONFIDENCE", 0.9, minimum=0.0, maximum=1.0
+)
 # Uploads (admin, API): one file, and a ZIP's unpacked total, at most this many bytes.
 KNOWLEDGE_IMPORT_MAX_BYTES = env_int("KNOWLEDGE_IMPORT_MAX_BYTES", 20 * 1024 * 1024, minimum=1024)
 # Text embeddings (semantic cache, few-shot search; issue 5's classifiers too):

@@ -3,18 +3,21 @@
 One entry point, `run_cascade`, which returns every attempt it made (the caller stores them).
 For each tier in policy order, within the draft's deadline:
 
-1. fit the thread and the few-shot examples into the endpoint's prompt-token budget
-   (drafting.engine.prompting);
+1. fit the thread, the few-shot examples and the knowledge passages into the endpoint's
+   prompt-token budget (drafting.engine.prompting says what gives way first);
 2. skip the tier when its spend cap is reached (recorded as `spend_capped`, alert logged) or
    while its circuit breaker cools down (recorded as a `circuit_open` attempt);
    otherwise ask its endpoint (its timeout shortened to the time left; emails, phone numbers,
    card numbers and IBANs replaced by placeholders for any non-local endpoint and put back,
-   where safe, in its draft; cards and IBANs in any tier's draft masked to their last four)
-   and tell the breaker how it went;
+   where safe, in its draft; cards and IBANs in any tier's draft masked to their last four;
+   the passages are the team's own text and go unredacted) and tell the breaker how it went;
 3. a provider error is recorded and the next tier is asked: a rate limit, timeout or outage
    there says nothing about the next tier, a context too long may fit a larger one, and an
    auth/bad-request error is this endpoint's problem;
-4. a draft is scored by the scorer g(context, draft) (its tier and the earlier tiers' drafts
+4. a grounded draft's citation markers are parsed and removed (drafting.engine.grounding):
+   the attempt keeps the numbers of the passages it was shown and cites, the draft its clean
+   text;
+5. a draft is scored by the scorer g(context, draft) (its tier and the earlier tiers' drafts
    are part of the context); score ≥ the tier's threshold stops the cascade, otherwise the
    next tier is asked. An escalated draft judged by a learned scorer gets its explanation
    (word weights), computed only then: the hot path stays one embedding batch.
@@ -39,9 +42,10 @@ from decimal import Decimal
 from django.utils import timezone
 
 from drafting.engine.breaker import BaseCircuitBreaker, breaker
+from drafting.engine.grounding import KNOWLEDGE_HEADER, cited
 from drafting.engine.pii import mask_payment, redact_messages, restore
 from drafting.engine.pricing import PriceBook, attempt_cost
-from drafting.engine.prompting import Example, trim_to_budget
+from drafting.engine.prompting import Example, trim_to_budget, with_knowledge
 from drafting.engine.providers import (
     CircuitOpen,
     Completion,
@@ -85,6 +89,8 @@ class TierAttempt:
     cost: Decimal = Decimal(0)
     tokens_saved: int = 0
     examples: int = 0
+    passages_shown: int = 0
+    citations: tuple[int, ...] = ()
     scorer_id: int | None = None  # the learned scorer that judged; None: the default scorer
     explanation: list[dict[str, object]] | None = None  # why an escalated draft scored low
 
@@ -149,13 +155,16 @@ def run_cascade(
     examples: Sequence[Example] = (),
     prices: PriceBook | None = None,
     earlier_drafts: Sequence[str] = (),
+    passages: Sequence[str] = (),
 ) -> CascadeResult:
     """Ask `tiers` in order until one's draft scores at least its threshold; `deadline` is a
     time.monotonic() value after which no tier is asked; `guard` defaults to the shared
     per-endpoint circuit breaker; `examples` are few-shot examples, best first, fitted into
     each tier's prompt budget; `prices` defaults to the tiers' price rows, loaded here;
     `earlier_drafts` are lower tiers' drafts already answered elsewhere (exploration asks one
-    tier at a time and its scorer should see what an escalation would have shown it)."""
+    tier at a time and its scorer should see what an escalation would have shown it);
+    `passages` are the knowledge passages as the model sees them (`[n] Title — heading: text`),
+    best first, fitted into each tier's budget like the examples."""
     guard = guard or breaker()
     if prices is None:
         prices = PriceBook.load(endpoint_ids=[tier.endpoint_id for tier in tiers])
@@ -192,11 +201,20 @@ def run_cascade(
                 )
             )
             continue
-        trimmed = trim_to_budget(messages, budget=endpoint.prompt_token_budget, examples=examples)
+        trimmed = trim_to_budget(
+            messages,
+            budget=endpoint.prompt_token_budget,
+            examples=examples,
+            passages=passages,
+            passages_header=KNOWLEDGE_HEADER,
+        )
         sent, placeholders = trimmed.messages, dict[str, str]()
         if endpoint.kind != ModelEndpoint.Kind.LOCAL:
             # Personal data never leaves for a third party's API; the local tier sees it all.
-            sent, placeholders = redact_messages(sent)
+            # The passages are the team's own (its support address is no customer's): added
+            # after redaction, as written.
+            sent, placeholders = redact_messages(trimmed.without_passages or sent)
+            sent = with_knowledge(sent, trimmed.knowledge)
         request = CompletionRequest(messages=sent, max_tokens=endpoint.max_output_tokens)
         try:
             completion = provider_for(endpoint, timeout=remaining).complete(request)
@@ -214,11 +232,24 @@ def run_cascade(
                     error=exc,
                     tokens_saved=trimmed.tokens_saved,
                     examples=trimmed.examples,
+                    passages_shown=trimmed.passages,
                 )
             )
             continue
         guard.record_success(endpoint.pk)
+        citations: tuple[int, ...] = ()
+        if trimmed.passages:
+            # The agent gets the draft without markers; the numbers are kept beside it.
+            marked = cited(completion.text, shown=trimmed.passages)
+            citations = marked.citations
+            if marked.text != completion.text:
+                completion = replace(completion, text=marked.text)
         tier_context = replace(context, tier=tier.position, earlier_drafts=tuple(answered))
+        if context.grounding is not None:
+            tier_context = replace(
+                tier_context,
+                grounding=replace(context.grounding, shown=trimmed.passages, citations=citations),
+            )
         verdict = scorer.judge(context=tier_context, completion=completion)
         score = verdict.score
         escalated = Decimal(f"{score:.4f}") < tier.threshold and tier is not tiers[-1]
@@ -241,6 +272,8 @@ def run_cascade(
             score=score,
             tokens_saved=trimmed.tokens_saved,
             examples=trimmed.examples,
+            passages_shown=trimmed.passages,
+            citations=citations,
             cost=completion_cost(endpoint, completion, prices=prices, at=started_at),
             scorer_id=verdict.scorer_id,
             explanation=explanation,

@@ -3,7 +3,11 @@
 The default scorer needs no training: the model's own confidence (exp of the mean token
 logprob, when the server returns logprobs) discounted by cheap checks for drafts an agent
 cannot use — empty, cut off at the token limit, a refusal, or in another script than the
-customer's message.
+customer's message. A turn that needs knowledge (drafting.engine.grounding) answered by a
+draft that cites no passage (none was found, or the model did not use them) is discounted by
+UNGROUNDED_FACTOR: an uncited answer to "do you ship to Canada?" is likely invented, so a
+cheap tier's escalates to the next, which gets the same passages; a turn that needs none (or
+was not judged) is scored as before.
 
 A learned scorer (drafting.learning.scorer.LearnedScorer: penalised logistic regression on
 embeddings, trained on agent actions) plugs in behind the same `Scorer` protocol, which is all
@@ -21,6 +25,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from drafting.engine.grounding import GroundingContext
 from drafting.engine.providers import Completion
 
 logger = logging.getLogger(__name__)
@@ -30,6 +35,8 @@ NEUTRAL = 0.6
 TRUNCATED_FACTOR = 0.6
 REFUSAL_CAP = 0.1
 WRONG_SCRIPT_CAP = 0.2
+# Half: a confident uncited draft (0.9) falls under a typical 0.5 threshold, a neutral one too.
+UNGROUNDED_FACTOR = 0.5
 
 _REFUSAL = re.compile(
     r"\b(as an ai( language model)?|i('m| am) (just )?an ai|i can(no|')t (help|assist) with"
@@ -41,11 +48,13 @@ _REFUSAL = re.compile(
 @dataclass(frozen=True)
 class ScoringContext:
     """What the scorer may look at besides the draft: the customer's turn, the draft's tier
-    position and the drafts earlier tiers of the same cascade gave (as scored)."""
+    position, the drafts earlier tiers of the same cascade gave (as scored) and, for a
+    grounded draft, its passages and citations (None: grounding was not checked)."""
 
     customer_text: str
     tier: int = 1
     earlier_drafts: tuple[str, ...] = ()
+    grounding: GroundingContext | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +104,9 @@ class DefaultScorer:
         customer_script = dominant_script(context.customer_text)
         if customer_script is not None and dominant_script(text) != customer_script:
             value = min(value, WRONG_SCRIPT_CAP)
+        grounding = context.grounding
+        if grounding is not None and grounding.needs_knowledge and not grounding.citations:
+            value *= UNGROUNDED_FACTOR
         return max(0.0, min(1.0, value))
 
     def judge(self, *, context: ScoringContext, completion: Completion) -> Verdict:
