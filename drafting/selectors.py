@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -23,6 +23,7 @@ from django.db.models.functions import Coalesce
 from csbot import memo
 from csbot.memo import Memo
 from csbot.models import Message, Team
+from drafting.engine import macros as macro_engine
 from drafting.models import (
     AgentAction,
     CachedReply,
@@ -238,29 +239,23 @@ def intent_panel(*, team: Team, message: Message | None) -> IntentPanel:
 
 # --- The console's knowledge: a draft's sources, placeholders, macros and articles to insert ---
 #
-# Placeholders: `{name}` in a macro body or a draft. The worker fills what it knows when it
-# makes a draft ({customer_name}); `{agent_name}` stays in the stored draft text literally,
-# because who answers is only known when an agent opens it: the console fills it for display,
-# and what the agent did is measured against that filled text (draft_as_shown).
-
-AGENT_NAME = "agent_name"
-CUSTOMER_NAME = "customer_name"
-_PLACEHOLDER = re.compile(r"\{([a-z][a-z0-9_]*)\}")
-
-
-def fill_placeholders(text: str, values: Mapping[str, str]) -> str:
-    """`text` with each `{name}` whose value is known (and not blank) replaced; the others
-    stay as they are, visible, for the agent to fill by hand (a guessed name is worse)."""
-
-    def value(match: re.Match[str]) -> str:
-        return values.get(match.group(1), "").strip() or match.group(0)
-
-    return _PLACEHOLDER.sub(value, text)
+# Placeholders (drafting.engine.macros): the worker fills `{customer_name}` when it makes a draft;
+# `{agent_name}` stays in the stored draft text literally, because who answers is only known
+# when an agent opens it: the console fills it for display, and what the agent did is measured
+# against that filled text (draft_as_shown).
 
 
 def draft_text_for_agent(*, text: str, agent_name: str) -> str:
     """The draft text as the agent `agent_name` sees it (and sends it when used as is)."""
-    return fill_placeholders(text, {AGENT_NAME: agent_name})
+    return text.replace(macro_engine.AGENT_NAME, agent_name)
+
+
+def macro_text_for(*, macro: Macro, customer_ref: str, agent_name: str) -> str:
+    """A macro's body as the console inserts it: `{customer_name}` filled as the worker fills
+    a macro offer (macros.fill), `{agent_name}` with the agent's name, other placeholders left
+    for the agent to fill by hand."""
+    filled = macro_engine.fill(macro.body, name=macro_engine.customer_name(customer_ref))
+    return draft_text_for_agent(text=filled, agent_name=agent_name)
 
 
 def draft_as_shown(*, draft: Draft, agent_name: str) -> Draft:
@@ -277,8 +272,8 @@ def draft_as_shown(*, draft: Draft, agent_name: str) -> Draft:
 _COMMON_WORDS = frozenset({
     "about", "also", "been", "before", "could", "does", "from", "have", "here", "into", "just",
     "more", "only", "over", "some", "such", "than", "that", "their", "them", "then", "there",
-    "these", "they", "this", "very", "were", "what", "when", "which", "will", "with", "would",
-    "your",
+    "these", "they", "this", "very", "were", "what", "when", "which", "will", "with", "within",
+    "would", "your",
 })
 # fmt: on
 _WORD = re.compile(r"(\w+)")

@@ -246,12 +246,8 @@ def insert_macro(request: HttpRequest, pk: int, macro_id: int) -> HttpResponse:
     macro = drafting_selectors.team_macro(team_id=team.pk, macro_id=macro_id)
     if macro is None:
         raise Http404("No such macro.")
-    text = drafting_selectors.fill_placeholders(
-        macro.body,
-        {
-            drafting_selectors.AGENT_NAME: _agent_name(request),
-            drafting_selectors.CUSTOMER_NAME: conversation.customer_ref,
-        },
+    text = drafting_selectors.macro_text_for(
+        macro=macro, customer_ref=conversation.customer_ref, agent_name=_agent_name(request)
     )
     return HttpResponse(text, content_type="text/plain; charset=utf-8")
 

@@ -234,13 +234,19 @@ def test_the_picker_offers_only_the_teams_active_macros_and_published_articles(
     assert other.get(url).status_code == 404  # another team's conversation
 
 
-def test_an_inserted_macro_has_its_placeholders_filled(client: Client, acme: TeamSetup) -> None:
+@pytest.mark.parametrize(
+    ("customer_ref", "greeting"),
+    [("Dana", "Hi Dana,"), ("dana@example.com", "Hi there,")],  # a name only when it is one
+)
+def test_an_inserted_macro_has_its_placeholders_filled(
+    client: Client, acme: TeamSetup, customer_ref: str, greeting: str
+) -> None:
     macro = MacroFactory.create(
         team=acme.team,
         title="Return policy",
         body="Hi {customer_name}, {agent_name} here. Order {order_id}: returns are free.",
     )
-    made = ready_draft(acme, text="Sure.", customer_ref="Dana")
+    made = ready_draft(acme, text="Sure.", customer_ref=customer_ref)
     agent_client(client, acme, ("Ada", "Lovelace"))
     response = client.get(
         reverse("console:insert-macro", args=[made.message.conversation_id, macro.pk])
@@ -249,7 +255,7 @@ def test_an_inserted_macro_has_its_placeholders_filled(client: Client, acme: Tea
     assert response["Content-Type"].startswith("text/plain")
     # What neither the conversation nor the agent knows stays for the agent to fill.
     assert response.content.decode() == (
-        "Hi Dana, Ada Lovelace here. Order {order_id}: returns are free."
+        f"{greeting} Ada Lovelace here. Order {{order_id}}: returns are free."
     )
 
 
