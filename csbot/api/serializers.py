@@ -9,7 +9,15 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from csbot.models import Conversation, Message
-from drafting.models import MONEY_DIGITS, MONEY_PLACES, AgentAction, Draft, DraftAttempt
+from drafting.models import (
+    MONEY_DIGITS,
+    MONEY_PLACES,
+    AgentAction,
+    Draft,
+    DraftAttempt,
+    KnowledgeArticle,
+    Macro,
+)
 
 
 class StrictSerializer(serializers.Serializer):
@@ -231,4 +239,99 @@ class ActionOut(serializers.ModelSerializer[AgentAction]):
             "shown_at",
             "acted_at",
             "handle_seconds",
+        ]
+
+
+# --- Knowledge (a help center's sync) ---------------------------------------------------------
+# Field types and limits for the schema; what an article or macro must be is checked in one
+# place (drafting.engine.knowledge_files.article_errors / macro_errors, through the service).
+
+
+class ArticleIn(StrictSerializer):
+    title = serializers.CharField(max_length=300)
+    body = serializers.CharField(
+        trim_whitespace=False,
+        help_text="Markdown, HTML or plain text (`format`); the request body is at most "
+        f"{settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes (413 beyond).",
+    )
+    format = serializers.ChoiceField(
+        choices=KnowledgeArticle.Format.choices, default=KnowledgeArticle.Format.MARKDOWN
+    )
+    tags = serializers.ListField(
+        child=serializers.CharField(max_length=60), required=False, default=list, max_length=100
+    )
+    language = serializers.CharField(
+        max_length=12, default="en", help_text="ISO 639-1 code; picks the text-search stemmer."
+    )
+    source_url = serializers.URLField(max_length=500, required=False, default="", allow_blank=True)
+    published = serializers.BooleanField(
+        default=True, help_text="Only published articles are retrieved for drafts."
+    )
+
+
+class ArticleOut(serializers.ModelSerializer[KnowledgeArticle]):
+    format = serializers.CharField(source="body_format", read_only=True)
+    chunks = serializers.IntegerField(
+        source="chunk_count", read_only=True, help_text="Passages the article is split into."
+    )
+    chunks_embedded = serializers.IntegerField(
+        source="embedded_count",
+        read_only=True,
+        help_text="Of those, how many have their vector yet (the rest are found by text only).",
+    )
+
+    class Meta:
+        model = KnowledgeArticle
+        fields = [
+            "external_id",
+            "title",
+            "body",
+            "format",
+            "tags",
+            "language",
+            "source_url",
+            "published",
+            "version",
+            "chunks",
+            "chunks_embedded",
+            "created_at",
+            "updated_at",
+        ]
+
+
+class MacroIn(StrictSerializer):
+    title = serializers.CharField(max_length=200)
+    body = serializers.CharField(
+        trim_whitespace=False,
+        help_text="The reply, with placeholders such as {customer_name} and {agent_name}.",
+    )
+    tags = serializers.ListField(
+        child=serializers.CharField(max_length=60), required=False, default=list, max_length=100
+    )
+    intent = serializers.CharField(
+        max_length=80,
+        required=False,
+        default="",
+        allow_blank=True,
+        help_text="The name of one of the team's intents: offer the macro for messages of it.",
+    )
+    language = serializers.CharField(max_length=12, default="en")
+    active = serializers.BooleanField(default=True)
+
+
+class MacroOut(serializers.ModelSerializer[Macro]):
+    intent = serializers.CharField(source="intent.name", read_only=True, allow_null=True)
+
+    class Meta:
+        model = Macro
+        fields = [
+            "external_id",
+            "title",
+            "body",
+            "tags",
+            "intent",
+            "language",
+            "active",
+            "created_at",
+            "updated_at",
         ]

@@ -20,4 +20,21 @@ urlpatterns = [
     ),
     path("drafts/<int:pk>", views.DraftDetailView.as_view(), name="draft-detail"),
     path("drafts/<int:pk>/action", views.DraftActionView.as_view(), name="draft-action"),
+    # External ids may hold slashes (an imported file's path): `path`, not `str`.
+    path(
+        "knowledge/articles",
+        views.KnowledgeArticleListView.as_view(),
+        name="knowledge-article-list",
+    ),
+    path(
+        "knowledge/articles/<path:external_id>",
+        views.KnowledgeArticleDetailView.as_view(),
+        name="knowledge-article-detail",
+    ),
+    path("knowledge/macros", views.KnowledgeMacroListView.as_view(), name="knowledge-macro-list"),
+    path(
+        "knowledge/macros/<path:external_id>",
+        views.KnowledgeMacroDetailView.as_view(),
+        name="knowledge-macro-detail",
+    ),
 ]

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.db.models import OuterRef, QuerySet
+from django.db.models import Count, OuterRef, Q, QuerySet
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import generics, serializers, status
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import generics, permissions, serializers, status
 from rest_framework.exceptions import APIException
 from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
@@ -17,11 +17,12 @@ from rest_framework.views import APIView
 
 from csbot import services
 from csbot.api import serializers as s
-from csbot.api.auth import not_found, request_channel, request_team
-from csbot.models import Conversation, Message
+from csbot.api.auth import HasTeam, not_found, request_channel, request_team
+from csbot.models import AgentProfile, ApiToken, Conversation, Message, Team
 from csbot.security import IngestRateThrottle
+from drafting import knowledge
 from drafting import selectors as drafting_selectors
-from drafting.models import AgentAction, Draft
+from drafting.models import AgentAction, Draft, KnowledgeArticle, Macro
 from drafting.services import ActionRejected
 
 
@@ -217,3 +218,189 @@ class DraftActionView(APIView):
             s.ActionOut(result.action).data,
             status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,
         )
+
+
+# --- Knowledge: a help center keeps the team's articles and macros in sync ---------------------
+
+
+class CanEditKnowledge(permissions.BasePermission):
+    """Reads for anyone of the team; writes for integrations (a channel token) and the team's
+    managers and admins, not for every agent."""
+
+    message = "Changing the knowledge base needs a channel token or a manager's login."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        if request.method in permissions.SAFE_METHODS or isinstance(request.auth, ApiToken):
+            return True
+        profile = getattr(request.user, "agent_profile", None)
+        return profile is not None and profile.role in (
+            AgentProfile.Role.MANAGER,
+            AgentProfile.Role.ADMIN,
+        )
+
+
+class KnowledgePagination(CursorPagination):
+    ordering = ("external_id",)  # unique within a team
+    page_size_query_param = "page_size"
+    max_page_size = 200
+
+
+def _field_errors(exc: knowledge.KnowledgeInvalid) -> serializers.ValidationError:
+    # The service's field for the body's format is the API's `format`.
+    return serializers.ValidationError(
+        {
+            ("format" if name == "body_format" else name): messages
+            for name, messages in exc.errors.items()
+        }
+    )
+
+
+def _articles(team_id: int) -> QuerySet[KnowledgeArticle]:
+    return KnowledgeArticle.objects.filter(team_id=team_id).annotate(
+        chunk_count=Count("chunks"),
+        embedded_count=Count("chunks", filter=Q(chunks__embedding__isnull=False)),
+    )
+
+
+class KnowledgeArticleListView(generics.ListAPIView[KnowledgeArticle]):
+    serializer_class = s.ArticleOut
+    pagination_class = KnowledgePagination
+
+    def get_queryset(self) -> QuerySet[KnowledgeArticle]:
+        return _articles(request_team(self.request).pk)
+
+
+EXTERNAL_ID = OpenApiParameter(
+    "external_id",
+    str,
+    OpenApiParameter.PATH,
+    description="The article's or macro's id in the help center (at most 200 characters; "
+    "slashes allowed).",
+)
+
+
+@extend_schema(parameters=[EXTERNAL_ID])
+class KnowledgeArticleDetailView(APIView):
+    permission_classes = [HasTeam, CanEditKnowledge]
+
+    @extend_schema(responses={200: s.ArticleOut}, summary="Read one knowledge article")
+    def get(self, request: Request, external_id: str) -> Response:
+        article = _articles(request_team(request).pk).filter(external_id=external_id).first()
+        if article is None:
+            raise not_found()
+        return Response(s.ArticleOut(article).data)
+
+    @extend_schema(
+        request=s.ArticleIn,
+        responses={
+            201: s.ArticleOut,
+            200: OpenApiResponse(s.ArticleOut, description="Updated, or already as sent."),
+        },
+        summary="Create or update a knowledge article",
+        description="Idempotent: the same content changes nothing (no new version, no "
+        "re-indexing). Changed content bumps `version`, is found by text search at once and "
+        "by meaning once its changed passages are embedded (in the background; "
+        "`chunks_embedded`). `published: false` takes the article out of drafts at once.",
+    )
+    def put(self, request: Request, external_id: str) -> Response:
+        team = request_team(request)
+        payload = s.ArticleIn(data=request.data)
+        payload.is_valid(raise_exception=True)
+        data = payload.validated_data
+        try:
+            result = knowledge.article_upsert(
+                team=team,
+                data=knowledge.ArticleInput(
+                    external_id=external_id,
+                    title=data["title"],
+                    body=data["body"],
+                    body_format=data["format"],
+                    tags=tuple(data["tags"]),
+                    language=data["language"],
+                    source_url=data["source_url"],
+                    published=data["published"],
+                ),
+            )
+        except knowledge.KnowledgeInvalid as exc:
+            raise _field_errors(exc) from exc
+        article = _articles(team.pk).get(pk=result.article.pk)
+        created = result.outcome == knowledge.Outcome.CREATED
+        return Response(
+            s.ArticleOut(article).data,
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )
+
+    @extend_schema(responses={204: None}, summary="Delete a knowledge article")
+    def delete(self, request: Request, external_id: str) -> Response:
+        if not knowledge.article_delete(team=request_team(request), external_id=external_id):
+            raise not_found()
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class KnowledgeMacroListView(generics.ListAPIView[Macro]):
+    serializer_class = s.MacroOut
+    pagination_class = KnowledgePagination
+
+    def get_queryset(self) -> QuerySet[Macro]:
+        return Macro.objects.filter(team=request_team(self.request)).select_related("intent")
+
+
+@extend_schema(parameters=[EXTERNAL_ID])
+class KnowledgeMacroDetailView(APIView):
+    permission_classes = [HasTeam, CanEditKnowledge]
+
+    def _macro(self, team: Team, external_id: str) -> Macro:
+        macro = (
+            Macro.objects.filter(team=team, external_id=external_id)
+            .select_related("intent")
+            .first()
+        )
+        if macro is None:
+            raise not_found()
+        return macro
+
+    @extend_schema(responses={200: s.MacroOut}, summary="Read one macro")
+    def get(self, request: Request, external_id: str) -> Response:
+        return Response(s.MacroOut(self._macro(request_team(request), external_id)).data)
+
+    @extend_schema(
+        request=s.MacroIn,
+        responses={
+            201: s.MacroOut,
+            200: OpenApiResponse(s.MacroOut, description="Updated, or already as sent."),
+        },
+        summary="Create or update a macro",
+        description="Idempotent on the same content. `intent` names one of the team's intents "
+        "(or is empty).",
+    )
+    def put(self, request: Request, external_id: str) -> Response:
+        team = request_team(request)
+        payload = s.MacroIn(data=request.data)
+        payload.is_valid(raise_exception=True)
+        data = payload.validated_data
+        try:
+            result = knowledge.macro_upsert(
+                team=team,
+                data=knowledge.MacroInput(
+                    external_id=external_id,
+                    title=data["title"],
+                    body=data["body"],
+                    tags=tuple(data["tags"]),
+                    intent=data["intent"],
+                    language=data["language"],
+                    active=data["active"],
+                ),
+            )
+        except knowledge.KnowledgeInvalid as exc:
+            raise _field_errors(exc) from exc
+        created = result.outcome == knowledge.Outcome.CREATED
+        return Response(
+            s.MacroOut(self._macro(team, external_id)).data,
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )
+
+    @extend_schema(responses={204: None}, summary="Delete a macro")
+    def delete(self, request: Request, external_id: str) -> Response:
+        if not knowledge.macro_delete(team=request_team(request), external_id=external_id):
+            raise not_found()
+        return Response(status=status.HTTP_204_NO_CONTENT)

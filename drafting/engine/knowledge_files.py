@@ -57,6 +57,8 @@ FORMATS = {
     "plain": "text",
 }
 _LANGUAGE = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
+# An id or a title is one line of text; PostgreSQL stores no NUL in any text.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _TRUE = {"true", "yes", "1", "y", "on"}
 _FALSE = {"false", "no", "0", "n", "off"}
 
@@ -143,8 +145,7 @@ def article_errors(article: ArticleInput) -> dict[str, list[str]]:
         errors, "external_id", article.external_id, _max_length(KnowledgeArticle, "external_id")
     )
     _check_text(errors, "title", article.title, _max_length(KnowledgeArticle, "title"))
-    if not article.body.strip():
-        errors.setdefault("body", []).append("The body is empty.")
+    _check_body(errors, article.body)
     if article.body_format not in KnowledgeArticle.Format.values:
         errors.setdefault("format", []).append(
             f"Unknown format {article.body_format!r}: one of {', '.join(KnowledgeArticle.Format.values)}."
@@ -169,15 +170,16 @@ def macro_errors(macro: MacroInput) -> dict[str, list[str]]:
     errors: dict[str, list[str]] = {}
     _check_text(errors, "external_id", macro.external_id, _max_length(Macro, "external_id"))
     _check_text(errors, "title", macro.title, _max_length(Macro, "title"))
-    if not macro.body.strip():
-        errors.setdefault("body", []).append("The body is empty.")
+    _check_body(errors, macro.body)
     _check_tags(errors, macro.tags, _tag_max_length(Macro))
     _check_language(errors, macro.language, _max_length(Macro, "language"))
     return errors
 
 
 def _check_text(errors: dict[str, list[str]], name: str, value: str, limit: int) -> None:
-    if not value.strip():
+    if _CONTROL.search(value):
+        errors.setdefault(name, []).append("Control characters are not allowed.")
+    elif not value.strip():
         errors.setdefault(name, []).append("This field is required.")
     elif len(value) > limit:
         errors.setdefault(name, []).append(f"Longer than {limit} characters.")
@@ -185,10 +187,17 @@ def _check_text(errors: dict[str, list[str]], name: str, value: str, limit: int)
         errors.setdefault(name, []).append("Leading or trailing spaces.")
 
 
+def _check_body(errors: dict[str, list[str]], body: str) -> None:
+    if "\x00" in body:
+        errors.setdefault("body", []).append("NUL characters are not allowed.")
+    elif not body.strip():
+        errors.setdefault("body", []).append("The body is empty.")
+
+
 def _check_tags(errors: dict[str, list[str]], tags: Sequence[str], limit: int) -> None:
     for tag in tags:
-        if not tag.strip():
-            errors.setdefault("tags", []).append("An empty tag.")
+        if not tag.strip() or _CONTROL.search(tag):
+            errors.setdefault("tags", []).append("An empty tag, or one with control characters.")
         elif len(tag) > limit:
             errors.setdefault("tags", []).append(
                 f"Tag {tag[:20]!r}… is longer than {limit} characters."
@@ -196,7 +205,7 @@ def _check_tags(errors: dict[str, list[str]], tags: Sequence[str], limit: int) -
 
 
 def _check_language(errors: dict[str, list[str]], language: str, limit: int) -> None:
-    if len(language) > limit or not _LANGUAGE.match(language):
+    if len(language) > limit or not _LANGUAGE.fullmatch(language):
         errors.setdefault("language", []).append(
             f"{language[:20]!r} is no language code (ISO 639-1, e.g. 'en' or 'pt-BR')."
         )

@@ -67,6 +67,10 @@ def test_the_schema_covers_the_api() -> None:
         "/api/v1/drafts/{id}",
         "/api/v1/drafts/{id}/action",
         "/api/v1/encs",
+        "/api/v1/knowledge/articles",
+        "/api/v1/knowledge/articles/{external_id}",
+        "/api/v1/knowledge/macros",
+        "/api/v1/knowledge/macros/{external_id}",
     } <= paths
 
 
