@@ -22,6 +22,7 @@ from accounting import charts
 from accounting.dashboard import names, tier_costs
 from accounting.facts import Scope
 from accounting.figures import (
+    ACTED_KINDS,
     KIND_LABELS,
     BreakEvenTarget,
     Decomposition,
@@ -31,6 +32,15 @@ from accounting.figures import (
     TierCost,
     WhatIf,
     plain,
+)
+from accounting.knowledge import (
+    HEAVY_EDIT,
+    STALE_HEAVY_SHARE,
+    STALE_MEAN_EDIT,
+    STALE_MIN_DRAFTS,
+    ContentValue,
+    KnowledgeReport,
+    knowledge_report,
 )
 
 MINUS = "−"
@@ -297,6 +307,72 @@ def report_context(
     }
 
 
+# Rows of each knowledge table on the page and in the report; the API pages through all of them.
+KNOWLEDGE_ROWS = 10
+
+
+def _content_row(value: ContentValue) -> dict[str, Any]:
+    citing, edits = value.citing, value.edits
+    return {
+        "title": value.title,
+        "live": value.live,
+        "drafts": citing.drafts,
+        "shared_drafts": f"{value.shared_drafts.normalize():f}",
+        "actions": {k: citing.actions[k] for k in ACTED_KINDS},
+        "mean_edit": "—" if edits.mean_edit_distance is None else f"{edits.mean_edit_distance:.2f}",
+        "heavy": pct(edits.heavy_share, 0),
+        "reviewed": edits.reviewed,
+        "citing_encs": usd(citing.encs_usd),
+        "encs": usd(value.shared_encs_usd),
+        "encs_raw": _raw(value.shared_encs_usd),
+        "encs_tone": _tone(value.shared_encs_usd),
+        "version": value.version,
+        "seen_version": value.seen_version,
+        "newer_version": value.newer_version,
+        "updated": value.updated_at.date().isoformat(),
+    }
+
+
+def knowledge_context(report: KnowledgeReport) -> dict[str, Any]:
+    """The knowledge section of the dashboard and the report: the top articles and macros by
+    ENCS, stale articles and the largest content gaps, formatted."""
+    value, gaps = report.value, report.gaps
+    return {
+        "grounded_drafts": value.grounded_drafts,
+        "grounded_encs": usd(value.grounded_encs_usd),
+        "grounded_raw": _raw(value.grounded_encs_usd),
+        "macro_drafts": value.macro_drafts,
+        "macro_encs": usd(value.macro_encs_usd),
+        "articles": [_content_row(a) for a in value.articles[:KNOWLEDGE_ROWS]],
+        "articles_total": len(value.articles),
+        "macros": [_content_row(m) for m in value.macros[:KNOWLEDGE_ROWS]],
+        "macros_total": len(value.macros),
+        "stale": [_content_row(a) for a in value.stale[:KNOWLEDGE_ROWS]],
+        "stale_total": len(value.stale),
+        "gaps": [
+            {
+                "count": g.count,
+                "none_found": g.none_found,
+                "ignored": g.ignored,
+                "days": g.first_day.isoformat()
+                if g.first_day == g.last_day
+                else f"{g.first_day.isoformat()} – {g.last_day.isoformat()}",
+                "examples": [e.text for e in g.examples],
+            }
+            for g in gaps.groups[:KNOWLEDGE_ROWS]
+        ],
+        "gaps_total": len(gaps.groups),
+        "gap_turns": gaps.turns,
+        "gaps_capped": gaps.capped,
+        "rules": {
+            "stale_min": STALE_MIN_DRAFTS,
+            "stale_mean": f"{STALE_MEAN_EDIT}",
+            "stale_heavy": pct(STALE_HEAVY_SHARE, 0),
+            "heavy_edit": f"{HEAVY_EDIT}",
+        },
+    }
+
+
 def whatif_display(result: WhatIf) -> dict[str, Any]:
     """`engine.whatif`'s figures for the what-if panel: as the API writes them (data-value)
     and formatted for people (`display`)."""
@@ -312,11 +388,18 @@ def whatif_display(result: WhatIf) -> dict[str, Any]:
     }
 
 
-def report_html(report: EncsReport, *, title: str) -> str:
+def report_html(report: EncsReport, *, title: str, knowledge: KnowledgeReport | None = None) -> str:
     """The report as one self-contained HTML document (styles and charts inline), fit to
-    print on A4 and to attach to an e-mail."""
-    context = report_context(report, tiers=tier_costs(scope_of(report)), media="print")
-    return render_to_string("accounting/report.html", {**context, "title": title})
+    print on A4 and to attach to an e-mail; with the knowledge section (computed for the
+    report's scope and baselines unless given)."""
+    scope = scope_of(report)
+    context = report_context(report, tiers=tier_costs(scope), media="print")
+    if knowledge is None:
+        knowledge = knowledge_report(scope, baselines=report.baselines)
+    return render_to_string(
+        "accounting/report.html",
+        {**context, "title": title, "knowledge": knowledge_context(knowledge)},
+    )
 
 
 def report_pdf(report: EncsReport, *, title: str) -> bytes:

@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from accounting.facts import Scope
 from accounting.figures import EncsReport, Figures, plain
+from accounting.knowledge import knowledge_report
 from accounting.models import MonthlyReport
 from accounting.selectors import encs_figures
 from accounting.services import facts_rollup_due
@@ -159,10 +160,14 @@ def report_recipients(team: Team | None) -> list[str]:
 
 def report_generate(*, month: date, team: Team | None) -> MonthlyReport:
     """Compute, render and store the month's report (replacing an earlier one)."""
-    from accounting.rendering import html_to_pdf, report_html  # matplotlib: load on demand
+    # matplotlib: load on demand
+    from accounting.rendering import html_to_pdf, report_html, scope_of
 
     figures = report_figures(month=month, team=team)
-    html = report_html(figures, title=report_title(figures, team_names=_team_names(team)))
+    knowledge = knowledge_report(scope_of(figures), baselines=figures.baselines)
+    html = report_html(
+        figures, title=report_title(figures, team_names=_team_names(team)), knowledge=knowledge
+    )
     pdf = html_to_pdf(html)
     name = f"encs-{month:%Y-%m}-{team.pk if team else 'all'}"
     with transaction.atomic():
@@ -171,7 +176,12 @@ def report_generate(*, month: date, team: Team | None) -> MonthlyReport:
             for stored in (old.html, old.pdf, old.csv):
                 stored.delete(save=False)
             old.delete()
-        report = MonthlyReport(team=team, month=month, figures=monthly_json(figures, team=team))
+        report = MonthlyReport(
+            team=team,
+            month=month,
+            # The knowledge beside the figures: what the stored HTML and PDF show.
+            figures={**monthly_json(figures, team=team), "knowledge": knowledge.as_json()},
+        )
         report.html.save(f"{name}.html", ContentFile(html.encode()), save=False)
         report.pdf.save(f"{name}.pdf", ContentFile(pdf), save=False)
         report.csv.save(f"{name}.csv", ContentFile(report_csv(figures).encode()), save=False)

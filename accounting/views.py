@@ -22,7 +22,9 @@ from accounting.engine import SettingsMissing
 from accounting.facts import Scope
 from accounting.figures import EncsReport, plain
 from accounting.forms import EncsFilterForm, WhatIfForm, measured_encs, this_month
+from accounting.knowledge import knowledge_report
 from accounting.rendering import (
+    knowledge_context,
     report_context,
     report_html,
     report_pdf,
@@ -114,6 +116,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     measured = decomposition.encs_per_draft_usd if decomposition is not None else None
     context.update(
         report_context(report, tiers=tier_costs(scope)),
+        knowledge=knowledge_context(knowledge_report(scope, baselines=report.baselines)),
         query=query,
         filter_items=sorted(form.query().items()),
         quick_periods=_quick_periods(form, today),

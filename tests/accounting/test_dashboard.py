@@ -470,7 +470,9 @@ def test_the_dashboard_runs_the_same_statements_whatever_the_data(
         attempt(extra, tier=3, cost="0.01", endpoint=third)
     many = count_queries(client, OCTOBER)
     assert many == few
-    assert few <= 25  # 22 today (break-even reads its own facts)
+    # 28 today: 24 for the ENCS figures (break-even reads its own facts), 4 for the knowledge
+    # section (agent rates, cited articles, macro drafts, content gaps).
+    assert few <= 29
 
 
 # --- Odd input: a form error, never a server error ------------------------------------------------
