@@ -342,7 +342,7 @@ class DraftSources:
 
     @property
     def is_empty(self) -> bool:
-        return not (self.knowledge or self.cited or self.given or self.macro_title)
+        return not (self.knowledge or self.note or self.cited or self.given or self.macro_title)
 
 
 def draft_sources(*, draft: Draft | None, shown_text: str = "") -> DraftSources | None:

@@ -127,11 +127,11 @@ def test_a_turn_that_needs_knowledge_none_found_says_so_with_the_reason(
         acme,
         text="Thank you for your message. Let me check this with the team.",
         knowledge="none_found",
-        knowledge_note="holding reply offered: no passage above the relevance floor",
+        knowledge_note="Needs knowledge (a question), none relevant (best 0.31): holding reply.",
     )
     html = page(agent_client(client, acme), made.draft)
     assert "Needs knowledge — none found" in html
-    assert "holding reply offered: no passage above the relevance floor" in html
+    assert "none relevant (best 0.31): holding reply." in html
 
 
 def test_a_draft_never_checked_for_knowledge_shows_no_sources(
@@ -147,9 +147,15 @@ def test_a_macro_offer_is_labelled_as_such_and_shows_the_agents_name(
     client: Client, acme: TeamSetup
 ) -> None:
     macro = MacroFactory.create(team=acme.team, title="Return policy")
-    made = ready_draft(acme, text="Hi Dana, this is {agent_name}: returns are free.", macro=macro)
+    made = ready_draft(
+        acme,
+        text="Hi Dana, this is {agent_name}: returns are free.",
+        macro=macro,
+        knowledge_note="Macro 'Return policy' matched by intent.",
+    )
     html = page(agent_client(client, acme, ("Ada", "Lovelace")), made.draft)
     assert "Macro: Return policy" in html
+    assert "matched by intent" in html
     assert "no model cost" in html
     assert "approved earlier (cache)" not in html
     assert 'data-text="Hi Dana, this is Ada Lovelace: returns are free."' in html
