@@ -31,14 +31,30 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from csbot.models import Message
 from csbot.observability.context import log_bind
 from drafting import selectors
-from drafting.engine.cache import CacheHit, cache_lookup, cache_store, is_first_turn
+from drafting.engine.cache import (
+    CacheHit,
+    cache_lookup,
+    cache_store,
+    customer_reference,
+    is_first_turn,
+)
 from drafting.engine.cascade import CascadeResult, TierAttempt, run_cascade
 from drafting.engine.edits import edit_distance, within_edit
 from drafting.engine.embeddings import EmbeddingError
 from drafting.engine.examples import example_store, examples_similar
+from drafting.engine.grounding import (
+    GroundingContext,
+    looks_like_question,
+    passage_line,
+    relevant,
+)
+from drafting.engine.macros import MacroMatch, customer_name, fill, macro_match
+from drafting.engine.pii import scrub_details
 from drafting.engine.providers import CompletionRequest, ProviderError, provider_for
+from drafting.engine.retrieval import Passage, retrieve
 from drafting.engine.scoring import ScoringContext
-from drafting.engine.vectors import QueryVector, reembed
+from drafting.engine.vectors import QueryVector, reembed, vector_fields
+from drafting.learning.knowledge import knowledge_detector
 from drafting.learning.scorer import policy_scorer
 from drafting.models import (
     AgentAction,
@@ -46,8 +62,13 @@ from drafting.models import (
     CascadeTier,
     Draft,
     DraftAttempt,
+    DraftPassage,
     Intent,
     IntentExample,
+    KnowledgeArticle,
+    KnowledgeChunk,
+    Macro,
+    MacroExample,
     MessageIntent,
     ModelEndpoint,
 )
@@ -182,9 +203,12 @@ def draft_mark_shown(*, draft: Draft) -> None:
 
 
 # One statement claims the draft and reads what drafting it needs (the draft, its message
-# and its policy, and whether the message opens its conversation): the claim is on the path
-# of every draft, whose overhead is benchmarked (bench/cascade.py counts the statements).
-# Only table names are formatted in; every value is a parameter.
+# and its policy, whether the message opens its conversation, whether the draft is to be
+# grounded — the policy grounds and the team has a published article —, whether the team has
+# an active macro, and the message's confident intent verdict): the claim is on the path of
+# every draft, whose overhead is benchmarked (bench/cascade.py counts the statements), so a
+# team without knowledge or macros pays nothing more for them. Only table names are
+# formatted in; every value is a parameter.
 _CLAIM_SQL = f"""
 UPDATE {Draft._meta.db_table} AS d
    SET status = %(generating)s, claimed_at = %(now)s, tries = d.tries + 1
@@ -193,10 +217,27 @@ UPDATE {Draft._meta.db_table} AS d
    AND (d.retry_at IS NULL OR d.retry_at <= %(now)s)
    AND p.id = d.policy_id AND m.id = d.message_id
 RETURNING d.id, d.tries, d.policy_id, d.message_id,
-          p.team_id, p.system_prompt, p.explore_share, m.text, m.conversation_id,
+          p.team_id, p.system_prompt, p.explore_share, p.no_knowledge_rule,
+          m.text, m.conversation_id,
           NOT EXISTS (SELECT 1 FROM {Message._meta.db_table} AS e
-                       WHERE e.conversation_id = m.conversation_id AND e.id < m.id)
+                       WHERE e.conversation_id = m.conversation_id AND e.id < m.id),
+          p.grounding AND EXISTS (SELECT 1 FROM {KnowledgeArticle._meta.db_table} AS a
+                                   WHERE a.team_id = p.team_id AND a.published),
+          EXISTS (SELECT 1 FROM {Macro._meta.db_table} AS o
+                   WHERE o.team_id = p.team_id AND o.active),
+          (SELECT i.intent_id FROM {MessageIntent._meta.db_table} AS i
+            WHERE i.message_id = m.id AND i.confidence >= %(intent_floor)s)
 """  # noqa: S608
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """What the claim learnt besides the rows: see _CLAIM_SQL."""
+
+    first_turn: bool
+    grounded: bool  # the policy grounds drafts and the team has a published article
+    macros: bool  # the team has an active macro
+    intent_id: int | None  # the message's intent, when a verdict is confident enough
 
 
 def _loaded(model: type[M], **values: Any) -> M:
@@ -208,9 +249,9 @@ def _loaded(model: type[M], **values: Any) -> M:
 
 def draft_claim(*, draft_id: int) -> Draft | None:
     """Take the draft for this worker with one conditional UPDATE, and return it with its
-    message and policy (only the fields drafting reads; others load on access) and
-    `first_turn`. None when another worker, or an earlier delivery of the same task, has it,
-    or it is no longer wanted."""
+    message and policy (only the fields drafting reads; others load on access), `first_turn`
+    and `claimed` (Claimed). None when another worker, or an earlier delivery of the same
+    task, has it, or it is no longer wanted."""
     with connection.cursor() as cursor:
         cursor.execute(
             _CLAIM_SQL,
@@ -219,18 +260,28 @@ def draft_claim(*, draft_id: int) -> Draft | None:
                 "now": timezone.now(),
                 "queued": Draft.Status.QUEUED,
                 "generating": Draft.Status.GENERATING,
+                "intent_floor": Decimal(str(settings.MACRO_MIN_INTENT_CONFIDENCE)),
             },
         )
         row = cursor.fetchone()
     if row is None:
         return None
-    pk, tries, policy_id, message_id, team_id, prompt, explore, text, conversation, first = row
+    pk, tries, policy_id, message_id, team_id, prompt, explore, rule, text, conversation = row[:10]
+    first, grounded, macros, intent_id = row[10:]
     draft = _loaded(Draft, id=pk, tries=tries, policy_id=policy_id, message_id=message_id)
     draft.policy = _loaded(
-        CascadePolicy, id=policy_id, team_id=team_id, system_prompt=prompt, explore_share=explore
+        CascadePolicy,
+        id=policy_id,
+        team_id=team_id,
+        system_prompt=prompt,
+        explore_share=explore,
+        no_knowledge_rule=rule,
     )
     draft.message = _loaded(Message, id=message_id, text=text, conversation_id=conversation)
     draft.first_turn = first  # type: ignore[attr-defined]
+    draft.claimed = Claimed(  # type: ignore[attr-defined]
+        first_turn=first, grounded=grounded, macros=macros, intent_id=intent_id
+    )
     return draft
 
 
@@ -251,23 +302,30 @@ _earlier_messages = Message.objects.filter(
 )
 
 
-def _prompt_messages(draft: Draft, *, first_turn: bool) -> list[dict[str, str]]:
-    """System prompt, then the thread up to the message being answered (newest N only)."""
+def _thread(draft: Draft, *, first_turn: bool) -> list[tuple[str, str]]:
+    """(direction, text) of the thread up to the message being answered, newest N only, in
+    arrival order (Message.Meta.ordering: the thread as the agent sees it). No query for a
+    first turn."""
     inbound = draft.message
     if first_turn:
-        return [
-            {"role": "system", "content": draft.policy.system_prompt},
-            {"role": "user", "content": inbound.text},
-        ]
-    # Arrival order (Message.Meta.ordering): the thread as the agent sees it.
+        return [(Message.Direction.INBOUND, inbound.text)]
     history = list(
         Message.objects.filter(conversation_id=inbound.conversation_id, pk__lte=inbound.pk)
         .order_by("-id")
         .values_list("direction", "text")[: settings.DRAFT_HISTORY_MESSAGES]
     )
     history.reverse()
+    return history
+
+
+def _prompt_messages(
+    draft: Draft, *, first_turn: bool, thread: list[tuple[str, str]] | None = None
+) -> list[dict[str, str]]:
+    """System prompt, then the thread up to the message being answered (newest N only)."""
+    if thread is None:
+        thread = _thread(draft, first_turn=first_turn)
     messages = [{"role": "system", "content": draft.policy.system_prompt}]
-    for direction, text in history:
+    for direction, text in thread:
         role = "user" if direction == Message.Direction.INBOUND else "assistant"
         messages.append({"role": role, "content": text})
     return messages
@@ -282,16 +340,135 @@ def in_exploration_sample(
     return enabled_tiers >= 2 and share > 0 and draw() < float(share)
 
 
+@dataclass(frozen=True)
+class Knowledge:
+    """What grounding decided for one draft (see `_knowledge`): the passages numbered into
+    the prompt (best first; also stored as DraftPassage rows), the state and note recorded on
+    the draft, the detector's probability (None: the rule decided), and for the scorers."""
+
+    passages: list[Passage]
+    state: str
+    note: str
+    need: float | None
+    needs: bool
+    rule: str = ""  # the no-knowledge rule applied ("" when none was)
+
+    def scoring(self) -> GroundingContext:
+        return GroundingContext(
+            needs_knowledge=self.needs,
+            passages=tuple((p.text, p.score, p.vector_similarity) for p in self.passages),
+        )
+
+    def fields(self, query: QueryVector) -> dict[str, Any]:
+        """The draft's knowledge columns; the question's embedding as retrieval used it."""
+        embedded = query.get()
+        return {
+            "knowledge": self.state,
+            "knowledge_need": _score(self.need),
+            "knowledge_note": self.note[:300],
+            "question_embedding": embedded[1] if embedded else None,
+            "question_embedding_model": embedded[0] if embedded else "",
+        }
+
+
+_RULE_ACTIONS: dict[str, str] = {
+    CascadePolicy.NoKnowledge.ESCALATE: "asked the top tier only, with what was found",
+    CascadePolicy.NoKnowledge.HOLDING: "offered the holding reply",
+    CascadePolicy.NoKnowledge.NO_DRAFT: "no draft",
+}
+
+
+def _knowledge(draft: Draft, *, query: QueryVector, thread: list[tuple[str, str]]) -> Knowledge:
+    """Retrieve and decide (the draft's team has published articles; the caller checked).
+
+    Steps: retrieve the team's best passages for the turn, the thread's earlier turns given
+    for focus; judge whether the turn needs knowledge — the team's trained detector when it has
+    one (P ≥ 0.5), else the question rule (drafting.engine.grounding); relevant passages (at
+    KNOWLEDGE_MIN_SIMILARITY) ground the draft whatever the need; none relevant and no need:
+    not_needed, no passage in the prompt; none relevant and a need: none_found, under the
+    policy's no-knowledge rule, with what was found."""
+    team_id = draft.policy.team_id
+    found = retrieve(team_id=team_id, query=query, thread=tuple(text for _, text in thread[:-1]))
+    detector = knowledge_detector(team_id)
+    need = detector.probability(query) if detector is not None else None
+    if need is not None:
+        needs, why = need >= 0.5, f"the detector gives {need:.2f} that it needs knowledge"
+    else:
+        needs = looks_like_question(draft.message.text)
+        why = "a question" if needs else "not a question (no trained detector)"
+    floor = settings.KNOWLEDGE_MIN_SIMILARITY
+    kept = relevant(found, min_similarity=floor)
+    if kept:
+        return Knowledge(
+            passages=kept,
+            state=Draft.Knowledge.GROUNDED,
+            note=f"{len(kept)} of {len(found)} passages found reach similarity {floor}.",
+            need=need,
+            needs=needs,
+        )
+    best = max((p.vector_similarity or 0.0 for p in found), default=None)
+    nothing = (
+        "nothing found"
+        if not found
+        else f"{len(found)} found, best similarity {best:.2f} under {floor}"
+    )
+    if not needs:
+        return Knowledge(
+            passages=[],
+            state=Draft.Knowledge.NOT_NEEDED,
+            note=f"Needs no knowledge: {why}; {nothing}.",
+            need=need,
+            needs=False,
+        )
+    rule = str(draft.policy.no_knowledge_rule)
+    action = _RULE_ACTIONS.get(rule, rule)
+    return Knowledge(
+        passages=list(found),
+        state=Draft.Knowledge.NONE_FOUND,
+        note=f"Needs knowledge ({why}), none relevant ({nothing}): {action}.",
+        need=need,
+        needs=True,
+        rule=rule,
+    )
+
+
+def _passage_rows(
+    draft_id: int, passages: list[Passage], cited: tuple[int, ...]
+) -> list[DraftPassage]:
+    return [
+        DraftPassage(
+            draft_id=draft_id,
+            number=number,
+            chunk_id=p.chunk_id,
+            article_id=p.article_id,
+            article_version=p.article_version,
+            text=p.text,
+            score=p.score,
+            vector_similarity=p.vector_similarity,
+            text_rank=p.text_rank,
+            cited=number in cited,
+        )
+        for number, p in enumerate(passages, start=1)
+    ]
+
+
 def draft_generate(*, draft_id: int, explore_draw: Callable[[], float] = random.random) -> None:
     """Claim the draft, run the policy's cascade, store every attempt, finish the draft.
 
-    Steps: claim (or leave quietly); run the enabled tiers in order within the draft deadline
-    (drafting.engine.cascade); store each attempt with its tokens, latency, cost, score or error; add
-    their cost to the draft (spent even if the customer wrote again meanwhile); a chosen draft
-    makes a generating draft ready. Without one, a transient failure puts the draft back in
-    the queue with a backoff (the sweeper is the safety net) and anything else fails it.
-    A draft in the exploration sample (`explore_draw` < the policy's explore_share) keeps each
-    attempt's text, and once ready rings `draft_explore` for the tiers the cascade did not ask.
+    Steps: claim (or leave quietly); a first turn may be answered by the cache (tier 0); a
+    confident macro match makes the draft the macro (tier 0, drafting.engine.macros); when the
+    policy grounds drafts and the team has published articles, retrieve the passages and decide
+    what the turn needs (`_knowledge`): the no-knowledge rule may ask the top tier only, offer
+    the holding reply (no model asked, no attempt) or give no draft (failed, the reason
+    recorded); run the enabled tiers in order within the draft deadline
+    (drafting.engine.cascade), the passages numbered in the prompt; store each attempt with
+    its tokens, latency, cost, score or error, passages shown and citations, the passages
+    (the chosen attempt's cited) and the draft's knowledge, in one statement; add their cost
+    to the draft (spent even if the customer wrote again meanwhile); a chosen draft makes a
+    generating draft ready. Without one, a transient failure puts the draft back in the queue
+    with a backoff (the sweeper is the safety net) and anything else fails it. A draft in the
+    exploration sample (`explore_draw` < the policy's explore_share) keeps each attempt's
+    text, and once ready rings `draft_explore` for the tiers the cascade did not ask.
     """
     draft = draft_claim(draft_id=draft_id)
     if draft is None:
@@ -300,29 +477,50 @@ def draft_generate(*, draft_id: int, explore_draw: Callable[[], float] = random.
     deadline = time.monotonic() + settings.DRAFT_DEADLINE_SECONDS
     # The cache answers first turns only, and a first turn has no history to read.
     log_bind(message_id=draft.message.pk)  # the worker's log lines name the message too
-    first_turn: bool = draft.first_turn  # type: ignore[attr-defined]
+    claimed: Claimed = draft.claimed  # type: ignore[attr-defined]
+    first_turn = claimed.first_turn
     team_id = draft.policy.team_id
-    # Embedded at most once, and only if the exact cache misses: both searches share it.
+    # Embedded at most once, and only if the exact cache misses: every search shares it.
     query = QueryVector(draft.message.text)
     if first_turn:
         hit = cache_lookup(team_id=team_id, query=query)
         if hit is not None:
             _draft_from_cache(draft, hit)
             return
+    if claimed.macros:
+        match = macro_match(team_id=team_id, query=query, intent_id=claimed.intent_id)
+        if match is not None:
+            _draft_from_macro(draft, match, query=query)
+            return
     tiers = selectors.enabled_tiers(policy_id=draft.policy_id)
     if not tiers:
         _draft_fail(draft_id, reason="The policy has no enabled tier.")
         return
+    thread = _thread(draft, first_turn=first_turn)
+    knowledge = _knowledge(draft, query=query, thread=thread) if claimed.grounded else None
+    if knowledge is not None and knowledge.rule == CascadePolicy.NoKnowledge.HOLDING:
+        _draft_holding(draft, knowledge, query=query)
+        return
+    if knowledge is not None and knowledge.rule == CascadePolicy.NoKnowledge.NO_DRAFT:
+        _draft_without_knowledge(draft, knowledge, query=query)
+        return
+    if knowledge is not None and knowledge.rule == CascadePolicy.NoKnowledge.ESCALATE:
+        tiers = tiers[-1:]
     exploring = in_exploration_sample(
         share=draft.policy.explore_share, enabled_tiers=len(tiers), draw=explore_draw
     )
+    passages = knowledge.passages if knowledge is not None else []
     result = run_cascade(
         tiers=tiers,
-        messages=_prompt_messages(draft, first_turn=first_turn),
-        context=ScoringContext(customer_text=draft.message.text),
+        messages=_prompt_messages(draft, first_turn=first_turn, thread=thread),
+        context=ScoringContext(
+            customer_text=draft.message.text,
+            grounding=knowledge.scoring() if knowledge is not None else None,
+        ),
         scorer=policy_scorer(policy_id=draft.policy_id),
         deadline=deadline,
         examples=examples_similar(team_id=team_id, query=query, exclude_draft_id=draft.pk),
+        passages=[passage_line(n, p) for n, p in enumerate(passages, start=1)],
     )
     chosen = result.chosen
     made_ready = _finish(
@@ -339,6 +537,8 @@ def draft_generate(*, draft_id: int, explore_draw: Callable[[], float] = random.
             if chosen is not None and chosen.completion is not None
             else None
         ),
+        passages=_passage_rows(draft_id, passages, chosen.citations if chosen else ()),
+        knowledge=knowledge.fields(query) if knowledge is not None else None,
     )
     asked = max((a.tier for a in result.attempts), default=0)
     if made_ready and exploring and asked < tiers[-1].position:
@@ -363,14 +563,67 @@ def _attempt_columns() -> tuple[list[Field[Any, Any]], str]:
     return fields, ", ".join(connection.ops.quote_name(f.column) for f in fields)
 
 
+def _column(model: type[Model], name: str) -> Field[Any, Any]:
+    field = model._meta.get_field(name)
+    assert isinstance(field, Field)
+    return field
+
+
+# DraftPassage's columns, in insert order; chunk and article are checked at insert (below).
+_PASSAGE_COLUMNS = (
+    "draft_id",
+    "number",
+    "chunk_id",
+    "article_id",
+    "article_version",
+    "text",
+    "score",
+    "vector_similarity",
+    "text_rank",
+    "cited",
+)
+
+
+def _passages_cte(passages: list[DraftPassage], params: list[Any]) -> str:
+    """The INSERT of a draft's passages, as a CTE of `_finish`. A chunk or article deleted since
+    retrieval found it (an editor at work) is stored as null, as its foreign key would later
+    set it, instead of failing the statement that stores the draft's attempts."""
+    quote = connection.ops.quote_name
+    fields = [_column(DraftPassage, name.removesuffix("_id")) for name in _PASSAGE_COLUMNS]
+    casts = [f"%s::{f.db_type(connection)}" for f in fields]
+    rows = ", ".join("(" + ", ".join(casts) + ")" for _ in passages)
+    for passage in passages:
+        params += [f.get_db_prep_save(f.pre_save(passage, True), connection) for f in fields]
+    names = ", ".join(_PASSAGE_COLUMNS)
+    chunks = quote(KnowledgeChunk._meta.db_table)
+    articles = quote(KnowledgeArticle._meta.db_table)
+    selected = ", ".join(
+        {"chunk_id": "c.id", "article_id": "a.id"}.get(name, f"v.{name}")
+        for name in _PASSAGE_COLUMNS
+    )
+    return (
+        f"passages AS (INSERT INTO {quote(DraftPassage._meta.db_table)} ({names}) "  # noqa: S608
+        f"SELECT {selected} FROM (VALUES {rows}) AS v ({names}) "
+        f"LEFT JOIN {chunks} AS c ON c.id = v.chunk_id "
+        f"LEFT JOIN {articles} AS a ON a.id = v.article_id RETURNING 1)"
+    )
+
+
 def _finish(
-    draft_id: int, *, attempts: list[DraftAttempt], spent: Decimal, ready: dict[str, Any] | None
+    draft_id: int,
+    *,
+    attempts: list[DraftAttempt],
+    spent: Decimal,
+    ready: dict[str, Any] | None,
+    passages: list[DraftPassage] | None = None,
+    knowledge: dict[str, Any] | None = None,
 ) -> bool:
     """Store the cascade's attempts and finish the draft in one statement (so in one round
     trip, and atomic without a transaction of its own): `ready` (text, endpoint, score,
     counterfactual) makes a generating draft ready; the money is added to its total in any
-    case, since it was spent even when the draft failed or was superseded meanwhile. Whether
-    the draft was made ready."""
+    case, since it was spent even when the draft failed or was superseded meanwhile; the
+    draft's `passages` (DraftPassage rows) are stored and its `knowledge` columns (Knowledge.
+    fields) set in the same statement. Whether the draft was made ready."""
     quote = connection.ops.quote_name
     params: list[Any] = []
     parts: list[str] = []
@@ -385,11 +638,20 @@ def _finish(
             f"attempts AS (INSERT INTO {quote(DraftAttempt._meta.db_table)} ({columns}) "  # noqa: S608
             f"VALUES {rows} RETURNING 1)"
         )
+    if passages:
+        parts.append(_passages_cte(passages, params))
+    # The knowledge columns, set whether or not the draft is made ready (what grounding found
+    # is so either way): "name = %s, " each, before total_cost in both updates.
+    known, known_params = "", []
+    for name, value in (knowledge or {}).items():
+        field = _column(Draft, name)
+        known += f"{quote(field.column)} = %s, "
+        known_params.append(field.get_db_prep_save(value, connection))
     values = ready or {}
     table = quote(Draft._meta.db_table)
     parts.append(
         f"ready AS (UPDATE {table} SET status = %s, text = %s, final_endpoint_id = %s, "  # noqa: S608
-        "score = %s, counterfactual_cost = %s, ready_at = %s, failure_reason = '', "
+        f"score = %s, counterfactual_cost = %s, ready_at = %s, failure_reason = '', {known}"
         "total_cost = total_cost + %s WHERE id = %s AND status = %s AND %s RETURNING id)"
     )
     params += [
@@ -399,16 +661,17 @@ def _finish(
         values.get("score"),
         values.get("counterfactual_cost"),
         timezone.now(),
+        *known_params,
         spent,
         draft_id,
         Draft.Status.GENERATING,
         ready is not None,
     ]
     parts.append(
-        f"spent AS (UPDATE {table} SET total_cost = total_cost + %s "  # noqa: S608
+        f"spent AS (UPDATE {table} SET {known}total_cost = total_cost + %s "  # noqa: S608
         "WHERE id = %s AND NOT EXISTS (SELECT 1 FROM ready) RETURNING id)"
     )
-    params += [spent, draft_id]
+    params += [*known_params, spent, draft_id]
     sql = "WITH " + ", ".join(parts) + " SELECT EXISTS (SELECT 1 FROM ready)"  # noqa: S608
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
@@ -434,6 +697,74 @@ def _draft_from_cache(draft: Draft, hit: CacheHit) -> None:
     _finish(draft.pk, attempts=[attempt], spent=Decimal(0), ready=ready)
 
 
+def _draft_from_macro(draft: Draft, match: MacroMatch, *, query: QueryVector) -> None:
+    """A macro offer is an attempt too, like a cache hit: tier 0, no endpoint, no cost, the
+    macro recorded (its similarity in cache_similarity when matched by similarity). The draft
+    is the macro's body with {customer_name} filled and {agent_name} kept for the console
+    (drafting.engine.macros). The question's embedding is stored with the draft: agents' use of
+    the offer teaches the matcher from it (reply_remember), with no second embedding."""
+    name = customer_name(customer_reference(draft))
+    attempt = DraftAttempt(
+        draft_id=draft.pk,
+        tier=0,
+        macro_id=match.macro.pk,
+        cache_similarity=_score(match.similarity),
+        outcome=DraftAttempt.Outcome.OK,
+    )
+    embedded = query.get()
+    ready = {"text": fill(match.macro.body, name=name), "counterfactual_cost": None}
+    _finish(
+        draft.pk,
+        attempts=[attempt],
+        spent=Decimal(0),
+        ready=ready,
+        knowledge={
+            "knowledge_note": f"Macro {match.macro.title!r} matched by {match.by}."[:300],
+            "question_embedding": embedded[1] if embedded else None,
+            "question_embedding_model": embedded[0] if embedded else "",
+        },
+    )
+
+
+def _draft_holding(draft: Draft, knowledge: Knowledge, *, query: QueryVector) -> None:
+    """The holding rule: the policy's holding reply, placeholders filled, is the draft. No
+    model is asked, so there is no attempt row (an attempt is a call to a provider, a cache hit
+    or a macro, and each is counted as one); the draft's knowledge note says why its text is
+    the holding reply."""
+    holding = CascadePolicy.objects.filter(pk=draft.policy_id).values_list(
+        "holding_reply", flat=True
+    )
+    text = fill(holding.first() or "", name=customer_name(customer_reference(draft)))
+    if not text.strip():
+        _draft_without_knowledge(draft, knowledge, query=query, reason="the holding reply is empty")
+        return
+    _finish(
+        draft.pk,
+        attempts=[],
+        spent=Decimal(0),
+        ready={"text": text, "counterfactual_cost": None},
+        passages=_passage_rows(draft.pk, knowledge.passages, ()),
+        knowledge=knowledge.fields(query),
+    )
+
+
+def _draft_without_knowledge(
+    draft: Draft, knowledge: Knowledge, *, query: QueryVector, reason: str = ""
+) -> None:
+    """The no-draft rule: the draft fails with the reason; the message stays in the queue for
+    an agent, and what was found is stored with the draft."""
+    _finish(
+        draft.pk,
+        attempts=[],
+        spent=Decimal(0),
+        ready=None,
+        passages=_passage_rows(draft.pk, knowledge.passages, ()),
+        knowledge=knowledge.fields(query),
+    )
+    why = f"No knowledge: {knowledge.note}" + (f" ({reason})" if reason else "")
+    _draft_fail(draft.pk, reason=why[:200])
+
+
 def _score(value: float | None) -> Decimal | None:
     return None if value is None else Decimal(f"{value:.4f}")
 
@@ -457,6 +788,8 @@ def _attempt_row(
             explanation=attempt.explanation,
             prompt_tokens_saved=attempt.tokens_saved,
             fewshot_examples=attempt.examples,
+            passages_shown=attempt.passages_shown,
+            citations=list(attempt.citations),
             outcome=DraftAttempt.Outcome.OK,
             exploratory=exploratory,
             text=completion.text if keep_text else "",
@@ -474,6 +807,7 @@ def _attempt_row(
         error_message=str(error)[:500],
         prompt_tokens_saved=attempt.tokens_saved,
         fewshot_examples=attempt.examples,
+        passages_shown=attempt.passages_shown,
         exploratory=exploratory,
         started_at=attempt.started_at,
     )
@@ -487,14 +821,15 @@ def draft_explore(*, draft_id: int) -> int:
     Steps: leave quietly unless the draft is ready; ask each enabled tier above the highest
     tier already attempted for it (cascade or exploration: a redelivered task resumes and a
     repeated one asks nothing), one at a time through the cascade with the draft's prompt,
-    few-shot examples and scorer, the answered lower tiers' drafts as earlier drafts, and a
+    passages (as stored with the draft, numbered as the cascade numbered them), few-shot
+    examples and scorer, the answered lower tiers' drafts as earlier drafts, and a
     fresh deadline each; spend caps and the circuit breaker apply as to any attempt. Each
     attempt (errors too) is stored as exploratory with its text, and its cost added to the
     draft's total (money spent). The draft's status, text, endpoint and score never change.
     """
     draft = (
         Draft.objects.select_related("message", "policy")
-        .only(*_GENERATE_FIELDS, "status")
+        .only(*_GENERATE_FIELDS, "status", "knowledge", "knowledge_need")
         .annotate(first_turn=~Exists(_earlier_messages))
         .filter(pk=draft_id, status=Draft.Status.READY)
         .first()
@@ -502,12 +837,12 @@ def draft_explore(*, draft_id: int) -> int:
     if draft is None:
         return 0
     done = list(
-        DraftAttempt.objects.filter(draft_id=draft_id, cache_hit=False)
+        DraftAttempt.objects.filter(draft_id=draft_id, cache_hit=False, macro__isnull=True)
         .order_by("tier", "started_at", "id")
         .values_list("tier", "text")
     )
     if not done:
-        return 0  # a cache hit, or attempts gone: nothing to compare against
+        return 0  # a cache hit, a macro or attempts gone: nothing to compare against
     highest = max(tier for tier, _ in done)
     earlier = [text for _, text in done if text]
     tiers = list(
@@ -520,7 +855,32 @@ def draft_explore(*, draft_id: int) -> int:
     team_id = draft.policy.team_id
     query = QueryVector(draft.message.text)
     messages = _prompt_messages(draft, first_turn=draft.first_turn)  # type: ignore[attr-defined]
-    context = ScoringContext(customer_text=draft.message.text)
+    stored = list(
+        DraftPassage.objects.filter(draft_id=draft_id)
+        .order_by("number")
+        .values_list(
+            "number", "text", "score", "vector_similarity", "article__title", "chunk__heading"
+        )
+    )
+    passages = [
+        passage_line(number, _StoredPassage(title or "", heading or "", text, score, similarity))
+        for number, text, score, similarity, title, heading in stored
+    ]
+    grounding = (
+        GroundingContext(
+            needs_knowledge=(
+                draft.knowledge_need >= Decimal("0.5")
+                if draft.knowledge_need is not None
+                else looks_like_question(draft.message.text)
+            ),
+            passages=tuple(
+                (text, score, similarity) for _, text, score, similarity, _, _ in stored
+            ),
+        )
+        if draft.knowledge
+        else None
+    )
+    context = ScoringContext(customer_text=draft.message.text, grounding=grounding)
     scorer = policy_scorer(policy_id=draft.policy_id)
     examples = examples_similar(team_id=team_id, query=query, exclude_draft_id=draft.pk)
     for tier in tiers:
@@ -532,6 +892,7 @@ def draft_explore(*, draft_id: int) -> int:
             deadline=time.monotonic() + settings.DRAFT_DEADLINE_SECONDS,
             examples=examples,
             earlier_drafts=earlier,
+            passages=passages,
         )
         with transaction.atomic():
             DraftAttempt.objects.bulk_create(
@@ -545,6 +906,18 @@ def draft_explore(*, draft_id: int) -> int:
             attempts_added.send(sender=DraftAttempt, draft_ids=[draft_id])
         earlier += [a.completion.text for a in result.attempts if a.completion is not None]
     return len(tiers)
+
+
+@dataclass(frozen=True)
+class _StoredPassage:
+    """A DraftPassage as drafting.engine.grounding reads a passage (exploration re-sends them)."""
+
+    article_title: str
+    heading: str
+    text: str
+    score: float
+    vector_similarity: float | None
+    text_rank: float | None = None
 
 
 def _draft_after_failure(draft_id: int, result: CascadeResult, *, tries: int) -> None:
@@ -677,10 +1050,16 @@ def action_record(
         acted_at=acted_at,
         handle_seconds=Decimal(f"{(acted_at - shown_at).total_seconds():.3f}"),
     )
-    if _worth_remembering(action):
+    if _worth_remembering(action) or _maybe_macro(draft):
         # Embedding belongs in the worker (a model load, tens of milliseconds): ring its bell.
         transaction.on_commit(lambda: _enqueue_remember(action.pk))
     return action
+
+
+def _maybe_macro(draft: Draft | None) -> bool:
+    """Whether the draft may be a macro offer, without a query: it has text and no endpoint
+    (a cache hit, a macro or the holding reply). Whether it is one is the worker's to find."""
+    return draft is not None and bool(draft.text) and draft.final_endpoint_id is None
 
 
 def _check_action_times(*, arrived_at: datetime, shown_at: datetime, acted_at: datetime) -> None:
@@ -704,11 +1083,16 @@ def _check_action_times(*, arrived_at: datetime, shown_at: datetime, acted_at: d
         raise ActionRejected("acted_at", "acted_at is before shown_at.")
 
 
-def _worth_remembering(action: AgentAction) -> bool:
+def _approved(action: AgentAction) -> bool:
+    """The agent sent the draft as is or lightly edited (within DRAFT_CACHE_MAX_EDIT_PERCENT)."""
     lightly_edited = action.kind == AgentAction.Kind.EDIT and within_edit(
         action.edit_distance, settings.DRAFT_CACHE_MAX_EDIT_PERCENT
     )
-    return action.draft_id is not None and (action.kind == AgentAction.Kind.USE or lightly_edited)
+    return action.kind == AgentAction.Kind.USE or lightly_edited
+
+
+def _worth_remembering(action: AgentAction) -> bool:
+    return action.draft_id is not None and _approved(action)
 
 
 def _enqueue_remember(action_id: int) -> None:
@@ -722,7 +1106,8 @@ def _enqueue_remember(action_id: int) -> None:
 
 
 def reply_remember(*, action_id: int) -> None:
-    """Learn from an approved reply (worker): a reply to a first-turn message that the agent
+    """Learn from an agent's reply (worker): what the agent did with a macro offer teaches
+    the macro matcher (`macro_example_store`); a reply to a first-turn message that the agent
     used or lightly edited goes into the completion cache; one used as is becomes a few-shot
     example. Idempotent: a redelivered task rewrites the same rows."""
     action = (
@@ -730,7 +1115,11 @@ def reply_remember(*, action_id: int) -> None:
         .filter(pk=action_id)
         .first()
     )
-    if action is None or action.draft is None or not _worth_remembering(action):
+    if action is None or action.draft is None:
+        return
+    if _maybe_macro(action.draft):
+        macro_example_store(action=action)
+    if not _worth_remembering(action):
         return
     draft, message = action.draft, action.inbound_message
     query = QueryVector(message.text)
@@ -738,6 +1127,47 @@ def reply_remember(*, action_id: int) -> None:
         cache_store(draft=draft, final_text=action.final_text, query=query)
     if action.kind == AgentAction.Kind.USE:
         example_store(draft=draft, final_text=action.final_text, query=query)
+
+
+def macro_example_store(*, action: AgentAction) -> MacroExample | None:
+    """Remember the customer turn a macro was offered for, and whether the agent used it (sent
+    as is or lightly edited: `_approved`), so the matcher offers it for similar turns, or not
+    (drafting.engine.macros). The turn is stored scrubbed of the customer's details, as few-shot
+    examples are; its vector is the one the draft stored when nothing was scrubbed, else the
+    scrubbed text's. None when the draft was no macro offer or there is no embedder."""
+    draft, message = action.draft, action.inbound_message
+    if draft is None:
+        return None
+    macro_id = (
+        DraftAttempt.objects.filter(draft_id=draft.pk, macro__isnull=False)
+        .values_list("macro_id", flat=True)
+        .first()
+    )
+    if macro_id is None:
+        return None
+    reference = customer_reference(draft)
+    text = scrub_details(message.text, customer=[message.text], reference=reference)
+    stored = (
+        Draft.objects.filter(pk=draft.pk)
+        .values_list("question_embedding", "question_embedding_model")
+        .first()
+    )
+    if text == message.text and stored and stored[0] is not None and stored[1]:
+        model, vector = stored[1], stored[0]
+    elif embedded := QueryVector(text).get():
+        model, vector = embedded
+    else:
+        return None
+    example, _ = MacroExample.objects.update_or_create(
+        source_draft=draft,
+        defaults={
+            "macro_id": macro_id,
+            "customer_text": text,
+            "used": _approved(action),
+            **vector_fields(model, vector),
+        },
+    )
+    return example
 
 
 def vectors_reembed_stale(*, limit: int = 5_000) -> int:
