@@ -207,6 +207,14 @@ def report_email(report: MonthlyReport) -> list[str]:
         f"(${'None' if per_message is None else plain(per_message)} per message)\n"
         f"Baseline: {baseline} s ({figures.baseline_source})\n"
     )
+    knowledge = report.figures.get("knowledge")  # reports stored before it have none
+    if knowledge is not None:
+        body += (
+            f"Grounded drafts: {knowledge['grounded_drafts']}, "
+            f"ENCS ${knowledge['grounded_encs_usd']}; "
+            f"stale articles: {len(knowledge['stale_articles'])}; "
+            f"content gaps: {len(knowledge['content_gaps']['groups'])} groups of questions\n"
+        )
     message = EmailMessage(subject=title, body=body, to=recipients)
     message.attach(report.pdf.name.rsplit("/", 1)[-1], report.pdf.read(), "application/pdf")
     message.attach(report.csv.name.rsplit("/", 1)[-1], report.csv.read(), "text/csv")

@@ -11,11 +11,12 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from django.core import mail as django_mail
 from django.test import Client
 
 from accounting.facts import Scope
 from accounting.knowledge import KnowledgeReport, content_gaps, knowledge_report
-from accounting.reports import report_generate
+from accounting.reports import report_email, report_generate
 from accounting.selectors import encs_figures
 from drafting.models import Draft, KnowledgeArticle, Macro
 from tests.accounting.factories import (
@@ -419,6 +420,13 @@ def test_monthly_report_includes_the_knowledge(knowledge: Knowledge) -> None:
     html = report.html.read().decode()
     assert "Knowledge" in html and "Shipping" in html and "Do you ship to Canada? (0)" in html
     assert report.pdf.read().startswith(b"%PDF")
+    manager = knowledge.books.users["manager"]
+    manager.email = "manager@hand.example"
+    manager.save()
+    assert report_email(report) == ["manager@hand.example"]
+    (mail,) = django_mail.outbox
+    assert "Grounded drafts: 10, ENCS $2.7650000000" in mail.body
+    assert "content gaps: 4 groups" in mail.body
     stored = report.figures["knowledge"]
     assert stored["grounded_encs_usd"] == "2.7650000000"
     assert [g["count"] for g in stored["content_gaps"]["groups"]] == [3, 2, 1, 1]
