@@ -12,6 +12,12 @@ a draft was escalated.
 - Serving (`policy_scorer`): the policy's active version, loaded once per process and reloaded
   when another version becomes active; the default scorer when there is none, when embeddings
   are off, or when the model was trained on another embedder's vectors.
+- Grounding (drafting.engine.grounding): versions trained since grounded drafts exist add
+  GROUNDING_SIGNALS to each row (the best passage's similarity and score, whether the draft
+  cites, the overlap of its words with the passages it cites), so an uncited or unsupported
+  draft for a knowledge question learns to score low and escalate. A version records its
+  feature set (TrainedClassifier.features); an older one, trained without them, keeps being
+  served its own rows: the scorer tells them apart by the width its model was fitted on.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from django.db.models import OuterRef, Subquery
 
 from drafting.engine.edits import is_good_edit
 from drafting.engine.embeddings import Embedder, EmbeddingError, embedder
+from drafting.engine.grounding import GroundingContext, GroundingSignals, grounding_signals
 from drafting.engine.providers import Completion
 from drafting.engine.scoring import NEUTRAL, DefaultScorer, Scorer, ScoringContext, Verdict
 from drafting.learning.classifiers import ActiveClassifiers, classifier_store
@@ -39,6 +46,7 @@ from drafting.models import (
     AgentAction,
     CascadePolicy,
     DraftAttempt,
+    DraftPassage,
     TrainedClassifier,
 )
 
@@ -65,7 +73,28 @@ SIGNALS = (
     "agreement",
     "agreement_known",
 )
-FEATURES = "customer ⊕ draft embedding; " + ", ".join(SIGNALS)
+# Appended after SIGNALS by versions trained since grounded drafts (see the module docstring);
+# a draft without passages has grounded = 0 and the rest neutral.
+GROUNDING_SIGNALS = ("grounded", "top_similarity", "top_score", "cited", "overlap", "overlap_known")
+# The feature set of the versions before grounding, still served as they were trained.
+FEATURES_UNGROUNDED = "customer ⊕ draft embedding; " + ", ".join(SIGNALS)
+FEATURES = FEATURES_UNGROUNDED + ", " + ", ".join(GROUNDING_SIGNALS)
+# Fused scores (reciprocal rank fusion) are around 1/60: scaled to about 1 for the row.
+_SCORE_SCALE = 60.0
+
+
+def grounding_row(signals: GroundingSignals | None) -> list[float]:
+    """The grounding signals of one draft, in GROUNDING_SIGNALS order."""
+    if signals is None or not signals.grounded:
+        return [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+    return [
+        1.0,
+        signals.top_similarity or 0.0,
+        (signals.top_score or 0.0) * _SCORE_SCALE,
+        1.0 if signals.cited else 0.0,
+        signals.overlap or 0.0,
+        0.0 if signals.overlap is None else 1.0,
+    ]
 
 
 def signal_row(
@@ -75,8 +104,12 @@ def signal_row(
     tier: int,
     has_earlier: bool,
     agreement: float | None,
+    grounding: GroundingSignals | None = None,
+    grounded_features: bool = True,
 ) -> list[float]:
-    """The cheap signals of one draft, in SIGNALS order."""
+    """The cheap signals of one draft, in SIGNALS order, then GROUNDING_SIGNALS unless the
+    model was trained without them (`grounded_features` off)."""
+    extra = grounding_row(grounding) if grounded_features else []
     return [
         NEUTRAL if default_score is None else default_score,
         0.0 if default_score is None else 1.0,
@@ -85,6 +118,7 @@ def signal_row(
         1.0 if has_earlier else 0.0,
         0.0 if agreement is None else agreement,
         0.0 if agreement is None else 1.0,
+        *extra,
     ]
 
 
@@ -98,7 +132,7 @@ def feature_rows(
         [
             np.atleast_2d(customer).astype(np.float64),
             np.atleast_2d(draft).astype(np.float64),
-            np.asarray(signals, dtype=np.float64).reshape(len(signals), len(SIGNALS)),
+            np.asarray(signals, dtype=np.float64).reshape(len(signals), -1),
         ]
     )
 
@@ -111,6 +145,8 @@ class LearnedScorer:
         self.model = model
         self.embedder = embedder
         self.fallback = DefaultScorer()
+        # Fitted width: two embeddings and the signals of the version's feature set.
+        self.width: int | None = getattr(model.estimator, "n_features_in_", None)
 
     def score(self, *, context: ScoringContext, completion: Completion) -> float:
         return self.judge(context=context, completion=completion).score
@@ -161,6 +197,8 @@ class LearnedScorer:
         vectors = self.embedder.embed([context.customer_text, *earlier, *drafts])
         customer, earlier_vectors = vectors[0], vectors[1 : 1 + len(earlier)]
         draft_vectors = vectors[1 + len(earlier) :]
+        # A version trained before grounding was fitted on SIGNALS alone: give it those.
+        grounded = self.width != 2 * int(vectors.shape[1]) + len(SIGNALS)
         signals = [
             signal_row(
                 draft_text=text,
@@ -168,6 +206,8 @@ class LearnedScorer:
                 tier=context.tier,
                 has_earlier=bool(earlier),
                 agreement=float((earlier_vectors @ vector).max()) if earlier else None,
+                grounding=grounding_signals(context.grounding, text),
+                grounded_features=grounded,
             )
             for text, vector in zip(drafts, draft_vectors, strict=True)
         ]
@@ -197,6 +237,7 @@ class LabelledDraft:
     default_score: float | None
     earlier_drafts: list[str] = field(default_factory=list)
     has_earlier: bool = False
+    grounding: GroundingSignals | None = None
 
 
 def _text_of_explanation(words: list[dict[str, Any]]) -> str:
@@ -209,8 +250,9 @@ def _text_of_explanation(words: list[dict[str, Any]]) -> str:
 
 
 def scorer_labels(*, policy_id: int, limit: int) -> list[LabelledDraft]:
-    """The policy's newest `limit` drafts an agent acted on, with the shown draft's attempt.
-    Cache hits are left out: no scorer judged them. Two queries."""
+    """The policy's newest `limit` drafts an agent acted on, with the shown draft's attempt and
+    its grounding (the draft's passages, the attempt's shown passages and citations). Cache
+    hits and macro offers are left out: no scorer judged them. Three queries."""
     actions = list(
         AgentAction.objects.filter(
             draft__policy_id=policy_id,
@@ -228,12 +270,22 @@ def scorer_labels(*, policy_id: int, limit: int) -> list[LabelledDraft]:
             draft_id__in=[a[0] for a in actions],
             outcome=DraftAttempt.Outcome.OK,
             cache_hit=False,
+            macro__isnull=True,
             exploratory=False,  # asked after the draft was shown: not what the agent judged
         )
         .order_by("draft_id", "started_at", "id")
-        .values("draft_id", "tier", "score", "scorer_id", "explanation")
+        .values(
+            "draft_id", "tier", "score", "scorer_id", "explanation", "passages_shown", "citations"
+        )
     ):
         attempts[row["draft_id"]].append(row)
+    passages: defaultdict[int, list[tuple[str, float, float | None]]] = defaultdict(list)
+    for draft_id, text, score, similarity in (
+        DraftPassage.objects.filter(draft_id__in=list(attempts))
+        .order_by("draft_id", "number")
+        .values_list("draft_id", "text", "score", "vector_similarity")
+    ):
+        passages[draft_id].append((text, score, similarity))
     labelled = []
     for draft_id, kind, distance, draft_text, customer_text in actions:
         label = action_label(kind=kind, edit_distance=distance)
@@ -258,6 +310,14 @@ def scorer_labels(*, policy_id: int, limit: int) -> list[LabelledDraft]:
                     _text_of_explanation(a["explanation"]) for a in before if a["explanation"]
                 ],
                 has_earlier=bool(before),
+                grounding=grounding_signals(
+                    GroundingContext(
+                        passages=tuple(passages.get(draft_id, ())),
+                        shown=shown["passages_shown"],
+                        citations=tuple(shown["citations"] or ()),
+                    ),
+                    draft_text,
+                ),
             )
         )
     return labelled
@@ -280,6 +340,7 @@ def scorer_features(rows: list[LabelledDraft], *, using: Embedder) -> np.ndarray
                 tier=row.tier,
                 has_earlier=row.has_earlier,
                 agreement=float(np.max(np.stack(earlier) @ draft)) if earlier else None,
+                grounding=row.grounding,
             )
         )
     customers = vectors[[index[r.customer_text] for r in rows]]

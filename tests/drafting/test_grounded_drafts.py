@@ -9,6 +9,7 @@ import re
 from decimal import Decimal
 from typing import Any
 
+import numpy as np
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -339,3 +340,85 @@ def test_agents_acting_on_a_macro_draft_teach_the_matcher(db: None, kind: str, u
     assert example.embedding_model == draft.question_embedding_model
     assert DraftAttempt.objects.filter(draft=draft, macro=made).exists()
     assert DraftPassage.objects.filter(draft=draft).count() == 0
+
+
+# --- Grounding signals in the learned scorer ---------------------------------------------------
+
+
+def _trained(*, grounded_features: bool) -> Any:
+    """A scorer version fitted on rows with or without the grounding signals (the latter: a
+    version trained before grounded drafts existed)."""
+    from drafting.learning import scorer as learning
+    from drafting.learning.plr import train_plr
+
+    model = embedder()
+    assert model is not None
+    texts = ["Where is my refund?", "Yes, we ship to Canada.", "I am not sure, maybe later?"]
+    vectors = model.embed(texts)
+    rows, labels = [], []
+    for i in range(16):
+        good = i % 2 == 0
+        signals = learning.signal_row(
+            draft_text=texts[1 if good else 2],
+            default_score=0.5 + i / 100,
+            tier=1,
+            has_earlier=False,
+            agreement=None,
+            grounding=None,
+            grounded_features=grounded_features,
+        )
+        rows.append(learning.feature_rows(vectors[0], vectors[1 if good else 2], [signals])[0])
+        labels.append("1" if good else "0")
+    return learning.LearnedScorer(
+        classifier_id=1, model=train_plr(np.asarray(rows), labels), embedder=model
+    )
+
+
+@pytest.mark.parametrize("grounded_features", [True, False], ids=["new", "old"])
+def test_scorer_versions_with_and_without_grounding_signals_both_judge(
+    db: None, grounded_features: bool
+) -> None:
+    from drafting.engine.grounding import GroundingContext
+    from drafting.engine.providers import Completion
+    from drafting.engine.scoring import ScoringContext
+
+    scorer = _trained(grounded_features=grounded_features)
+    context = ScoringContext(
+        customer_text=QUESTION,
+        grounding=GroundingContext(
+            needs_knowledge=True,
+            passages=(("We ship to Canada.", 0.03, 0.6),),
+            shown=1,
+            citations=(1,),
+        ),
+    )
+    completion = Completion(
+        text="Yes, we ship to Canada.",
+        tokens_in=1,
+        tokens_out=1,
+        latency_ms=1,
+        model="m",
+        finish_reason="stop",
+    )
+    verdict = scorer.judge(context=context, completion=completion)
+    assert verdict.scorer_id == 1 and 0.0 <= verdict.score <= 1.0
+    rows = scorer._rows(context, [completion.text], default_score=0.6)
+    assert rows.shape[1] == scorer.width
+
+
+def test_labelled_grounded_drafts_carry_their_grounding_signals(db: None) -> None:
+    from drafting.learning import scorer as learning
+
+    with openai_stub(
+        answer_citing("Canada", "Yes, we ship to Canada in 5-7 business days")
+    ) as stub:
+        setup = paid_team("Labels", stub.base_url)
+        articles(setup, ("shipping", "Shipping", SHIPPING))
+        draft = generate(setup)
+        act(setup, draft, "use", draft.text)
+    (row,) = learning.scorer_labels(policy_id=setup.policy.pk, limit=10)
+    assert row.grounding is not None and row.grounding.cited and row.grounding.grounded
+    assert row.grounding.overlap is not None and row.grounding.overlap > 0.5
+    features = learning.scorer_features([row], using=embedder())  # type: ignore[arg-type]
+    grounding = features[0, -len(learning.GROUNDING_SIGNALS) :]
+    assert grounding[0] == 1.0 and grounding[3] == 1.0  # grounded, cited

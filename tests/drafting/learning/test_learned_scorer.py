@@ -391,8 +391,8 @@ def test_features_put_agreement_with_earlier_drafts_to_use(db: None) -> None:
         default_score=0.7,
     )
     features = learning.scorer_features([row, bare], using=real)
-    assert features.shape == (2, 384 * 2 + 7)
-    signals = features[:, 768:]
+    assert features.shape == (2, 384 * 2 + 7 + len(learning.GROUNDING_SIGNALS))
+    signals = features[:, 768 : 768 + 7]
     words = np.log1p(len(GOOD_TIER2.split()))
     np.testing.assert_allclose(signals[0], [0.6, 0, 2, words, 1, 1.0, 1], atol=1e-5)
     np.testing.assert_allclose(signals[1], [0.7, 1, 1, words, 0, 0, 0], atol=1e-5)
