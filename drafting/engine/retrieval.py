@@ -21,7 +21,10 @@
      language: an AND of their words (websearch_to_tsquery) rarely matches a chunk, so the
      query is an OR of the question's meaningful lexemes (to_tsvector's, i.e. stemmed and
      without stop words), and ts_rank_cd's cover density ranks the chunks matching more of
-     them, closer together, higher. A team may write in several languages: the lexemes are
+     them, closer together, higher. Words in more chunks than TEXT_MATCHES (by ANALYZE's
+     statistics) only select chunks when the question has no rarer word, and at most
+     TEXT_MATCHES matches are ranked: the time stays bounded however common the words (see
+     _QUERY_CTE). A team may write in several languages: the lexemes are
      those of every configuration its published articles use (chunking.search_config),
      OR-ed, so an English question finds English chunks and a German one German chunks,
      through the one GIN index;
@@ -74,6 +77,9 @@ FOCUS_TURNS = 10
 TITLE_MATCH = 88.0
 WORD_MATCH = 85.0
 FUZZY_WORD_MIN_CHARS = 5
+# At most this many chunks matching the text query are ranked (see _TEXT_CTE), and a lexeme
+# in more chunks than that is common (see _QUERY_CTE).
+TEXT_MATCHES = 1000
 # How long the titles stay remembered in another process than the one that saved an article.
 # Longer than csbot.memo.SECONDS: a team's titles are thousands of rows, and they only steer
 # the focus; publishing and unpublishing take effect at once anyway (the statement joins the
@@ -282,16 +288,46 @@ def focus_articles(articles: _TeamArticles, *, query: str, thread: Sequence[str]
 
 # --- The statement ----------------------------------------------------------------------------
 
-# The OR query of the question's lexemes in every configuration of the team (quoted as
-# tsquery's input syntax wants: single quotes and backslashes doubled).
+# The question's lexemes (to_tsvector's: stemmed, no stop words) in every configuration of
+# the team, quoted as tsquery's input wants (single quotes and backslashes doubled), and
+# whether each is common: in more chunks than TEXT_MATCHES, by ANALYZE's statistics of
+# search_vector (its most common elements and their shares, times the table's rows; a lexeme
+# not listed is rarer than those). Two queries: `ranking`, the OR of them all, orders the
+# matches (ts_rank_cd); `matching` picks the chunks to rank: those with any of the rare
+# lexemes, or, when all are common, those with all of them. A question's common words
+# ("room", "order") match a large share of a big team's chunks, each costing a heap fetch and
+# a ts_rank_cd, while its rare words (a product code, a name) are what the text search is
+# for and must never be crowded out (chunks matching only common words are the vector
+# list's to find). Until the table has many chunks no lexeme is common: `matching` is
+# `ranking`.
 _QUERY_CTE = """
+lexemes AS (
+    SELECT DISTINCT
+           '''' || replace(replace(lexeme, '\\', '\\\\'), '''', '''''') || '''' AS quoted,
+           coalesce(
+               stats.freqs[array_position(stats.elems, lexeme)] * stats.chunks
+                   > %(text_matches)s,
+               false
+           ) AS common
+    FROM unnest(%(configs)s::regconfig[]) AS config
+    CROSS JOIN unnest(tsvector_to_array(to_tsvector(config, %(text)s))) AS lexeme
+    LEFT JOIN (
+        SELECT most_common_elems::text::text[] AS elems, most_common_elem_freqs AS freqs,
+               (SELECT reltuples FROM pg_class
+                WHERE oid = 'drafting_knowledgechunk'::regclass) AS chunks
+        FROM pg_stats
+        WHERE schemaname = current_schema() AND tablename = 'drafting_knowledgechunk'
+          AND attname = 'search_vector'
+    ) stats ON true
+),
 query AS (
-    SELECT coalesce((
-        SELECT string_agg(DISTINCT '''' || replace(replace(lexeme, '\\', '\\\\'), '''', '''''')
-                                   || '''', ' | ')
-        FROM unnest(%(configs)s::regconfig[]) AS config,
-             unnest(tsvector_to_array(to_tsvector(config, %(text)s))) AS lexeme
-    ), '')::tsquery AS tsquery
+    SELECT coalesce(string_agg(quoted, ' | '), '')::tsquery AS ranking,
+           coalesce(
+               string_agg(quoted, ' | ') FILTER (WHERE NOT common),
+               string_agg(quoted, ' & ') FILTER (WHERE common),
+               ''
+           )::tsquery AS matching
+    FROM lexemes
 )"""
 
 # The team's published articles (having any of `tags`, when given), joined to each list's
@@ -300,9 +336,10 @@ _ARTICLE_FILTER = """
     JOIN drafting_knowledgearticle a ON a.id = c.article_id
     WHERE c.team_id = %(team)s AND a.team_id = %(team)s AND a.published{tags}"""
 
-# The tsquery as a scalar subquery (an InitPlan parameter), not a join with the CTE: only a
+# The tsqueries as scalar subqueries (InitPlan parameters), not a join with the CTE: only a
 # parameter can be the GIN index's condition.
-_TSQUERY = "(SELECT tsquery FROM query)"
+_MATCHING = "(SELECT matching FROM query)"
+_RANKING = "(SELECT ranking FROM query)"
 
 _VECTOR_CTE = """
 vector_hits AS MATERIALIZED (
@@ -317,14 +354,21 @@ vector_list AS (
     FROM vector_hits
 )"""
 
+# At most TEXT_MATCHES matching chunks are ranked: past that many, the words are so common
+# that they say little about which chunk answers (the vector list carries the order then),
+# and the statement's time stays bounded.
 _TEXT_CTE = """
 text_list AS (
     SELECT id, rank, row_number() OVER (ORDER BY rank DESC, id) AS position
     FROM (
-        SELECT c.id, ts_rank_cd(c.search_vector, {tsquery}) AS rank
-        FROM drafting_knowledgechunk c{article_filter}
-          AND c.search_vector @@ {tsquery}
-        ORDER BY rank DESC, c.id
+        SELECT id, ts_rank_cd(search_vector, {ranking}) AS rank
+        FROM (
+            SELECT c.id, c.search_vector
+            FROM drafting_knowledgechunk c{article_filter}
+              AND c.search_vector @@ {matching}
+            LIMIT %(text_matches)s
+        ) matches
+        ORDER BY rank DESC, id
         LIMIT %(candidates)s
     ) ranked
 )"""
@@ -336,8 +380,8 @@ text_list AS (
 _FOCUS_CTE = """
 focus_rows AS MATERIALIZED (
     SELECT c.id, c.position, {distance} AS distance,
-           CASE WHEN c.search_vector @@ {tsquery}
-                THEN ts_rank_cd(c.search_vector, {tsquery}) END AS rank
+           CASE WHEN c.search_vector @@ {ranking}
+                THEN ts_rank_cd(c.search_vector, {ranking}) END AS rank
     FROM drafting_knowledgechunk c{article_filter}
       AND c.article_id = ANY(%(focus)s::bigint[])
 ),
@@ -401,11 +445,13 @@ def retrieval_sql(*, dimensions: int | None, focus: bool, tags: bool) -> str:
     if n is not None:
         ctes.append(_VECTOR_CTE.format(n=n, article_filter=article_filter))
         lists.insert(0, "vector")
-    ctes.append(_TEXT_CTE.format(tsquery=_TSQUERY, article_filter=article_filter))
+    ctes.append(
+        _TEXT_CTE.format(matching=_MATCHING, ranking=_RANKING, article_filter=article_filter)
+    )
     if focus:
         distance = "NULL::float8" if n is None else _FOCUS_DISTANCE.format(n=n)
         ctes.append(
-            _FOCUS_CTE.format(distance=distance, tsquery=_TSQUERY, article_filter=article_filter)
+            _FOCUS_CTE.format(distance=distance, ranking=_RANKING, article_filter=article_filter)
         )
         lists.append("focus")
     fuse = _FUSE.format(
@@ -449,6 +495,7 @@ def retrieve(
         "configs": list(articles.configs) or [search_config(settings.LANGUAGE_CODE)],
         "text": text,
         "candidates": candidates,
+        "text_matches": TEXT_MATCHES,
         "focus": focus,
         # A re-ranker sees every candidate; otherwise only the best k come back.
         "limit": 3 * candidates if reranker is not None else k,

@@ -13,7 +13,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from csbot.models import Team
-from drafting.engine import vectors
+from drafting.engine import retrieval, vectors
 from drafting.engine.embeddings import Vectors, normalise
 from drafting.engine.retrieval import (
     FOCUS_BOOST,
@@ -258,6 +258,25 @@ def test_without_an_embedder_the_text_search_answers(team: Team, settings: Any) 
 def test_chunks_not_embedded_yet_are_found_by_their_words(team: Team, embedder: Any) -> None:
     article(team, "Spare parts", [(FILTER, None)])
     assert texts(search(team, "XJ-200 filter")) == [FILTER]
+
+
+def test_a_rare_word_is_not_crowded_out_by_common_ones(
+    team: Team, embedder: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past TEXT_MATCHES chunks a lexeme is common (by ANALYZE's statistics): the chunks to
+    rank are those with the question's rare words, so the one chunk naming the product is
+    ranked however many chunks say "room"."""
+    monkeypatch.setattr(retrieval, "TEXT_MATCHES", 3)
+    article(team, "Rooms", [(f"Room {n} has a room safe.", None) for n in range(12)])
+    article(team, "Spare parts", [(FILTER, None)])
+    question = "Which room filter is the XJ-200?"
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE drafting_knowledgechunk")
+    found = search(team, question, k=3)
+    assert texts(found) == [FILTER]  # "room" alone does not get a chunk ranked
+    # Without statistics saying so, every word is rare: all the matches are ranked.
+    monkeypatch.setattr(retrieval, "TEXT_MATCHES", 1000)
+    assert len([p for p in search(team, question, k=20) if p.text_position]) == 13
 
 
 def test_a_team_without_knowledge_gets_nothing(team: Team, embedder: Any) -> None:
