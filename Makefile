@@ -1,6 +1,6 @@
 # The two commands of the README: `make run` and `make test`. Everything else is a helper.
 .PHONY: run test test-fast lint format install services bench-ingest bench-cascade bench-encs bench-replay \
-	bench-fewshot bench-learning bench-load bench-faults bench-observability bench-vectors lock \
+	bench-fewshot bench-learning bench-load bench-faults bench-observability bench-vectors bench-knowledge lock \
 	compose-config clean
 
 run:            ## install, migrate, seed the demo, start web + worker + local vLLM
@@ -56,6 +56,9 @@ bench-observability: install services  ## /metrics scrape time and middleware ov
 
 bench-vectors: install  ## pgvector HNSW kNN with a team filter on its own PostgreSQL; ARGS="--sizes 10000,100000,1000000"
 	.venv/bin/python bench/vectors.py $(ARGS)
+
+bench-knowledge: install services  ## hybrid knowledge retrieval at 100 k chunks (scratch database on DATABASE_URL's server)
+	.venv/bin/python bench/knowledge.py $(ARGS)
 
 lock:           ## regenerate requirements.lock (exact pins with hashes) from pyproject.toml
 	scripts/lock.sh
