@@ -16,3 +16,10 @@ def demo_conversations() -> list[DemoConversation]:
     path = Path(__file__).with_name("conversations.json")
     data: list[DemoConversation] = json.loads(path.read_text())
     return data
+
+
+def demo_knowledge_files() -> list[tuple[str, bytes]]:
+    """The demo team's knowledge base (articles as Markdown, macros as JSON): what its drafts
+    are grounded in, imported by `seed_demo` as any team's files would be."""
+    folder = Path(__file__).with_name("knowledge")
+    return [(path.name, path.read_bytes()) for path in sorted(folder.iterdir()) if path.is_file()]

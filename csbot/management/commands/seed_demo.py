@@ -1,4 +1,6 @@
-"""Seed a demo team, logins, a cascade policy on the local vLLM and a few conversations.
+"""Seed a demo team, logins, a cascade policy on the local vLLM, a small knowledge base
+(csbot/demo/knowledge: articles and macros, imported as any team's files are) and a few
+conversations.
 
 Idempotent: running it again keeps what exists (and does not duplicate conversations).
 """
@@ -10,12 +12,13 @@ from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
 from csbot import services
-from csbot.demo import demo_conversations
+from csbot.demo import demo_conversations, demo_knowledge_files
 from csbot.models import AgentProfile, Channel, Team
+from drafting import knowledge
 from drafting.models import CascadePolicy, CascadeTier, EndpointPrice, ModelEndpoint
 
 # Demo prices are in force from long before any demo draft (the data migration's instant too).
@@ -113,6 +116,10 @@ class Command(BaseCommand):
                     policy=policy, position=1, endpoint=local, threshold=Decimal("0")
                 )
 
+        # Before the conversations, so their drafts can be grounded; the worker embeds it.
+        imported = knowledge.knowledge_import(team=team, files=demo_knowledge_files())
+        if not imported.ok:
+            raise CommandError("; ".join(str(error) for error in imported.errors))
         seeded = 0
         if not options["no_conversations"]:
             for number, conversation in enumerate(demo_conversations(), start=1):
@@ -127,7 +134,8 @@ class Command(BaseCommand):
                     seeded += int(result.created)
         self.stdout.write(
             self.style.SUCCESS(
-                f"Demo team {team.name!r} ready: {seeded} new demo messages.\n"
+                f"Demo team {team.name!r} ready: {seeded} new demo messages, "
+                f"{imported.total(knowledge.Outcome.CREATED)} new knowledge articles and macros.\n"
                 f"  Agent login: agent / {options['password']}\n"
                 f"  Manager login (ENCS dashboard): manager / {options['password']}\n"
                 f"  Admin login: admin / {options['password']}"

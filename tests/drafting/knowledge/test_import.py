@@ -13,6 +13,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
 
+from csbot.models import Team
 from drafting import knowledge
 from drafting.engine.knowledge_files import ArticleInput, MacroInput, parse_files
 from drafting.models import Intent, KnowledgeArticle, KnowledgeChunk, Macro
@@ -425,3 +426,15 @@ def test_an_unknown_team_is_a_command_error(db: None, tmp_path: Path) -> None:
     write_files(tmp_path, [("a.md", b"# A\n\ntext")])
     with pytest.raises(CommandError, match="no team with the name or id 'Nobody'"):
         run_import(str(tmp_path), "--team", "Nobody")
+
+
+def test_the_demo_seed_imports_its_knowledge_once(db: None) -> None:
+    out = io.StringIO()
+    call_command("seed_demo", "--no-conversations", stdout=out)
+    assert "10 new knowledge articles and macros" in out.getvalue()
+    call_command("seed_demo", "--no-conversations", stdout=io.StringIO())  # idempotent
+    team = KnowledgeArticle.objects.values_list("team", flat=True).distinct().get()
+    assert KnowledgeArticle.objects.filter(team=team).count() == 5
+    assert Macro.objects.filter(team=team).count() == 5
+    assert set(KnowledgeArticle.objects.values_list("version", flat=True)) == {1}
+    assert text_search(Team.objects.get(pk=team), "ship Canada") == ["shipping-countries"]
