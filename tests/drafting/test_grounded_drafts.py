@@ -29,6 +29,7 @@ from drafting.models import (
     Intent,
     KnowledgeArticle,
     MacroExample,
+    TrainedClassifier,
 )
 from tests.drafting.engine.factories import act
 from tests.drafting.factories import cheap_endpoint, paid_endpoint, two_tier_team
@@ -422,3 +423,68 @@ def test_labelled_grounded_drafts_carry_their_grounding_signals(db: None) -> Non
     features = learning.scorer_features([row], using=embedder())  # type: ignore[arg-type]
     grounding = features[0, -len(learning.GROUNDING_SIGNALS) :]
     assert grounding[0] == 1.0 and grounding[3] == 1.0  # grounded, cited
+
+
+# --- A trained needs-knowledge detector --------------------------------------------------------
+
+NEEDS = [
+    "Do you ship to Canada?",
+    "How long does delivery take?",
+    "What is your return policy?",
+    "Which payment methods do you accept?",
+    "Can I return a gift?",
+    "How much is shipping to Mexico?",
+    "Is there a warranty on shoes?",
+    "Where do you ship from?",
+]
+NO_NEED = [
+    "Thanks so much, bye!",
+    "Great, that's all.",
+    "Perfect, thank you!",
+    "Ok cool",
+    "Hello there",
+    "Have a nice day",
+    "Cheers mate",
+    "Thank you, problem solved.",
+]
+
+
+def _detector(setup: TeamSetup) -> TrainedClassifier:
+    from drafting.learning.classifiers import classifier_store
+    from drafting.learning.plr import train_plr
+
+    model = embedder()
+    assert model is not None
+    trained = train_plr(model.embed(NEEDS + NO_NEED), ["1"] * len(NEEDS) + ["0"] * len(NO_NEED))
+    return classifier_store(
+        owner=setup.team,
+        kind=TrainedClassifier.Kind.KNOWLEDGE,
+        model=trained,
+        embedding_model=model.name,
+        features="customer turn embedding",
+        n_train=len(NEEDS) + len(NO_NEED),
+        metrics=dict(trained.metrics),
+        activate=True,
+        trained_by=None,
+    )
+
+
+def test_a_trained_detector_decides_and_its_probability_is_recorded(db: None) -> None:
+    with openai_stub(Reply(body=chat_completion("You're welcome!"))) as stub:
+        setup = paid_team("Detector", stub.base_url)
+        CascadePolicy.objects.filter(pk=setup.policy.pk).update(
+            no_knowledge_rule=CascadePolicy.NoKnowledge.NO_DRAFT
+        )
+        articles(setup, ("returns", "Returns", RETURNS))
+        _detector(setup)
+        # Not a question by the rule's reading, but the detector knows better.
+        unanswered = generate(setup, "I need the shipping cost to Canada", conversation="c1")
+        thanks = generate(setup, "Thank you so much, bye!", conversation="c2")
+    assert unanswered.status == Draft.Status.FAILED
+    assert unanswered.knowledge == Draft.Knowledge.NONE_FOUND
+    assert unanswered.knowledge_need is not None and unanswered.knowledge_need >= Decimal("0.5")
+    assert "the detector gives" in unanswered.failure_reason
+    assert thanks.status == Draft.Status.READY
+    assert thanks.knowledge == Draft.Knowledge.NOT_NEEDED
+    assert thanks.knowledge_need is not None and thanks.knowledge_need < Decimal("0.5")
+    assert len(stub.requests) == 1
