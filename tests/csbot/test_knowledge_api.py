@@ -13,7 +13,7 @@ from tests.factories import AgentProfileFactory, TeamSetup
 
 ARTICLES = "/api/v1/knowledge/articles"
 MACROS = "/api/v1/knowledge/macros"
-CANADA = {
+CANADA: dict[str, object] = {
     "title": "Shipping",
     "body": "# Shipping\n\n## Canada\n\nWe ship to Canada in 5-7 business days.",
     "tags": ["shipping"],
@@ -59,7 +59,7 @@ def test_put_creates_then_updates_and_repeats_change_nothing(
     assert KnowledgeChunk.objects.get(article__external_id="shipping").pk == chunk.pk
 
     edited = put(
-        api, f"{ARTICLES}/shipping", {**CANADA, "body": CANADA["body"] + "\n\nDuties included."}
+        api, f"{ARTICLES}/shipping", {**CANADA, "body": f"{CANADA['body']}\n\nDuties included."}
     )
     assert edited.status_code == 200
     assert edited.json()["version"] == 2
