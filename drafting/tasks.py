@@ -62,6 +62,13 @@ def message_intents_classify_recent_task(team_id: int, limit: int = 500) -> int:
     return intents.message_intents_classify_recent_by_id(team_id=team_id, limit=limit)
 
 
+@shared_task(name="drafting.tasks.knowledge_models_train", ignore_result=True)
+def knowledge_models_train_task(team_id: int, user_id: int | None = None) -> list[str]:
+    from drafting.learning.knowledge import knowledge_models_train_by_id
+
+    return knowledge_models_train_by_id(team_id=team_id, user_id=user_id)
+
+
 @shared_task(name="drafting.tasks.scorers_retrain", ignore_result=True)
 def scorers_retrain_task() -> list[str]:
     from drafting.learning.scorer import scorers_retrain  # scikit-learn: worker-side only

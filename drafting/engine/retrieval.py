@@ -52,8 +52,10 @@ import threading
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
+import numpy.typing as npt
 from django.conf import settings
 from django.db import connection
 from pgvector.django import VectorField
@@ -143,6 +145,41 @@ class Reranker(Protocol):
     def rerank(self, *, query: str, passages: Sequence[Passage]) -> list[Passage]: ...
 
 
+@dataclass(frozen=True)
+class Candidates:
+    """What a learned re-ranker scores for one turn (`candidates`): every embedded chunk of
+    the focus articles (at most `per_article` each, nearest to the stripped question), with
+    their vectors, positions and text ranks, and the team-wide nearest chunks' vectors.
+
+    `stripped` is the turn without the titles it names (`_TeamArticles.without_titles`), and
+    `vector` its embedding: what the chunks are compared with. `turn_vector` is the turn's
+    own embedding (None when the caller has none)."""
+
+    query: str
+    stripped: str
+    focus: tuple[int, ...]  # article ids, in the order the thread names them
+    named_in_query: frozenset[int]  # focus articles the turn itself names
+    passages: tuple[Passage, ...]  # the focus chunks, nearest first
+    positions: tuple[int, ...]  # each passage's chunk position in its article
+    vectors: npt.NDArray[np.float32]  # one unit row per passage
+    vector: npt.NDArray[np.float32]
+    turn_vector: npt.NDArray[np.float32] | None
+    team_vectors: npt.NDArray[np.float32]  # the team's chunks nearest to `vector`, nearest first
+    team_similarities: npt.NDArray[np.float32]
+
+
+@runtime_checkable
+class CandidateReranker(Protocol):
+    """A learned re-ranker that scores the focus articles' chunks itself (the learning layer's
+    passage re-ranker): it gets `Candidates` and returns the passages it keeps, best first,
+    their scores its own. `per_article` caps the candidates of one article."""
+
+    @property
+    def per_article(self) -> int: ...
+
+    def rerank_candidates(self, candidates: Candidates) -> list[Passage]: ...
+
+
 # --- Titles and focus -------------------------------------------------------------------------
 
 
@@ -156,7 +193,13 @@ def words(text: str) -> list[str]:
 def distinctive(tokens: Sequence[str]) -> list[str]:
     """`tokens` without generic phrases and words; `tokens` itself if nothing else is left
     (a restaurant called "The Restaurant")."""
-    kept: list[str] = []
+    kept = distinctive_positions(tokens)
+    return [tokens[i] for i in kept] if kept else list(tokens)
+
+
+def distinctive_positions(tokens: Sequence[str]) -> list[int]:
+    """The places in `tokens` of the words that are not generic (see `distinctive`)."""
+    kept: list[int] = []
     i = 0
     while i < len(tokens):
         phrase = next(
@@ -167,9 +210,9 @@ def distinctive(tokens: Sequence[str]) -> list[str]:
             i += len(phrase)
             continue
         if tokens[i] not in GENERIC_WORDS:
-            kept.append(tokens[i])
+            kept.append(i)
         i += 1
-    return kept or list(tokens)
+    return kept
 
 
 @dataclass
@@ -218,8 +261,16 @@ class _TeamArticles:
         return match
 
     def named_in(self, text: str) -> list[int]:
-        """The articles whose titles `text` names, best match first (ties together)."""
+        """The articles whose titles `text` names, in the order the text names them (the
+        research's rule, docs/performance.md "Knowledge: DSTC11 track 5": a turn listing two
+        hotels makes both the focus). Where two titles match the same words ("Nandos" in
+        "Nandos City Centre"), the better match, then the longer, keeps them."""
         tokens = distinctive(words(text))
+        return [article_id for article_id, _, _ in self._mentions(tokens)][:MAX_FOCUS]
+
+    def _mentions(self, tokens: Sequence[str]) -> list[tuple[int, int, int]]:
+        """(article id, first token, token after the last) of each title named in `tokens`,
+        in text order, non-overlapping."""
         anchors: dict[int, set[int]] = {}  # article id -> positions of its words in tokens
         for position, token in enumerate(tokens):
             known = self._known(token)
@@ -227,26 +278,49 @@ class _TeamArticles:
                 continue
             for article_id in self.index[known]:
                 anchors.setdefault(article_id, set()).add(position)
-        scores: dict[int, float] = {}
+        found: list[tuple[float, int, int, int, int]] = []
         for article_id, positions in anchors.items():
-            score = self._score(self.titles[article_id], tokens, positions)
+            score, start, end = self._score(self.titles[article_id], tokens, positions)
             if score >= TITLE_MATCH:
-                scores[article_id] = score
-        if not scores:
-            return []
-        best = max(scores.values())
-        named = sorted((a for a, s in scores.items() if s >= best - 1e-9), key=lambda a: a)
-        return named[:MAX_FOCUS]
+                found.append((score, end - start, start, end, article_id))
+        taken: list[tuple[int, int, int]] = []
+        for _, _, start, end, article_id in sorted(found, key=lambda f: (-f[0], -f[1], f[4])):
+            if not any(start < e and s < end for _, s, e in taken):
+                taken.append((article_id, start, end))
+        return sorted(taken, key=lambda t: (t[1], t[0]))
+
+    def without_titles(self, text: str) -> str:
+        """`text` as lower-case words without the titles it names, generic words next to a
+        title included ("the Lensfield hotel"): the question the way the re-ranker embeds it
+        (a hotel's name says which article, not what is asked; left in, it pulls every chunk
+        of that article alike). Generic words elsewhere stay ("does it have a bar")."""
+        tokens = words(text)
+        kept = distinctive_positions(tokens)
+        if not kept:
+            return " ".join(tokens)
+        generic = set(range(len(tokens))) - set(kept)
+        cut: set[int] = set()
+        for _, start, end in self._mentions([tokens[i] for i in kept]):
+            first, last = kept[start], kept[end - 1]
+            while first - 1 in generic:
+                first -= 1
+            while last + 1 in generic:
+                last += 1
+            cut.update(range(first, last + 1))
+        return " ".join(t for i, t in enumerate(tokens) if i not in cut)
 
     @staticmethod
-    def _score(title: tuple[str, ...], tokens: Sequence[str], positions: set[int]) -> float:
+    def _score(
+        title: tuple[str, ...], tokens: Sequence[str], positions: set[int]
+    ) -> tuple[float, int, int]:
         """The best ratio between the title and a run of the text's words about as long as
-        the title around one of its words (one word more or less: a word left out or added)."""
+        the title around one of its words (one word more or less: a word left out or added),
+        and that run's bounds."""
         target = " ".join(title)
         n = len(title)
-        best = 0.0
-        for position in positions:
-            for length in {max(1, n - 1), n, n + 1}:
+        best = (0.0, 0, 0)
+        for position in sorted(positions):
+            for length in sorted({max(1, n - 1), n, n + 1}):
                 for start in range(max(0, position - length + 1), position + 1):
                     window = tokens[start : start + length]
                     if not window:
@@ -256,7 +330,8 @@ class _TeamArticles:
                         score = 100.0 if candidate == target else 0.0
                     else:
                         score = fuzz.ratio(target, candidate)
-                    best = max(best, score)
+                    if score > best[0]:
+                        best = (score, start, start + len(window))
         return best
 
 
@@ -473,7 +548,7 @@ def retrieve(
     tags: Sequence[str] = (),
     k: int | None = None,
     candidates: int | None = None,
-    reranker: Reranker | None = None,
+    reranker: Reranker | CandidateReranker | None = None,
 ) -> list[Passage]:
     """The team's best `k` passages (settings.KNOWLEDGE_PASSAGES) for `query`, best first;
     `thread` is the conversation's earlier turns, oldest first (the focus is looked for
@@ -487,6 +562,17 @@ def retrieve(
         return []
     articles = team_articles(team_id)
     focus = focus_articles(articles, query=text, thread=thread)
+    if isinstance(reranker, CandidateReranker):
+        found = rerank_candidates(
+            team_id=team_id,
+            query=query,
+            thread=thread,
+            tags=tags,
+            per_article=reranker.per_article,
+        )
+        if found is not None:
+            return reranker.rerank_candidates(found)[:k]
+        reranker = None  # no article named: the hybrid search, as without a re-ranker
     embedded = query.get()
     params: dict[str, Any] = {
         "team": team_id,
@@ -533,3 +619,211 @@ def retrieve(
     if reranker is not None:
         passages = reranker.rerank(query=text, passages=passages)
     return passages[:k]
+
+
+# --- The learned re-ranker's candidates -----------------------------------------------------
+
+# The team's chunks nearest to the stripped question, team-wide: their centroid is the
+# question's "aspect" (what is asked, whatever the article), a feature of the re-ranker, and
+# their similarities are the detector's "does the knowledge base know about this at all".
+TEAM_NEAREST = 50
+# A stripped question's embedding, remembered per process for the detector and the retrieval
+# of the same turn (one MiniLM call instead of two).
+_STRIPPED_MAX = 512
+
+_CANDIDATES_SQL = """WITH{query_cte},
+focus_rows AS MATERIALIZED (
+    SELECT c.id, c.article_id, c.position,
+           c.embedding::vector({n}) <=> %(vector)s::vector({n}) AS distance,
+           CASE WHEN c.search_vector @@ {ranking}
+                THEN ts_rank_cd(c.search_vector, {ranking}) ELSE 0 END AS rank
+    FROM drafting_knowledgechunk c{article_filter}
+      AND c.article_id = ANY(%(focus)s::bigint[])
+      AND c.embedding_model = %(model)s AND c.embedding_dimensions = {n}
+),
+focus_list AS (
+    SELECT *, row_number() OVER (PARTITION BY article_id ORDER BY distance, id) AS nth
+    FROM focus_rows
+),
+team_list AS MATERIALIZED (
+    SELECT c.id, c.embedding::vector({n}) <=> %(vector)s::vector({n}) AS distance
+    FROM drafting_knowledgechunk c{article_filter}
+      AND c.embedding_model = %(model)s AND c.embedding_dimensions = {n}
+    ORDER BY distance
+    LIMIT %(team_nearest)s
+)
+SELECT true, c.id, c.article_id, a.version, a.title, c.heading, c.text, a.source_url,
+       f.distance, f.rank, c.position, c.embedding::vector({n})::real[]
+FROM focus_list f
+JOIN drafting_knowledgechunk c ON c.id = f.id
+JOIN drafting_knowledgearticle a ON a.id = c.article_id
+WHERE f.nth <= %(per_article)s
+UNION ALL
+SELECT false, t.id, NULL, NULL, NULL, NULL, NULL, NULL, t.distance, NULL, NULL,
+       c.embedding::vector({n})::real[]
+FROM team_list t
+JOIN drafting_knowledgechunk c ON c.id = t.id
+"""
+
+_TEAM_NEAREST_SQL = """
+SELECT c.embedding::vector({n}) <=> %(vector)s::vector({n}) AS distance
+FROM drafting_knowledgechunk c{article_filter}
+  AND c.embedding_model = %(model)s AND c.embedding_dimensions = {n}
+ORDER BY distance
+LIMIT %(n)s"""
+
+
+def candidates_sql(*, dimensions: int, tags: bool) -> str:
+    """The re-ranker's one statement: the focus articles' chunks (at most per_article each,
+    nearest first) with their text rank for the OR of the question's lexemes, and the team's
+    `team_nearest` nearest chunks; vectors included. Parameters: team, configs, text,
+    text_matches, focus, model, vector, per_article, team_nearest (and tags)."""
+    article_filter = _ARTICLE_FILTER.format(
+        tags=" AND a.tags && %(tags)s::varchar[]" if tags else ""
+    )
+    return _CANDIDATES_SQL.format(
+        query_cte=_QUERY_CTE, n=int(dimensions), ranking=_RANKING, article_filter=article_filter
+    )
+
+
+_stripped: dict[tuple[str, str], npt.NDArray[np.float32]] = {}
+_stripped_lock = threading.Lock()
+
+
+def stripped_vector(text: str) -> tuple[str, npt.NDArray[np.float32]] | None:
+    """The embedder's vector of a stripped question, remembered per process (see
+    _STRIPPED_MAX); None without an embedder or when it fails (QueryVector logs it)."""
+    from drafting.engine.vectors import embedder  # the module tests replace the embedder in
+
+    model = embedder()
+    if model is None:
+        return None
+    key = (model.name, text)
+    with _stripped_lock:
+        found = _stripped.get(key)
+    if found is not None:
+        return model.name, found
+    embedded = QueryVector(text).get()
+    if embedded is None:
+        return None
+    vector = np.asarray(embedded[1], dtype=np.float32)
+    with _stripped_lock:
+        if len(_stripped) >= _STRIPPED_MAX:
+            _stripped.clear()
+        _stripped[key] = vector
+    return embedded[0], vector
+
+
+def _as_array(rows: Sequence[Sequence[float]], n: int) -> npt.NDArray[np.float32]:
+    return np.asarray(rows, dtype=np.float32).reshape(len(rows), n)
+
+
+def rerank_candidates(
+    *,
+    team_id: int,
+    query: QueryVector,
+    thread: Sequence[str] = (),
+    tags: Sequence[str] = (),
+    per_article: int,
+) -> Candidates | None:
+    """The learned re-ranker's candidates for the turn, in one statement (plus the stripped
+    question's embedding, remembered, and the titles, remembered); None when no article is
+    named in the thread or there is no embedder: the hybrid search then serves the turn."""
+    text = query.text.strip()
+    if not text:
+        return None
+    articles = team_articles(team_id)
+    focus = focus_articles(articles, query=text, thread=thread)
+    if not focus:
+        return None
+    stripped = articles.without_titles(text)
+    embedded = stripped_vector(stripped or text)
+    if embedded is None:
+        return None
+    model, vector = embedded
+    n = int(vector.shape[0])
+    params: dict[str, Any] = {
+        "team": team_id,
+        "configs": list(articles.configs) or [search_config(settings.LANGUAGE_CODE)],
+        "text": stripped,
+        "text_matches": TEXT_MATCHES,
+        "focus": focus,
+        "model": model,
+        "vector": VectorField().get_prep_value(vector),
+        "per_article": per_article,
+        "team_nearest": TEAM_NEAREST,
+    }
+    if tags:
+        params["tags"] = list(tags)
+    with connection.cursor() as cursor:
+        cursor.execute(candidates_sql(dimensions=n, tags=bool(tags)), params)
+        rows = cursor.fetchall()
+    order = {article_id: i for i, article_id in enumerate(focus)}
+    focus_rows = sorted((r for r in rows if r[0]), key=lambda r: (order[r[2]], float(r[8]), r[1]))
+    team_rows = sorted((r for r in rows if not r[0]), key=lambda r: (float(r[8]), r[1]))
+    passages = tuple(
+        Passage(
+            chunk_id=r[1],
+            article_id=r[2],
+            article_version=r[3],
+            article_title=r[4],
+            heading=r[5],
+            text=r[6],
+            source_url=r[7],
+            score=1.0 - float(r[8]),
+            vector_similarity=1.0 - float(r[8]),
+            text_rank=float(r[9]) if r[9] else None,
+            vector_position=None,
+            text_position=None,
+            focus=True,
+        )
+        for r in focus_rows
+    )
+    turn = query.get()
+    turn_vector = (
+        np.asarray(turn[1], dtype=np.float32) if turn is not None and turn[0] == model else None
+    )
+    return Candidates(
+        query=text,
+        stripped=stripped,
+        focus=tuple(focus),
+        named_in_query=frozenset(articles.named_in(text)) & set(focus),
+        passages=passages,
+        positions=tuple(int(r[10]) for r in focus_rows),
+        vectors=_as_array([r[11] for r in focus_rows], n),
+        vector=vector,
+        turn_vector=turn_vector,
+        team_vectors=_as_array([r[11] for r in team_rows], n),
+        team_similarities=np.asarray([1.0 - float(r[8]) for r in team_rows], dtype=np.float32),
+    )
+
+
+def team_nearest(
+    *, team_id: int, text: str, tags: Sequence[str] = (), n: int = 5
+) -> npt.NDArray[np.float32] | None:
+    """Similarities of the team's `n` chunks nearest to the stripped `text`, best first (the
+    needs-knowledge detector's "does the knowledge base speak of this"); None without an
+    embedder. One statement, through the HNSW index."""
+    articles = team_articles(team_id)
+    stripped = articles.without_titles(text)
+    embedded = stripped_vector(stripped or text)
+    if embedded is None:
+        return None
+    model, vector = embedded
+    dims = int(vector.shape[0])
+    article_filter = _ARTICLE_FILTER.format(
+        tags=" AND a.tags && %(tags)s::varchar[]" if tags else ""
+    )
+    sql = _TEAM_NEAREST_SQL.format(n=dims, article_filter=article_filter)
+    params: dict[str, Any] = {
+        "team": team_id,
+        "model": model,
+        "vector": VectorField().get_prep_value(vector),
+        "n": n,
+    }
+    if tags:
+        params["tags"] = list(tags)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        distances = sorted(float(r[0]) for r in cursor.fetchall())
+    return np.asarray([1.0 - d for d in distances], dtype=np.float32)
