@@ -46,6 +46,7 @@ from drafting.engine.grounding import (
     GroundingContext,
     looks_like_question,
     passage_line,
+    passage_lines,
     relevant,
 )
 from drafting.engine.macros import MacroMatch, customer_name, fill, macro_match
@@ -318,14 +319,13 @@ def _thread(draft: Draft, *, first_turn: bool) -> list[tuple[str, str]]:
     return history
 
 
-def _prompt_messages(
-    draft: Draft, *, first_turn: bool, thread: list[tuple[str, str]] | None = None
-) -> list[dict[str, str]]:
-    """System prompt, then the thread up to the message being answered (newest N only)."""
-    if thread is None:
-        thread = _thread(draft, first_turn=first_turn)
-    messages = [{"role": "system", "content": draft.policy.system_prompt}]
-    for direction, text in thread:
+def _prompt_messages(*, system_prompt: str, thread: list[tuple[str, str]]) -> list[dict[str, str]]:
+    """The policy's system prompt, then the thread's (direction, text) turns up to the message
+    being answered, the newest DRAFT_HISTORY_MESSAGES only: the one prompt of the worker, its
+    exploration and the preview (`draft_preview`), before the cascade adds examples and
+    passages."""
+    messages = [{"role": "system", "content": system_prompt}]
+    for direction, text in thread[-settings.DRAFT_HISTORY_MESSAGES :]:
         role = "user" if direction == Message.Direction.INBOUND else "assistant"
         messages.append({"role": role, "content": text})
     return messages
@@ -378,8 +378,12 @@ _RULE_ACTIONS: dict[str, str] = {
 }
 
 
-def _knowledge(draft: Draft, *, query: QueryVector, thread: list[tuple[str, str]]) -> Knowledge:
-    """Retrieve and decide (the draft's team has published articles; the caller checked).
+def _knowledge(
+    *, team_id: int, rule: str, query: QueryVector, thread: list[tuple[str, str]]
+) -> Knowledge:
+    """Retrieve and decide for the turn `query.text`, the thread's last (the team has published
+    articles; the caller checked), under the policy's no-knowledge `rule`: the worker's and the
+    preview's one grounding decision.
 
     Steps: retrieve the team's best passages for the turn, the thread's earlier turns given
     for focus; judge whether the turn needs knowledge — the team's trained detector when it has
@@ -387,14 +391,13 @@ def _knowledge(draft: Draft, *, query: QueryVector, thread: list[tuple[str, str]
     KNOWLEDGE_MIN_SIMILARITY) ground the draft whatever the need; none relevant and no need:
     not_needed, no passage in the prompt; none relevant and a need: none_found, under the
     policy's no-knowledge rule, with what was found."""
-    team_id = draft.policy.team_id
     found = retrieve(team_id=team_id, query=query, thread=tuple(text for _, text in thread[:-1]))
     detector = knowledge_detector(team_id)
     need = detector.probability(query) if detector is not None else None
     if need is not None:
         needs, why = need >= 0.5, f"the detector gives {need:.2f} that it needs knowledge"
     else:
-        needs = looks_like_question(draft.message.text)
+        needs = looks_like_question(query.text)
         why = "a question" if needs else "not a question (no trained detector)"
     floor = settings.KNOWLEDGE_MIN_SIMILARITY
     kept = relevant(found, min_similarity=floor)
@@ -420,7 +423,6 @@ def _knowledge(draft: Draft, *, query: QueryVector, thread: list[tuple[str, str]
             need=need,
             needs=False,
         )
-    rule = str(draft.policy.no_knowledge_rule)
     action = _RULE_ACTIONS.get(rule, rule)
     return Knowledge(
         passages=list(found),
@@ -450,6 +452,36 @@ def _passage_rows(
         )
         for number, p in enumerate(passages, start=1)
     ]
+
+
+def _cascade(
+    *,
+    tiers: list[CascadeTier],
+    policy: CascadePolicy,
+    thread: list[tuple[str, str]],
+    query: QueryVector,
+    knowledge: Knowledge | None,
+    deadline: float,
+    exclude_draft_id: int,
+) -> CascadeResult:
+    """The policy's cascade for the turn `query.text` (the thread's last): its prompt, the
+    team's few-shot examples, the passages numbered best first and the policy's scorer — the
+    one call of the worker and the preview (`draft_preview`). `knowledge` None: no grounding
+    (the policy does not ground, the team has no article, or a preview without passages)."""
+    return run_cascade(
+        tiers=tiers,
+        messages=_prompt_messages(system_prompt=policy.system_prompt, thread=thread),
+        context=ScoringContext(
+            customer_text=query.text,
+            grounding=knowledge.scoring() if knowledge is not None else None,
+        ),
+        scorer=policy_scorer(policy_id=policy.pk),
+        deadline=deadline,
+        examples=examples_similar(
+            team_id=policy.team_id, query=query, exclude_draft_id=exclude_draft_id
+        ),
+        passages=passage_lines(knowledge.passages if knowledge is not None else []),
+    )
 
 
 def draft_generate(*, draft_id: int, explore_draw: Callable[[], float] = random.random) -> None:
@@ -497,7 +529,13 @@ def draft_generate(*, draft_id: int, explore_draw: Callable[[], float] = random.
         _draft_fail(draft_id, reason="The policy has no enabled tier.")
         return
     thread = _thread(draft, first_turn=first_turn)
-    knowledge = _knowledge(draft, query=query, thread=thread) if claimed.grounded else None
+    knowledge = (
+        _knowledge(
+            team_id=team_id, rule=str(draft.policy.no_knowledge_rule), query=query, thread=thread
+        )
+        if claimed.grounded
+        else None
+    )
     if knowledge is not None and knowledge.rule == CascadePolicy.NoKnowledge.HOLDING:
         _draft_holding(draft, knowledge, query=query)
         return
@@ -510,17 +548,14 @@ def draft_generate(*, draft_id: int, explore_draw: Callable[[], float] = random.
         share=draft.policy.explore_share, enabled_tiers=len(tiers), draw=explore_draw
     )
     passages = knowledge.passages if knowledge is not None else []
-    result = run_cascade(
+    result = _cascade(
         tiers=tiers,
-        messages=_prompt_messages(draft, first_turn=first_turn, thread=thread),
-        context=ScoringContext(
-            customer_text=draft.message.text,
-            grounding=knowledge.scoring() if knowledge is not None else None,
-        ),
-        scorer=policy_scorer(policy_id=draft.policy_id),
+        policy=draft.policy,
+        thread=thread,
+        query=query,
+        knowledge=knowledge,
         deadline=deadline,
-        examples=examples_similar(team_id=team_id, query=query, exclude_draft_id=draft.pk),
-        passages=[passage_line(n, p) for n, p in enumerate(passages, start=1)],
+        exclude_draft_id=draft.pk,
     )
     chosen = result.chosen
     made_ready = _finish(
@@ -854,7 +889,10 @@ def draft_explore(*, draft_id: int) -> int:
         return 0
     team_id = draft.policy.team_id
     query = QueryVector(draft.message.text)
-    messages = _prompt_messages(draft, first_turn=draft.first_turn)  # type: ignore[attr-defined]
+    messages = _prompt_messages(
+        system_prompt=draft.policy.system_prompt,
+        thread=_thread(draft, first_turn=draft.first_turn),  # type: ignore[attr-defined]
+    )
     stored = list(
         DraftPassage.objects.filter(draft_id=draft_id)
         .order_by("number")
@@ -1245,4 +1283,206 @@ def endpoint_check(*, endpoint: ModelEndpoint) -> EndpointCheck:
         )
     return EndpointCheck(
         ok=True, models=models, latency_ms=completion.latency_ms, reply=completion.text, error=""
+    )
+
+
+# --- Draft previews (admin, evaluation) -----------------------------------------------------------
+
+# A preview's thread names its speakers as people do; the worker's thread has directions.
+PREVIEW_ROLES: dict[str, str] = {
+    "customer": Message.Direction.INBOUND,
+    "agent": Message.Direction.OUTBOUND,
+}
+
+
+@dataclass(frozen=True)
+class PreviewAttempt:
+    """One tier asked for a preview: its draft (or error), its score and what it spent."""
+
+    tier: int
+    endpoint: str
+    model: str
+    text: str
+    score: float | None
+    tokens_in: int
+    tokens_out: int
+    cost: Decimal
+    latency_ms: int
+    passages_shown: int
+    citations: tuple[int, ...]
+    error: str  # "kind: message"; "" when the tier answered
+
+    @classmethod
+    def of(cls, attempt: TierAttempt) -> PreviewAttempt:
+        completion, error = attempt.completion, attempt.error
+        return cls(
+            tier=attempt.tier,
+            endpoint=attempt.endpoint.name,
+            model=completion.model if completion is not None else attempt.endpoint.model_name,
+            text=completion.text if completion is not None else "",
+            score=attempt.score,
+            tokens_in=completion.tokens_in if completion is not None else 0,
+            tokens_out=completion.tokens_out if completion is not None else 0,
+            cost=attempt.cost,
+            latency_ms=(
+                completion.latency_ms
+                if completion is not None
+                else (error.latency_ms if error is not None else 0)
+            ),
+            passages_shown=attempt.passages_shown,
+            citations=attempt.citations,
+            error=f"{error.kind}: {error}" if error is not None else "",
+        )
+
+
+@dataclass(frozen=True)
+class DraftPreview:
+    """What the policy would draft for a thread's last customer turn, and what asking cost.
+
+    `passages` are numbered as in the prompt (1 = first); `citations` are the chosen attempt's
+    numbers into them. `grounded` says whether passages were looked for (the caller asked for
+    them, the policy grounds drafts and the team has a published article); `knowledge` and
+    `knowledge_note` are the grounding decision as a draft would record it. `error` says why
+    there is no draft ("" when there is one)."""
+
+    text: str
+    passages: list[Passage]
+    citations: tuple[int, ...]
+    knowledge: str
+    knowledge_note: str
+    attempts: list[PreviewAttempt]
+    grounded: bool
+    policy_id: int | None = None
+    error: str = ""
+
+    @property
+    def total_cost(self) -> Decimal:
+        return sum((attempt.cost for attempt in self.attempts), Decimal(0))
+
+    @property
+    def cited_passages(self) -> list[tuple[int, Passage]]:
+        return [(n, self.passages[n - 1]) for n in self.citations if n <= len(self.passages)]
+
+
+def _preview_turns(thread: list[dict[str, str]]) -> list[tuple[str, str]]:
+    """The thread as the worker reads one, (direction, text), up to its last customer turn
+    (later agent turns are not part of what is answered). ValueError for an unknown role, a
+    blank turn or no customer turn."""
+    turns: list[tuple[str, str]] = []
+    for number, turn in enumerate(thread, start=1):
+        role, text = turn.get("role", ""), turn.get("text", "")
+        if role not in PREVIEW_ROLES:
+            raise ValueError(f"Turn {number}: the role is 'customer' or 'agent', not {role!r}.")
+        if not text.strip():
+            raise ValueError(f"Turn {number} is blank.")
+        turns.append((PREVIEW_ROLES[role], text.strip()))
+    inbound = [
+        i for i, (direction, _) in enumerate(turns) if direction == Message.Direction.INBOUND
+    ]
+    if not inbound:
+        raise ValueError("The thread has no customer turn to answer.")
+    return turns[: inbound[-1] + 1]
+
+
+def draft_preview(
+    *,
+    team_id: int,
+    thread: list[dict[str, str]],
+    grounded: bool = True,
+    policy_id: int | None = None,
+    tier: int | None = None,
+) -> DraftPreview:
+    """The draft the team's active policy (or `policy_id`, one of the team's) would write for
+    the last customer turn of `thread` (`[{"role": "customer" | "agent", "text": ...}]`),
+    through the worker's own steps, storing nothing (no draft, message or attempt).
+
+    Steps: the policy and its enabled tiers (only position `tier` when given); none: the
+    preview says so. With `grounded` (and the policy grounding, the team having a published
+    article) retrieve and decide as the worker does (`_knowledge`): the no-knowledge rule
+    gives the holding reply (no model asked), no draft (the reason), or the top tier only.
+    Then the worker's cascade (`_cascade`: its prompt, few-shot examples, passages, scorer,
+    prompt adaptation, redaction for paid tiers, citations parsed and the text cleaned).
+    `grounded=False` runs the same without passages, as for a team without knowledge.
+
+    Not the worker's: the completion cache and macros (tier 0) are not consulted, nothing is
+    explored. Spend caps and the circuit breakers apply as to any attempt, and each preview's
+    calls tell the breakers how the endpoints did; its cost is not stored, so it does not count
+    towards the caps. ValueError for a malformed thread (see `_preview_turns`).
+    """
+    turns = _preview_turns(thread)
+    policies = CascadePolicy.objects.filter(team_id=team_id)
+    policy = (
+        policies.filter(pk=policy_id).first()
+        if policy_id is not None
+        else selectors.active_policy(team_id=team_id)
+    )
+
+    def asking_none(error: str, knowledge: Knowledge | None = None, text: str = "") -> DraftPreview:
+        """A preview that asks no model: `text` (the holding reply) or none, and why."""
+        return DraftPreview(
+            text=text,
+            passages=knowledge.passages if knowledge is not None else [],
+            citations=(),
+            knowledge=knowledge.state if knowledge is not None else Draft.Knowledge.UNCHECKED,
+            knowledge_note=knowledge.note if knowledge is not None else "",
+            attempts=[],
+            grounded=knowledge is not None,
+            policy_id=policy.pk if policy is not None else None,
+            error=error,
+        )
+
+    if policy is None:
+        return asking_none(
+            "No such policy for this team." if policy_id is not None else "No active policy."
+        )
+    tiers = selectors.enabled_tiers(policy_id=policy.pk)
+    if tier is not None:
+        tiers = [t for t in tiers if t.position == tier]
+    if not tiers:
+        return asking_none(
+            f"The policy has no enabled tier {tier}."
+            if tier is not None
+            else "The policy has no enabled tier."
+        )
+    query = QueryVector(turns[-1][1])
+    knowledge = None
+    if (
+        grounded
+        and policy.grounding
+        and KnowledgeArticle.objects.filter(team_id=team_id, published=True).exists()
+    ):
+        knowledge = _knowledge(
+            team_id=team_id, rule=str(policy.no_knowledge_rule), query=query, thread=turns
+        )
+    if knowledge is not None and knowledge.rule == CascadePolicy.NoKnowledge.HOLDING:
+        text = fill(policy.holding_reply, name="")
+        if not text.strip():
+            return asking_none(
+                f"No knowledge: {knowledge.note} (the holding reply is empty)", knowledge
+            )
+        return asking_none("", knowledge, text=text)
+    if knowledge is not None and knowledge.rule == CascadePolicy.NoKnowledge.NO_DRAFT:
+        return asking_none(f"No knowledge: {knowledge.note}", knowledge)
+    if knowledge is not None and knowledge.rule == CascadePolicy.NoKnowledge.ESCALATE:
+        tiers = tiers[-1:]
+    result = _cascade(
+        tiers=tiers,
+        policy=policy,
+        thread=turns,
+        query=query,
+        knowledge=knowledge,
+        deadline=time.monotonic() + settings.DRAFT_DEADLINE_SECONDS,
+        exclude_draft_id=0,  # no draft of its own to leave out (ids start at 1)
+    )
+    chosen = result.chosen
+    return DraftPreview(
+        text=chosen.completion.text if chosen is not None and chosen.completion else "",
+        passages=knowledge.passages if knowledge is not None else [],
+        citations=chosen.citations if chosen is not None else (),
+        knowledge=knowledge.state if knowledge is not None else Draft.Knowledge.UNCHECKED,
+        knowledge_note=knowledge.note if knowledge is not None else "",
+        attempts=[PreviewAttempt.of(a) for a in result.attempts],
+        grounded=knowledge is not None,
+        policy_id=policy.pk,
+        error=result.failure_reason(),
     )

@@ -16,6 +16,7 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
 
 from csbot.admin_autocomplete import ValidatedAutocomplete
+from drafting.admin.preview import try_question_urls
 from drafting.learning import tuning
 from drafting.learning.scorer import scorer_train
 from drafting.models import (
@@ -57,6 +58,7 @@ class CascadePolicyAdmin(admin.ModelAdmin[CascadePolicy]):
                 self.admin_site.admin_view(self.tuning_view),
                 name="drafting_cascadepolicy_tuning",
             ),
+            *try_question_urls(self),  # "Try a question" (drafting.admin.preview)
             *super().get_urls(),
         ]
 
