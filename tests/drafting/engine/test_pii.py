@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
+from hypothesis import example as hypothesis_example
 from hypothesis import strategies as st
 
 from csbot import services
@@ -567,6 +568,8 @@ _times = st.times().map(lambda t: t.strftime("%H:%M"))
 
 @settings(max_examples=300)
 @given(embedded(st.one_of(_order_numbers, _amounts, _dates, _times)))
+# Found by hypothesis: a date and the words after it pass mod 97 as a Somali IBAN.
+@hypothesis_example(("so 1967-11-30 refund kind the", ["1967-11-30"]))
 def test_order_numbers_amounts_dates_and_times_are_left_alone(
     case: tuple[str, list[str]],
 ) -> None:
