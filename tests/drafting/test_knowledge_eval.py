@@ -1,0 +1,92 @@
+"""`manage.py knowledge_eval` end to end on a slice of DSTC11 track 5 (the first 40 turns and
+the knowledge of the entities their labels cite, read in place from the shared files): the
+product's import, training and retrieval, the track's output format, the scores."""
+
+from __future__ import annotations
+
+import json
+from io import StringIO
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+
+from drafting.models import KnowledgeArticle, KnowledgeLabel, TrainedClassifier
+
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "dstc11_track5"
+TURNS = 40
+
+pytestmark = [
+    pytest.mark.django_db,
+    pytest.mark.slow,
+    pytest.mark.skipif(not DATA.is_dir(), reason="the DSTC11 track 5 files are not here"),
+]
+
+
+def _slice(tmp_path: Path) -> dict[str, Path]:
+    logs = json.loads((DATA / "val_half_logs.json").read_text())[:TURNS]
+    labels = json.loads((DATA / "val_half_labels.json").read_text())[:TURNS]
+    raw = json.loads((DATA / "knowledge.json").read_text())
+    cited = {(k["domain"], str(k["entity_id"])) for lab in labels for k in lab.get("knowledge", [])}
+    small: dict[str, dict[str, Any]] = {}
+    for domain, entity_id in sorted(cited)[:6]:
+        small.setdefault(domain, {})[entity_id] = raw[domain][entity_id]
+    paths = {
+        "knowledge": tmp_path / "k.json",
+        "logs": tmp_path / "l.json",
+        "labels": tmp_path / "y.json",
+    }
+    paths["knowledge"].write_text(json.dumps(small))
+    paths["logs"].write_text(json.dumps(logs))
+    paths["labels"].write_text(json.dumps(labels))
+    return paths
+
+
+def test_the_eval_writes_every_turn_in_the_track_format_and_scores_the_rest(tmp_path: Path) -> None:
+    paths = _slice(tmp_path)
+    output = tmp_path / "pred.json"
+    out = StringIO()
+    args = [
+        "--knowledge",
+        str(paths["knowledge"]),
+        "--logs",
+        str(paths["logs"]),
+        "--labels",
+        str(paths["labels"]),
+        "--output",
+        str(output),
+        "--train",
+        "20",
+        "--json",
+    ]
+    call_command("knowledge_eval", *args, stdout=out, stderr=StringIO())
+    report = json.loads(out.getvalue())
+    predictions = json.loads(output.read_text())
+    assert len(predictions) == TURNS
+    for p in predictions:
+        assert set(p) <= {"target", "knowledge", "response"} and isinstance(p["target"], bool)
+        assert p["target"] or p["knowledge"] == []
+        for k in p["knowledge"]:
+            assert set(k) >= {"domain", "entity_id", "doc_type", "doc_id"}
+            assert ("sent_id" in k) == (k["doc_type"] == "review")
+    assert any(p["knowledge"] for p in predictions)
+    assert 0 < report["training_turns"] < TURNS
+    assert report["scored_on"].startswith(f"{TURNS - report['training_turns']} turns")
+    for name in ("detection", "selection", "selection_gold_detection"):
+        assert 0.0 <= report[name]["f1"] <= 1.0
+    assert report["detection"]["f1"] > 0.5
+    team = report["team"]
+    assert KnowledgeLabel.objects.filter(team__name=team).count() == report["training_turns"]
+    assert set(
+        TrainedClassifier.objects.filter(team__name=team, active=True).values_list(
+            "kind", flat=True
+        )
+    ) == {"knowledge", "reranker"}
+    # Again: the knowledge is replaced idempotently (same articles, same chunks, no new ones).
+    articles = set(KnowledgeArticle.objects.filter(team__name=team).values_list("pk", "version"))
+    call_command("knowledge_eval", *args, stdout=StringIO(), stderr=StringIO())
+    assert (
+        set(KnowledgeArticle.objects.filter(team__name=team).values_list("pk", "version"))
+        == articles
+    )
