@@ -95,7 +95,7 @@ OTHER_TURNS = [
 
 @pytest.fixture
 def team() -> Team:
-    team = TeamFactory()
+    team = TeamFactory.create()
     for title, facts in HOTELS.items():
         body = "\n\n".join(f"# {heading}\n\n{text}" for heading, text in facts)
         done = knowledge.article_upsert(
