@@ -54,5 +54,6 @@ def conversation_thread(*, team: Team, conversation_id: int) -> Thread:
 
 
 def agent_display_name(user: User) -> str:
-    """How an agent signs a reply ({agent_name}): their full name, else their user name."""
-    return user.get_full_name().strip() or user.get_username()
+    """How an agent signs a reply ({agent_name}); drafting owns the rule, since the draft path
+    measures what the agent sent against the draft signed with it."""
+    return drafting_selectors.agent_display_name(user)

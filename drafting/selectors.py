@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from django.contrib.auth.models import User
 from django.db.models import (
     Count,
     IntegerField,
@@ -243,6 +244,11 @@ def intent_panel(*, team: Team, message: Message | None) -> IntentPanel:
 # `{agent_name}` stays in the stored draft text literally, because who answers is only known
 # when an agent opens it: the console fills it for display, and what the agent did is measured
 # against that filled text (draft_as_shown).
+
+
+def agent_display_name(user: User) -> str:
+    """How an agent signs a reply ({agent_name}): their full name, else their user name."""
+    return user.get_full_name().strip() or user.get_username()
 
 
 def draft_text_for_agent(*, text: str, agent_name: str) -> str:

@@ -1058,7 +1058,16 @@ def action_record(
         kind = AgentAction.Kind.NONE
     elif kind == AgentAction.Kind.NONE:
         raise ActionRejected("kind", "This draft has text: the action is use, edit or ignore.")
-    distance = edit_distance(draft.text, final_text) if draft is not None and has_text else None
+    # What the agent had in front of them: a macro draft's `{agent_name}` signed with their
+    # name (the console shows it so; an integration sending a draft as is gets it so too).
+    shown_text = (
+        selectors.draft_text_for_agent(
+            text=draft.text, agent_name=selectors.agent_display_name(agent)
+        )
+        if draft is not None
+        else ""
+    )
+    distance = edit_distance(shown_text, final_text) if draft is not None and has_text else None
     if kind == AgentAction.Kind.USE and distance != 0:
         raise ActionRejected(
             "final_text", "A used draft is sent as is; send changed text as an edit."

@@ -191,8 +191,13 @@ class DraftActionView(APIView):
             raise serializers.ValidationError(
                 {"agent": ["No active agent of this team has that username."]}
             )
+        # A draft used as is is sent as the agent sees it: signed with their name.
         text = data.get("final_text") or (
-            draft.text if data["kind"] == AgentAction.Kind.USE else ""
+            drafting_selectors.draft_text_for_agent(
+                text=draft.text, agent_name=drafting_selectors.agent_display_name(agent)
+            )
+            if data["kind"] == AgentAction.Kind.USE
+            else ""
         )
         if not text:
             raise serializers.ValidationError(

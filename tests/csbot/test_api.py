@@ -854,6 +854,38 @@ def test_ignore_on_a_held_out_draft_is_stored_as_none(acme: TeamSetup) -> None:
     assert response.json()["kind"] == "none"
 
 
+def test_a_macro_draft_used_through_the_api_is_signed_with_the_agents_name(
+    acme: TeamSetup,
+) -> None:
+    """A macro offer keeps `{agent_name}` for whoever answers: used as is, the customer gets
+    it signed, and sending the signed text yourself is a use too, not an edit."""
+    acme.agent.first_name, acme.agent.last_name = "Robin", "Park"
+    acme.agent.save()
+    template = "Happy to help.\n\nBest,\n{agent_name}"
+    shown_at = timezone.now() - timedelta(minutes=2)
+
+    response = post_action(
+        acme.api(),
+        make_draft(acme, text=template, shown_at=shown_at),
+        kind="use",
+        agent=acme.agent.username,
+    )
+    signed = AgentAction.objects.get()
+    assert response.status_code == 201
+    assert signed.final_text == "Happy to help.\n\nBest,\nRobin Park"
+    assert (signed.kind, signed.edit_distance) == (AgentAction.Kind.USE, Decimal("0"))
+
+    response = post_action(
+        acme.api(),
+        make_draft(acme, text=template, shown_at=shown_at),
+        kind="use",
+        agent=acme.agent.username,
+        final_text="Happy to help.\n\nBest,\nRobin Park",
+    )
+    assert response.status_code == 201
+    assert AgentAction.objects.latest("id").kind == AgentAction.Kind.USE
+
+
 def test_held_out_draft_needs_final_text(acme: TeamSetup) -> None:
     draft = make_draft(
         acme, status=Draft.Status.HELD_OUT, text="", shown_at=timezone.now() - timedelta(minutes=3)
