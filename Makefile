@@ -1,6 +1,6 @@
 # The two commands of the README: `make run` and `make test`. Everything else is a helper.
 .PHONY: run test test-fast lint format install services bench-ingest bench-cascade bench-encs bench-replay \
-	bench-fewshot bench-learning bench-load bench-faults bench-observability bench-vectors bench-knowledge lock \
+	bench-fewshot bench-learning bench-load bench-faults bench-observability bench-vectors bench-knowledge bench-grounding lock \
 	compose-config clean
 
 run:            ## install, migrate, seed the demo, start web + worker + local vLLM
@@ -59,6 +59,9 @@ bench-vectors: install  ## pgvector HNSW kNN with a team filter on its own Postg
 
 bench-knowledge: install services  ## hybrid knowledge retrieval at 100 k chunks (scratch database on DATABASE_URL's server)
 	.venv/bin/python bench/knowledge.py $(ARGS)
+
+bench-grounding: install services  ## ROUGE-L of local-model drafts with vs without passages on DSTC11 turns; ARGS="--n 40"
+	.venv/bin/python bench/grounding_rouge.py $(ARGS)
 
 lock:           ## regenerate requirements.lock (exact pins with hashes) from pyproject.toml
 	scripts/lock.sh
