@@ -55,7 +55,7 @@ from drafting.engine.providers import CompletionRequest, ProviderError, provider
 from drafting.engine.retrieval import Passage, retrieve
 from drafting.engine.scoring import ScoringContext
 from drafting.engine.vectors import QueryVector, reembed, vector_fields
-from drafting.learning.knowledge import knowledge_detector
+from drafting.learning.knowledge import knowledge_detector, passage_reranker
 from drafting.learning.scorer import policy_scorer
 from drafting.models import (
     AgentAction,
@@ -386,16 +386,20 @@ def _knowledge(
     preview's one grounding decision.
 
     Steps: retrieve the team's best passages for the turn, the thread's earlier turns given
-    for focus; judge whether the turn needs knowledge — the team's trained detector when it has
-    one (P ≥ 0.5), else the question rule (drafting.engine.grounding); relevant passages (at
-    KNOWLEDGE_MIN_SIMILARITY) ground the draft whatever the need; none relevant and no need:
+    for focus and the team's learned re-ranker when it has one; judge whether the turn needs
+    knowledge — the team's trained detector at its stored threshold when it has one, else the
+    question rule (drafting.engine.grounding); relevant passages (at KNOWLEDGE_MIN_SIMILARITY) ground the draft whatever the need; none relevant and no need:
     not_needed, no passage in the prompt; none relevant and a need: none_found, under the
     policy's no-knowledge rule, with what was found."""
-    found = retrieve(team_id=team_id, query=query, thread=tuple(text for _, text in thread[:-1]))
+    earlier = tuple(text for _, text in thread[:-1])
+    found = retrieve(
+        team_id=team_id, query=query, thread=earlier, reranker=passage_reranker(team_id)
+    )
     detector = knowledge_detector(team_id)
-    need = detector.probability(query) if detector is not None else None
-    if need is not None:
-        needs, why = need >= 0.5, f"the detector gives {need:.2f} that it needs knowledge"
+    need = detector.probability(query, earlier) if detector is not None else None
+    if detector is not None and need is not None:
+        needs = detector.needs(need)
+        why = f"the detector gives {need:.2f} that it needs knowledge"
     else:
         needs = looks_like_question(query.text)
         why = "a question" if needs else "not a question (no trained detector)"
