@@ -35,7 +35,15 @@ from csbot import services
 from csbot.models import AgentProfile, Conversation
 from drafting import services as drafting_services
 from drafting.engine import providers
-from drafting.models import AgentAction, Draft, DraftAttempt, Intent, ModelEndpoint
+from drafting.models import (
+    AgentAction,
+    Draft,
+    DraftAttempt,
+    Intent,
+    KnowledgeArticle,
+    Macro,
+    ModelEndpoint,
+)
 from tests.factories import (
     AgentProfileFactory,
     EndpointFactory,
@@ -87,6 +95,8 @@ class World:
     intent: Intent
     other_conversation: Conversation
     other_draft: Draft
+    macro: Macro
+    article: KnowledgeArticle
 
 
 def _conversation_with_draft(setup: TeamSetup) -> tuple[Conversation, Draft]:
@@ -131,6 +141,20 @@ def world(db: None) -> World:
         intent=Intent.objects.create(team=acme.team, name="where_is_my_parcel"),
         other_conversation=other_conversation,
         other_draft=other_draft,
+        macro=Macro.objects.create(
+            team=acme.team,
+            external_id="shipping",
+            title="Thanks",
+            body="Thank you!",
+            content_hash="x",
+        ),
+        article=KnowledgeArticle.objects.create(
+            team=acme.team,
+            external_id="shipping",
+            title="Shipping",
+            body="We ship.",
+            content_hash="x",
+        ),
     )
 
 
@@ -176,6 +200,7 @@ _API_READ_ONLY_POST = {
 }
 _API_FINANCE = {**_API_READ, "agent": "403", "manager": "in", "admin": "in", "token": "in"}
 _API_FINANCE_POST = {**_API_FINANCE, "manager": "405", "admin": "405", "token": "405"}
+_KNOWLEDGE_POST = {**_API_READ_ONLY_POST, "agent": "403"}
 _PUBLIC = dict.fromkeys(ROLES, "ok")
 
 # route pattern → {method: {role: outcome}}. Every non-admin route of the project.
@@ -190,6 +215,17 @@ ROUTES: dict[str, dict[str, dict[str, str]]] = {
     "console/c/<int:pk>/reply": {"GET": _CONSOLE_POST_ONLY, "POST": _CONSOLE_POST},
     "console/c/<int:pk>/close": {"GET": _CONSOLE_POST_ONLY, "POST": _CONSOLE_POST},
     "console/c/<int:pk>/intent": {"GET": _CONSOLE_READ, "POST": _CONSOLE_POST},
+    # The knowledge picker and the read-only article page: the team's agents.
+    "console/c/<int:pk>/insert": {"GET": _CONSOLE_READ, "POST": _CONSOLE_GET_ONLY},
+    "console/c/<int:pk>/insert/macro/<int:macro_id>": {
+        "GET": _CONSOLE_READ,
+        "POST": _CONSOLE_GET_ONLY,
+    },
+    "console/c/<int:pk>/insert/article/<int:article_id>": {
+        "GET": _CONSOLE_READ,
+        "POST": _CONSOLE_GET_ONLY,
+    },
+    "console/articles/<int:pk>": {"GET": _CONSOLE_READ, "POST": _CONSOLE_GET_ONLY},
     "accounting/": {"GET": _FINANCE_PAGE},
     "accounting/whatif": {"GET": _FINANCE_PAGE},
     "accounting/report.html": {"GET": _FINANCE_FILE},
@@ -207,7 +243,18 @@ ROUTES: dict[str, dict[str, dict[str, str]]] = {
         "GET": {**_API_READ_ONLY_POST},
         "POST": {**_API_READ, "agent": "in", "manager": "in", "admin": "in", "token": "in"},
     },
+    # Knowledge: the team reads; integrations (a token), managers and admins write (PUT and
+    # DELETE on an item, so POST is 405; a list takes no write), a plain agent is refused an
+    # item's write first (403). The macro and the article share the external id below.
+    "api/v1/knowledge/articles": {"GET": _API_READ, "POST": _API_READ_ONLY_POST},
+    "api/v1/knowledge/articles/<path:external_id>": {"GET": _API_READ, "POST": _KNOWLEDGE_POST},
+    "api/v1/knowledge/macros": {"GET": _API_READ, "POST": _API_READ_ONLY_POST},
+    "api/v1/knowledge/macros/<path:external_id>": {"GET": _API_READ, "POST": _KNOWLEDGE_POST},
     "api/v1/encs": {"GET": _API_FINANCE, "POST": _API_FINANCE_POST},
+    "api/v1/encs/knowledge/articles": {"GET": _API_FINANCE, "POST": _API_FINANCE_POST},
+    "api/v1/encs/knowledge/macros": {"GET": _API_FINANCE, "POST": _API_FINANCE_POST},
+    "api/v1/encs/knowledge/stale": {"GET": _API_FINANCE, "POST": _API_FINANCE_POST},
+    "api/v1/encs/knowledge/gaps": {"GET": _API_FINANCE, "POST": _API_FINANCE_POST},
     "api/v1/encs/whatif": {"GET": _API_FINANCE, "POST": _API_FINANCE_POST},
     # The schema and its docs are public: they describe the API, they hold no data.
     "api/schema/": {"GET": _PUBLIC},
@@ -241,6 +288,8 @@ ADMIN_MODELS = {
     "drafting.draftattempt",
     "drafting.intent",
     "drafting.intentexample",
+    "drafting.knowledgearticle",
+    "drafting.macro",
     "drafting.messageintent",
     "drafting.modelendpoint",
     "drafting.replyexample",
@@ -298,6 +347,11 @@ def _url(route: str, world: World) -> str:
         "api/v1/conversations/<int:pk>": world.conversation.pk,
         "api/v1/drafts/<int:pk>": world.draft.pk,
     }
+    route = route.replace("<int:macro_id>", str(world.macro.pk))
+    route = route.replace("<int:article_id>", str(world.article.pk))
+    route = route.replace("<path:external_id>", "shipping")
+    if route.startswith("console/articles/"):
+        route = route.replace("<int:pk>", str(world.article.pk))
     for prefix, value in sorted(pk.items(), key=lambda kv: -len(kv[0])):
         if route.startswith(prefix):
             route = route.replace("<int:pk>", str(value))
