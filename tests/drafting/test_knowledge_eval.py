@@ -11,7 +11,10 @@ from typing import Any
 
 import pytest
 from django.core.management import call_command
+from django.test import override_settings
 
+from drafting.engine.retrieval import Passage
+from drafting.management.commands.knowledge_eval import as_drafted
 from drafting.models import KnowledgeArticle, KnowledgeLabel, TrainedClassifier
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "dstc11_track5"
@@ -90,3 +93,32 @@ def test_the_eval_writes_every_turn_in_the_track_format_and_scores_the_rest(tmp_
         set(KnowledgeArticle.objects.filter(team__name=team).values_list("pk", "version"))
         == articles
     )
+
+
+def _passage(n: int, *, focus: bool, similarity: float) -> Passage:
+    return Passage(
+        chunk_id=n,
+        article_id=1,
+        article_version=1,
+        article_title="Hotel",
+        heading="",
+        text=f"snippet {n}",
+        source_url="",
+        score=similarity,
+        vector_similarity=similarity,
+        text_rank=None,
+        vector_position=n,
+        text_position=None,
+        focus=focus,
+    )
+
+
+@override_settings(KNOWLEDGE_PASSAGES=3, KNOWLEDGE_MIN_SIMILARITY=0.35)
+def test_a_turn_naming_no_article_is_scored_as_the_draft_path_grounds_it() -> None:
+    # The re-ranker's own cut stands, low similarities included.
+    reranked = [_passage(n, focus=True, similarity=0.1) for n in range(8)]
+    assert as_drafted(reranked) == reranked
+    # The hybrid fallback: the best KNOWLEDGE_PASSAGES, those at the similarity floor.
+    hybrid = [_passage(n, focus=False, similarity=s) for n, s in enumerate([0.6, 0.2, 0.4, 0.5])]
+    assert [p.chunk_id for p in as_drafted(hybrid)] == [0, 2]
+    assert as_drafted([]) == []

@@ -25,7 +25,11 @@ Steps:
 4. Prediction for every turn through the draft path's functions: the team's detector
    (`knowledge_detector(...).probability`, its threshold) gives `target`; retrieval with the
    team's re-ranker (`retrieve(..., reranker=passage_reranker(...))`, the earlier turns as the
-   thread, k = EVAL_PASSAGES) gives `knowledge` for the turns predicted to need it. PRED.json
+   thread, k = EVAL_PASSAGES) gives `knowledge` for the turns predicted to need it. A turn
+   that names no article is served by the hybrid search without the re-ranker (retrieve's
+   fallback); it is scored as the draft path grounds on it (`drafting.services`): its best
+   KNOWLEDGE_PASSAGES at KNOWLEDGE_MIN_SIMILARITY (`grounding.relevant`), not EVAL_PASSAGES
+   of them, which only bound the re-ranker's own cut. PRED.json
    has a prediction for every turn (training turns included, so the file is complete); the
    printed scores are over the turns NOT used for training only (drafting.evaluation.dstc11
    `scores`): end to end, selection with the gold detection, and for scale the hybrid search
@@ -46,12 +50,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
 from csbot.models import Team
 from drafting import knowledge
-from drafting.engine.retrieval import retrieve
+from drafting.engine.grounding import relevant
+from drafting.engine.retrieval import Passage, retrieve
 from drafting.engine.vectors import QueryVector
 from drafting.evaluation.dstc11 import SnippetKey, Turn, load_turns, scores, snippet_key
 from drafting.learning.knowledge import (
@@ -153,6 +159,17 @@ def knowledge_of(keys: Sequence[SnippetKey]) -> list[dict[str, Any]]:
     return out
 
 
+def as_drafted(passages: list[Passage]) -> list[Passage]:
+    """What the draft would be grounded on: the re-ranker's passages (focus chunks) as it cut
+    them; the hybrid search's (no article named, no passage in focus) cut as the draft path
+    cuts them, its best KNOWLEDGE_PASSAGES at KNOWLEDGE_MIN_SIMILARITY."""
+    if any(p.focus for p in passages):
+        return passages
+    return relevant(
+        passages[: settings.KNOWLEDGE_PASSAGES], min_similarity=settings.KNOWLEDGE_MIN_SIMILARITY
+    )
+
+
 def split_turn(turn: Turn) -> tuple[list[str], str]:
     """The earlier turns' texts (oldest first) and the customer turn to answer."""
     return [t["text"] for t in turn.dialogue[:-1]], turn.dialogue[-1]["text"]
@@ -224,8 +241,14 @@ class Command(BaseCommand):
             gold_target = bool((turn.label or {}).get("target"))
             keys: list[SnippetKey] = []
             if target or gold_target:
-                passages = retrieve(
-                    team_id=team.pk, query=query, thread=thread, k=EVAL_PASSAGES, reranker=reranker
+                passages = as_drafted(
+                    retrieve(
+                        team_id=team.pk,
+                        query=query,
+                        thread=thread,
+                        k=EVAL_PASSAGES,
+                        reranker=reranker,
+                    )
                 )
                 keys = [chunk_key[p.chunk_id] for p in passages if p.chunk_id in chunk_key]
             timings.append(time.monotonic() - t0)
