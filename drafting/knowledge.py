@@ -467,7 +467,7 @@ def _embed_rows(
 
 
 def _chunk_text(chunk: KnowledgeChunk) -> str:
-    return embedding_text(heading=chunk.heading, text=chunk.text)
+    return embedding_text(title=chunk.article.title, heading=chunk.heading, text=chunk.text)
 
 
 def _macro_text(macro: Macro) -> str:

@@ -459,11 +459,9 @@ def chunk_article(
     return chunk_sections(sections(body, body_format), title=title, max_tokens=max_tokens)
 
 
-def embedding_text(*, heading: str, text: str) -> str:
-    """What a chunk's vector is made from: the heading path gives a passage its subject
-    ("Refunds: ... 14 days"), which the paragraph alone often lacks. The article's title is
-    left out: every chunk of an article shares it, so in the vector it pulls an article's
-    passages together and blurs which of them answers (DSTC11's dev half: selection F1 +0.016
-    without it, docs/performance.md), while a question that names the article finds it by the
-    title's A weight in the text search and by focus tracking."""
-    return f"{heading}\n\n{text}" if heading else text
+def embedding_text(*, title: str, heading: str, text: str) -> str:
+    """What a chunk's vector is made from: the article's title and the heading path give a
+    passage its subject ("Returns › Refunds: ... 14 days"), which the paragraph alone often
+    lacks."""
+    context = HEADING_SEPARATOR.join(part for part in (title.strip(), heading) if part)
+    return f"{context}\n\n{text}" if context else text

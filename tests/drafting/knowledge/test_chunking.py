@@ -163,9 +163,12 @@ def test_the_article_hash_covers_what_the_chunks_are_made_from() -> None:
         assert article_hash(**{**base, key: value}) != same
 
 
-def test_the_embedded_text_gives_a_passage_its_subject_but_not_the_title() -> None:
-    assert embedding_text(heading="Refunds", text="14 days.") == "Refunds\n\n14 days."
-    assert embedding_text(heading="", text="14 days.") == "14 days."
+def test_the_embedded_text_gives_a_passage_its_subject() -> None:
+    assert (
+        embedding_text(title="Returns", heading="Refunds", text="14 days.")
+        == "Returns › Refunds\n\n14 days."
+    )
+    assert embedding_text(title="", heading="", text="14 days.") == "14 days."
 
 
 @pytest.mark.parametrize("body_format", ["markdown", "html", "text"])

@@ -103,10 +103,8 @@ def test_index_now_embeds_every_chunk_and_macro(
     assert Macro.objects.filter(team=acme.team, embedding_model=MINILM).count() == 2
     assert len(counting_embedder.texts) == chunks.count() + 2
     assert f"embedded {chunks.count() + 2} chunk(s) and macro(s)" in out
-    # The heading path is embedded with the text, the article's title is not (the text search
-    # has it).
-    assert any(t.startswith("Canada\n\nYes, we ship to Canada.") for t in counting_embedder.texts)
-    assert not any(t.startswith("Shipping") for t in counting_embedder.texts)
+    # The title and the heading path are embedded with the text.
+    assert "Shipping › Canada\n\nYes, we ship to Canada." in " ".join(counting_embedder.texts)
 
 
 def test_reimporting_the_same_files_changes_nothing(
@@ -179,8 +177,8 @@ def test_an_edit_reembeds_only_the_changed_chunks(
     assert text_search(acme.team, "Mexico") == ["shipping"]
     assert knowledge.chunks_index(article_id=second.pk) == 2
     assert counting_embedder.texts == [
-        "Mexico\n\nOrders to Mexico arrive in 9 days.",
-        "Europe\n\nOrders to the EU arrive in 2-4 business days.",
+        "Shipping › Mexico\n\nOrders to Mexico arrive in 9 days.",
+        "Shipping › Europe\n\nOrders to the EU arrive in 2-4 business days.",
     ]
 
 
@@ -199,7 +197,7 @@ def test_a_title_change_reindexes_every_chunk(
     assert KnowledgeChunk.objects.get(article=faq).embedding is None
     counting_embedder.texts.clear()
     assert knowledge.chunks_index(article_id=faq.pk) == 1
-    assert counting_embedder.texts == ["Parcels travel by post."]
+    assert counting_embedder.texts == ["Postage\n\nParcels travel by post."]
 
 
 def test_a_write_rings_the_worker_with_the_article_id_after_commit(
