@@ -136,6 +136,9 @@ class Passage:
     vector_position: int | None  # 1-based place in the vector list
     text_position: int | None  # 1-based place in the text list
     focus: bool  # the chunk's article is named in the thread (or the query)
+    # Kept by a learned re-ranker's cut-off (`score` is then its probability): its judgement,
+    # trained on the team's labels, says the passage answers the turn, not a similarity floor.
+    reranked: bool = False
 
 
 class Reranker(Protocol):

@@ -257,7 +257,7 @@ class LearnedReranker:
     def rerank_candidates(self, candidates: Candidates) -> list[Passage]:
         p = self.probabilities(candidates)
         return [
-            replace(candidates.passages[i], score=float(p[i]))
+            replace(candidates.passages[i], score=float(p[i]), reranked=True)
             for i in keep(p, threshold=self.threshold)
         ]
 

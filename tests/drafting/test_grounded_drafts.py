@@ -19,7 +19,8 @@ from drafting import services as drafting
 from drafting.engine.embeddings import embedder
 from drafting.engine.grounding import KNOWLEDGE_HEADER
 from drafting.engine.knowledge_files import ArticleInput, MacroInput
-from drafting.engine.vectors import vector_fields
+from drafting.engine.retrieval import Passage
+from drafting.engine.vectors import QueryVector, vector_fields
 from drafting.models import (
     AgentAction,
     CascadePolicy,
@@ -488,3 +489,45 @@ def test_a_trained_detector_decides_and_its_probability_is_recorded(db: None) ->
     assert thanks.knowledge == Draft.Knowledge.NOT_NEEDED
     assert thanks.knowledge_need is not None and thanks.knowledge_need < Decimal("0.5")
     assert len(stub.requests) == 1
+
+
+def _passage(similarity: float, *, reranked: bool) -> Passage:
+    return Passage(
+        chunk_id=1,
+        article_id=1,
+        article_version=1,
+        article_title="Hobsons House",
+        heading="",
+        text="The bathrooms were spotless.",
+        source_url="",
+        score=0.8 if reranked else 0.03,
+        vector_similarity=similarity,
+        text_rank=None,
+        vector_position=1,
+        text_position=None,
+        focus=True,
+        reranked=reranked,
+    )
+
+
+@pytest.mark.parametrize(("reranked", "state"), [(True, "grounded"), (False, "none_found")])
+def test_the_re_rankers_cut_decides_relevance_not_the_similarity_floor(
+    db: None, monkeypatch: pytest.MonkeyPatch, reranked: bool, state: str
+) -> None:
+    """A passage under KNOWLEDGE_MIN_SIMILARITY that the team's trained re-ranker kept grounds
+    the draft (its probability, learned from the team's labels, is the better judge); the
+    same passage from the plain hybrid search does not."""
+    weak = _passage(0.2, reranked=reranked)
+    monkeypatch.setattr(drafting, "retrieve", lambda **kwargs: [weak])
+    monkeypatch.setattr(drafting, "knowledge_detector", lambda team_id: None)
+
+    decided = drafting._knowledge(
+        team_id=1,
+        rule="escalate",
+        query=QueryVector("Are their bathrooms clean?"),
+        thread=[("in", "Are their bathrooms clean?")],
+    )
+
+    assert decided.state == state
+    assert decided.passages == [weak]
+    assert ("re-ranker" in decided.note) is reranked

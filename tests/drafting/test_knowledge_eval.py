@@ -110,6 +110,7 @@ def _passage(n: int, *, focus: bool, similarity: float) -> Passage:
         vector_position=n,
         text_position=None,
         focus=focus,
+        reranked=focus,  # in these cases, the focus chunks are those a re-ranker kept
     )
 
 

@@ -160,11 +160,13 @@ def knowledge_of(keys: Sequence[SnippetKey]) -> list[dict[str, Any]]:
 
 
 def as_drafted(passages: list[Passage]) -> list[Passage]:
-    """What the draft would be grounded on: the re-ranker's passages (focus chunks) as it cut
-    them; the hybrid search's (no article named, no passage in focus) cut as the draft path
-    cuts them, its best KNOWLEDGE_PASSAGES at KNOWLEDGE_MIN_SIMILARITY."""
-    if any(p.focus for p in passages):
-        return passages
+    """What the draft would be grounded on: the re-ranker's passages as its cut-off kept them
+    (drafting.services keeps them too, up to KNOWLEDGE_PASSAGES in the prompt); the hybrid
+    search's (no article named) cut as the draft path cuts them, its best KNOWLEDGE_PASSAGES
+    at KNOWLEDGE_MIN_SIMILARITY."""
+    reranked = [p for p in passages if p.reranked]
+    if reranked:
+        return reranked
     return relevant(
         passages[: settings.KNOWLEDGE_PASSAGES], min_similarity=settings.KNOWLEDGE_MIN_SIMILARITY
     )
