@@ -189,4 +189,6 @@ def test_the_focus_is_every_article_the_turn_names_in_its_order(team: Team) -> N
     named = articles.named_in("Compare the Gonville and the Lensfield Hotel for me")
     titles = dict(team.knowledge_articles.values_list("pk", "title"))
     assert [titles[a] for a in named] == ["Gonville Hotel", "The Lensfield Hotel"]
-    assert articles.without_titles("Is the wifi free at the Lensfield Hotel?") == "is the wifi free at"
+    assert (
+        articles.without_titles("Is the wifi free at the Lensfield Hotel?") == "is the wifi free at"
+    )
