@@ -127,9 +127,7 @@ def import_entities(team: Team, raw: dict[str, Any], entities: set[tuple[str, in
     )
     if not report.ok:
         raise SystemExit("; ".join(str(e) for e in report.errors))
-    stale = KnowledgeArticle.objects.filter(team=team).exclude(external_id__in=positions)
-    for external_id in stale.values_list("external_id", flat=True):
-        knowledge.article_delete(team=team, external_id=external_id)
+    knowledge.articles_prune(team=team, keep=set(positions))
     ids = list(KnowledgeArticle.objects.filter(team=team).values_list("pk", flat=True))
     for n, article_id in enumerate(ids, start=1):
         knowledge.chunks_index(article_id=article_id)

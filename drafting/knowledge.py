@@ -17,7 +17,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -230,6 +230,13 @@ def article_delete(*, team: Team, external_id: str) -> bool:
     that cited it keep their passages' text (DraftPassage keeps a copy)."""
     deleted, _ = KnowledgeArticle.objects.filter(team=team, external_id=external_id).delete()
     return deleted > 0
+
+
+def articles_prune(*, team: Team, keep: Collection[str]) -> int:
+    """Delete the team's articles whose external id is not in `keep` (a full sync: what the
+    source no longer has goes, as article_delete does it); how many articles went."""
+    _, per_model = KnowledgeArticle.objects.filter(team=team).exclude(external_id__in=keep).delete()
+    return per_model.get(KnowledgeArticle._meta.label, 0)
 
 
 # --- Macros -----------------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -243,7 +242,7 @@ def intent_panel(*, team: Team, message: Message | None) -> IntentPanel:
 # Placeholders (drafting.engine.macros): the worker fills `{customer_name}` when it makes a draft;
 # `{agent_name}` stays in the stored draft text literally, because who answers is only known
 # when an agent opens it: the console fills it for display, and what the agent did is measured
-# against that filled text (draft_as_shown).
+# against that filled text (drafting.services.action_record signs it with the same rule).
 
 
 def agent_display_name(user: User) -> str:
@@ -262,15 +261,6 @@ def macro_text_for(*, macro: Macro, customer_ref: str, agent_name: str) -> str:
     for the agent to fill by hand."""
     filled = macro_engine.fill(macro.body, name=macro_engine.customer_name(customer_ref))
     return draft_text_for_agent(text=filled, agent_name=agent_name)
-
-
-def draft_as_shown(*, draft: Draft, agent_name: str) -> Draft:
-    """A copy of `draft` whose text is what the agent saw, for recording their action: filling
-    `{agent_name}` is not an edit, so "use" and the edit distance compare against the filled
-    text. The copy is for reading only, never saved (the stored draft keeps the placeholder)."""
-    shown = copy.copy(draft)
-    shown.text = draft_text_for_agent(text=draft.text, agent_name=agent_name)
-    return shown
 
 
 # Words too common to show as shared between a draft and a passage.

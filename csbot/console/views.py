@@ -116,8 +116,6 @@ def reply(request: HttpRequest, pk: int) -> HttpResponse:
         )
         if draft is None:
             raise Http404("No such draft for this message.")
-        # The agent saw the draft with their name filled in: sending that is using it as is.
-        draft = drafting_selectors.draft_as_shown(draft=draft, agent_name=_agent_name(request))
     try:
         sent = services.reply_send(
             conversation=conversation,

@@ -321,9 +321,7 @@ class Command(BaseCommand):
         )
         if not report.ok:
             raise CommandError("; ".join(str(e) for e in report.errors))
-        stale = KnowledgeArticle.objects.filter(team=team).exclude(external_id__in=positions)
-        for external_id in stale.values_list("external_id", flat=True):
-            knowledge.article_delete(team=team, external_id=external_id)
+        knowledge.articles_prune(team=team, keep=set(positions))
         ids = list(KnowledgeArticle.objects.filter(team=team).values_list("pk", flat=True))
         for n, article_id in enumerate(ids, start=1):
             knowledge.chunks_index(article_id=article_id)
