@@ -102,6 +102,12 @@ class Conversation(models.Model):
     updated_at = models.DateTimeField(default=timezone.now)
     # Set on each inbound message and cleared when an agent replies: the queue shows these.
     awaiting_reply_since = models.DateTimeField(null=True, blank=True)
+    # Opening a conversation claims it for CONSOLE_CLAIM_SECONDS, so two agents do not answer
+    # the same message; the claim is a lease (expires by itself), not a lock to release.
+    assigned_to = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    assigned_until = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [

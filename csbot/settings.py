@@ -312,6 +312,13 @@ DRAFT_RETRY_BASE_SECONDS = env_int("DRAFT_RETRY_BASE_SECONDS", 10, minimum=0)
 # How many earlier messages of the thread go into the prompt.
 DRAFT_HISTORY_MESSAGES = env_int("DRAFT_HISTORY_MESSAGES", 12, minimum=1)
 
+# --- Agent console ----------------------------------------------------------------------------
+# Opening a conversation claims it for this long (renewed while the agent keeps it open), so a
+# second agent sees it as taken instead of answering the same message.
+CONSOLE_CLAIM_SECONDS = env_int("CONSOLE_CLAIM_SECONDS", 300, minimum=10)
+# Conversations per page of the queue.
+CONSOLE_QUEUE_PAGE_SIZE = env_int("CONSOLE_QUEUE_PAGE_SIZE", 50, minimum=5)
+
 # --- E-mail (monthly ENCS reports to managers) ------------------------------------------------
 # "smtp" sends through EMAIL_HOST; "console" prints messages to the log (the default, so a
 # fresh install never mails anyone by accident).

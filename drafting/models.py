@@ -362,8 +362,21 @@ class DraftAttempt(models.Model):
         CIRCUIT_OPEN = "circuit_open", "Skipped: circuit open"
         SPEND_CAPPED = "spend_capped", "Skipped: spend cap reached"
 
+    class Purpose(models.TextChoices):
+        DRAFT = "", "Draft"
+        SHORTEN = "shorten", "Composer: shorten"
+        FRIENDLIER = "friendlier", "Composer: friendlier"
+        FORMAL = "formal", "Composer: more formal"
+        GRAMMAR = "grammar", "Composer: fix grammar"
+        TRANSLATE = "translate", "Composer: translate"
+
     draft = models.ForeignKey(Draft, on_delete=models.CASCADE, related_name="attempts")
     tier = models.PositiveSmallIntegerField(help_text="Cascade position; 0 for a cache hit.")
+    # A composer tool's rewrite of the agent's reply text (not a draft of its own): model spend
+    # on the draft's message, so it counts in ENCS, but it never is the draft's answer.
+    purpose = models.CharField(
+        max_length=12, choices=Purpose.choices, blank=True, default=Purpose.DRAFT
+    )
     # Null only for a cache hit, which asks no endpoint.
     endpoint = models.ForeignKey(
         ModelEndpoint, null=True, blank=True, on_delete=models.PROTECT, related_name="attempts"
@@ -462,7 +475,9 @@ class DraftAttempt(models.Model):
 
     @property
     def kind(self) -> str:
-        """ "cache", "macro" or "model": what answered."""
+        """ "cache", "macro", "model" or "composer": what answered."""
+        if self.purpose:
+            return "composer"
         if self.cache_hit:
             return "cache"
         return "macro" if self.macro_id is not None else "model"
@@ -588,6 +603,7 @@ class CachedReply(models.Model):
     embedding_dimensions = models.PositiveSmallIntegerField(null=True, editable=False)
 
     class Meta:
+        verbose_name_plural = "cached replies"
         constraints = [
             models.UniqueConstraint(fields=["team", "key"], name="cached_reply_unique_per_team")
         ]
