@@ -2,7 +2,7 @@
 # `make test`: everything the suite needs on a fresh machine, then the suite.
 #
 # 1. the project's virtualenv (it carries the embedded PostgreSQL's binaries);
-# 2. Debian packages (Redis, Chromium, wrk) installed, the embedded PostgreSQL with pgvector
+# 2. Debian packages (Redis, Chromium, wrk) and axe-core (npm) installed, the embedded PostgreSQL with pgvector
 #    (scripts/postgres.sh) and Redis started;
 # 3. the local vLLM (CPU build, own virtualenv, model folder; cached in ~/.cache/csbot)
 #    installed, and its server started in the background while lint runs;
@@ -26,6 +26,8 @@ scripts/services.sh start
 eval "$(scripts/services.sh env)"
 # Docker Compose v2 (a static binary, once) so tests/system/test_deploy.py validates compose.yaml.
 scripts/compose.sh install
+# axe-core (npm) for the accessibility checks of the browser tests.
+scripts/axe.sh
 
 export DATABASE_URL CELERY_BROKER_URL
 export DJANGO_SECRET_KEY="${DJANGO_SECRET_KEY:-test-only-secret-key}"
