@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from django.db import connections
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser, Page, sync_playwright
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -45,3 +45,37 @@ def chromium(monkeypatch: pytest.MonkeyPatch) -> Iterator[Browser]:
         finally:
             browser.close()
             connections.close_all()
+
+
+AXE_SCRIPT = Path(__file__).resolve().parent / "a11y" / "node_modules" / "axe-core" / "axe.min.js"
+# What the accessibility checks fail on: axe-core's two highest impacts. "moderate" and "minor"
+# findings are logged, not failed (some are judgement calls, e.g. a region rule on a fragment).
+FAILING_IMPACTS = ("serious", "critical")
+
+
+def axe_violations(page: Page, *, impacts: tuple[str, ...] = FAILING_IMPACTS) -> list[str]:
+    """Run axe-core (WCAG 2 A/AA rules and best practices) on the page as it is now; one line
+    per violation of the given impacts: rule, impact, help and the first offending nodes.
+
+    The page's context must be made with `bypass_csp=True`: the console's policy allows scripts
+    from our own static files only, and axe is injected inline. `scripts/axe.sh` installs it
+    (`make test` does); a missing install fails loudly rather than skipping the check."""
+    if not AXE_SCRIPT.exists():
+        raise AssertionError(f"{AXE_SCRIPT} is missing: run scripts/axe.sh")
+    page.add_script_tag(content=AXE_SCRIPT.read_text(encoding="utf-8"))
+    result = page.evaluate(
+        """async () => {
+            const r = await axe.run(document, {
+                runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"] },
+            });
+            return r.violations.map(v => ({
+                id: v.id, impact: v.impact, help: v.help,
+                nodes: v.nodes.slice(0, 3).map(n => n.target.join(" ")),
+            }));
+        }"""
+    )
+    return [
+        f"{v['id']} ({v['impact']}): {v['help']} — {', '.join(v['nodes'])}"
+        for v in result
+        if v["impact"] in impacts
+    ]
