@@ -50,12 +50,32 @@ BAD = "#c4322a"
 ACTION_COLOURS = dict(zip(DRAFTED_KINDS, ("#12875a", "#e3a008", "#c4322a"), strict=True))
 OTHER_LABEL = "Not acted on"
 
-# Widths in inches (72 pt each). Charts are drawn at about the size they are shown, so text
-# reads at its nominal size: the dashboard's full-width and half-width cards, and the
-# printed page (A4 less margins, ~7.1 in). Heights follow from each chart's content.
+# Widths in inches (72 pt each). The page stretches each chart to its card (CSS `width:
+# 100%`), so a chart's scale on screen is its card's width over the width it was drawn at: a
+# chart must be drawn at the width of the card it sits in, or its text and bars grow with the
+# card (the intent chart, drawn half-width in a full-width card, came out twice as large as
+# the others). One width per place (`SLOT_WIDTHS`): the dashboard's full-width and half-width
+# cards (two half cards and the grid's gap make a full one), and the printed page (A4 less
+# margins, ~7.1 in), where every chart spans the page. Heights follow from each chart's
+# content; the scale does not.
 SCREEN_WIDE = 11.5
 SCREEN_HALF = 5.5
 PRINT = 7.0
+Slot = Literal["wide", "half"]
+SLOT_WIDTHS: dict[Slot, float] = {"wide": SCREEN_WIDE, "half": SCREEN_HALF}
+
+
+def slot_width(slot: Slot, *, media: Literal["screen", "print"] = "screen") -> float:
+    """The width to draw a chart at for its place on the dashboard (`slot`) or on paper."""
+    return PRINT if media == "print" else SLOT_WIDTHS[slot]
+
+
+# One type scale for every chart: titles, text (ticks, labels) and annotations (values on
+# bars, legends, counts). Nothing else sets a font size.
+TITLE_PT = 9.5
+TEXT_PT = 8.5
+SMALL_PT = 7.5
+FONT_SIZES = (TITLE_PT, TEXT_PT, SMALL_PT)
 
 STYLE: dict[RcKeyType, Any] = {
     "svg.hashsalt": "csbot-encs",
@@ -64,10 +84,10 @@ STYLE: dict[RcKeyType, Any] = {
     "svg.fonttype": "none",
     "font.family": "sans-serif",
     "font.sans-serif": ["DejaVu Sans", "Liberation Sans", "Arial"],
-    "font.size": 8.5,
+    "font.size": TEXT_PT,
     "axes.edgecolor": GRID,
     "axes.labelcolor": MUTED,
-    "axes.titlesize": 9.5,
+    "axes.titlesize": TITLE_PT,
     "axes.titleweight": "bold",
     "axes.titlecolor": INK,
     "axes.titlelocation": "left",
@@ -79,7 +99,7 @@ STYLE: dict[RcKeyType, Any] = {
     "xtick.major.size": 0,
     "ytick.major.size": 0,
     "legend.frameon": False,
-    "legend.fontsize": 8,
+    "legend.fontsize": SMALL_PT,
     "text.color": INK,
     # "$" is money here, never the start of TeX math.
     "text.parse_math": False,
@@ -285,12 +305,12 @@ def action_shares(report: EncsReport, *, width: float = SCREEN_HALF) -> str:
                         ha="center",
                         va="center",
                         color=MUTED if colour == GRID else "white",
-                        fontsize=8,
+                        fontsize=SMALL_PT,
                         fontweight="bold",
                     )
             left = [a + b for a, b in zip(left, shares, strict=True)]
         for y, n in enumerate(drafts):
-            ax.text(1.02, y, f"n={n:,}", va="center", color=MUTED, fontsize=7.5)
+            ax.text(1.02, y, f"n={n:,}", va="center", color=MUTED, fontsize=SMALL_PT)
         ax.set_xlim(0, 1)
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:.0%}"))
         ax.spines["left"].set_visible(False)
@@ -326,7 +346,7 @@ def cost_by_tier(rows: Sequence[TierCost], *, width: float = SCREEN_HALF) -> str
                 f"{usd_tick(cost)}\n{row.attempts:,} attempts",
                 ha="center",
                 va="bottom",
-                fontsize=7.5,
+                fontsize=SMALL_PT,
                 color=INK,
             )
         ax.set_ylim(0, top * 1.35)
@@ -374,7 +394,7 @@ def encs_by_model(
                 note,
                 va="center",
                 ha="left",
-                fontsize=7.5,
+                fontsize=SMALL_PT,
                 color=INK if value >= 0 else BAD,
             )
         low, high = min(0.0, *values), max(0.0, *values)
@@ -392,7 +412,7 @@ def encs_by_model(
         )
 
 
-def break_even(target: BreakEvenTarget, *, width: float = PRINT) -> str:
+def break_even(target: BreakEvenTarget, *, width: float = SCREEN_WIDE) -> str:
     """One break-even target (a policy or an endpoint): cumulative net savings against
     cumulative fixed costs, month by month; where the first line crosses the second, the
     fixed costs have paid back."""

@@ -15,7 +15,7 @@ from django.http import QueryDict
 from accounting.dashboard import Viewer
 from accounting.engine import whatif
 from accounting.facts import DRAFTED_KINDS, Scope
-from accounting.figures import EncsReport, WhatIf
+from accounting.figures import EncsReport, WhatIf, plain
 from accounting.reports import FIRST_DAY, LAST_DAY
 from drafting.models import CascadePolicy
 
@@ -125,9 +125,25 @@ class EncsFilterForm(forms.Form):
 # number the what-if reads is a finite decimal of bounded size.
 
 
+class PlainNumberInput(forms.NumberInput):
+    """A number input that writes a Decimal positionally: the period's figures are normalised
+    (30.000 -> 30), and str() of a normalised Decimal is "3E+1", which a browser shows as is.
+    What a user typed (a string) is shown back unchanged."""
+
+    def format_value(self, value: Any) -> str | None:
+        if isinstance(value, Decimal) and value.is_finite():
+            return plain(value)
+        return super().format_value(value)
+
+
 def _money_field(label: str, *, max_value: Decimal) -> forms.DecimalField:
     return forms.DecimalField(
-        label=label, min_value=Decimal(0), max_value=max_value, max_digits=20, decimal_places=10
+        label=label,
+        min_value=Decimal(0),
+        max_value=max_value,
+        max_digits=20,
+        decimal_places=10,
+        widget=PlainNumberInput,
     )
 
 
@@ -139,6 +155,7 @@ def _seconds_field(label: str, *, min_value: Decimal = Decimal(0)) -> forms.Deci
         max_digits=10,
         decimal_places=3,
         help_text="seconds",
+        widget=PlainNumberInput,
     )
 
 
@@ -150,6 +167,7 @@ def _share_field(label: str) -> forms.DecimalField:
         max_digits=6,
         decimal_places=2,
         help_text="% of drafts",
+        widget=PlainNumberInput,
     )
 
 

@@ -213,7 +213,7 @@ def _decomposition(d: Decomposition | None) -> dict[str, Any] | None:
     }
 
 
-def _break_even(target: BreakEvenTarget) -> dict[str, Any]:
+def _break_even(target: BreakEvenTarget, *, width: float) -> dict[str, Any]:
     months = target.months_to_pay_back
     if target.paid_back:
         status, tone = "Paid back", "good"
@@ -235,7 +235,7 @@ def _break_even(target: BreakEvenTarget) -> dict[str, Any]:
         "status": status,
         "tone": tone,
         "volume": f"{volume:,}" if volume is not None else "—",
-        "chart": mark_safe(charts.break_even(target)),  # noqa: S308 - our own SVG
+        "chart": mark_safe(charts.break_even(target, width=width)),  # noqa: S308 - our own SVG
     }
 
 
@@ -264,16 +264,25 @@ def report_context(
     ]
     group_by = report.group_by
     other_groups = group_by not in (None, "day", "month", "model", "intent")
-    # On paper every chart spans the page; on screen they sit in full- and half-width cards.
-    width: dict[str, Any] = {"width": charts.PRINT} if media == "print" else {}
+
+    # Each chart is drawn at the width of its card (templates/accounting/dashboard.html: the
+    # timeline, the intents and break-even span the page, the rest sit two to a row), so all
+    # are shown at one scale; on paper every chart spans the page.
+    def width(slot: charts.Slot) -> float:
+        return charts.slot_width(slot, media=media)
+
     svg: dict[str, SafeString] = {
         # mark_safe: SVG we drew ourselves; matplotlib escapes the names inside it.
-        "timeline": mark_safe(charts.encs_over_time(report, **width)),  # noqa: S308
-        "shares": mark_safe(charts.action_shares(report, **width)),  # noqa: S308
-        "tiers": mark_safe(charts.cost_by_tier(tiers, **width)),  # noqa: S308
-        "models": mark_safe(charts.encs_by_model(report.by_model, **width)),  # noqa: S308
+        "timeline": mark_safe(charts.encs_over_time(report, width=width("wide"))),  # noqa: S308
+        "shares": mark_safe(charts.action_shares(report, width=width("half"))),  # noqa: S308
+        "tiers": mark_safe(charts.cost_by_tier(tiers, width=width("half"))),  # noqa: S308
+        "models": mark_safe(  # noqa: S308
+            charts.encs_by_model(report.by_model, width=width("half"))
+        ),
         "intents": mark_safe(  # noqa: S308
-            charts.encs_by_model(report.by_intent, title="ENCS by intent", name="intents", **width)
+            charts.encs_by_model(
+                report.by_intent, title="ENCS by intent", name="intents", width=width("wide")
+            )
         ),
     }
     return {
@@ -302,7 +311,7 @@ def report_context(
             {"label": t.label, "attempts": t.attempts, "ok": t.ok, "cost": usd(t.cost_usd, 4)}
             for t in tiers
         ],
-        "break_even": [_break_even(t) for t in report.break_even.targets],
+        "break_even": [_break_even(t, width=width("wide")) for t in report.break_even.targets],
         "charts": svg,
     }
 
