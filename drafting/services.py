@@ -38,7 +38,7 @@ from drafting.engine.cache import (
     customer_reference,
     is_first_turn,
 )
-from drafting.engine.cascade import CascadeResult, TierAttempt, run_cascade
+from drafting.engine.cascade import CascadeResult, DraftStream, TierAttempt, run_cascade
 from drafting.engine.edits import edit_distance, within_edit
 from drafting.engine.embeddings import EmbeddingError
 from drafting.engine.examples import example_store, examples_similar
@@ -74,6 +74,7 @@ from drafting.models import (
     ModelEndpoint,
 )
 from drafting.signals import attempts_added
+from drafting.streaming import DraftStreamWriter
 
 logger = logging.getLogger(__name__)
 M = TypeVar("M", bound=Model)
@@ -478,11 +479,13 @@ def _cascade(
     knowledge: Knowledge | None,
     deadline: float,
     exclude_draft_id: int,
+    stream: DraftStream | None = None,
 ) -> CascadeResult:
     """The policy's cascade for the turn `query.text` (the thread's last): its prompt, the
     team's few-shot examples, the passages numbered best first and the policy's scorer — the
     one call of the worker and the preview (`draft_preview`). `knowledge` None: no grounding
-    (the policy does not ground, the team has no article, or a preview without passages)."""
+    (the policy does not ground, the team has no article, or a preview without passages);
+    `stream`: where the worker publishes the first tier's text as it is written."""
     return run_cascade(
         tiers=tiers,
         messages=_prompt_messages(system_prompt=policy.system_prompt, thread=thread),
@@ -496,6 +499,7 @@ def _cascade(
             team_id=policy.team_id, query=query, exclude_draft_id=exclude_draft_id
         ),
         passages=passage_lines(knowledge.passages if knowledge is not None else []),
+        stream=stream,
     )
 
 
@@ -515,8 +519,20 @@ def draft_generate(*, draft_id: int, explore_draw: Callable[[], float] = random.
     generating draft ready. Without one, a transient failure puts the draft back in the queue
     with a backoff (the sweeper is the safety net) and anything else fails it. A draft in the
     exploration sample (`explore_draw` < the policy's explore_share) keeps each attempt's
-    text, and once ready rings `draft_explore` for the tiers the cascade did not ask.
+    text, and once ready rings `draft_explore` for the tiers the cascade did not ask. The
+    console sees the first tier's text while it is written (drafting.streaming), and a last
+    "settled" event whatever the outcome: the row says what it is.
     """
+    stream = DraftStreamWriter(draft_id=draft_id)
+    try:
+        _draft_generate(draft_id=draft_id, explore_draw=explore_draw, stream=stream)
+    finally:
+        stream.settled()
+
+
+def _draft_generate(
+    *, draft_id: int, explore_draw: Callable[[], float], stream: DraftStreamWriter
+) -> None:
     draft = draft_claim(draft_id=draft_id)
     if draft is None:
         logger.info("draft %s not claimable (taken, done or not due); skipping", draft_id)
@@ -571,6 +587,7 @@ def draft_generate(*, draft_id: int, explore_draw: Callable[[], float] = random.
         knowledge=knowledge,
         deadline=deadline,
         exclude_draft_id=draft.pk,
+        stream=stream,
     )
     chosen = result.chosen
     made_ready = _finish(

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -52,6 +54,27 @@ def chat_completion(
     }
 
 
+def chat_completion_chunks(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """A `chat_completion` body as the chunks a streaming server sends: one per word (its
+    spaces before it, its logprob), the finish reason on the last, then the usage chunk that
+    `stream_options.include_usage` asks for."""
+    choice = body["choices"][0]
+    words = re.findall(r"\s*\S+", choice["message"]["content"])
+    logprobs = choice["logprobs"]["content"] if choice.get("logprobs") else []
+    base = {k: body[k] for k in ("id", "created", "model")} | {"object": "chat.completion.chunk"}
+    chunks = []
+    for i, word in enumerate(words):
+        chunk_choice: dict[str, Any] = {
+            "index": 0,
+            "delta": {"role": "assistant", "content": word} if i == 0 else {"content": word},
+            "logprobs": {"content": logprobs[i : i + 1]} if logprobs else None,
+            "finish_reason": choice["finish_reason"] if i == len(words) - 1 else None,
+        }
+        chunks.append(base | {"choices": [chunk_choice], "usage": None})
+    chunks.append(base | {"choices": [], "usage": body["usage"]})
+    return chunks
+
+
 @dataclass
 class Reply:
     status: int = 200
@@ -59,6 +82,12 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     raw: bytes | None = None  # sent as is (malformed JSON and the like)
     wait: threading.Event | None = None  # block until set (a slow or hanging server)
+    # Sent as server-sent events (`chat_completion_chunks(body)`, or `events` as given), one
+    # every `chunk_delay` seconds; `cut_after`: the connection drops after that many events.
+    stream: bool = False
+    events: list[Any] | None = None
+    chunk_delay: float = 0.0
+    cut_after: int | None = None
 
 
 @dataclass
@@ -106,6 +135,9 @@ def openai_stub(*replies: Reply | Callable[[dict[str, Any]], Reply]) -> Iterator
             reply = step(payload) if callable(step) else step
             if reply.wait is not None:
                 reply.wait.wait(timeout=30)
+            if reply.stream:
+                self._stream(reply)
+                return
             data = reply.raw if reply.raw is not None else json.dumps(reply.body).encode()
             try:
                 self.send_response(reply.status)
@@ -117,6 +149,33 @@ def openai_stub(*replies: Reply | Callable[[dict[str, Any]], Reply]) -> Iterator
                 self.wfile.write(data)
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client gave up (a timeout test)
+
+        def _stream(self, reply: Reply) -> None:
+            """Server-sent events in a chunked HTTP/1.1 body, as vLLM and the paid APIs send
+            them: a cut leaves the body unterminated, which the client sees as a broken
+            stream (not as its end)."""
+            events = (
+                reply.events if reply.events is not None else chat_completion_chunks(reply.body)
+            )
+            self.protocol_version = "HTTP/1.1"
+            try:
+                self.send_response(reply.status)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                for i, event in enumerate([*events, "[DONE]"]):
+                    if reply.cut_after is not None and i >= reply.cut_after:
+                        return
+                    data = event if isinstance(event, str) else json.dumps(event)
+                    frame = f"data: {data}\n\n".encode()
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(frame), frame))
+                    self.wfile.flush()
+                    if reply.chunk_delay:
+                        time.sleep(reply.chunk_delay)
+                self.wfile.write(b"0\r\n\r\n")
+            except (BrokenPipeError, ConnectionResetError):
+                pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True

@@ -22,6 +22,12 @@ For each tier in policy order, within the draft's deadline:
    next tier is asked. An escalated draft judged by a learned scorer gets its explanation
    (word weights), computed only then: the hot path stays one embedding batch.
 
+With a `stream` (the worker's, drafting.streaming), the first tier asked is streamed: its
+text so far, as the agent would see it (markers cut, placeholders put back, payment data
+masked, a number or bracket still being written held back), goes to `stream.text`; when that
+draft is not the one kept (escalated, or its tier failed) `stream.improving` says a stronger
+tier is being asked. The stream never changes what is stored.
+
 Each answer is costed at its endpoint's prices in force when the attempt started, from a
 PriceBook loaded once for all the tiers (drafting.engine.pricing), not one query per attempt.
 
@@ -33,11 +39,13 @@ draft: the result says whether the failure is worth retrying later.
 from __future__ import annotations
 
 import logging
+import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
+from typing import Protocol
 
 from django.utils import timezone
 
@@ -76,6 +84,35 @@ def completion_cost(
         server_ms=completion.server_ms,
         concurrency=completion.concurrency,
     )
+
+
+class DraftStream(Protocol):
+    """Where the first tier's draft goes while it is written (drafting.streaming's writer)."""
+
+    def text(self, so_far: str) -> None: ...
+
+    def improving(self) -> None: ...
+
+
+# The end of a text still being written that may change once the next tokens come: an open
+# bracket (a citation marker or placeholder) or a run of digits (a card number or IBAN is
+# only recognised, and masked, once it is whole).
+_UNSETTLED_TAIL = re.compile(r"(?:\[[^\]\n]{0,40}|[\d(+][\d\s()./+\-]*)$")
+
+
+def visible_so_far(raw: str, *, placeholders: dict[str, str], shown: int) -> str:
+    """What the agent may see of a draft still being written: as the finished draft will be
+    shown (citation markers cut, placeholders put back, payment data masked), less its
+    unsettled tail."""
+    settled = _UNSETTLED_TAIL.sub("", raw)
+    text = (cited(settled, shown=shown).text if shown else settled).strip()
+    return mask_payment(restore(text, placeholders))
+
+
+def _on_text(
+    stream: DraftStream, *, placeholders: dict[str, str], shown: int
+) -> Callable[[str], None]:
+    return lambda raw: stream.text(visible_so_far(raw, placeholders=placeholders, shown=shown))
 
 
 @dataclass(frozen=True)
@@ -156,6 +193,7 @@ def run_cascade(
     prices: PriceBook | None = None,
     earlier_drafts: Sequence[str] = (),
     passages: Sequence[str] = (),
+    stream: DraftStream | None = None,
 ) -> CascadeResult:
     """Ask `tiers` in order until one's draft scores at least its threshold; `deadline` is a
     time.monotonic() value after which no tier is asked; `guard` defaults to the shared
@@ -164,12 +202,14 @@ def run_cascade(
     `earlier_drafts` are lower tiers' drafts already answered elsewhere (exploration asks one
     tier at a time and its scorer should see what an escalation would have shown it);
     `passages` are the knowledge passages as the model sees them (`[n] Title — heading: text`),
-    best first, fitted into each tier's budget like the examples."""
+    best first, fitted into each tier's budget like the examples; `stream` gets the first
+    asked tier's text as it is written (see the module docstring)."""
     guard = guard or breaker()
     if prices is None:
         prices = PriceBook.load(endpoint_ids=[tier.endpoint_id for tier in tiers])
     result = CascadeResult(prices=prices)
     answered: list[str] = list(earlier_drafts)
+    streamed = False  # only the first tier asked is streamed
     for tier in tiers:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -216,9 +256,19 @@ def run_cascade(
             sent, placeholders = redact_messages(trimmed.without_passages or sent)
             sent = with_knowledge(sent, trimmed.knowledge)
         request = CompletionRequest(messages=sent, max_tokens=endpoint.max_output_tokens)
+        on_text = (
+            _on_text(stream, placeholders=placeholders, shown=trimmed.passages)
+            if stream is not None and not streamed
+            else None
+        )
+        streamed = streamed or on_text is not None
         try:
-            completion = provider_for(endpoint, timeout=remaining).complete(request)
+            completion = provider_for(endpoint, timeout=remaining).complete(
+                request, on_text=on_text
+            )
         except ProviderError as exc:
+            if on_text is not None and stream is not None and tier is not tiers[-1]:
+                stream.improving()
             cut_by_deadline = (
                 isinstance(exc, ProviderTimeout) and remaining < endpoint.timeout_seconds
             )
@@ -258,6 +308,8 @@ def run_cascade(
             if escalated
             else None
         )
+        if escalated and on_text is not None and stream is not None:
+            stream.improving()
         answered.append(completion.text)
         # Whichever tier wrote it, a draft never shows a card number or IBAN in full: a paid
         # tier's placeholders come back masked, and the local tier may echo the raw text.

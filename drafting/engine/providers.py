@@ -14,7 +14,7 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import httpx
 import openai
 from django.views.decorators.debug import sensitive_variables
+from openai import Stream
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 if TYPE_CHECKING:
     from drafting.models import ModelEndpoint
@@ -117,8 +119,12 @@ class Provider(Protocol):
     endpoint speaks the OpenAI API today (paid APIs and vLLM alike); another wire protocol
     would be one more class behind this, chosen by `provider_for`."""
 
-    def complete(self, request: CompletionRequest) -> Completion:
-        """One chat completion; raises a ProviderError subclass on failure."""
+    def complete(
+        self, request: CompletionRequest, *, on_text: Callable[[str], None] | None = None
+    ) -> Completion:
+        """One chat completion; raises a ProviderError subclass on failure. With `on_text`, the
+        answer is streamed and `on_text` gets the text so far as it grows (the completion
+        returned is the same as without it)."""
         ...
 
     def model_names(self) -> list[str]:
@@ -161,9 +167,13 @@ class OpenAICompatibleProvider:
         except openai.APIError as exc:
             raise _classify(exc, latency_ms=0, secret=self.client.api_key) from exc
 
-    def complete(self, request: CompletionRequest) -> Completion:
+    def complete(
+        self, request: CompletionRequest, *, on_text: Callable[[str], None] | None = None
+    ) -> Completion:
         with _in_flight(self.base_url) as concurrency:
-            return self._complete(request, concurrency=concurrency)
+            if on_text is None:
+                return self._complete(request, concurrency=concurrency)
+            return self._stream(request, on_text=on_text, concurrency=concurrency)
 
     def _complete(self, request: CompletionRequest, *, concurrency: int) -> Completion:
         started = time.monotonic()
@@ -186,6 +196,11 @@ class OpenAICompatibleProvider:
             raise Unavailable(
                 f"Malformed JSON in the response: {exc}", latency_ms=_elapsed_ms(started)
             ) from exc
+        return self._completion(response, started=started, concurrency=concurrency)
+
+    def _completion(
+        self, response: ChatCompletion, *, started: float, concurrency: int
+    ) -> Completion:
         latency_ms = _elapsed_ms(started)
         if not response.choices:
             raise EmptyCompletion("The response had no choices.", latency_ms=latency_ms)
@@ -204,6 +219,98 @@ class OpenAICompatibleProvider:
             finish_reason=choice.finish_reason or "",
             token_logprobs=logprobs,
             server_ms=_server_ms(response.model_extra),
+            concurrency=concurrency,
+        )
+
+    def _stream(
+        self, request: CompletionRequest, *, on_text: Callable[[str], None], concurrency: int
+    ) -> Completion:
+        """The same completion, streamed: `on_text` gets the text so far after each chunk.
+
+        Steps: ask with `stream=True` and usage in the last chunk (tokens are counted as
+        without streaming); a server that answers a plain JSON completion instead is read as
+        one; otherwise gather text, logprobs, finish reason, model and usage from the chunks,
+        within `timeout` in all (the SDK's timeout applies to each read, and a server that
+        keeps sending would never trip it). Errors are classified as `_complete`'s: HTTP
+        errors are raised before the first chunk, a broken connection or an error event
+        mid-stream is the server's outage."""
+        started = time.monotonic()
+        secret = self.client.api_key
+        try:
+            # Typed messages are dicts here: no overload of the SDK's signature matches them.
+            stream: Stream[ChatCompletionChunk] = self.client.chat.completions.create(  # type: ignore[call-overload]
+                model=self.model,
+                messages=request.messages,
+                max_tokens=request.max_tokens,
+                temperature=request.temperature,
+                logprobs=request.logprobs,
+                timeout=self.timeout,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        except openai.APIError as exc:
+            raise _classify(exc, latency_ms=_elapsed_ms(started), secret=secret) from exc
+        try:
+            if "text/event-stream" not in stream.response.headers.get("content-type", ""):
+                # The server ignored `stream`: its answer is a whole completion.
+                body = json.loads(stream.response.read())
+                return self._completion(
+                    ChatCompletion.construct(**body), started=started, concurrency=concurrency
+                )
+            parts: list[str] = []
+            logprobs: list[float] = []
+            finish_reason, model, usage, server_ms = "", "", None, None
+            chose = False
+            for chunk in stream:
+                if time.monotonic() - started > self.timeout:
+                    raise ProviderTimeout(
+                        f"The stream ran past the {self.timeout:g} s timeout.",
+                        latency_ms=_elapsed_ms(started),
+                    )
+                model = chunk.model or model
+                usage = chunk.usage or usage
+                server_ms = _server_ms(chunk.model_extra) or server_ms
+                if not chunk.choices:
+                    continue  # the usage chunk
+                chose = True
+                choice = chunk.choices[0]
+                finish_reason = choice.finish_reason or finish_reason
+                if choice.logprobs and choice.logprobs.content:
+                    logprobs += [t.logprob for t in choice.logprobs.content]
+                if choice.delta.content:
+                    parts.append(choice.delta.content)
+                    on_text("".join(parts))
+        except openai.APIError as exc:
+            raise _classify(exc, latency_ms=_elapsed_ms(started), secret=secret) from exc
+        except json.JSONDecodeError as exc:
+            raise Unavailable(
+                f"Malformed JSON in the response: {exc}", latency_ms=_elapsed_ms(started)
+            ) from exc
+        except httpx.TimeoutException as exc:
+            raise ProviderTimeout(
+                f"The stream stalled: {exc}", latency_ms=_elapsed_ms(started)
+            ) from exc
+        except httpx.TransportError as exc:
+            raise Unavailable(
+                f"The stream broke off: {exc}", latency_ms=_elapsed_ms(started)
+            ) from exc
+        finally:
+            stream.close()
+        latency_ms = _elapsed_ms(started)
+        if not chose:
+            raise EmptyCompletion("The response had no choices.", latency_ms=latency_ms)
+        text = "".join(parts).strip()
+        if not text:
+            raise EmptyCompletion("The model returned an empty text.", latency_ms=latency_ms)
+        return Completion(
+            text=text,
+            tokens_in=usage.prompt_tokens if usage else 0,
+            tokens_out=usage.completion_tokens if usage else 0,
+            latency_ms=latency_ms,
+            model=model or self.model,
+            finish_reason=finish_reason,
+            token_logprobs=logprobs,
+            server_ms=server_ms,
             concurrency=concurrency,
         )
 
