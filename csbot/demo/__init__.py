@@ -6,6 +6,9 @@ import json
 from pathlib import Path
 from typing import TypedDict
 
+# The demo team's name: seed_demo creates it, its past (csbot.demo.history) is written for it.
+DEMO_TEAM = "Demo Support"
+
 
 class DemoConversation(TypedDict):
     customer: str

@@ -1,8 +1,10 @@
 """Seed a demo team, logins, a cascade policy on the local vLLM, a small knowledge base
-(csbot/demo/knowledge: articles and macros, imported as any team's files are) and a few
-conversations.
+(csbot/demo/knowledge: articles and macros, imported as any team's files are), a few
+conversations, and sixty days of past (accounting's `demo_history`: demo agents, drafts, two
+policies, a fixed cost) so the ENCS dashboard has figures on the first run.
 
-Idempotent: running it again keeps what exists (and does not duplicate conversations).
+Idempotent: running it again keeps what exists (and does not duplicate conversations or the
+past). `--remove-history` deletes the past only; `--no-history` seeds without it.
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
 from csbot import services
-from csbot.demo import demo_conversations, demo_knowledge_files
+from csbot.demo import DEMO_TEAM, demo_conversations, demo_knowledge_files
 from csbot.models import AgentProfile, Channel, Team
 from drafting import knowledge
 from drafting.models import CascadePolicy, CascadeTier, EndpointPrice, ModelEndpoint
@@ -38,15 +41,30 @@ class Command(BaseCommand):
             "--password", default="csbot-demo", help="Password for the demo logins."
         )
         parser.add_argument(
-            "--no-conversations", action="store_true", help="Skip demo conversations."
+            "--no-conversations",
+            action="store_true",
+            help="Skip demo conversations (the live ones and the past).",
+        )
+        parser.add_argument(
+            "--no-history", action="store_true", help="Skip the demo's 60 days of past."
+        )
+        parser.add_argument(
+            "--remove-history",
+            action="store_true",
+            help="Only delete the demo's past (its channel, agents, paid policy, fixed cost).",
         )
         parser.add_argument(
             "--holdout-share", default="0.10", help="Share of conversations held out."
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["remove_history"]:
+            # By name: the past writes accounting's rows, and the support domain's commands
+            # sit below accounting (pyproject.toml's layers); accounting's command owns it.
+            call_command("demo_history", "--remove", stdout=self.stdout)
+            return
         with transaction.atomic():
-            team, _ = Team.objects.get_or_create(name="Demo Support")
+            team, _ = Team.objects.get_or_create(name=DEMO_TEAM)
             channel, _ = Channel.objects.get_or_create(team=team, name="web-chat")
             users = get_user_model().objects
             agent = users.filter(username="agent").first() or users.create_user(
@@ -132,6 +150,8 @@ class Command(BaseCommand):
                         customer_ref=conversation["customer"],
                     )
                     seeded += int(result.created)
+            if not options["no_history"]:
+                call_command("demo_history", stdout=self.stdout)
         self.stdout.write(
             self.style.SUCCESS(
                 f"Demo team {team.name!r} ready: {seeded} new demo messages, "
