@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.urls import path
 
 from csbot.console import views
+from csbot.console.streaming import draft_stream
 
 app_name = "console"
 
@@ -10,6 +11,7 @@ urlpatterns = [
     path("", views.queue, name="queue"),
     path("c/<int:pk>", views.conversation, name="conversation"),
     path("c/<int:pk>/draft", views.draft_panel, name="draft-panel"),
+    path("c/<int:pk>/draft/stream", draft_stream, name="draft-stream"),
     path("c/<int:pk>/reply", views.reply, name="reply"),
     path("c/<int:pk>/close", views.close, name="close"),
     path("c/<int:pk>/intent", views.intent, name="intent"),

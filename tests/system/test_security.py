@@ -212,6 +212,7 @@ ROUTES: dict[str, dict[str, dict[str, str]]] = {
     "console/": {"GET": _CONSOLE_READ, "POST": _CONSOLE_GET_ONLY},
     "console/c/<int:pk>": {"GET": _CONSOLE_READ, "POST": _CONSOLE_GET_ONLY},
     "console/c/<int:pk>/draft": {"GET": _CONSOLE_READ, "POST": _CONSOLE_GET_ONLY},
+    "console/c/<int:pk>/draft/stream": {"GET": _CONSOLE_READ, "POST": _CONSOLE_GET_ONLY},
     "console/c/<int:pk>/reply": {"GET": _CONSOLE_POST_ONLY, "POST": _CONSOLE_POST},
     "console/c/<int:pk>/close": {"GET": _CONSOLE_POST_ONLY, "POST": _CONSOLE_POST},
     "console/c/<int:pk>/intent": {"GET": _CONSOLE_READ, "POST": _CONSOLE_POST},
@@ -515,6 +516,7 @@ def test_another_teams_conversations_and_drafts_are_not_found_on_console_and_api
     console = [
         ("get", f"/console/c/{other.pk}", {}),
         ("get", f"/console/c/{other.pk}/draft", {}),
+        ("get", f"/console/c/{other.pk}/draft/stream", {}),
         ("get", f"/console/c/{other.pk}/intent", {}),
         ("post", f"/console/c/{other.pk}/reply", {"text": "hi", "kind": "none"}),
         ("post", f"/console/c/{other.pk}/close", {}),

@@ -120,6 +120,70 @@
     });
   }
 
+  // --- The draft while it is written (server-sent events) ---------------------------------
+  // The worker publishes the first tier's text so far (drafting.streaming); the stream view
+  // (csbot/console/streaming.py) sends it here. Accept/edit/ignore stay disabled and a/e/i do
+  // nothing meanwhile: there is no #draft-text until the final panel is loaded. The panel's
+  // 1 s htmx poll is the fallback: held back while a stream is open, it takes over when the
+  // stream fails or times out.
+  let source = null;  // the open EventSource, if any
+  let streamFailed = false;  // once a stream failed on this page, the poll does the work
+  function panelState() { return document.getElementById("draft-panel-state"); }
+  function streamNote(message) {
+    const note = document.getElementById("draft-stream-note");
+    if (note) note.textContent = message;
+  }
+  function stopStream() {
+    if (source) { source.close(); source = null; }
+  }
+  function startStream() {
+    const state = panelState();
+    if (source || streamFailed || !window.EventSource || !state || !state.dataset.streamUrl) return;
+    const panelUrl = state.dataset.panelUrl;
+    source = new EventSource(state.dataset.streamUrl);
+    source.addEventListener("state", function (e) {
+      const data = JSON.parse(e.data);
+      const current = panelState();
+      if (current) current.dataset.stream = "open";
+      const box = document.getElementById("draft-stream");
+      if (data.status === "queued" && box) {
+        // Back in the queue (its tier failed): what was shown is no draft.
+        box.textContent = "";
+        box.hidden = true;
+        streamNote("Drafting a reply…");
+      }
+    });
+    source.addEventListener("text", function (e) {
+      const data = JSON.parse(e.data);
+      const box = document.getElementById("draft-stream");
+      if (!box) return;
+      box.textContent = (data.at > 0 ? "…" : "") + data.text;
+      box.hidden = false;
+      streamNote("Writing the draft…");
+    });
+    source.addEventListener("improving", function () {
+      const box = document.getElementById("draft-stream");
+      if (box) box.style.opacity = "0.55";
+      streamNote("Improving the draft… a stronger model is writing it; this text will be replaced.");
+    });
+    source.addEventListener("final", function () {
+      stopStream();
+      const box = document.getElementById("draft-stream");
+      if (box) box.setAttribute("aria-busy", "false");
+      // The final panel has the score, any escalation and the sources.
+      htmx.ajax("GET", panelUrl, { target: "#draft-panel", swap: "innerHTML" });
+    });
+    source.addEventListener("timeout", function () { stopStream(); streamFailed = true; });
+    source.onerror = function () { stopStream(); streamFailed = true; };
+  }
+  document.addEventListener("htmx:beforeRequest", function (e) {
+    if (source && e.detail.elt && e.detail.elt.id === "draft-panel-state") e.preventDefault();
+  });
+  document.addEventListener("htmx:afterSwap", function (e) {
+    if (e.detail.target.id === "draft-panel") startStream();  // a new pending draft
+  });
+  startStream();
+
   document.addEventListener("keydown", function (e) {
     // Letters typed on the intent list pick an intent; they are not shortcuts.
     if (e.target.closest("select")) return;
