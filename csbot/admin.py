@@ -11,6 +11,7 @@ from django.utils.cache import patch_cache_control
 
 from csbot import services
 from csbot.admin_autocomplete import ValidatedAutocomplete
+from csbot.admin_records import RecordAdmin
 from csbot.models import AgentProfile, ApiToken, Channel, Conversation, Message, Team
 
 
@@ -114,7 +115,7 @@ class MessageInline(admin.TabularInline[Message, Conversation]):
 
 
 @admin.register(Conversation)
-class ConversationAdmin(admin.ModelAdmin[Conversation]):
+class ConversationAdmin(RecordAdmin, admin.ModelAdmin[Conversation]):
     list_display = [
         "external_id",
         "team",
@@ -131,7 +132,7 @@ class ConversationAdmin(admin.ModelAdmin[Conversation]):
 
 
 @admin.register(Message)
-class MessageAdmin(admin.ModelAdmin[Message]):
+class MessageAdmin(RecordAdmin, admin.ModelAdmin[Message]):
     list_display = ["id", "conversation", "direction", "author", "created_at"]
     list_filter = ["direction", "channel__team"]
     search_fields = ["text", "channel_message_id"]

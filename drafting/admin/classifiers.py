@@ -9,13 +9,14 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from csbot.admin_records import RecordAdmin
 from drafting.models import (
     TrainedClassifier,
 )
 
 
 @admin.register(TrainedClassifier)
-class TrainedClassifierAdmin(admin.ModelAdmin[TrainedClassifier]):
+class TrainedClassifierAdmin(RecordAdmin, admin.ModelAdmin[TrainedClassifier]):
     """Versions of the learned scorers and intent classifiers with their out-of-fold metrics.
     Read-only (training makes them: the policy's "train scorer now" action, the nightly task);
     an admin can only take an active version out of force."""
@@ -42,9 +43,6 @@ class TrainedClassifierAdmin(admin.ModelAdmin[TrainedClassifier]):
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         fields = [f.name for f in TrainedClassifier._meta.fields if f.name != "model_blob"]
         return [*fields, "model_size"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
 
     @admin.display(description="AUC (out of fold)")
     def auc(self, classifier: TrainedClassifier) -> Any:

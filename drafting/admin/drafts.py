@@ -1,6 +1,7 @@
 """Admin for what the cascade produced and agents did: drafts with their attempts (and why a
 draft was escalated), agent actions (with whether each counts in ENCS), the completion cache and
-the few-shot examples."""
+the few-shot examples. All are records, read-only here (csbot.admin_records); cache entries and
+examples may be deleted."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
+from csbot.admin_records import RecordAdmin
 from drafting import selectors
 from drafting.models import (
     AgentAction,
@@ -77,7 +79,7 @@ class DraftAttemptInline(admin.TabularInline[DraftAttempt, Draft]):
 
 
 @admin.register(Draft)
-class DraftAdmin(admin.ModelAdmin[Draft]):
+class DraftAdmin(RecordAdmin, admin.ModelAdmin[Draft]):
     list_display = [
         "id",
         "message",
@@ -104,7 +106,7 @@ class DraftAdmin(admin.ModelAdmin[Draft]):
 
 
 @admin.register(DraftAttempt)
-class DraftAttemptAdmin(admin.ModelAdmin[DraftAttempt]):
+class DraftAttemptAdmin(RecordAdmin, admin.ModelAdmin[DraftAttempt]):
     list_display = [
         "id",
         "draft",
@@ -147,7 +149,7 @@ class HandleTimeFilter(admin.SimpleListFilter):
 
 
 @admin.register(AgentAction)
-class AgentActionAdmin(admin.ModelAdmin[AgentAction]):
+class AgentActionAdmin(RecordAdmin, admin.ModelAdmin[AgentAction]):
     list_display = [
         "id",
         "kind",
@@ -168,7 +170,11 @@ class AgentActionAdmin(admin.ModelAdmin[AgentAction]):
 
 
 @admin.register(CachedReply)
-class CachedReplyAdmin(admin.ModelAdmin[CachedReply]):
+class CachedReplyAdmin(RecordAdmin, admin.ModelAdmin[CachedReply]):
+    """Approved replies served again (drafting.engine.cache): learned from agents' replies,
+    never typed in; an entry that should not be served any more is deleted."""
+
+    deletable = True
     list_display = [
         "customer_text",
         "team",
@@ -198,9 +204,11 @@ class CachedReplyAdmin(admin.ModelAdmin[CachedReply]):
 
 
 @admin.register(ReplyExample)
-class ReplyExampleAdmin(admin.ModelAdmin[ReplyExample]):
+class ReplyExampleAdmin(RecordAdmin, admin.ModelAdmin[ReplyExample]):
     """Few-shot examples: replies agents used as is, personal data scrubbed. Delete one that
     should no longer be shown to the model (a policy changed, a price is out of date)."""
+
+    deletable = True
 
     list_display = ["customer_text", "team", "embedding_model", "created_at"]
     list_filter = ["team"]

@@ -17,6 +17,7 @@ from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html
 from kombu.exceptions import OperationalError as KombuOperationalError
 
+from csbot.admin_records import RecordAdmin
 from csbot.models import Team
 from drafting.learning import intents
 from drafting.models import Intent, IntentExample, MessageIntent, TrainedClassifier
@@ -165,7 +166,7 @@ class IntentExampleAdmin(admin.ModelAdmin[IntentExample]):
 
 
 @admin.register(MessageIntent)
-class MessageIntentAdmin(admin.ModelAdmin[MessageIntent]):
+class MessageIntentAdmin(RecordAdmin, admin.ModelAdmin[MessageIntent]):
     """Verdicts are written by the classifier (or a label); here they are only read."""
 
     list_display = ["message", "intent", "confidence", "source", "classified_at"]
@@ -178,9 +179,3 @@ class MessageIntentAdmin(admin.ModelAdmin[MessageIntent]):
         if verdict.classifier is None:
             return "a person's label"
         return f"classifier v{verdict.classifier.version}"
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False

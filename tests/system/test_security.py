@@ -32,6 +32,7 @@ from django.views.debug import ExceptionReporter
 from rest_framework.test import APIClient
 
 from csbot import services
+from csbot.admin_records import RecordAdmin
 from csbot.models import AgentProfile, Conversation
 from drafting import services as drafting_services
 from drafting.engine import providers
@@ -439,15 +440,26 @@ def _admin_urls(world: World) -> list[str]:
 
 def _switched_off(url: str, status: int) -> bool:
     """Admin pages an admin is refused on purpose: adding reports and classifiers (made, not
-    added), changing or deleting the audit log (read-only), autocomplete without its query
-    (403), and pages of an object that does not exist (404)."""
+    added), changing or deleting the audit log (read-only), deleting a recorded fact
+    (csbot.admin_records), autocomplete without its query (403), and pages of an object that
+    does not exist (404)."""
     if status == 403:
         return (
             url.endswith("/add/")
             or url.startswith("/admin/auditlog/logentry/")
             or url == "/admin/autocomplete/"
+            or (url.endswith("/delete/") and _undeletable_record(url))
         )
     return status == 404 and "/999999/" in url
+
+
+def _undeletable_record(url: str) -> bool:
+    app, model = url.split("/")[2:4]
+    model_admin = next(
+        (a for m, a in admin.site._registry.items() if m._meta.label_lower == f"{app}.{model}"),
+        None,
+    )
+    return isinstance(model_admin, RecordAdmin) and not model_admin.deletable
 
 
 @pytest.mark.slow
