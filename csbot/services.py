@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from auditlog.models import LogEntry
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from csbot.models import ApiToken, Channel, Conversation, Message
@@ -168,10 +171,10 @@ def reply_send(
         with transaction.atomic():
             # Locked first, like ingest: the reply's id orders it after every message that
             # arrived before it, and a conversation closed meanwhile is seen closed.
-            status = (
+            status, holder_id = (
                 Conversation.objects.select_for_update()
                 .filter(pk=conversation.pk)
-                .values_list("status", flat=True)
+                .values_list("status", "assigned_to_id")
                 .get()
             )
             if status == Conversation.Status.CLOSED:
@@ -188,8 +191,12 @@ def reply_send(
                 author_user=agent,
                 created_at=acted_at,
             )
+            # Answering ends the agent's claim (the row is locked: no one changed it since).
+            released = (
+                {"assigned_to": None, "assigned_until": None} if holder_id == agent.pk else {}
+            )
             Conversation.objects.filter(pk=conversation.pk).update(
-                updated_at=acted_at, awaiting_reply_since=None
+                updated_at=acted_at, awaiting_reply_since=None, **released
             )
             action = None
             if inbound_message is not None:
@@ -221,9 +228,126 @@ def _previous_reply(*, inbound_message: Message | None, draft: Draft | None) -> 
 
 
 def conversation_close(*, conversation: Conversation) -> None:
-    """Take a conversation off the queue. The customer's next message reopens it."""
+    """Take a conversation off the queue (and out of anyone's hands). The customer's next
+    message reopens it."""
     Conversation.objects.filter(pk=conversation.pk).update(
-        status=Conversation.Status.CLOSED, awaiting_reply_since=None, updated_at=timezone.now()
+        status=Conversation.Status.CLOSED,
+        awaiting_reply_since=None,
+        updated_at=timezone.now(),
+        assigned_to=None,
+        assigned_until=None,
+    )
+
+
+# --- Claims: who is answering a conversation ----------------------------------------------------
+#
+# Opening a conversation in the console claims it for CONSOLE_CLAIM_SECONDS: a lease, renewed
+# by the open page, ended by a reply or a release, and over by itself when the page is gone. A
+# claim is taken with one conditional UPDATE (free, expired, or already the agent's), never a
+# read and then a write, so two agents opening the same conversation at once cannot both get
+# it. Someone else's live claim is only ever overridden by an explicit take-over, which the
+# audit log records.
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Who holds a conversation now, as one agent sees it."""
+
+    holder: User | None  # None: nobody (free, expired, or the conversation is closed)
+    until: datetime | None
+    mine: bool
+
+    @property
+    def taken(self) -> bool:
+        """Someone else holds it: the agent must take it over before answering."""
+        return self.holder is not None and not self.mine
+
+
+def _claimable_by(agent: User, now: datetime) -> Q:
+    return (
+        Q(assigned_to__isnull=True)
+        | Q(assigned_until__isnull=True)
+        | Q(assigned_until__lt=now)
+        | Q(assigned_to=agent)
+    )
+
+
+def conversation_claim(
+    *, conversation: Conversation, agent: User, now: datetime | None = None
+) -> Claim:
+    """Claim (or renew the agent's claim on) an open conversation, unless another agent holds
+    it. Steps: one conditional UPDATE; when it changed no row, read who holds it."""
+    now = now or timezone.now()
+    until = now + timedelta(seconds=settings.CONSOLE_CLAIM_SECONDS)
+    won = (
+        Conversation.objects.filter(pk=conversation.pk, status=Conversation.Status.OPEN)
+        .filter(_claimable_by(agent, now))
+        .update(assigned_to=agent, assigned_until=until)
+    )
+    if won:
+        return Claim(holder=agent, until=until, mine=True)
+    return conversation_claim_state(conversation=conversation, agent=agent, now=now)
+
+
+def conversation_claim_state(
+    *, conversation: Conversation, agent: User, now: datetime | None = None
+) -> Claim:
+    """Who holds the conversation now, without claiming it."""
+    now = now or timezone.now()
+    row = (
+        Conversation.objects.select_related("assigned_to")
+        .only("assigned_to", "assigned_until")
+        .get(pk=conversation.pk)
+    )
+    if row.assigned_to is None or row.assigned_until is None or row.assigned_until < now:
+        return Claim(holder=None, until=None, mine=False)
+    return Claim(
+        holder=row.assigned_to, until=row.assigned_until, mine=row.assigned_to_id == agent.pk
+    )
+
+
+def conversation_take_over(
+    *, conversation: Conversation, agent: User, now: datetime | None = None
+) -> Claim:
+    """Take an open conversation from whoever holds it: the agent asked for it explicitly.
+    Taking it from another agent's live claim is written to the audit log (who, from whom);
+    a free or expired one is simply claimed."""
+    now = now or timezone.now()
+    until = now + timedelta(seconds=settings.CONSOLE_CLAIM_SECONDS)
+    with transaction.atomic():
+        row = (
+            Conversation.objects.select_for_update()
+            .select_related("channel")
+            .filter(pk=conversation.pk, status=Conversation.Status.OPEN)
+            .first()
+        )
+        if row is None:  # closed meanwhile: nothing to take
+            return Claim(holder=None, until=None, mine=False)
+        previous = (
+            row.assigned_to_id
+            if row.assigned_to_id is not None
+            and row.assigned_until is not None
+            and row.assigned_until >= now
+            else None
+        )
+        Conversation.objects.filter(pk=row.pk).update(assigned_to=agent, assigned_until=until)
+        if previous is not None and previous != agent.pk:
+            previous_name = User.objects.filter(pk=previous).values_list("username", flat=True)
+            LogEntry.objects.log_create(
+                row,
+                force_log=True,
+                action=LogEntry.Action.UPDATE,
+                actor=agent,
+                changes={"assigned_to": [previous_name.first(), agent.get_username()]},
+                additional_data={"console": "take over"},
+            )
+    return Claim(holder=agent, until=until, mine=True)
+
+
+def conversation_release(*, conversation: Conversation, agent: User) -> None:
+    """Give the agent's claim up (leaving the page); someone else's claim is left alone."""
+    Conversation.objects.filter(pk=conversation.pk, assigned_to=agent).update(
+        assigned_to=None, assigned_until=None
     )
 
 

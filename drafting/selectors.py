@@ -95,6 +95,32 @@ def latest_draft_status(conversation_ref: OuterRef) -> Subquery:
     )
 
 
+def latest_inbound_intent_name(conversation_ref: OuterRef) -> Subquery:
+    """The intent name of a conversation's newest customer message (the classifier's verdict,
+    or an agent's label, which replaces it), for annotating conversation querysets; None while
+    that message has no verdict."""
+    return Subquery(
+        MessageIntent.objects.filter(
+            message_id=Subquery(
+                # One level deeper than the caller's reference: OuterRef of it.
+                Message.objects.filter(
+                    conversation_id=OuterRef(conversation_ref),
+                    direction=Message.Direction.INBOUND,
+                )
+                .order_by("-id")
+                .values("id")[:1]
+            )
+        ).values("intent__name")[:1]
+    )
+
+
+def intent_names(*, team_id: int) -> list[str]:
+    """The team's intent names, for choosing one (the console queue's filter)."""
+    return list(
+        Intent.objects.filter(team_id=team_id).order_by("name").values_list("name", flat=True)
+    )
+
+
 def action_for_reply(*, inbound_message_id: int | None, draft_id: int | None) -> AgentAction | None:
     """The action already recorded for this inbound message or draft (a duplicate submission)."""
     queryset = AgentAction.objects.select_related("outbound_message")

@@ -6,10 +6,12 @@ from django import forms
 from django.conf import settings
 from django.contrib import messages as flash
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from csbot import selectors, services
@@ -51,21 +53,157 @@ def _draft_context(request: HttpRequest, thread: selectors.Thread) -> dict[str, 
     }
 
 
+class QueueFilterForm(forms.Form):
+    """The queue's filters, from the URL (bookmarkable). Every field may be left out."""
+
+    q = forms.CharField(required=False, max_length=200, strip=True, label="Search")
+    waiting = forms.ChoiceField(
+        required=False,
+        label="Waiting",
+        choices=[
+            (selectors.Waiting.ANY, "Any time"),
+            (selectors.Waiting.OVER_5_MIN, "Over 5 minutes"),
+            (selectors.Waiting.OVER_1_HOUR, "Over 1 hour"),
+        ],
+    )
+    draft = forms.ChoiceField(
+        required=False,
+        label="Draft",
+        choices=[
+            (selectors.DraftState.ANY, "Any"),
+            (selectors.DraftState.READY, "Ready"),
+            (selectors.DraftState.PENDING, "Being drafted"),
+            (selectors.DraftState.FAILED, "Failed"),
+            (selectors.DraftState.NONE, "No draft"),
+        ],
+    )
+    intent = forms.ChoiceField(required=False, label="Intent")
+    assigned = forms.ChoiceField(
+        required=False,
+        label="Assigned",
+        choices=[
+            (selectors.Assignment.ALL, "Anyone"),
+            (selectors.Assignment.MINE, "Me"),
+            (selectors.Assignment.UNASSIGNED, "Unassigned"),
+        ],
+    )
+
+    def __init__(self, *args: object, intents: list[str], **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.fields["intent"].choices = [("", "Any"), *((name, name) for name in intents)]  # type: ignore[attr-defined]
+
+
 @login_required
 @require_GET
 def queue(request: HttpRequest) -> HttpResponse:
-    conversations = selectors.conversation_queue(team=_team(request))[:200]
-    template = "console/_queue_rows.html" if request.htmx else "console/queue.html"  # type: ignore[attr-defined]
-    return render(request, template, {"conversations": conversations})
+    """The team's open conversations: searched, filtered and paged from the URL. The page
+    polls itself (htmx, every 5 s) with the same filters and page; invalid filters get a 400
+    with the form's errors, not a 500."""
+    team = _team(request)
+    form = QueueFilterForm(request.GET, intents=drafting_selectors.intent_names(team_id=team.pk))
+    page = None
+    status = 200
+    if form.is_valid():
+        data = form.cleaned_data
+        conversations = selectors.conversation_queue(
+            team=team,
+            agent=request.user,  # type: ignore[arg-type]
+            q=data["q"],
+            waiting=selectors.Waiting(data["waiting"]),
+            draft_state=selectors.DraftState(data["draft"]),
+            intent=data["intent"],
+            assignment=selectors.Assignment(data["assigned"]),
+        )
+        page = selectors.conversation_queue_page(
+            conversations=conversations,
+            page=request.GET.get("page"),
+            per_page=settings.CONSOLE_QUEUE_PAGE_SIZE,
+        )
+    else:
+        status = 400
+    # The filters as a query string without the page, for the pager's links.
+    filters = request.GET.copy()
+    filters.pop("page", None)
+    context = {
+        "form": form,
+        "page": page,
+        "filters": filters.urlencode(),
+        "filtered": any(v for k, v in request.GET.items() if k != "page"),
+    }
+    partial = request.htmx and not request.htmx.history_restore_request  # type: ignore[attr-defined]
+    template = "console/_queue_rows.html" if partial else "console/queue.html"
+    return render(request, template, context, status=status)
+
+
+def _claim_context(claim: services.Claim | None) -> dict[str, object]:
+    return {
+        "claim": claim,
+        "claim_holder_name": (
+            selectors.agent_display_name(claim.holder)
+            if claim is not None and claim.holder is not None
+            else ""
+        ),
+        # The open page renews its claim three times a lease, so one lost request is harmless.
+        "claim_renew_seconds": max(settings.CONSOLE_CLAIM_SECONDS // 3, 1),
+    }
 
 
 @login_required
 @require_GET
 def conversation(request: HttpRequest, pk: int) -> HttpResponse:
+    """A conversation's page. Opening an open conversation claims it for the agent unless
+    another agent holds it: then the page says so and the reply stays locked until the agent
+    takes it over."""
     thread = selectors.conversation_thread(team=_team(request), conversation_id=pk)
     context = _draft_context(request, thread)
+    claim = None
+    if thread.conversation.status == Conversation.Status.OPEN:
+        claim = services.conversation_claim(
+            conversation=thread.conversation,
+            agent=request.user,  # type: ignore[arg-type]
+        )
+    context.update(_claim_context(claim))
+    context["customer_history"] = selectors.customer_history(conversation=thread.conversation)
     context["max_chars"] = settings.CSBOT_MAX_MESSAGE_CHARS
     return render(request, "console/conversation.html", context)
+
+
+@login_required
+@require_POST
+def claim(request: HttpRequest, pk: int) -> HttpResponse:
+    """The open page's renewal (htmx, every third of a lease): claims the conversation again
+    if it is free or the agent's; the claim banner, which shows who holds it now."""
+    conversation = get_object_or_404(Conversation, pk=pk, team=_team(request))
+    current = (
+        services.conversation_claim(conversation=conversation, agent=request.user)  # type: ignore[arg-type]
+        if conversation.status == Conversation.Status.OPEN
+        else None
+    )
+    context = {"conversation": conversation, **_claim_context(current)}
+    return render(request, "console/_claim.html", context)
+
+
+@login_required
+@require_POST
+def take_over(request: HttpRequest, pk: int) -> HttpResponse:
+    """Take a conversation another agent holds (explicitly: a button; audit-logged)."""
+    conversation = get_object_or_404(Conversation, pk=pk, team=_team(request))
+    taken = services.conversation_take_over(conversation=conversation, agent=request.user)  # type: ignore[arg-type]
+    if taken.mine:
+        flash.success(request, "You have taken over this conversation.")
+    else:
+        flash.error(request, "This conversation is closed: there is nothing to take over.")
+    return redirect("console:conversation", pk=pk)
+
+
+@login_required
+@require_POST
+def release(request: HttpRequest, pk: int) -> HttpResponse:
+    """Give the conversation back to the queue (the agent's own claim only)."""
+    conversation = get_object_or_404(Conversation, pk=pk, team=_team(request))
+    services.conversation_release(conversation=conversation, agent=request.user)  # type: ignore[arg-type]
+    flash.success(request, "Released: the conversation is back in the queue for anyone.")
+    return redirect("console:queue")
 
 
 @login_required
@@ -116,10 +254,22 @@ def reply(request: HttpRequest, pk: int) -> HttpResponse:
         )
         if draft is None:
             raise Http404("No such draft for this message.")
+    agent: User = request.user  # type: ignore[assignment]
+    # The reply goes out under the agent's claim: taken (or renewed) now, atomically, unless
+    # another agent holds the conversation; then nothing is sent until the agent takes it over.
+    held = services.conversation_claim(conversation=conversation, agent=agent)
+    if held.taken:
+        until = timezone.localtime(held.until).strftime("%H:%M") if held.until else ""
+        flash.error(
+            request,
+            f"Taken by {selectors.agent_display_name(held.holder)} until {until}: your reply "  # type: ignore[arg-type]
+            "was not sent. Take the conversation over to answer it.",
+        )
+        return redirect("console:conversation", pk=pk)
     try:
         sent = services.reply_send(
             conversation=conversation,
-            agent=request.user,  # type: ignore[arg-type]
+            agent=agent,
             text=data["text"],
             inbound_message=inbound,
             draft=draft,
@@ -128,6 +278,9 @@ def reply(request: HttpRequest, pk: int) -> HttpResponse:
     except (ActionRejected, services.ConversationClosed) as exc:
         flash.error(request, str(exc))
         return redirect("console:conversation", pk=pk)
+    if not sent.created:
+        # A repeat or someone else's earlier answer: nothing was sent, so nothing to hold.
+        services.conversation_release(conversation=conversation, agent=agent)
     if not sent.created and sent.message.text != data["text"]:
         # Two agents had the same conversation open and the other one answered first: the
         # customer gets one reply, and this agent must know theirs was not sent.
@@ -137,13 +290,7 @@ def reply(request: HttpRequest, pk: int) -> HttpResponse:
             "your reply was not sent.",
         )
         return redirect("console:conversation", pk=pk)
-    next_conversation = (
-        selectors.conversation_queue(team=team)
-        .filter(awaiting_reply_since__isnull=False)
-        .exclude(pk=pk)
-        .values_list("pk", flat=True)
-        .first()
-    )
+    next_conversation = selectors.next_conversation_for(team=team, agent=agent, after=pk)
     if next_conversation is not None:
         return redirect("console:conversation", pk=next_conversation)
     return redirect(reverse("console:queue"))

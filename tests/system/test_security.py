@@ -217,6 +217,10 @@ ROUTES: dict[str, dict[str, dict[str, str]]] = {
     "console/c/<int:pk>/reply": {"GET": _CONSOLE_POST_ONLY, "POST": _CONSOLE_POST},
     "console/c/<int:pk>/close": {"GET": _CONSOLE_POST_ONLY, "POST": _CONSOLE_POST},
     "console/c/<int:pk>/intent": {"GET": _CONSOLE_READ, "POST": _CONSOLE_POST},
+    # The conversation's claim: the page's renewal, an explicit take-over, a release.
+    "console/c/<int:pk>/claim": {"GET": _CONSOLE_POST_ONLY, "POST": _CONSOLE_POST},
+    "console/c/<int:pk>/take-over": {"GET": _CONSOLE_POST_ONLY, "POST": _CONSOLE_POST},
+    "console/c/<int:pk>/release": {"GET": _CONSOLE_POST_ONLY, "POST": _CONSOLE_POST},
     # The knowledge picker and the read-only article page: the team's agents.
     "console/c/<int:pk>/insert": {"GET": _CONSOLE_READ, "POST": _CONSOLE_GET_ONLY},
     "console/c/<int:pk>/insert/macro/<int:macro_id>": {
@@ -532,6 +536,9 @@ def test_another_teams_conversations_and_drafts_are_not_found_on_console_and_api
         ("get", f"/console/c/{other.pk}/intent", {}),
         ("post", f"/console/c/{other.pk}/reply", {"text": "hi", "kind": "none"}),
         ("post", f"/console/c/{other.pk}/close", {}),
+        ("post", f"/console/c/{other.pk}/claim", {}),
+        ("post", f"/console/c/{other.pk}/take-over", {}),
+        ("post", f"/console/c/{other.pk}/release", {}),
         (
             "post",
             f"/console/c/{other.pk}/intent",
@@ -560,6 +567,7 @@ def test_another_teams_conversations_and_drafts_are_not_found_on_console_and_api
     assert statuses == [404] * (len(console) + 2 * len(api))
     other.refresh_from_db()
     assert other.status == Conversation.Status.OPEN  # the close did not happen
+    assert other.assigned_to is None  # nor a claim or a take-over
     assert not other.messages.filter(direction="out").exists()
     # Their team's ENCS and policies are not found on the dashboard either.
     manager = world.clients["manager"]
@@ -589,15 +597,18 @@ def test_console_forms_need_the_csrf_token(world: World) -> None:
     forms: list[tuple[str, dict[str, Any]]] = [
         (f"{base}/intent", {"message_id": world.draft.message_id, "intent_id": world.intent.pk}),
         (f"{base}/reply", {"text": "On its way.", "kind": "none"}),
+        (f"{base}/claim", {}),
+        (f"{base}/take-over", {}),
+        (f"{base}/release", {}),
         (f"{base}/close", {}),
     ]
-    assert [client.post(url, data).status_code for url, data in forms] == [403, 403, 403]
+    assert [client.post(url, data).status_code for url, data in forms] == [403] * 6
     assert not world.conversation.messages.filter(direction="out").exists()
     token = _csrf_token(client, page)
     with_token = [
         client.post(url, {**data, "csrfmiddlewaretoken": token}).status_code for url, data in forms
     ]
-    assert with_token == [302, 302, 302]
+    assert with_token == [302, 302, 200, 302, 302, 302]
     world.conversation.refresh_from_db()
     assert world.conversation.status == Conversation.Status.CLOSED
     assert world.conversation.messages.filter(direction="out").count() == 1
