@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, DecimalField, Q, QuerySet, Sum, Value
+from django.db.models import Case, Count, DecimalField, Q, QuerySet, Sum, Value, When
 from django.db.models.functions import Coalesce
 
 from accounting.engine import money
@@ -58,7 +58,8 @@ def tier_costs(scope: Scope) -> list[TierCost]:
     """Provider attempts of the drafts created in `scope`, summed per cascade tier (tier 0:
     cache hits): attempts, successful ones, and what they cost. Exploratory
     attempts (asked after the draft was ready, for the optimiser) are a row of their own: the
-    money is spent all the same, but they are not escalations."""
+    money is spent all the same, but they are not escalations. So are the composer tools'
+    attempts (an agent's reply rewritten by a tier): model spend on the message, no draft."""
     money_field: DecimalField[Any, Any] = DecimalField(
         max_digits=MONEY_DIGITS + 6, decimal_places=MONEY_PLACES
     )
@@ -70,18 +71,24 @@ def tier_costs(scope: Scope) -> list[TierCost]:
     if scope.policy_ids is not None:
         attempts = attempts.filter(draft__policy_id__in=scope.policy_ids)
     rows = (
-        attempts.values("tier", "exploratory")
+        attempts.annotate(
+            composer=Case(
+                When(purpose=DraftAttempt.Purpose.DRAFT, then=Value(False)), default=Value(True)
+            )
+        )
+        .values("tier", "exploratory", "composer")
         .annotate(
             n=Count("id"),
             ok=Count("id", filter=Q(outcome=DraftAttempt.Outcome.OK)),
             spent=Coalesce(Sum("cost"), Value(Decimal(0)), output_field=money_field),
         )
-        .order_by("tier", "exploratory")
+        .order_by("tier", "exploratory", "composer")
     )
     return [
         TierCost(
             tier=row["tier"],
             exploratory=row["exploratory"],
+            composer=row["composer"],
             attempts=row["n"],
             ok=row["ok"],
             cost_usd=money(Decimal(row["spent"])),

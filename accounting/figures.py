@@ -433,15 +433,19 @@ class WhatIf:
 
 @dataclass(frozen=True)
 class TierCost:
-    """Provider attempts of one cascade tier (0: the cache), exploratory ones apart."""
+    """Provider attempts of one cascade tier (0: the cache), exploratory ones and the composer
+    tools' (agents' rewrites of their replies, asked of the tier) apart."""
 
     tier: int
     exploratory: bool
     attempts: int
     ok: int
     cost_usd: Decimal
+    composer: bool = False
 
     @property
     def label(self) -> str:
         name = "Cache" if self.tier == 0 else f"Tier {self.tier}"
+        if self.composer:
+            return name + " (composer tools)"
         return name + (" (exploration)" if self.exploratory else "")

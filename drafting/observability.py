@@ -112,7 +112,7 @@ def _attempt_metrics(endpoints: dict[int, str]) -> Iterator[Metric]:
     }
     rows = (
         DraftAttempt.objects.values(
-            "tier", "endpoint_id", "outcome", "error_kind", "exploratory", "cache_match"
+            "tier", "endpoint_id", "outcome", "error_kind", "exploratory", "cache_match", "purpose"
         )
         .annotate(
             n=Count("id"),
@@ -132,6 +132,7 @@ def _attempt_metrics(endpoints: dict[int, str]) -> Iterator[Metric]:
         labels=["tier", "endpoint", "outcome", "error_kind", "exploratory"],
     )
     escalations: dict[str, float] = defaultdict(float)
+    composer: dict[tuple[str, str], float] = defaultdict(float)
     cache_hits: dict[str, float] = {"exact": 0.0, "semantic": 0.0}
     errors: dict[tuple[str, str], float] = defaultdict(float)
     spend: dict[tuple[str, str], float] = defaultdict(float)
@@ -142,13 +143,18 @@ def _attempt_metrics(endpoints: dict[int, str]) -> Iterator[Metric]:
         endpoint = endpoints.get(endpoint_id, str(endpoint_id)) if endpoint_id else CACHE_LABEL
         exploratory = "true" if row["exploratory"] else "false"
         n = float(row["n"])
-        attempts.add_metric(
-            [str(row["tier"]), endpoint, row["outcome"], row["error_kind"], exploratory], n
-        )
+        if row["purpose"]:
+            # A composer tool's call: the endpoint's spend, tokens, latency and errors, but no
+            # cascade attempt (nor an escalation when a lower tier was cooling down).
+            composer[row["purpose"], row["outcome"]] += n
+        else:
+            attempts.add_metric(
+                [str(row["tier"]), endpoint, row["outcome"], row["error_kind"], exploratory], n
+            )
         if row["cache_match"]:
             cache_hits[row["cache_match"]] = cache_hits.get(row["cache_match"], 0.0) + n
             continue
-        if row["tier"] >= 2 and not row["exploratory"]:
+        if row["tier"] >= 2 and not row["exploratory"] and not row["purpose"]:
             escalations[str(row["tier"])] += n
         if row["error_kind"]:
             errors[endpoint, row["error_kind"]] += n
@@ -171,6 +177,16 @@ def _attempt_metrics(endpoints: dict[int, str]) -> Iterator[Metric]:
     )
     for tier, n in sorted(escalations.items()):
         family.add_metric([tier], n)
+    yield family
+
+    family = CounterMetricFamily(
+        "csbot_composer_uses",
+        "Composer tools used on agents' replies (shorten, friendlier, formal, grammar, "
+        "translate), by tool and outcome; their spend is in csbot_spend_usd.",
+        labels=["tool", "outcome"],
+    )
+    for (tool, outcome), n in sorted(composer.items()):
+        family.add_metric([tool, outcome], n)
     yield family
 
     family = CounterMetricFamily(

@@ -214,7 +214,12 @@ def draft_escalations(*, draft: Draft | None) -> list[Escalation]:
         policy_id=draft.policy_id, position=OuterRef("tier")
     ).values("threshold")[:1]
     attempts = (
-        DraftAttempt.objects.filter(draft_id=draft.pk, explanation__isnull=False, exploratory=False)
+        DraftAttempt.objects.filter(
+            draft_id=draft.pk,
+            explanation__isnull=False,
+            exploratory=False,
+            purpose=DraftAttempt.Purpose.DRAFT,  # a composer rewrite is no escalation
+        )
         .select_related("endpoint", "scorer")
         .annotate(tier_threshold=Subquery(threshold))
         .order_by("tier", "started_at", "id")
@@ -376,7 +381,11 @@ def draft_sources(*, draft: Draft | None, shown_text: str = "") -> DraftSources 
         return None
     chosen = (
         DraftAttempt.objects.filter(
-            draft_id=draft.pk, exploratory=False, outcome=DraftAttempt.Outcome.OK
+            draft_id=draft.pk,
+            exploratory=False,
+            outcome=DraftAttempt.Outcome.OK,
+            # A composer rewrite, later than the draft, is not what the draft came from.
+            purpose=DraftAttempt.Purpose.DRAFT,
         )
         .select_related("macro")
         .only("passages_shown", "macro__title")

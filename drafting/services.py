@@ -28,9 +28,10 @@ from kombu import Producer
 from kombu.exceptions import LimitExceeded
 from kombu.exceptions import OperationalError as KombuOperationalError
 
-from csbot.models import Message
+from csbot.models import Message, Team
 from csbot.observability.context import log_bind
 from drafting import selectors
+from drafting.engine import breaker, cascade, composer, pii, pricing, spend
 from drafting.engine.cache import (
     CacheHit,
     cache_lookup,
@@ -904,7 +905,12 @@ def draft_explore(*, draft_id: int) -> int:
     if draft is None:
         return 0
     done = list(
-        DraftAttempt.objects.filter(draft_id=draft_id, cache_hit=False, macro__isnull=True)
+        DraftAttempt.objects.filter(
+            draft_id=draft_id,
+            cache_hit=False,
+            macro__isnull=True,
+            purpose=DraftAttempt.Purpose.DRAFT,  # composer rewrites are no tier's draft
+        )
         .order_by("tier", "started_at", "id")
         .values_list("tier", "text")
     )
@@ -1526,4 +1532,188 @@ def draft_preview(
         grounded=knowledge is not None,
         policy_id=policy.pk,
         error=result.failure_reason(),
+    )
+
+
+# --- Composer tools (console) -----------------------------------------------------------------
+
+
+class ComposerRefused(ValueError):
+    """A composer request that asks no model: `reason` is "invalid" (a bad tool or text; `field`
+    names it), "no_draft" (the message has no draft row to record the spend on) or
+    "unavailable" (every tier of the policy is cooling down or capped)."""
+
+    def __init__(self, reason: str, message: str, *, field: str = ""):
+        super().__init__(message)
+        self.reason = reason
+        self.field = field
+
+
+@dataclass(frozen=True)
+class ComposerResult:
+    """What a composer tool made of the agent's text: the new `text` ("" when `error` says why
+    there is none), the recorded attempt and what it cost, and the tier that answered."""
+
+    text: str
+    attempt_id: int
+    cost: Decimal
+    tier: int
+    endpoint: str
+    endpoint_kind: str
+    latency_ms: int
+    error: str = ""
+    language: str = ""  # translate: the customer's language, when it was recognised
+
+
+def _composer_tier(tiers: list[CascadeTier]) -> CascadeTier | None:
+    """The cheapest tier that can take a rewrite now: the policy's tiers in order (the
+    cheapest first), the first whose circuit is closed and whose spend cap allows, as the
+    cascade decides. Skipped tiers are not recorded: no call was made, and the composer asks
+    one tier only (an agent waits, so there is no fallback chain)."""
+    guard = breaker.breaker()
+    for tier in tiers:
+        endpoint = tier.endpoint
+        if guard.is_open(endpoint.pk):
+            continue
+        if endpoint.has_spend_cap and spend.endpoint_spend(endpoint=endpoint).capped:
+            continue
+        return tier
+    return None
+
+
+def composer_rewrite(
+    *, team: Team, message_id: int, tool: str, text: str, user: User | AnonymousUser
+) -> ComposerResult:
+    """Apply a composer `tool` (a DraftAttempt.Purpose but the draft's own) to the agent's
+    reply `text` for the team's inbound message `message_id`, through the cheapest tier that
+    can answer, and record it as an attempt of the message's draft.
+
+    Steps: check the tool and text (ComposerRefused "invalid"); find the message's live draft
+    (none, e.g. the team has no policy: "no_draft" — the attempt needs a draft to belong to,
+    and none is made for it); pick the tier (`_composer_tier`; none: "unavailable"); build the
+    tool's prompt (drafting.engine.composer; translate targets the language of the customer's
+    message); for a paid tier mask personal data as drafts are (and put it back in the
+    answer), the local tier gets the text as is; ask, telling the breaker how it went; price
+    the answer at the endpoint's prices in force; store the attempt (purpose = the tool, so it
+    is never taken for the draft's answer) and add its cost to the draft's total (model spend
+    on this message: it counts in ENCS) in one transaction, and tell accounting. A provider
+    failure is recorded as an error attempt and returned as `error`, the agent's text
+    untouched; so is an answer cut off at the token limit or longer than a message may be
+    (the spend is recorded, the text not applied).
+    """
+    tools = composer.TOOLS
+    if tool not in tools:
+        raise ComposerRefused("invalid", f"Unknown composer tool {tool!r}.", field="tool")
+    limit = settings.CSBOT_MAX_MESSAGE_CHARS
+    if not text.strip():
+        raise ComposerRefused("invalid", "There is no text to rewrite.", field="text")
+    if len(text) > limit:
+        raise ComposerRefused(
+            "invalid", f"The text is longer than {limit} characters.", field="text"
+        )
+    message = (
+        Message.objects.filter(
+            pk=message_id, conversation__team_id=team.pk, direction=Message.Direction.INBOUND
+        )
+        .only("id", "text")
+        .first()
+    )
+    draft = (
+        Draft.objects.live().filter(message_id=message.pk).only("id", "policy_id").first()
+        if message is not None
+        else None
+    )
+    if message is None or draft is None:
+        raise ComposerRefused(
+            "no_draft",
+            "This message has no draft record (drafts are off for this team), so the "
+            "composer tools cannot record what they cost: write the reply yourself.",
+        )
+    tier = _composer_tier(selectors.enabled_tiers(policy_id=draft.policy_id))
+    if tier is None:
+        raise ComposerRefused(
+            "unavailable",
+            "No model can take a rewrite now (every tier is cooling down after failures or "
+            "has reached its spend cap). Try again in a minute.",
+        )
+    endpoint = tier.endpoint
+    language = composer.detect_language(message.text) if tool == "translate" else None
+    prompt = composer.composer_messages(
+        tool=tool, text=text, customer_text=message.text, language=language
+    )
+    placeholders: dict[str, str] = {}
+    if endpoint.kind != ModelEndpoint.Kind.LOCAL:
+        # Personal data never leaves for a third party's API (as with drafts).
+        prompt, placeholders = pii.redact_messages(prompt)
+    request = CompletionRequest(
+        messages=prompt,
+        max_tokens=composer.output_budget(text, floor=endpoint.max_output_tokens),
+        temperature=0.2,
+        logprobs=False,
+    )
+    guard = breaker.breaker()
+    started_at = timezone.now()
+    attempt = DraftAttempt(
+        draft_id=draft.pk,
+        tier=tier.position,
+        purpose=tool,
+        endpoint=endpoint,
+        model_name=endpoint.model_name,
+        started_at=started_at,
+    )
+    new_text, error = "", ""
+    try:
+        completion = provider_for(endpoint).complete(request)
+    except ProviderError as exc:
+        guard.record_failure(endpoint.pk, exc.kind)
+        attempt.outcome = DraftAttempt.Outcome.ERROR
+        attempt.error_kind = exc.kind
+        attempt.error_message = str(exc)[:500]
+        attempt.latency_ms = exc.latency_ms
+        error = f"{endpoint.name} could not rewrite the text ({exc.kind}): {exc}"
+    else:
+        guard.record_success(endpoint.pk)
+        prices = pricing.PriceBook.load(endpoint_ids=[endpoint.pk])
+        attempt.outcome = DraftAttempt.Outcome.OK
+        attempt.model_name = completion.model
+        attempt.tokens_in = completion.tokens_in
+        attempt.tokens_out = completion.tokens_out
+        attempt.latency_ms = completion.latency_ms
+        attempt.cost = cascade.completion_cost(endpoint, completion, prices=prices, at=started_at)
+        answer = composer.clean_rewrite(completion.text, original=text)
+        # Cards and IBANs come back masked to their last four, whichever tier wrote it.
+        new_text = pii.mask_payment(pii.restore(answer, placeholders))
+        if completion.finish_reason == "length":
+            error = "The rewrite was cut off at the model's length limit: your text is unchanged."
+        elif not new_text:
+            error = "The model answered with no text: your text is unchanged."
+        elif len(new_text) > limit:
+            error = f"The rewrite is longer than {limit} characters: your text is unchanged."
+        if error:
+            attempt.error_message = error[:500]  # the call went well; its answer was not used
+            new_text = ""
+    with transaction.atomic():
+        attempt.save()
+        Draft.objects.filter(pk=draft.pk).update(total_cost=F("total_cost") + attempt.cost)
+        # Accounting re-sums the draft's rolled-up day (its cost changed).
+        attempts_added.send(sender=DraftAttempt, draft_ids=[draft.pk])
+    logger.info(
+        "composer: %s by user %s on message %s via %s: %s, $%s",
+        tool,
+        user.pk,
+        message.pk,
+        endpoint.name,
+        attempt.outcome,
+        attempt.cost,
+    )
+    return ComposerResult(
+        text=new_text,
+        attempt_id=attempt.pk,
+        cost=attempt.cost,
+        tier=tier.position,
+        endpoint=endpoint.name,
+        endpoint_kind=endpoint.kind,
+        latency_ms=attempt.latency_ms,
+        error=error,
+        language=composer.LANGUAGE_NAMES.get(language or "", ""),
     )

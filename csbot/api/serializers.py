@@ -179,6 +179,7 @@ class DraftAttemptOut(serializers.ModelSerializer[DraftAttempt]):
             "error_kind",
             "cache_hit",
             "exploratory",  # asked after the draft was ready, for the optimiser; never shown
+            "purpose",  # "" the draft's own; else a composer tool's rewrite of the agent's text
             "started_at",
         ]
 

@@ -272,6 +272,7 @@ def scorer_labels(*, policy_id: int, limit: int) -> list[LabelledDraft]:
             cache_hit=False,
             macro__isnull=True,
             exploratory=False,  # asked after the draft was shown: not what the agent judged
+            purpose=DraftAttempt.Purpose.DRAFT,  # a composer rewrite of the agent's own text
         )
         .order_by("draft_id", "started_at", "id")
         .values(

@@ -134,6 +134,7 @@ def exploration_table(
             draft__action__kind__in=LABELLED_KINDS,
             outcome=DraftAttempt.Outcome.OK,
             cache_hit=False,
+            purpose=DraftAttempt.Purpose.DRAFT,  # composer rewrites answer no customer message
             endpoint_id__in=[c.endpoint_id for c in columns],
         )
         .exclude(text="")
