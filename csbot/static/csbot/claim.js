@@ -23,7 +23,8 @@
   // Before conversation.js's own listener (capture, on window): swallow the reply shortcuts.
   window.addEventListener("keydown", function (e) {
     if (!taken()) return;
-    const send = (e.ctrlKey || e.metaKey) && e.key === "Enter";
+    // Ctrl+Enter sends; Alt+… are the composer tools'.
+    const send = ((e.ctrlKey || e.metaKey) && e.key === "Enter") || e.altKey;
     const shortcut = !e.ctrlKey && !e.metaKey && !e.altKey && SHORTCUTS.includes(e.key)
       && !e.target.closest("input, textarea, select");
     if (send || shortcut) { e.preventDefault(); e.stopImmediatePropagation(); }
