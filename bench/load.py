@@ -14,9 +14,10 @@ escalate to the paid tier. `--local-llm-url` points tier 1 at a real vLLM server
 Steady run (`--rate`, default 250 messages/s, `--duration` 30 s):
 - ingest: wrk (bench/ingest.lua) posts messages on a fixed schedule (open loop), each a new
   channel_message_id, in a pool of `--conversations`;
-- console: `--agents` agents (threads here) log in, open the queue, open a waiting
-  conversation and, when its draft is ready, accept it (or edit it) through the reply form,
-  with the CSRF token, as the browser does;
+- console: `--agents` agents (threads here) log in, open the queue, open the first waiting
+  conversation nobody else holds (opening claims it, as in the browser) and, when its draft
+  is ready, accept it (or edit it) through the reply form, with the CSRF token, as the
+  browser does; a conversation found taken meanwhile is left for the queue's next one;
 - drafts flow meanwhile: the worker drafts through the cascade;
 - afterwards the bench waits until no draft is queued or generating, then counts from the
   database: every stored inbound message must have exactly one draft, in a final state.
@@ -370,7 +371,9 @@ def seed(agents: int, paid_url: str) -> None:
 # --- Agents (console) -------------------------------------------------------------------------
 
 CSRF_RE = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
+# A waiting row nobody else holds: another agent's claim adds " taken" to the class.
 WAITING_RE = re.compile(r'<tr data-href="/console/c/(\d+)" class="waiting"')
+TAKEN_RE = re.compile(r'id="claim" class="claim taken"')
 PANEL_RE = re.compile(r'id="draft-panel-state" data-draft-id="(\d*)" data-status="(\w+)"')
 TEXT_RE = re.compile(r'id="draft-text" class="draft" data-text="([^"]*)"')
 INBOUND_RE = re.compile(r'name="inbound_message_id" value="(\d*)"')
@@ -383,6 +386,8 @@ class AgentTally:
     )
     errors: dict[str, int] = field(default_factory=dict)
     replies: dict[str, int] = field(default_factory=dict)
+    # Conversations an agent opened and found another agent holding (lost the claim race).
+    found_taken: int = 0
 
 
 class Browser:
@@ -469,9 +474,11 @@ def agent_loop(
                 tally.errors[f"{kind}:{status}"] = tally.errors.get(f"{kind}:{status}", 0) + 1
         return status, text
 
-    # As the console works: the queue, then a conversation; the draft panel is polled every
-    # second while the draft is coming (htmx); the agent reads for --think-ms, sends, and the
-    # reply's redirect opens the next waiting conversation (or the queue when none is left).
+    # As the console works: the queue, then its first waiting conversation nobody holds
+    # (opening it claims it: agents spread instead of converging on the oldest one); the
+    # draft panel is polled every second while the draft is coming (htmx); the agent reads
+    # for --think-ms, sends, and the reply's redirect opens the next waiting conversation
+    # nobody else holds (or the queue when none is left).
     path: str | None = None
     while not stop.is_set():
         try:
@@ -482,7 +489,7 @@ def agent_loop(
                     time.sleep(think_s)
                     path = None
                     continue
-                path = f"/console/c/{rng.choice(waiting[:10])}"
+                path = f"/console/c/{waiting[0]}"
             pk = path.removeprefix("/console/c/")
             status, page = timed("conversation", "GET", path)
             panel, csrf, inbound = (
@@ -497,6 +504,11 @@ def agent_loop(
                 or not inbound
                 or not inbound.group(1)
             ):
+                path = None
+                continue
+            if TAKEN_RE.search(page):  # someone opened it between our queue and now
+                with lock:
+                    tally.found_taken += 1
                 path = None
                 continue
             draft_id, draft_status = panel.groups()
@@ -1053,6 +1065,7 @@ def run(args: argparse.Namespace, scratch: Path, logs: Path, stack: ExitStack) -
     }
     result["console"]["errors"] = agent_tally.errors
     result["console"]["replies"] = agent_tally.replies
+    result["console"]["found_taken"] = agent_tally.found_taken
     log("ingest over; waiting for every draft to finish")
     drain_s = drain(postgres.url, args.drain_timeout)
     result["drain_s_after_ingest"] = round(drain_s, 1)
