@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from csbot.console import views
+from csbot.console import composer, views
 from csbot.console.streaming import draft_stream
 
 app_name = "console"
@@ -18,6 +18,7 @@ urlpatterns = [
     path("c/<int:pk>/take-over", views.take_over, name="take-over"),
     path("c/<int:pk>/release", views.release, name="release"),
     path("c/<int:pk>/intent", views.intent, name="intent"),
+    path("c/<int:pk>/compose", composer.compose, name="compose"),
     path("c/<int:pk>/insert", views.insert_search, name="insert-search"),
     path("c/<int:pk>/insert/macro/<int:macro_id>", views.insert_macro, name="insert-macro"),
     path("c/<int:pk>/insert/article/<int:article_id>", views.insert_article, name="insert-article"),

@@ -232,6 +232,8 @@ ROUTES: dict[str, dict[str, dict[str, str]]] = {
         "POST": _CONSOLE_GET_ONLY,
     },
     "console/articles/<int:pk>": {"GET": _CONSOLE_READ, "POST": _CONSOLE_GET_ONLY},
+    # The composer tools (an empty post is a 400: no model is asked).
+    "console/c/<int:pk>/compose": {"GET": _CONSOLE_POST_ONLY, "POST": _CONSOLE_POST},
     "accounting/": {"GET": _FINANCE_PAGE},
     "accounting/whatif": {"GET": _FINANCE_PAGE},
     "accounting/report.html": {"GET": _FINANCE_FILE},
@@ -549,6 +551,12 @@ def test_another_teams_conversations_and_drafts_are_not_found_on_console_and_api
             "post",
             f"/console/c/{world.conversation.pk}/reply",
             {"text": "hi", "kind": "use", "inbound_message_id": draft.message_id},
+        ),
+        ("post", f"/console/c/{other.pk}/compose", {"tool": "shorten", "text": "hi"}),
+        (
+            "post",
+            f"/console/c/{world.conversation.pk}/compose",
+            {"tool": "shorten", "text": "hi", "message_id": draft.message_id},
         ),
     ]
     api = [
