@@ -23,6 +23,7 @@ from csbot.env import (
     env_timezone,
     env_url,
 )
+from csbot.localenv import local_env_load
 from csbot.observability.logs import logging_config
 
 # Lets runtime code subscript Django generics (`admin.ModelAdmin[Team]`) as the type stubs do.
@@ -30,6 +31,13 @@ django_stubs_ext.monkeypatch()
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("CSBOT_VAR_DIR", str(BASE_DIR / "var")))
+# What `make run` ran with (database, DEBUG, a secret key kept in var/), for commands run
+# beside it in a plain shell; only when the file exists, and only for variables the
+# environment does not set (csbot.localenv; no image has the file).
+try:
+    local_env_load(VAR_DIR)
+except ValueError as exc:
+    raise ImproperlyConfigured(f"{exc} (written by `make run`: delete it to start over)") from exc
 
 DEBUG = env_bool("DJANGO_DEBUG", False)
 SECRET_KEY = env_str("DJANGO_SECRET_KEY", "")
