@@ -1,6 +1,6 @@
 # The two commands of the README: `make run` and `make test`. Everything else is a helper.
 .PHONY: run test test-fast lint format install services bench-ingest bench-cascade bench-encs bench-replay \
-	bench-fewshot bench-learning bench-load bench-faults bench-observability bench-vectors bench-knowledge bench-grounding lock \
+	bench-fewshot bench-learning bench-load bench-faults bench-observability bench-vectors bench-knowledge bench-grounding bench-streaming lock \
 	compose-config clean
 
 run:            ## install, migrate, seed the demo, start web + worker + local vLLM
@@ -62,6 +62,9 @@ bench-knowledge: install services  ## hybrid knowledge retrieval at 100 k chunks
 
 bench-grounding: install services  ## ROUGE-L of local-model drafts with vs without passages on DSTC11 turns; ARGS="--n 40"
 	.venv/bin/python bench/grounding_rouge.py $(ARGS)
+
+bench-streaming: install services  ## time to the first visible text vs the final draft, local vLLM (start it: manage.py local_llm serve --background); ARGS="--drafts 20"
+	.venv/bin/python bench/streaming.py $(ARGS)
 
 lock:           ## regenerate requirements.lock (exact pins with hashes) from pyproject.toml
 	scripts/lock.sh

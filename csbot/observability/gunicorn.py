@@ -8,6 +8,10 @@ says where) each worker writes its HTTP request metrics to files there and /metr
 any of them, adds them all up. The folder is emptied when the master starts: counters begin at
 zero with the server, as Prometheus expects of a restarted target. Put it on a tmpfs (it is
 written on every request) and give each gunicorn master its own.
+
+Workers are threaded (`gthread`, GUNICORN_THREADS threads each, 8 by default): the console's
+draft stream (server-sent events, csbot/console/streaming.py) holds a request open for as long
+as a draft is written, up to DRAFT_DEADLINE_SECONDS, which would take a whole sync worker.
 """
 
 from __future__ import annotations
@@ -23,6 +27,17 @@ multiproc_dir = Path(
         "PROMETHEUS_MULTIPROC_DIR", str(Path(tempfile.gettempdir()) / "csbot-prometheus")
     )
 )
+
+
+def _threads() -> int:
+    raw = os.environ.get("GUNICORN_THREADS", "8")
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"GUNICORN_THREADS must be a whole number ≥ 1, not {raw!r}")
+    return int(raw)
+
+
+worker_class = "gthread"
+threads = _threads()
 
 
 def on_starting(server: Any) -> None:

@@ -255,3 +255,23 @@ def test_a_card_number_being_written_is_never_streamed_in_full(subscribe: Subscr
     assert any("•••• 1111" in t for t in texts)
     draft.refresh_from_db()
     assert "4111" not in draft.text
+
+
+@pytest.mark.vllm
+def test_the_real_local_model_streams_a_draft_the_console_can_follow(
+    vllm_base_url: str, subscribe: Subscribe
+) -> None:
+    draft = _queued_draft("Local")  # its tier is the local endpoint: the real vLLM server
+    stream = subscribe(draft_id=draft.pk, timeout=240)
+    assert next(stream) == StreamEvent("state", {"status": "queued"})
+    worker = _in_thread(lambda: drafting.draft_generate(draft_id=draft.pk))
+    events = _events(stream)
+    _join(worker)
+    draft.refresh_from_db()
+    assert draft.status == Draft.Status.READY, draft.failure_reason
+    assert events[-1] == StreamEvent("final", {"status": "ready"})
+    texts = [e.data["text"] for e in events if e.name == "text"]
+    assert texts, events
+    assert draft.text.startswith(texts[0])
+    attempt = draft.attempts.get()
+    assert attempt.tokens_in > 0 and attempt.tokens_out > 0  # usage came with the stream
