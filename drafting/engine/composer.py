@@ -70,13 +70,17 @@ TOOLS: dict[str, Tool] = {
     )
 }
 
+# The rules go in the system message, the tool's instruction and the text in the user's: a
+# small local model (SmolLM2-135M) given the text alone as the user's turn answers it as a
+# customer's message instead of rewriting it; asked in the same turn, it rewrites.
 SYSTEM = (
-    "You edit a customer-support agent's reply before it is sent to the customer. {instruction}"
-    "\nRules: keep the meaning; keep names, numbers, prices, dates, links, order references and "
+    "You rewrite a customer-support agent's reply as asked, before it is sent to the customer. "
+    "Keep the meaning; keep names, numbers, prices, dates, links, order references and "
     "placeholders in square brackets (such as [EMAIL_1]) exactly as written; add no greeting, "
-    "fact, promise or signature the reply does not already have. Answer with the new reply "
-    "text only: no introduction, no quotation marks, no notes."
+    "fact, promise or signature the reply does not already have. Answer with the rewritten "
+    "reply only: no introduction, no quotation marks, no notes."
 )
+
 
 # ISO 639-1 code → the English name a model understands in an instruction.
 LANGUAGE_NAMES: dict[str, str] = {
@@ -225,8 +229,8 @@ def composer_messages(
                 "as a native speaker would write it."
             )
     return [
-        {"role": "system", "content": SYSTEM.format(instruction=instruction)},
-        {"role": "user", "content": text},
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": f"{instruction}\n\n{text}"},
     ]
 
 

@@ -33,8 +33,8 @@ FIXED = "Hi Dana, your parcel shipped yesterday and will arrive tomorrow."
 
 def by_tool(payload: dict[str, Any]) -> Reply:
     """The stub answers each tool by its instruction, whatever the order of the clicks."""
-    system = payload["messages"][0]["content"]
-    text = SHORT if "shorter" in system else FRIENDLY if "warmer" in system else FIXED
+    asked = payload["messages"][-1]["content"]
+    text = SHORT if "shorter" in asked else FRIENDLY if "warmer" in asked else FIXED
     return Reply(body=chat_completion(text, prompt_tokens=90, completion_tokens=20))
 
 

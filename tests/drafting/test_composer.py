@@ -71,8 +71,8 @@ def test_a_rewrite_on_the_local_tier_is_an_attempt_of_the_draft_with_its_cost(db
     assert draft.total_cost == before + attempt.cost
     # The local tier gets the agent's text as written (the customer's address too).
     system, user = sent_messages(stub)
-    assert user == {"role": "user", "content": AGENT_TEXT}
-    assert "shorter" in system["content"]
+    assert user["content"].endswith(f"\n\n{AGENT_TEXT}") and "shorter" in user["content"]
+    assert "[EMAIL_1]" in system["content"]  # the rules: placeholders kept as written
 
 
 def test_a_paid_tier_gets_the_text_masked_and_the_answer_unmasked(db: None) -> None:
@@ -182,7 +182,7 @@ def test_translate_asks_for_the_customers_language(db: None) -> None:
             user=setup.agent,
         )
     assert result.text == "Votre remboursement est effectué." and result.language == "French"
-    assert "into French" in sent_messages(stub)[0]["content"]
+    assert "into French" in sent_messages(stub)[1]["content"]
 
 
 def test_without_a_draft_row_nothing_is_asked_or_recorded(db: None) -> None:

@@ -46,18 +46,19 @@ def test_the_customers_language_is_detected_or_left_to_the_model(
 
 def test_translate_names_the_language_or_shows_the_customers_message() -> None:
     named = composer_messages(tool="translate", text="Your refund is done.", language="fr")
-    assert "into French" in named[0]["content"]
-    assert named[1] == {"role": "user", "content": "Your refund is done."}
+    assert "into French" in named[1]["content"]
+    assert named[1]["content"].endswith("\n\nYour refund is done.")
     unknown = composer_messages(
         tool="translate", text="Your refund is done.", customer_text="Hoi, waar blijft het?"
     )
-    assert "<<<Hoi, waar blijft het?>>>" in unknown[0]["content"]
+    assert "<<<Hoi, waar blijft het?>>>" in unknown[1]["content"]
 
 
 def test_every_tool_keeps_facts_and_asks_for_the_text_only() -> None:
     for tool in TOOLS:
-        system = composer_messages(tool=tool, text="x")[0]["content"]
-        assert "[EMAIL_1]" in system and "new reply text only" in system
+        system, user = composer_messages(tool=tool, text="Text.")
+        assert "[EMAIL_1]" in system["content"] and "rewritten reply only" in system["content"]
+        assert user["content"].startswith(TOOLS[tool].instruction.split()[0])
     with pytest.raises(KeyError):
         composer_messages(tool="summarise", text="x")
 
