@@ -9,7 +9,7 @@ run:            ## install, migrate, seed the demo, start web + worker + local v
 test:           ## install services and tools, then ruff, mypy and the whole pytest suite
 	scripts/test.sh
 
-install:        ## the project's virtualenv only
+install:        ## the project's virtualenv with the test and lint tools (`make run` installs the runtime set only)
 	scripts/bootstrap.sh
 
 test-fast:      ## the inner loop: lint, then pytest without the slow parts (vLLM, browser, load, training)
@@ -66,7 +66,7 @@ bench-grounding: install services  ## ROUGE-L of local-model drafts with vs with
 bench-streaming: install services  ## time to the first visible text vs the final draft, local vLLM (start it: manage.py local_llm serve --background); ARGS="--drafts 20"
 	.venv/bin/python bench/streaming.py $(ARGS)
 
-lock:           ## regenerate requirements.lock (exact pins with hashes) from pyproject.toml
+lock:           ## regenerate requirements.lock (runtime) and requirements-dev.lock (+ test and lint tools), exact pins with hashes
 	scripts/lock.sh
 
 compose-config: install  ## validate compose.yaml with Docker Compose v2

@@ -4,22 +4,47 @@
 # Embedded defaults need no system service: PostgreSQL 18 with pgvector from a Python wheel
 # (scripts/postgres.sh, data in var/postgres, stopped on exit if this run started it) and
 # Kombu's filesystem broker under var/. Set DATABASE_URL / CELERY_BROKER_URL for servers
-# elsewhere, LOCAL_LLM_URL for a vLLM elsewhere. Each step prints the seconds since start.
+# elsewhere, LOCAL_LLM_URL for a vLLM elsewhere.
+#
+# Progress is numbered steps, each announced when it starts and timed when it ends:
+#   [run] 5/9 migrations …
+#   [run] 5/9 migrations … done (2.1 s; 14 s since start)
+# The environment it settles on (database, broker, cache, DEBUG, a secret key generated once)
+# goes to var/local.env (csbot.localenv), so the README's other commands work in a plain shell.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-T0=$SECONDS
-say() { printf '[run %3ds] %s\n' "$((SECONDS - T0))" "$*"; }
+STEPS=9
+step_no=0
+step_name=""
+run_start=$EPOCHREALTIME
+step_start=$EPOCHREALTIME
+# Seconds since $1 (an $EPOCHREALTIME), one decimal; bash has no floating point.
+since() { local us=$((${EPOCHREALTIME/./} - ${1/./})); printf '%d.%d' $((us / 1000000)) $((us % 1000000 / 100000)); }
+step() {
+    step_no=$((step_no + 1))
+    step_name=$*
+    step_start=$EPOCHREALTIME
+    printf '[run] %d/%d %s …\n' "$step_no" "$STEPS" "$step_name"
+}
+done_step() {
+    printf '[run] %d/%d %s … %s (%s s; %.0f s since start)\n' "$step_no" "$STEPS" \
+        "$step_name" "${1:-done}" "$(since "$step_start")" "$(since "$run_start")"
+}
 
-say "virtualenv"
-scripts/bootstrap.sh
+step "virtualenv (runtime packages only)"
+scripts/bootstrap.sh --runtime
+done_step
 started_db=""
+step "embedded PostgreSQL"
 if [ -z "${DATABASE_URL:-}" ]; then
     if ! scripts/postgres.sh status >/dev/null 2>&1; then started_db=1; fi
-    say "embedded PostgreSQL"
     scripts/postgres.sh start
     eval "$(scripts/postgres.sh env)"
     export DATABASE_URL
+    done_step
+else
+    done_step "skipped: DATABASE_URL is set"
 fi
 export DJANGO_DEBUG="${DJANGO_DEBUG:-1}"
 # One web process (runserver): its own memory cache is the one every request shares, also
@@ -27,7 +52,13 @@ export DJANGO_DEBUG="${DJANGO_DEBUG:-1}"
 export CACHE_URL="${CACHE_URL:-locmem://}"
 PORT="${PORT:-8000}"
 PY=.venv/bin/python
+VAR="${CSBOT_VAR_DIR:-var}"
 mkdir -p var/logs
+
+step "settings for commands run beside this one ($VAR/local.env)"
+$PY -m csbot.localenv write "$VAR" DATABASE_URL CELERY_BROKER_URL CACHE_URL DJANGO_DEBUG \
+    LOCAL_LLM_URL EMBEDDING_BACKEND EMBEDDING_URL
+done_step
 
 pids=()
 started_llm=""
@@ -48,23 +79,28 @@ trap cleanup EXIT INT TERM
 # run, several): it starts in the background while the database is migrated and seeded and
 # the console comes up. The worker waits for it (below).
 llm_job=""
+step "local vLLM"
 if [ -z "${LOCAL_LLM_URL:-}" ]; then
     if ! $PY manage.py local_llm status >/dev/null 2>&1; then started_llm=1; fi
-    say "local vLLM starting in the background (progress: [local-llm] lines)"
     $PY manage.py local_llm serve --background &
     llm_job=$!
     pids+=("$llm_job")
+    done_step "starting in the background (its progress: [local-llm] lines; waited for in step 8)"
+else
+    done_step "skipped: LOCAL_LLM_URL is set"
 fi
 
-say "migrations"
+step "migrations"
 $PY manage.py migrate --noinput
-say "demo data"
+done_step
+step "demo data"
 $PY manage.py seed_demo
 $PY manage.py accounting_defaults
+done_step
 
+step "web console at http://127.0.0.1:$PORT/ (log: var/logs/web.log)"
 $PY manage.py runserver "127.0.0.1:$PORT" >var/logs/web.log 2>&1 &
 pids+=($!)
-say "web console starting at http://127.0.0.1:$PORT/ (log: var/logs/web.log)"
 for _ in $(seq 1 120); do
     if $PY - "$PORT" <<'PYTHON' 2>/dev/null; then break; fi
 import sys, urllib.request
@@ -72,29 +108,30 @@ urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/healthz", timeout=2)
 PYTHON
     sleep 0.5
 done
-say "web console answers: http://127.0.0.1:$PORT/ (drafts start once the local model is up)"
+done_step "answers (drafts start once the local model is up)"
 
 # The worker starts once the model server answers, so demo drafts do not burn their retries
 # on a server still installing or compiling.
+step "waiting for the local vLLM"
 if [ -n "$llm_job" ]; then
-    say "waiting for the local vLLM"
     if ! wait "$llm_job"; then
         echo "[run] the local model server did not start: see the [local-llm] lines above" >&2
         exit 1
     fi
-    say "local vLLM answers"
+    done_step "answers"
+else
+    done_step "skipped: LOCAL_LLM_URL is set"
 fi
 # EMBEDDING_BACKEND=vllm embeds with the same model served as a pooling model, beside it.
 if [ "${EMBEDDING_BACKEND:-}" = "vllm" ] && [ -z "${EMBEDDING_URL:-}" ]; then
     if ! $PY manage.py local_llm status --embed >/dev/null 2>&1; then started_embed=1; fi
     $PY manage.py local_llm serve --embed --background
 fi
-say "worker"
+step "worker (log: var/logs/worker.log)"
 $PY -m celery -A csbot worker --beat --pool threads --concurrency 2 --loglevel INFO \
     --schedule var/celerybeat-schedule >var/logs/worker.log 2>&1 &
 pids+=($!)
-
-say "all started"
+done_step "started"
 cat <<MSG
 
   csbot is running:  http://127.0.0.1:$PORT/
