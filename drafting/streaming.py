@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,7 +140,7 @@ def _status(draft_id: int) -> str | None:
 
 def draft_stream_events(
     *, draft_id: int, timeout: float | None = None, keepalive: float = _KEEPALIVE_SECONDS
-) -> Iterator[StreamEvent | None]:
+) -> Generator[StreamEvent | None, None, None]:
     """The events of draft `draft_id` for one subscriber; None: nothing new (a keep-alive).
 
     Steps: LISTEN first, then read the row, so nothing published in between is lost; send the
