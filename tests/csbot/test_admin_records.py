@@ -10,12 +10,12 @@ from datetime import date, timedelta
 from decimal import Decimal
 
 import pytest
+from auditlog.models import LogEntry
 from django.db import models
 from django.test import Client
 from django.utils import timezone
 
 from accounting.models import MonthlyReport
-from auditlog.models import LogEntry
 from drafting.models import (
     AgentAction,
     CachedReply,
