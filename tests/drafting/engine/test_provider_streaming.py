@@ -3,6 +3,8 @@ without streaming, the text so far handed to a callback as it grows (recorded HT
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from drafting.engine.providers import (
@@ -57,7 +59,7 @@ def test_a_streamed_completion_is_the_same_completion_and_its_text_grows_chunk_b
     # One call per chunk, each a longer prefix of the final text.
     assert len(seen) == len(TEXT.split())
     assert seen[0] == "Thanks" and seen[-1] == TEXT
-    assert all(later.startswith(earlier) for earlier, later in zip(seen, seen[1:], strict=False))
+    assert all(later.startswith(earlier) for earlier, later in itertools.pairwise(seen))
 
 
 def test_the_stream_request_asks_for_usage_so_tokens_are_still_counted() -> None:
