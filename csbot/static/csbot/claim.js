@@ -29,6 +29,20 @@
       && !e.target.closest("input, textarea, select");
     if (send || shortcut) { e.preventDefault(); e.stopImmediatePropagation(); }
   }, true);
+  // A forgotten tab must not hold the conversation for ever: the renewal is skipped while the
+  // tab is hidden or nobody has touched the page for a whole lease (three renewal periods), so
+  // the claim runs out and the conversation goes back to the queue. Any key, click or scroll
+  // counts as the agent being there; the next renewal then claims it again if still free.
+  let lastActive = Date.now();
+  ["keydown", "pointerdown", "scroll", "input"].forEach(function (type) {
+    window.addEventListener(type, function () { lastActive = Date.now(); }, { passive: true, capture: true });
+  });
+  document.addEventListener("htmx:beforeRequest", function (e) {
+    const banner = e.target;
+    if (!banner || banner.id !== "claim") return;
+    const lease = 3 * 1000 * Number(banner.dataset.renewSeconds || 100);
+    if (document.visibilityState !== "visible" || Date.now() - lastActive > lease) e.preventDefault();
+  });
   // The renewal's answer replaces the banner: someone took over, or the claim came back.
   document.addEventListener("htmx:afterSwap", apply);
   document.addEventListener("htmx:oobAfterSwap", apply);
