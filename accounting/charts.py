@@ -42,9 +42,9 @@ matplotlib.use("Agg")
 
 # The console's palette (static/csbot/console.css), so charts and page look like one thing.
 INK = "#1d2330"
-MUTED = "#667085"
+MUTED = "#475467"
 GRID = "#e3e6eb"
-ACCENT = "#2f6fed"
+ACCENT = "#1f5fd6"
 GOOD = "#12875a"
 BAD = "#c4322a"
 ACTION_COLOURS = dict(zip(DRAFTED_KINDS, ("#12875a", "#e3a008", "#c4322a"), strict=True))

@@ -5,9 +5,8 @@ calculator about faster edits, and opens the printable report. The page must sho
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterator
-from datetime import date, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from accounting.facts import Scope
 from accounting.forms import this_month
 from accounting.models import FixedCost
 from accounting.selectors import encs_report
-from tests.accounting.factories import Books, attempt, drafted, make_books
+from tests.accounting.factories import make_books, seed_history
 from tests.browser import chromium
 from tests.factories import PASSWORD
 
@@ -35,58 +34,6 @@ NAV_TIMEOUT_MS = 30_000
 def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[Browser]:
     with chromium(monkeypatch) as browser:
         yield browser
-
-
-def seed_history(books: Books, *, start: date, end: date) -> None:
-    """A few months of a plausible support team: 4–11 drafts a day (fewer at weekends),
-    mostly from the cheap local model, some escalated to the paid one, a few cache hits,
-    some ignored, a failed one now and then, and a held-out sample for the baseline."""
-    rng = random.Random(20261001)
-    agents = [books.users["agent"], books.users["admin"]]
-    day = start
-    while day < end:
-        for _ in range(rng.randint(2, 5) if day.weekday() >= 5 else rng.randint(5, 11)):
-            agent = rng.choice(agents)
-            roll = rng.random()
-            if roll < 0.07:
-                drafted(
-                    books.policy,
-                    kind="held_out",
-                    handle=str(rng.randint(90, 170)),
-                    day=day,
-                    agent=agent,
-                )
-                continue
-            if roll < 0.11:
-                failed = drafted(books.policy, kind=None, cost="0.0006", day=day)
-                attempt(failed, tier=1, cost="0.0006", endpoint=books.local, ok=False)
-                continue
-            if roll < 0.20:
-                hit = drafted(
-                    books.policy, kind="use", handle=str(rng.randint(12, 35)), day=day, agent=agent
-                )
-                attempt(hit, tier=0, cost="0")
-                continue
-            paid = roll > 0.80
-            kind = rng.choices(["use", "edit", "ignore"], weights=[5, 3, 2] if paid else [4, 4, 2])[
-                0
-            ]
-            handle = {"use": (15, 45), "edit": (45, 110), "ignore": (120, 200)}[kind]
-            cost = Decimal("0.0042") if paid else Decimal("0.0004")
-            draft = drafted(
-                books.policy,
-                kind=kind,
-                handle=str(rng.randint(*handle)),
-                cost=str(cost + (Decimal("0.0004") if paid else 0)),
-                counterfactual="0.0046",
-                endpoint=books.paid if paid else books.local,
-                day=day,
-                agent=agent,
-            )
-            attempt(draft, tier=1, cost="0.0004", endpoint=books.local)
-            if paid:
-                attempt(draft, tier=2, cost="0.0042", endpoint=books.paid)
-        day += timedelta(days=1)
 
 
 def _login(page: Page, base: str, username: str) -> None:

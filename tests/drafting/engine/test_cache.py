@@ -48,7 +48,8 @@ def test_an_approved_first_turn_reply_is_served_from_the_cache_next_time(db: Non
 
 def test_an_exact_hit_costs_three_statements(db: None) -> None:
     """The exact hit is the cheapest draft there is; bench/cascade.py times it. Claim and read
-    (UPDATE … RETURNING), look-up, then the attempt and the draft together (one statement)."""
+    (UPDATE … RETURNING), look-up, then the attempt and the draft together (one statement), and
+    the stream's "settled" event (pg_notify, no table read) that ends an open console's wait."""
     with openai_stub(Reply(body=chat_completion(ANSWER))) as stub:
         setup = stubbed_team("Statements", stub.base_url)
         act(setup, generate(setup, "a"), "use", ANSWER)
@@ -57,7 +58,8 @@ def test_an_exact_hit_costs_three_statements(db: None) -> None:
         with CaptureQueriesContext(connection) as queries:
             drafting.draft_generate(draft_id=draft.pk)
     statements = [query["sql"].split()[0] for query in queries.captured_queries]
-    assert statements == ["UPDATE", "SELECT", "WITH"]
+    assert statements == ["UPDATE", "SELECT", "WITH", "SELECT"]
+    assert "pg_notify" in queries.captured_queries[-1]["sql"]
 
 
 def test_a_lightly_edited_reply_is_cached_as_the_agent_sent_it(db: None) -> None:
