@@ -12,6 +12,8 @@ written on every request) and give each gunicorn master its own.
 Workers are threaded (`gthread`, GUNICORN_THREADS threads each, 8 by default): the console's
 draft stream (server-sent events, csbot/console/streaming.py) holds a request open for as long
 as a draft is written, up to DRAFT_DEADLINE_SECONDS, which would take a whole sync worker.
+Do not add `--max-requests` to them: a gthread worker recycled that way resets the connections
+it has already accepted (gunicorn issue 3038).
 """
 
 from __future__ import annotations

@@ -519,6 +519,11 @@ def test_gunicorn_workers_add_up_their_request_counts(
             "csbot.wsgi:application",
             f"--bind=127.0.0.1:{port}",
             "--workers=2",
+            # Sync workers here: recycling is what is tested, and gthread workers (the config's
+            # default, for the draft stream) reset connections when --max-requests recycles
+            # them (gunicorn issue 3038), which is why csbot's deployment never sets it.
+            "--worker-class=sync",
+            "--threads=1",  # more than one would make gunicorn pick gthread anyway
             "--max-requests=4",  # workers are replaced as they go: their counts must stay
             "--preload",
         ],
