@@ -14,7 +14,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -1552,7 +1552,8 @@ class ComposerRefused(ValueError):
 @dataclass(frozen=True)
 class ComposerResult:
     """What a composer tool made of the agent's text: the new `text` ("" when `error` says why
-    there is none), the recorded attempt and what it cost, and the tier that answered."""
+    there is none), the last recorded attempt, the tier that answered it, and what all the
+    tiers asked cost and took together."""
 
     text: str
     attempt_id: int
@@ -1563,22 +1564,23 @@ class ComposerResult:
     latency_ms: int
     error: str = ""
     language: str = ""  # translate: the customer's language, when it was recognised
+    tiers_asked: int = 1  # a tier that could not do it hands over to the next (cost: all)
 
 
-def _composer_tier(tiers: list[CascadeTier]) -> CascadeTier | None:
-    """The cheapest tier that can take a rewrite now: the policy's tiers in order (the
-    cheapest first), the first whose circuit is closed and whose spend cap allows, as the
-    cascade decides. Skipped tiers are not recorded: no call was made, and the composer asks
-    one tier only (an agent waits, so there is no fallback chain)."""
+def _composer_tiers(tiers: list[CascadeTier]) -> list[CascadeTier]:
+    """The tiers that can take a rewrite now, cheapest first: the policy's tiers in order,
+    those whose circuit is closed and whose spend cap allows, as the cascade decides. Skipped
+    tiers are not recorded: no call was made."""
     guard = breaker.breaker()
+    open_tiers = []
     for tier in tiers:
         endpoint = tier.endpoint
         if guard.is_open(endpoint.pk):
             continue
         if endpoint.has_spend_cap and spend.endpoint_spend(endpoint=endpoint).capped:
             continue
-        return tier
-    return None
+        open_tiers.append(tier)
+    return open_tiers
 
 
 def composer_rewrite(
@@ -1586,20 +1588,17 @@ def composer_rewrite(
 ) -> ComposerResult:
     """Apply a composer `tool` (a DraftAttempt.Purpose but the draft's own) to the agent's
     reply `text` for the team's inbound message `message_id`, through the cheapest tier that
-    can answer, and record it as an attempt of the message's draft.
+    can do it, and record every tier asked as an attempt of the message's draft.
 
     Steps: check the tool and text (ComposerRefused "invalid"); find the message's live draft
     (none, e.g. the team has no policy: "no_draft" — the attempt needs a draft to belong to,
-    and none is made for it); pick the tier (`_composer_tier`; none: "unavailable"); build the
-    tool's prompt (drafting.engine.composer; translate targets the language of the customer's
-    message); for a paid tier mask personal data as drafts are (and put it back in the
-    answer), the local tier gets the text as is; ask, telling the breaker how it went; price
-    the answer at the endpoint's prices in force; store the attempt (purpose = the tool, so it
-    is never taken for the draft's answer) and add its cost to the draft's total (model spend
-    on this message: it counts in ENCS) in one transaction, and tell accounting. A provider
-    failure is recorded as an error attempt and returned as `error`, the agent's text
-    untouched; so is an answer cut off at the token limit or longer than a message may be
-    (the spend is recorded, the text not applied).
+    and none is made for it); the tiers that can answer now (`_composer_tiers`; none:
+    "unavailable"); ask them cheapest first (`_composer_ask`) until one gives a usable rewrite:
+    a provider failure, or an answer cut off at the token limit, empty or longer than a message
+    may be, is recorded and the next tier is asked, as the cascade escalates a draft (a small
+    local model often cannot do a rewrite a bigger one can). Each attempt's cost is added to
+    the draft's total (model spend on this message: it counts in ENCS). When no tier gave a
+    usable rewrite the last one's error is returned and the agent's text stays as it was.
     """
     tools = composer.TOOLS
     if tool not in tools:
@@ -1629,17 +1628,64 @@ def composer_rewrite(
             "This message has no draft record (drafts are off for this team), so the "
             "composer tools cannot record what they cost: write the reply yourself.",
         )
-    tier = _composer_tier(selectors.enabled_tiers(policy_id=draft.policy_id))
-    if tier is None:
+    tiers = _composer_tiers(selectors.enabled_tiers(policy_id=draft.policy_id))
+    if not tiers:
         raise ComposerRefused(
             "unavailable",
             "No model can take a rewrite now (every tier is cooling down after failures or "
             "has reached its spend cap). Try again in a minute.",
         )
-    endpoint = tier.endpoint
     language = composer.detect_language(message.text) if tool == "translate" else None
+    asked: list[ComposerResult] = []
+    for tier in tiers:
+        result = _composer_ask(
+            tier=tier,
+            draft_id=draft.pk,
+            tool=tool,
+            text=text,
+            customer_text=message.text,
+            language=language,
+        )
+        asked.append(result)
+        logger.info(
+            "composer: %s by user %s on message %s via %s: %s, $%s",
+            tool,
+            user.pk,
+            message.pk,
+            result.endpoint,
+            result.error or "ok",
+            result.cost,
+        )
+        if not result.error:
+            break
+    # What the agent paid for, and waited for, in all: every tier asked.
+    return replace(
+        asked[-1],
+        cost=sum((r.cost for r in asked), Decimal(0)),
+        latency_ms=sum(r.latency_ms for r in asked),
+        tiers_asked=len(asked),
+    )
+
+
+def _composer_ask(
+    *,
+    tier: CascadeTier,
+    draft_id: int,
+    tool: str,
+    text: str,
+    customer_text: str,
+    language: str | None,
+) -> ComposerResult:
+    """One tier's rewrite, recorded: build the tool's prompt (drafting.engine.composer;
+    translate targets `language`); for a paid tier mask personal data as drafts are (and put
+    it back in the answer), the local tier gets the text as is; ask, telling the breaker how it
+    went; price the answer at the endpoint's prices in force; store the attempt (purpose = the
+    tool, so it is never taken for the draft's answer) and add its cost to the draft's total in
+    one transaction, and tell accounting. `error` says why the answer is not usable."""
+    limit = settings.CSBOT_MAX_MESSAGE_CHARS
+    endpoint = tier.endpoint
     prompt = composer.composer_messages(
-        tool=tool, text=text, customer_text=message.text, language=language
+        tool=tool, text=text, customer_text=customer_text, language=language
     )
     placeholders: dict[str, str] = {}
     if endpoint.kind != ModelEndpoint.Kind.LOCAL:
@@ -1654,7 +1700,7 @@ def composer_rewrite(
     guard = breaker.breaker()
     started_at = timezone.now()
     attempt = DraftAttempt(
-        draft_id=draft.pk,
+        draft_id=draft_id,
         tier=tier.position,
         purpose=tool,
         endpoint=endpoint,
@@ -1694,18 +1740,9 @@ def composer_rewrite(
             new_text = ""
     with transaction.atomic():
         attempt.save()
-        Draft.objects.filter(pk=draft.pk).update(total_cost=F("total_cost") + attempt.cost)
+        Draft.objects.filter(pk=draft_id).update(total_cost=F("total_cost") + attempt.cost)
         # Accounting re-sums the draft's rolled-up day (its cost changed).
-        attempts_added.send(sender=DraftAttempt, draft_ids=[draft.pk])
-    logger.info(
-        "composer: %s by user %s on message %s via %s: %s, $%s",
-        tool,
-        user.pk,
-        message.pk,
-        endpoint.name,
-        attempt.outcome,
-        attempt.cost,
-    )
+        attempts_added.send(sender=DraftAttempt, draft_ids=[draft_id])
     return ComposerResult(
         text=new_text,
         attempt_id=attempt.pk,

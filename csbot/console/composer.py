@@ -101,6 +101,11 @@ def compose(request: HttpRequest, pk: int) -> JsonResponse:
             body["errors"] = {refused.field: [str(refused)]}
         return JsonResponse(body, status=REFUSED_STATUS.get(refused.reason, 400))
     where = "local" if result.endpoint_kind == "local" else result.endpoint
+    if result.tiers_asked > 1:
+        # A cheaper tier could not do it: the agent paid for it too, so say so.
+        where += (
+            f" after {result.tiers_asked - 1} cheaper tier{'s' if result.tiers_asked > 2 else ''}"
+        )
     body = {
         "tool": data["tool"],
         "attempt_id": result.attempt_id,
@@ -108,6 +113,7 @@ def compose(request: HttpRequest, pk: int) -> JsonResponse:
         "tier": result.tier,
         "endpoint": result.endpoint,
         "latency_ms": result.latency_ms,
+        "tiers_asked": result.tiers_asked,
     }
     if result.error:
         # The model failed, or its answer could not be used: 502, the text stays the agent's.

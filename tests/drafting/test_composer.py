@@ -19,7 +19,7 @@ from drafting.learning import scorer as learning
 from drafting.models import Draft, DraftAttempt
 from drafting.observability import drafting_metrics
 from tests.csbot.factories import MacroFactory
-from tests.drafting.factories import GOOD, drafted, paid_endpoint
+from tests.drafting.factories import GOOD, drafted, paid_endpoint, two_tier_team
 from tests.factories import (
     AgentActionFactory,
     EndpointFactory,
@@ -73,6 +73,44 @@ def test_a_rewrite_on_the_local_tier_is_an_attempt_of_the_draft_with_its_cost(db
     system, user = sent_messages(stub)
     assert user["content"].endswith(f"\n\n{AGENT_TEXT}") and "shorter" in user["content"]
     assert "[EMAIL_1]" in system["content"]  # the rules: placeholders kept as written
+
+
+def test_a_tier_that_cannot_do_it_hands_over_to_the_next_and_both_are_paid(db: None) -> None:
+    """The cheapest tier that can do it: the local tier's answer is cut at its length limit (a
+    small model rambling), so the paid tier is asked; both attempts are recorded and both
+    costs counted; the agent gets the paid tier's rewrite."""
+    with (
+        openai_stub(Reply(body=chat_completion("Your refund is", finish_reason="length"))) as cheap,
+        openai_stub(Reply(body=chat_completion(SHORT))) as paid,
+    ):
+        setup = two_tier_team(
+            "Hand over",
+            EndpointFactory.create(base_url=cheap.base_url),
+            paid_endpoint(paid.base_url),
+            threshold="0",
+        )
+        draft = ingest(setup, "c1", "c1-m1", "Where is my refund?").draft
+        assert draft is not None
+        result = drafting.composer_rewrite(
+            team=setup.team,
+            message_id=draft.message_id,
+            tool="shorten",
+            text=AGENT_TEXT,
+            user=setup.agent,
+        )
+    assert (result.text, result.error, result.tier, result.tiers_asked) == (SHORT, "", 2, 2)
+    attempts = list(DraftAttempt.objects.filter(draft=draft).order_by("id"))
+    assert [(a.tier, a.purpose, a.outcome) for a in attempts] == [
+        (1, "shorten", "ok"),
+        (2, "shorten", "ok"),
+    ]
+    assert "cut off" in attempts[0].error_message and attempts[1].error_message == ""
+    assert attempts[0].cost > 0 and attempts[1].cost > 0
+    assert result.cost == attempts[0].cost + attempts[1].cost
+    assert result.attempt_id == attempts[1].pk
+    draft.refresh_from_db()
+    assert draft.total_cost == result.cost
+    assert len(cheap.requests) == 1 and len(paid.requests) == 1
 
 
 def test_a_paid_tier_gets_the_text_masked_and_the_answer_unmasked(db: None) -> None:
