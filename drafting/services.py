@@ -1540,8 +1540,9 @@ def draft_preview(
 
 class ComposerRefused(ValueError):
     """A composer request that asks no model: `reason` is "invalid" (a bad tool or text; `field`
-    names it), "no_draft" (the message has no draft row to record the spend on) or
-    "unavailable" (every tier of the policy is cooling down or capped)."""
+    names it), "no_draft" (the message has no draft row to record the spend on), "held_out"
+    (the message is in the held-out sample: no model help) or "unavailable" (every tier of the
+    policy is cooling down or capped)."""
 
     def __init__(self, reason: str, message: str, *, field: str = ""):
         super().__init__(message)
@@ -1618,7 +1619,7 @@ def composer_rewrite(
         .first()
     )
     draft = (
-        Draft.objects.live().filter(message_id=message.pk).only("id", "policy_id").first()
+        Draft.objects.live().filter(message_id=message.pk).only("id", "policy_id", "status").first()
         if message is not None
         else None
     )
@@ -1627,6 +1628,14 @@ def composer_rewrite(
             "no_draft",
             "This message has no draft record (drafts are off for this team), so the "
             "composer tools cannot record what they cost: write the reply yourself.",
+        )
+    if draft.status == Draft.Status.HELD_OUT:
+        # The held-out sample measures how long a reply takes with no model help at all (the
+        # ENCS baseline): a rewrite there would be model help, and bias it.
+        raise ComposerRefused(
+            "held_out",
+            "This conversation is in the held-out sample, which measures replies written "
+            "without any model help: the composer tools are off here so that it stays honest.",
         )
     tiers = _composer_tiers(selectors.enabled_tiers(policy_id=draft.policy_id))
     if not tiers:

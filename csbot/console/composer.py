@@ -36,7 +36,7 @@ DONE = {
 }
 
 # ComposerRefused.reason → the HTTP status the browser gets.
-REFUSED_STATUS = {"invalid": 400, "no_draft": 409, "unavailable": 503}
+REFUSED_STATUS = {"invalid": 400, "no_draft": 409, "held_out": 409, "unavailable": 503}
 
 
 class ComposeForm(forms.Form):

@@ -110,6 +110,22 @@ def test_a_message_without_a_draft_is_refused_with_a_clear_message(db: None) -> 
     assert stub.requests == []
 
 
+def test_a_held_out_conversation_has_no_tools_and_a_rewrite_is_refused(db: None) -> None:
+    """The held-out sample measures replies written with no model help (the ENCS baseline):
+    no tool on its page, and a request anyway is refused before any model is asked."""
+    with openai_stub() as stub:
+        setup = local_team("Acme", stub.base_url)
+        draft = waiting(setup)
+        Draft.objects.filter(pk=draft.pk).update(status=Draft.Status.HELD_OUT)
+        client = agent_client(setup)
+        page = client.get(f"/console/c/{draft.message.conversation_id}")
+        response = compose(client, draft, tool="shorten", text=TEXT)
+    assert page.status_code == 200 and b'id="composer-tools"' not in page.content
+    assert response.status_code == 409
+    assert "held-out sample" in response.json()["error"]
+    assert stub.requests == [] and not DraftAttempt.objects.exists()
+
+
 def test_a_model_failure_is_a_502_the_attempt_recorded(db: None) -> None:
     with openai_stub(Reply(status=500, body={"error": {"message": "boom"}})) as stub:
         setup = local_team("Acme", stub.base_url)
