@@ -19,7 +19,7 @@ from django.http import Http404, HttpRequest, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.views.decorators.http import require_POST
 
-from csbot.console.views import _team
+from csbot.console.views import agent_team
 from csbot.models import Conversation, Message
 from drafting import services as drafting
 from drafting.models import DraftAttempt
@@ -71,7 +71,7 @@ def _errors(form: forms.Form) -> dict[str, list[str]]:
 def compose(request: HttpRequest, pk: int) -> JsonResponse:
     """Rewrite the reply box's text with a composer tool; JSON either way: `text`, `cost`,
     `status` (the line the page announces) or `error` (and `errors` per field)."""
-    team = _team(request)
+    team = agent_team(request)
     conversation = get_object_or_404(Conversation, pk=pk, team=team)
     form = ComposeForm(request.POST)
     if not form.is_valid():

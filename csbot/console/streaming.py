@@ -13,11 +13,11 @@ import json
 from collections.abc import Iterator
 
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, StreamingHttpResponse
 from django.views.decorators.http import require_GET
 
 from csbot import selectors
+from csbot.console.views import agent_team
 from drafting.streaming import StreamEvent, draft_stream_events
 
 # How long the browser waits before it reconnects by itself: never, in practice; conversation.js
@@ -45,10 +45,7 @@ def _frames(draft_id: int | None) -> Iterator[bytes]:
 def draft_stream(request: HttpRequest, pk: int) -> StreamingHttpResponse:
     """The conversation's current draft as server-sent events; another team's conversation
     is not found (404), as on every console page."""
-    profile = getattr(request.user, "agent_profile", None)
-    if profile is None:
-        raise PermissionDenied("Your account is not an agent of any team.")
-    thread = selectors.conversation_thread(team=profile.team, conversation_id=pk)
+    thread = selectors.conversation_thread(team=agent_team(request), conversation_id=pk)
     draft = thread.draft
     response = StreamingHttpResponse(
         _frames(draft.pk if draft is not None else None), content_type="text/event-stream"

@@ -22,7 +22,9 @@ from drafting.models import AgentAction, Intent
 from drafting.services import ActionRejected
 
 
-def _team(request: HttpRequest) -> Team:
+def agent_team(request: HttpRequest) -> Team:
+    """The team whose conversations the signed-in agent works on (every console page, the
+    draft stream and the composer scope by it); no agent profile: 403."""
     profile = getattr(request.user, "agent_profile", None)
     if profile is None:
         raise PermissionDenied("Your account is not an agent of any team.")
@@ -99,7 +101,7 @@ def queue(request: HttpRequest) -> HttpResponse:
     """The team's open conversations: searched, filtered and paged from the URL. The page
     polls itself (htmx, every 5 s) with the same filters and page; invalid filters get a 400
     with the form's errors, not a 500."""
-    team = _team(request)
+    team = agent_team(request)
     form = QueueFilterForm(request.GET, intents=drafting_selectors.intent_names(team_id=team.pk))
     page = None
     status = 200
@@ -154,7 +156,7 @@ def conversation(request: HttpRequest, pk: int) -> HttpResponse:
     """A conversation's page. Opening an open conversation claims it for the agent unless
     another agent holds it: then the page says so and the reply stays locked until the agent
     takes it over."""
-    thread = selectors.conversation_thread(team=_team(request), conversation_id=pk)
+    thread = selectors.conversation_thread(team=agent_team(request), conversation_id=pk)
     context = _draft_context(request, thread)
     claim = None
     if thread.conversation.status == Conversation.Status.OPEN:
@@ -173,7 +175,7 @@ def conversation(request: HttpRequest, pk: int) -> HttpResponse:
 def claim(request: HttpRequest, pk: int) -> HttpResponse:
     """The open page's renewal (htmx, every third of a lease): claims the conversation again
     if it is free or the agent's; the claim banner, which shows who holds it now."""
-    conversation = get_object_or_404(Conversation, pk=pk, team=_team(request))
+    conversation = get_object_or_404(Conversation, pk=pk, team=agent_team(request))
     current = (
         services.conversation_claim(conversation=conversation, agent=request.user)  # type: ignore[arg-type]
         if conversation.status == Conversation.Status.OPEN
@@ -187,7 +189,7 @@ def claim(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def take_over(request: HttpRequest, pk: int) -> HttpResponse:
     """Take a conversation another agent holds (explicitly: a button; audit-logged)."""
-    conversation = get_object_or_404(Conversation, pk=pk, team=_team(request))
+    conversation = get_object_or_404(Conversation, pk=pk, team=agent_team(request))
     taken = services.conversation_take_over(conversation=conversation, agent=request.user)  # type: ignore[arg-type]
     if taken.mine:
         flash.success(request, "You have taken over this conversation.")
@@ -200,7 +202,7 @@ def take_over(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def release(request: HttpRequest, pk: int) -> HttpResponse:
     """Give the conversation back to the queue (the agent's own claim only)."""
-    conversation = get_object_or_404(Conversation, pk=pk, team=_team(request))
+    conversation = get_object_or_404(Conversation, pk=pk, team=agent_team(request))
     services.conversation_release(conversation=conversation, agent=request.user)  # type: ignore[arg-type]
     flash.success(request, "Released: the conversation is back in the queue for anyone.")
     return redirect("console:queue")
@@ -210,7 +212,7 @@ def release(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 def draft_panel(request: HttpRequest, pk: int) -> HttpResponse:
     """The live part of the conversation page, polled by htmx until the draft settles."""
-    thread = selectors.conversation_thread(team=_team(request), conversation_id=pk)
+    thread = selectors.conversation_thread(team=agent_team(request), conversation_id=pk)
     return render(request, "console/_draft_panel.html", _draft_context(request, thread))
 
 
@@ -230,7 +232,7 @@ class ReplyForm(forms.Form):
 @login_required
 @require_POST
 def reply(request: HttpRequest, pk: int) -> HttpResponse:
-    team = _team(request)
+    team = agent_team(request)
     conversation = get_object_or_404(Conversation, pk=pk, team=team)
     form = ReplyForm(request.POST)
     if not form.is_valid():
@@ -299,7 +301,7 @@ def reply(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def close(request: HttpRequest, pk: int) -> HttpResponse:
-    conversation = get_object_or_404(Conversation, pk=pk, team=_team(request))
+    conversation = get_object_or_404(Conversation, pk=pk, team=agent_team(request))
     services.conversation_close(conversation=conversation)
     flash.success(request, "Conversation closed; it reopens if the customer writes again.")
     return redirect("console:queue")
@@ -323,7 +325,7 @@ def intent(request: HttpRequest, pk: int) -> HttpResponse:
     """The intent box of a conversation's newest customer message (loaded by htmx after the
     page, so the page's own queries stay as they are): GET shows the verdict; POST labels a
     customer message of this conversation with one of the team's intents."""
-    team = _team(request)
+    team = agent_team(request)
     conversation = get_object_or_404(Conversation, pk=pk, team=team)
     if request.method == "POST":
         form = IntentLabelForm(request.POST)
@@ -355,7 +357,7 @@ def article(request: HttpRequest, pk: int) -> HttpResponse:
     """One of the team's articles, read-only: where a source without a public URL links to
     (an unpublished one too: a draft may have cited it before). Another team's: 404."""
     found = drafting_selectors.team_article(
-        team_id=_team(request).pk, article_id=pk, published_only=False
+        team_id=agent_team(request).pk, article_id=pk, published_only=False
     )
     if found is None:
         raise Http404("No such article.")
@@ -366,7 +368,7 @@ def article(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 def insert_search(request: HttpRequest, pk: int) -> HttpResponse:
     """The picker's results: the team's active macros and published articles matching `q`."""
-    team = _team(request)
+    team = agent_team(request)
     conversation = get_object_or_404(Conversation, pk=pk, team=team)
     q = request.GET.get("q", "")[:200]
     return render(
@@ -386,7 +388,7 @@ def insert_search(request: HttpRequest, pk: int) -> HttpResponse:
 def insert_macro(request: HttpRequest, pk: int, macro_id: int) -> HttpResponse:
     """A macro's body with the placeholders this conversation and agent fill, as plain text
     for the reply box. Another team's (or an inactive) macro: 404."""
-    team = _team(request)
+    team = agent_team(request)
     conversation = get_object_or_404(Conversation, pk=pk, team=team)
     macro = drafting_selectors.team_macro(team_id=team.pk, macro_id=macro_id)
     if macro is None:
@@ -403,7 +405,7 @@ def insert_article(request: HttpRequest, pk: int, article_id: int) -> HttpRespon
     """A published article of the team as "Title: URL", plain text for the reply box (the
     title alone when it has no public URL: the console's own page is not for customers).
     Another team's or an unpublished article: 404."""
-    team = _team(request)
+    team = agent_team(request)
     get_object_or_404(Conversation, pk=pk, team=team)
     found = drafting_selectors.team_article(team_id=team.pk, article_id=article_id)
     if found is None:

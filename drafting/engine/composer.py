@@ -149,6 +149,23 @@ _MIN_SHARE = 0.12
 _MIN_LEAD = 1.5
 
 
+# Unicode character-name prefixes of the scripts told apart, and what each counts as: a language
+# code where one of LANGUAGE_NAMES' languages alone is written in it, else the script (han,
+# cyrillic: _script_language decides). Anything else counts as latin.
+_SCRIPTS = (
+    ("HIRAGANA", "ja"),
+    ("KATAKANA", "ja"),
+    ("HANGUL", "ko"),
+    ("CJK", "han"),
+    ("GREEK", "el"),
+    ("HEBREW", "he"),
+    ("ARABIC", "ar"),
+    ("THAI", "th"),
+    ("DEVANAGARI", "hi"),
+    ("CYRILLIC", "cyrillic"),
+)
+
+
 def _script_language(text: str) -> str | None:
     """The language of a script only one of LANGUAGE_NAMES' languages is written in, when it
     makes up most of the message's letters."""
@@ -157,26 +174,8 @@ def _script_language(text: str) -> str | None:
         if not char.isalpha():
             continue
         name = unicodedata.name(char, "")
-        if name.startswith(("HIRAGANA", "KATAKANA")):
-            scripts["ja"] += 1
-        elif name.startswith("HANGUL"):
-            scripts["ko"] += 1
-        elif name.startswith("CJK"):
-            scripts["han"] += 1
-        elif name.startswith("GREEK"):
-            scripts["el"] += 1
-        elif name.startswith("HEBREW"):
-            scripts["he"] += 1
-        elif name.startswith("ARABIC"):
-            scripts["ar"] += 1
-        elif name.startswith("THAI"):
-            scripts["th"] += 1
-        elif name.startswith("DEVANAGARI"):
-            scripts["hi"] += 1
-        elif name.startswith("CYRILLIC"):
-            scripts["cyrillic"] += 1
-        else:
-            scripts["latin"] += 1
+        script = next((code for prefix, code in _SCRIPTS if name.startswith(prefix)), "latin")
+        scripts[script] += 1
     letters = sum(scripts.values())
     if not letters:
         return None
