@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 from django.db import connections
+from django.urls import reverse
 from playwright.sync_api import Browser, Page, sync_playwright
+
+from tests.factories import PASSWORD
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -79,3 +82,12 @@ def axe_violations(page: Page, *, impacts: tuple[str, ...] = FAILING_IMPACTS) ->
         for v in result
         if v["impact"] in impacts
     ]
+
+
+def sign_in(page: Page, base_url: str, username: str, password: str = PASSWORD) -> None:
+    """Log in through the login form, as a person does, and wait for the page it leads to."""
+    page.goto(f"{base_url}{reverse('login')}")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", password)
+    with page.expect_navigation():
+        page.click("button[type=submit]")

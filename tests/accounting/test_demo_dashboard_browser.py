@@ -16,12 +16,12 @@ from django.urls import reverse
 from django.utils import timezone
 from playwright.sync_api import Browser
 
-from tests.browser import chromium
+from tests.browser import chromium, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 NAV_TIMEOUT_MS = 30_000
-PASSWORD = "demo-password"
+DEMO_PASSWORD = "demo-password"
 
 
 @pytest.fixture
@@ -35,17 +35,13 @@ def test_the_demo_dashboard_shows_what_csbot_is_for(
     live_server: Any, browser: Browser, artifacts_dir: Path
 ) -> None:
     # As scripts/run.sh does it.
-    call_command("seed_demo", "--password", PASSWORD)
+    call_command("seed_demo", "--password", DEMO_PASSWORD)
     call_command("accounting_defaults")
 
     context = browser.new_context(viewport={"width": 1360, "height": 900})
     context.set_default_timeout(NAV_TIMEOUT_MS)
     page = context.new_page()
-    page.goto(f"{live_server.url}{reverse('login')}")
-    page.fill("input[name=username]", "manager")
-    page.fill("input[name=password]", PASSWORD)
-    with page.expect_navigation():
-        page.click("button[type=submit]")
+    sign_in(page, live_server.url, "manager", DEMO_PASSWORD)
 
     # The last 30 full days: history whatever the day of the month the test runs on.
     today = timezone.localdate()

@@ -13,9 +13,9 @@ from django.conf import settings
 from django.urls import reverse
 from playwright.sync_api import Browser
 
-from tests.browser import chromium
+from tests.browser import chromium, sign_in
 from tests.csbot.factories import ready_draft
-from tests.factories import PASSWORD, make_team
+from tests.factories import make_team
 
 pytestmark = pytest.mark.browser
 
@@ -35,11 +35,7 @@ def test_an_idle_tab_stops_renewing_its_claim(live_server: Any, browser: Browser
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     context.set_default_timeout(NAV_TIMEOUT_MS)
     page = context.new_page()
-    page.goto(f"{live_server.url}{reverse('login')}")
-    page.fill("input[name=username]", setup.agent.username)
-    page.fill("input[name=password]", PASSWORD)
-    with page.expect_navigation():
-        page.click("button[type=submit]")
+    sign_in(page, live_server.url, setup.agent.username)
 
     renewals: list[str] = []
     claim_url = reverse("console:claim", args=[waiting.message.conversation_id])

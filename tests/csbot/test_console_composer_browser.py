@@ -17,9 +17,9 @@ from django.urls import reverse
 from playwright.sync_api import Browser, expect
 
 from drafting.models import AgentAction, Draft, DraftAttempt
-from tests.browser import chromium
+from tests.browser import chromium, sign_in
 from tests.csbot.factories import ready_draft
-from tests.factories import PASSWORD, EndpointFactory, make_team
+from tests.factories import EndpointFactory, make_team
 from tests.http_stub import Reply, chat_completion, openai_stub
 
 pytestmark = pytest.mark.browser
@@ -58,11 +58,7 @@ def test_a_tool_rewrites_the_reply_its_cost_is_stored_and_undo_restores(
         page = context.new_page()
         page_errors: list[str] = []
         page.on("pageerror", lambda exc: page_errors.append(str(exc)))
-        page.goto(f"{live_server.url}{reverse('login')}")
-        page.fill("input[name=username]", setup.agent.username)
-        page.fill("input[name=password]", PASSWORD)
-        with page.expect_navigation():
-            page.click("button[type=submit]")
+        sign_in(page, live_server.url, setup.agent.username)
         url = reverse("console:conversation", args=[console.message.conversation_id])
         page.goto(f"{live_server.url}{url}")
         reply = page.locator("#reply-text")

@@ -18,9 +18,8 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from csbot.models import Conversation
 from drafting.models import Draft
-from tests.browser import chromium
+from tests.browser import chromium, sign_in
 from tests.factories import (
-    PASSWORD,
     AgentProfileFactory,
     ConversationFactory,
     DraftFactory,
@@ -62,11 +61,7 @@ def _logged_in(browser: Browser, live_server: Any, username: str) -> tuple[Brows
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     context.set_default_timeout(NAV_TIMEOUT_MS)
     page = context.new_page()
-    page.goto(f"{live_server.url}{reverse('login')}")
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", PASSWORD)
-    with page.expect_navigation():
-        page.click("button[type=submit]")
+    sign_in(page, live_server.url, username)
     return context, page
 
 

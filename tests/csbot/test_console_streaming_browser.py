@@ -16,8 +16,8 @@ from playwright.sync_api import Browser
 
 from drafting import services as drafting
 from drafting.models import AgentAction, Draft
-from tests.browser import chromium
-from tests.factories import PASSWORD, EndpointFactory, ingest, make_team
+from tests.browser import chromium, sign_in
+from tests.factories import EndpointFactory, ingest, make_team
 from tests.http_stub import Reply, chat_completion, openai_stub
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -48,11 +48,7 @@ def test_a_draft_streams_into_the_panel_and_can_be_used_only_once_final(
         page.set_default_timeout(30_000)
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.goto(f"{live_server.url}{reverse('login')}")
-        page.fill("input[name=username]", setup.agent.username)
-        page.fill("input[name=password]", PASSWORD)
-        with page.expect_navigation():
-            page.click("button[type=submit]")
+        sign_in(page, live_server.url, setup.agent.username)
         conversation_url = reverse("console:conversation", args=[draft.message.conversation_id])
         page.goto(f"{live_server.url}{conversation_url}")
         # The page is subscribed (it got the draft's state) before the worker starts.
