@@ -232,6 +232,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "drafting.tasks.knowledge_index_stale",
         "schedule": float(env_int("REEMBED_INTERVAL_SECONDS", 300, minimum=1)),
     },
+    # The cascade router (drafting.learning.routing): retrained from the day's explored drafts
+    # and actions; a version goes into force only when it beats the plain cascade held out.
+    "retrain-routers": {
+        "task": "drafting.tasks.routers_retrain",
+        "schedule": float(env_int("ROUTER_RETRAIN_INTERVAL_SECONDS", 24 * 3600, minimum=60)),
+    },
 }
 
 # --- Drafting ---------------------------------------------------------------------------------
@@ -501,6 +507,9 @@ AUDITLOG_INCLUDE_TRACKING_MODELS = (
     "drafting.EndpointPrice",
     "drafting.CascadePolicy",
     "drafting.CascadeTier",
+    "drafting.IntentRule",
+    "drafting.Experiment",
+    "drafting.ExperimentArm",
     "accounting.AccountingSettings",
     "accounting.FixedCost",
     # The key's hash is no secret, but nothing about a key belongs in a log.

@@ -195,6 +195,32 @@ class CascadePolicy(models.Model):
         help_text="The draft offered under the holding rule; placeholders such as "
         "{customer_name} and {agent_name} are filled.",
     )
+    # Decisions that maximise ENCS per message (issue 18): route before generating, withhold
+    # drafts worth less than nothing to the agent, per-intent rules once labels allow.
+    routing = models.BooleanField(
+        default=True,
+        help_text="Route before generating (skip a tier the router expects to fail) once a "
+        "router trained on this policy's drafts beats the plain cascade on held-out drafts.",
+    )
+    withhold_negative = models.BooleanField(
+        default=False,
+        help_text="Withhold a draft whose expected ENCS of showing is negative: the agent "
+        "writes unaided instead of reading a draft they would likely ignore.",
+    )
+    withhold_show_share = models.DecimalField(
+        max_digits=5,
+        decimal_places=4,
+        default=Decimal("0.1"),
+        validators=[MinValueValidator(ZERO), MaxValueValidator(Decimal("1"))],
+        help_text="Share of would-be-withheld drafts still shown, at random, so that the "
+        "estimate stays honest (their actions say what withholding gave up).",
+    )
+    intent_min_labels = models.PositiveIntegerField(
+        default=30,
+        validators=[MinValueValidator(1)],
+        help_text="Labelled drafts an intent needs before its own thresholds and routes "
+        "replace the policy's.",
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -211,6 +237,10 @@ class CascadePolicy(models.Model):
             models.CheckConstraint(
                 condition=Q(explore_share__gte=0) & Q(explore_share__lte=1),
                 name="policy_explore_share_is_a_share",
+            ),
+            models.CheckConstraint(
+                condition=Q(withhold_show_share__gte=0) & Q(withhold_show_share__lte=1),
+                name="policy_withhold_show_share_is_a_share",
             ),
         ]
 
@@ -257,6 +287,7 @@ class Draft(models.Model):
         FAILED = "failed", "Failed"
         SUPERSEDED = "superseded", "Superseded"
         HELD_OUT = "held_out", "Held out (no draft)"
+        WITHHELD = "withheld", "Withheld (expected ENCS negative)"
 
     message = models.ForeignKey("csbot.Message", on_delete=models.CASCADE, related_name="drafts")
     policy = models.ForeignKey(CascadePolicy, on_delete=models.PROTECT, related_name="drafts")
@@ -314,6 +345,28 @@ class Draft(models.Model):
     # When an agent first had this draft (or, held out, the bare message) in front of them:
     # the start of the handle time. Recorded by the server, never by the browser.
     first_shown_at = models.DateTimeField(null=True, blank=True)
+    # Withholding (CascadePolicy.withhold_negative): the expected ENCS of showing this draft
+    # when it was decided, and the probability of the decision taken (1 for a draft worth
+    # showing; the show share for a negative one shown anyway, 1 − it for one withheld): the
+    # propensity that off-policy estimates divide by.
+    expected_encs = models.DecimalField(
+        max_digits=MONEY_DIGITS,
+        decimal_places=MONEY_PLACES,
+        null=True,
+        blank=True,
+        help_text="Expected ENCS of showing the draft (USD), when the policy withholds.",
+    )
+    decision_probability = models.DecimalField(
+        max_digits=5,
+        decimal_places=4,
+        null=True,
+        blank=True,
+        help_text="Probability with which the show/withhold decision taken was made.",
+    )
+    # A policy experiment's arm that drafted this message (its policy is the draft's policy).
+    experiment_arm = models.ForeignKey(
+        "ExperimentArm", null=True, blank=True, on_delete=models.PROTECT, related_name="drafts"
+    )
 
     objects = DraftQuerySet.as_manager()
 
@@ -326,7 +379,15 @@ class Draft(models.Model):
             ),
             models.CheckConstraint(
                 condition=Q(
-                    status__in=["queued", "generating", "ready", "failed", "superseded", "held_out"]
+                    status__in=[
+                        "queued",
+                        "generating",
+                        "ready",
+                        "failed",
+                        "superseded",
+                        "held_out",
+                        "withheld",
+                    ]
                 ),
                 name="draft_status_valid",
             ),
@@ -334,6 +395,11 @@ class Draft(models.Model):
             models.CheckConstraint(
                 condition=~Q(status="ready") | Q(ready_at__isnull=False),
                 name="ready_draft_has_ready_at",
+            ),
+            models.CheckConstraint(
+                condition=Q(decision_probability__isnull=True)
+                | (Q(decision_probability__gt=0) & Q(decision_probability__lte=1)),
+                name="draft_decision_probability_is_a_probability",
             ),
         ]
         indexes = [
@@ -361,6 +427,7 @@ class DraftAttempt(models.Model):
         EMPTY = "empty", "Empty response"
         CIRCUIT_OPEN = "circuit_open", "Skipped: circuit open"
         SPEND_CAPPED = "spend_capped", "Skipped: spend cap reached"
+        ROUTED = "routed", "Skipped: routed past"
 
     class Purpose(models.TextChoices):
         DRAFT = "", "Draft"
@@ -450,6 +517,18 @@ class DraftAttempt(models.Model):
     # Exploration (CascadePolicy.explore_share): a tier asked after the draft was ready, only
     # so the optimiser sees every tier's answer to the same message; never shown or chosen.
     exploratory = models.BooleanField(default=False)
+    # The probability with which this attempt's tier was chosen when the choice was random
+    # (exploration: the policy's explore share): off-policy estimates weight by its inverse.
+    propensity = models.DecimalField(
+        max_digits=5,
+        decimal_places=4,
+        null=True,
+        blank=True,
+        help_text="Probability with which this exploratory attempt was chosen.",
+    )
+    # A routed skip's (and a routed call's) estimates when the router decided: per tier
+    # P(good draft), expected cost and latency, the value compared, the router's version.
+    routing = models.JSONField(null=True, blank=True)
     # The tier's draft text, kept only for drafts in the exploration sample (each tier's answer
     # is labelled against what the agent sent); elsewhere the draft's own text is enough.
     text = models.TextField(blank=True, default="")
@@ -655,6 +734,7 @@ class TrainedClassifier(models.Model):
         INTENT = "intent", "Intent classifier"
         KNOWLEDGE = "knowledge", "Needs-knowledge detector"
         RERANKER = "reranker", "Passage re-ranker"
+        ROUTER = "router", "Cascade router"
 
     kind = models.CharField(max_length=12, choices=Kind.choices)
     policy = models.ForeignKey(
@@ -683,7 +763,11 @@ class TrainedClassifier(models.Model):
         ordering = ["-trained_at", "-id"]
         constraints = [
             models.CheckConstraint(
-                condition=(Q(kind="scorer") & Q(policy__isnull=False) & Q(team__isnull=True))
+                condition=(
+                    Q(kind__in=["scorer", "router"])
+                    & Q(policy__isnull=False)
+                    & Q(team__isnull=True)
+                )
                 | (
                     Q(kind__in=["intent", "knowledge", "reranker"])
                     & Q(team__isnull=False)
@@ -700,6 +784,11 @@ class TrainedClassifier(models.Model):
                 name="one_active_scorer_per_policy",
             ),
             models.UniqueConstraint(
+                fields=["policy"],
+                condition=Q(active=True, kind="router"),
+                name="one_active_router_per_policy",
+            ),
+            models.UniqueConstraint(
                 fields=["team", "kind"],
                 condition=Q(active=True, kind__in=["intent", "knowledge", "reranker"]),
                 name="one_active_team_classifier_per_kind",
@@ -708,7 +797,9 @@ class TrainedClassifier(models.Model):
 
     def __str__(self) -> str:
         owner = (
-            f"policy {self.policy_id}" if self.kind == self.Kind.SCORER else f"team {self.team_id}"
+            f"policy {self.policy_id}"
+            if self.kind in (self.Kind.SCORER, self.Kind.ROUTER)
+            else f"team {self.team_id}"
         )
         return f"{self.get_kind_display()} v{self.version} ({owner})"
 
@@ -981,3 +1072,135 @@ class KnowledgeLabel(models.Model):
 
     def __str__(self) -> str:
         return f"{'needs' if self.needs_knowledge else 'no'} knowledge: {self.text[:50]}"
+
+
+class IntentRule(models.Model):
+    """One intent's own threshold (and route) for one tier of a policy, in force once the intent
+    has at least the policy's `intent_min_labels` labelled drafts; without a rule the tier's own
+    threshold applies. Proposed by the optimiser per intent, applied by an admin."""
+
+    tier = models.ForeignKey(CascadeTier, on_delete=models.CASCADE, related_name="intent_rules")
+    intent = models.ForeignKey(Intent, on_delete=models.CASCADE, related_name="tier_rules")
+    threshold = models.DecimalField(
+        max_digits=5,
+        decimal_places=4,
+        validators=[MinValueValidator(ZERO), MaxValueValidator(Decimal("1"))],
+        help_text="Stop at this tier, for this intent, when the draft's score reaches this value.",
+    )
+    skip = models.BooleanField(
+        default=False,
+        help_text="Route past this tier for this intent (its drafts rarely serve it).",
+    )
+    n_labels = models.PositiveIntegerField(help_text="Labelled drafts of the intent it came from.")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["tier", "intent"]
+        constraints = [
+            models.UniqueConstraint(fields=["tier", "intent"], name="intent_rule_unique"),
+            models.CheckConstraint(
+                condition=Q(threshold__gte=0) & Q(threshold__lte=1),
+                name="intent_rule_threshold_is_a_share",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tier} / {self.intent}: {self.threshold}"
+
+
+class ActionValues(models.Model):
+    """What an agent's action on a draft is worth to a team, in USD per draft (the S_a of
+    ENCS = P(use)·S_use + P(edit)·S_edit + P(ignore)·S_ignore − C), and a second of an agent's
+    wait: measured by accounting from the team's own actions and written here through
+    drafting's service, because drafting decides with them (withholding, routing) and never
+    imports accounting."""
+
+    team = models.OneToOneField("csbot.Team", on_delete=models.CASCADE, related_name="+")
+    s_use = models.DecimalField(max_digits=MONEY_DIGITS, decimal_places=MONEY_PLACES)
+    s_edit = models.DecimalField(max_digits=MONEY_DIGITS, decimal_places=MONEY_PLACES)
+    s_ignore = models.DecimalField(max_digits=MONEY_DIGITS, decimal_places=MONEY_PLACES)
+    wait_per_second = models.DecimalField(
+        max_digits=MONEY_DIGITS,
+        decimal_places=MONEY_PLACES,
+        help_text="The agent rate per second: what a second of waiting for a draft costs.",
+    )
+    n_actions = models.PositiveIntegerField(help_text="Agent actions the values were measured on.")
+    computed_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name_plural = "action values"
+
+    def __str__(self) -> str:
+        return f"{self.team}: use {self.s_use}, edit {self.s_edit}, ignore {self.s_ignore}"
+
+
+class Experiment(models.Model):
+    """A randomised comparison of cascade policies: each new conversation of the team goes to
+    one arm, drawn by a seeded hash of its id (sticky: every draft of the conversation uses that
+    arm's policy), with the arms' shares. At most one runs per team at a time; stopping keeps
+    the results, promoting makes the winning arm's policy the team's active one."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running", "Running"
+        STOPPED = "stopped", "Stopped"
+        PROMOTED = "promoted", "Stopped, winner promoted"
+
+    team = models.ForeignKey("csbot.Team", on_delete=models.PROTECT, related_name="experiments")
+    name = models.CharField(max_length=120)
+    seed = models.PositiveIntegerField(help_text="Salt of the assignment hash.")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RUNNING)
+    started_at = models.DateTimeField(default=timezone.now)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+    winner = models.ForeignKey(
+        "ExperimentArm", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    note = models.TextField(blank=True, help_text="What is being tested, and why.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["team", "name"], name="experiment_name_unique"),
+            models.UniqueConstraint(
+                fields=["team"], condition=Q(status="running"), name="one_running_experiment"
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=["running", "stopped", "promoted"]),
+                name="experiment_status_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(status="running") | Q(stopped_at__isnull=False),
+                name="stopped_experiment_has_stopped_at",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.team} / {self.name} ({self.status})"
+
+
+class ExperimentArm(models.Model):
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="arms")
+    name = models.CharField(max_length=60)
+    position = models.PositiveSmallIntegerField(help_text="Order of the arms in the hash.")
+    policy = models.ForeignKey(CascadePolicy, on_delete=models.PROTECT, related_name="arms")
+    share = models.DecimalField(
+        max_digits=5,
+        decimal_places=4,
+        validators=[MinValueValidator(Decimal("0.0001")), MaxValueValidator(Decimal("1"))],
+        help_text="Share of the experiment's conversations assigned to this arm.",
+    )
+
+    class Meta:
+        ordering = ["experiment", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["experiment", "name"], name="arm_name_unique"),
+            models.UniqueConstraint(fields=["experiment", "position"], name="arm_position_unique"),
+            models.CheckConstraint(
+                condition=Q(share__gt=0) & Q(share__lte=1), name="arm_share_is_a_share"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.experiment.name} / {self.name}"
