@@ -30,7 +30,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 
 from csbot.models import Message, Team
 from csbot.observability.context import log_bind
-from drafting import selectors
+from drafting import experiments, selectors
 from drafting.engine import breaker, cascade, composer, pii, pricing, spend
 from drafting.engine.cache import (
     CacheHit,
@@ -157,7 +157,11 @@ def draft_request(*, message: Message, new_conversation: bool = False) -> Draft 
     anything: ingest is the hot path.
     """
     conversation = message.conversation
-    policy = selectors.active_policy(team_id=conversation.team_id)
+    # A running experiment drafts the conversation with its (sticky) arm's policy.
+    arm = experiments.conversation_arm(conversation=conversation)
+    policy = (
+        arm.policy if arm is not None else selectors.active_policy(team_id=conversation.team_id)
+    )
     if policy is None:
         return None
     # Hold-out is per conversation, so an agent never sees drafts in a baseline conversation:
@@ -183,8 +187,12 @@ def draft_request(*, message: Message, new_conversation: bool = False) -> Draft 
     if held_out is None:
         held_out = random.random() < float(policy.holdout_share)  # noqa: S311 - a draw, not crypto
     if held_out:
-        return Draft.objects.create(message=message, policy=policy, status=Draft.Status.HELD_OUT)
-    draft = Draft.objects.create(message=message, policy=policy, enqueued_at=timezone.now())
+        return Draft.objects.create(
+            message=message, policy=policy, status=Draft.Status.HELD_OUT, experiment_arm=arm
+        )
+    draft = Draft.objects.create(
+        message=message, policy=policy, enqueued_at=timezone.now(), experiment_arm=arm
+    )
     transaction.on_commit(lambda: _enqueue(draft.pk))
     return draft
 
