@@ -38,7 +38,7 @@ class DraftState(StrEnum):
     READY = "ready"
     PENDING = "pending"  # queued or generating
     FAILED = "failed"
-    NONE = "none"  # no draft at all, or held out
+    NONE = "none"  # no draft at all, held out, or withheld (the agent writes unaided)
 
 
 class Assignment(StrEnum):
@@ -107,7 +107,8 @@ def conversation_queue(
         )
     elif draft_state == DraftState.NONE:
         conversations = conversations.filter(
-            Q(draft_status__isnull=True) | Q(draft_status=Draft.Status.HELD_OUT)
+            Q(draft_status__isnull=True)
+            | Q(draft_status__in=[Draft.Status.HELD_OUT, Draft.Status.WITHHELD])
         )
     elif draft_state in (DraftState.READY, DraftState.FAILED):
         conversations = conversations.filter(draft_status=draft_state.value)

@@ -73,16 +73,28 @@ def enabled_tiers(*, policy_id: int) -> list[CascadeTier]:
     )
 
 
+def draft_as_shown(draft: Draft) -> Draft:
+    """The draft as an agent (console or integration) may have it: a withheld draft
+    (drafting.decisions) keeps its text in the row, for the record, but is never shown, so its
+    instance here has none. The instance is for reading: never save it."""
+    if draft.status == Draft.Status.WITHHELD:
+        draft.text = ""
+    return draft
+
+
 def live_draft_for_message(*, message_id: int) -> Draft | None:
-    return (
+    """The message's live draft as the agent may have it (`draft_as_shown`)."""
+    draft = (
         Draft.objects.live().select_related("final_endpoint").filter(message_id=message_id).first()
     )
+    return draft_as_shown(draft) if draft is not None else None
 
 
 def live_drafts_for_messages(*, message_ids: Iterable[int]) -> dict[int, Draft]:
-    """Live drafts keyed by inbound message id: one query, whatever the thread length."""
+    """Live drafts keyed by inbound message id, as the agent may have them (`draft_as_shown`):
+    one query, whatever the thread length."""
     drafts = Draft.objects.live().filter(message_id__in=list(message_ids)).select_related("action")
-    return {draft.message_id: draft for draft in drafts}
+    return {draft.message_id: draft_as_shown(draft) for draft in drafts}
 
 
 def latest_draft_status(conversation_ref: OuterRef) -> Subquery:
@@ -134,8 +146,10 @@ def action_for_reply(*, inbound_message_id: int | None, draft_id: int | None) ->
 
 
 def draft_of_message(*, draft_id: int, message_id: int) -> Draft | None:
-    """The draft with this id if it answers this message (whatever its status now)."""
-    return Draft.objects.filter(pk=draft_id, message_id=message_id).first()
+    """The draft with this id if it answers this message (whatever its status now), as the
+    agent may have it (`draft_as_shown`)."""
+    draft = Draft.objects.filter(pk=draft_id, message_id=message_id).first()
+    return draft_as_shown(draft) if draft is not None else None
 
 
 def drafts_for_team(*, team_id: int) -> QuerySet[Draft]:

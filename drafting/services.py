@@ -31,6 +31,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from csbot.models import Message, Team
 from csbot.observability.context import log_bind
 from drafting import experiments, selectors
+from drafting.decisions import decision_columns, draft_decide, withholding_for
 from drafting.engine import breaker, cascade, composer, pii, pricing, spend
 from drafting.engine.cache import (
     CacheHit,
@@ -512,7 +513,12 @@ def _cascade(
     )
 
 
-def draft_generate(*, draft_id: int, explore_draw: Callable[[], float] = random.random) -> None:
+def draft_generate(
+    *,
+    draft_id: int,
+    explore_draw: Callable[[], float] = random.random,
+    withhold_draw: Callable[[], float] = random.random,
+) -> None:
     """Claim the draft, run the policy's cascade, store every attempt, finish the draft.
 
     Steps: claim (or leave quietly); a first turn may be answered by the cache (tier 0); a
@@ -530,17 +536,26 @@ def draft_generate(*, draft_id: int, explore_draw: Callable[[], float] = random.
     exploration sample (`explore_draw` < the policy's explore_share) keeps each attempt's
     text, and once ready rings `draft_explore` for the tiers the cascade did not ask. The
     console sees the first tier's text while it is written (drafting.streaming), and a last
-    "settled" event whatever the outcome: the row says what it is.
+    "settled" event whatever the outcome: the row says what it is. A policy that withholds
+    drafts worth less than nothing (drafting.decisions) decides when the draft is ready:
+    withheld instead of ready (`withhold_draw` draws the share still shown); its drafts are
+    not streamed.
     """
     stream = DraftStreamWriter(draft_id=draft_id)
     try:
-        _draft_generate(draft_id=draft_id, explore_draw=explore_draw, stream=stream)
+        _draft_generate(
+            draft_id=draft_id, explore_draw=explore_draw, withhold_draw=withhold_draw, stream=stream
+        )
     finally:
         stream.settled()
 
 
 def _draft_generate(
-    *, draft_id: int, explore_draw: Callable[[], float], stream: DraftStreamWriter
+    *,
+    draft_id: int,
+    explore_draw: Callable[[], float],
+    stream: DraftStreamWriter,
+    withhold_draw: Callable[[], float] = random.random,
 ) -> None:
     draft = draft_claim(draft_id=draft_id)
     if draft is None:
@@ -588,6 +603,9 @@ def _draft_generate(
         share=draft.policy.explore_share, enabled_tiers=len(tiers), draw=explore_draw
     )
     passages = knowledge.passages if knowledge is not None else []
+    # A policy that may withhold the draft does not stream it: the agent would read a draft
+    # before it is known to be worth showing (drafting.decisions).
+    withholding = withholding_for(policy_id=draft.policy_id)
     result = _cascade(
         tiers=tiers,
         policy=draft.policy,
@@ -596,9 +614,20 @@ def _draft_generate(
         knowledge=knowledge,
         deadline=deadline,
         exclude_draft_id=draft.pk,
-        stream=stream,
+        stream=stream if withholding is None else None,
     )
     chosen = result.chosen
+    decision = (
+        draft_decide(
+            withholding=withholding,
+            score=chosen.score,
+            scorer_id=chosen.scorer_id,
+            cost=result.total_cost,
+            draw=withhold_draw,
+        )
+        if chosen is not None and chosen.completion is not None
+        else None
+    )
     made_ready = _finish(
         draft_id,
         attempts=[_attempt_row(draft_id, a, keep_text=exploring) for a in result.attempts],
@@ -609,6 +638,7 @@ def _draft_generate(
                 "final_endpoint_id": chosen.endpoint.pk,
                 "score": _score(chosen.score),
                 "counterfactual_cost": result.counterfactual_cost(tiers[-1]),
+                **decision_columns(decision),
             }
             if chosen is not None and chosen.completion is not None
             else None
@@ -617,7 +647,8 @@ def _draft_generate(
         knowledge=knowledge.fields(query) if knowledge is not None else None,
     )
     asked = max((a.tier for a in result.attempts), default=0)
-    if made_ready and exploring and asked < tiers[-1].position:
+    shown = decision is None or decision.show  # a withheld draft is never explored
+    if made_ready and shown and exploring and asked < tiers[-1].position:
         transaction.on_commit(lambda: _enqueue_explore(draft_id))
     if chosen is None:
         for attempt in result.attempts:
@@ -696,7 +727,9 @@ def _finish(
 ) -> bool:
     """Store the cascade's attempts and finish the draft in one statement (so in one round
     trip, and atomic without a transaction of its own): `ready` (text, endpoint, score,
-    counterfactual) makes a generating draft ready; the money is added to its total in any
+    counterfactual; and, when withholding decided, status, value_of_showing and
+    decision_probability: drafting.decisions.decision_columns) makes a generating draft ready
+    (or withheld); the money is added to its total in any
     case, since it was spent even when the draft failed or was superseded meanwhile; the
     draft's `passages` (DraftPassage rows) are stored and its `knowledge` columns (Knowledge.
     fields) set in the same statement. Whether the draft was made ready."""
@@ -728,16 +761,22 @@ def _finish(
     parts.append(
         f"ready AS (UPDATE {table} SET status = %s, text = %s, final_endpoint_id = %s, "  # noqa: S608
         f"score = %s, counterfactual_cost = %s, ready_at = %s, failure_reason = '', {known}"
+        # Withholding (drafting.decisions): expected ENCS = value of showing − the draft's
+        # total cost, this run's included; null when nothing was decided.
+        "decision_probability = %s, expected_encs = CAST(%s AS numeric) - (total_cost + %s), "
         "total_cost = total_cost + %s WHERE id = %s AND status = %s AND %s RETURNING id)"
     )
     params += [
-        Draft.Status.READY,
+        values.get("status", Draft.Status.READY),
         values.get("text", ""),
         values.get("final_endpoint_id"),
         values.get("score"),
         values.get("counterfactual_cost"),
         timezone.now(),
         *known_params,
+        values.get("decision_probability"),
+        values.get("value_of_showing"),
+        spent,
         spent,
         draft_id,
         Draft.Status.GENERATING,
@@ -1092,12 +1131,13 @@ def action_record(
     transaction (the reply and its action are stored together or not at all).
 
     The kind is normalised from what happened, not only what was clicked: a draft never
-    shown with text is `none`; an "edit" that changed nothing is a `use`. A second action on
-    the same draft or inbound message violates a unique constraint (the caller treats that
-    as a duplicate submission).
+    shown with text (failed, held out, or withheld: drafting.decisions) is `none`; an "edit"
+    that changed nothing is a `use`. A second action on the same draft or inbound message
+    violates a unique constraint (the caller treats that as a duplicate submission).
     """
     final_text = outbound_message.text
-    has_text = draft is not None and bool(draft.text)
+    # A withheld draft keeps its text but was never shown: the agent wrote unaided (`none`).
+    has_text = draft is not None and bool(draft.text) and draft.status != Draft.Status.WITHHELD
     if kind not in AgentAction.Kind.values:
         raise ActionRejected("kind", f"Unknown action kind {kind!r}.")
     if not has_text:
@@ -1110,7 +1150,7 @@ def action_record(
         selectors.draft_text_for_agent(
             text=draft.text, agent_name=selectors.agent_display_name(agent)
         )
-        if draft is not None
+        if draft is not None and has_text
         else ""
     )
     distance = edit_distance(shown_text, final_text) if draft is not None and has_text else None

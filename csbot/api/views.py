@@ -152,6 +152,10 @@ class DraftDetailView(generics.RetrieveAPIView[Draft]):
             team_id=request_team(self.request).pk
         ).prefetch_related("attempts__endpoint")
 
+    def get_object(self) -> Draft:
+        # A withheld draft is listed with its status and cost, never its text.
+        return drafting_selectors.draft_as_shown(super().get_object())
+
 
 class DraftActionView(APIView):
     @extend_schema(
@@ -164,10 +168,10 @@ class DraftActionView(APIView):
         summary="Record what an agent did with a draft (external consoles)",
         description="Stores the reply as an outbound message and the agent action with its "
         "handle time. `use` sends the draft as is; an `edit` that changes nothing counts as "
-        "`use`; drafts held out or without text take `none`. Times are checked: `shown_at` not "
-        "before the message arrived, neither time in the future, `acted_at` ≥ `shown_at`; a "
-        "handle time above ACTION_MAX_HANDLE_SECONDS is stored but left out of ENCS. A closed "
-        "conversation takes no reply (409).",
+        "`use`; drafts held out, withheld or without text take `none`. Times are checked: "
+        "`shown_at` not before the message arrived, neither time in the future, `acted_at` ≥ "
+        "`shown_at`; a handle time above ACTION_MAX_HANDLE_SECONDS is stored but left out of "
+        "ENCS. A closed conversation takes no reply (409).",
     )
     def post(self, request: Request, pk: int) -> Response:
         team = request_team(request)
@@ -179,6 +183,8 @@ class DraftActionView(APIView):
         )
         if draft is None:
             raise not_found()
+        # A withheld draft has no text to use: the agent wrote the reply (kind `none`).
+        draft = drafting_selectors.draft_as_shown(draft)
         payload = s.ActionIn(data=request.data)
         payload.is_valid(raise_exception=True)
         data = payload.validated_data

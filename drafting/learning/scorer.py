@@ -42,6 +42,7 @@ from drafting.engine.grounding import GroundingContext, GroundingSignals, ground
 from drafting.engine.providers import Completion
 from drafting.engine.scoring import NEUTRAL, DefaultScorer, Scorer, ScoringContext, Verdict
 from drafting.learning.classifiers import ActiveClassifiers, classifier_store
+from drafting.learning.withholding import action_split_fit
 from drafting.models import (
     AgentAction,
     CascadePolicy,
@@ -420,6 +421,10 @@ def scorer_train(*, policy: CascadePolicy, trained_by: User | None = None) -> Sc
     metrics = dict(model.metrics)
     if reason:
         metrics["not_activated"] = reason
+    # How P(good) splits into use / edit / ignore for this policy: withholding needs the three.
+    metrics["action_split"] = action_split_fit(
+        policy_id=policy.pk, limit=settings.SCORER_MAX_LABELS
+    ).as_json()
     classifier = classifier_store(
         owner=policy,
         kind=SCORER,
