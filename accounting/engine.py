@@ -16,6 +16,13 @@ saving of kind a, C the mean cost) gives the same total, exactly; the report sho
 - Savings against the all-paid baseline: each draft stores what the policy's top tier alone
   would have cost (drafting's counterfactual); the report shows that total and the cascade's
   saving against it.
+- The agent's wait: handle time starts when the agent opens the conversation, so seconds spent
+  waiting for a draft still generating are already in it, and ENCS already pays for them. The
+  wait term decomposes the labour, it is no second deduction:
+      labour savings = R·(n·T − Σ(handle − wait))/3600 − R·Σ wait/3600,
+  so ENCS = ENCS if drafts were instant − wait cost, exactly (wait cost = R × Σ wait / 3600,
+  at each day's rate, over the drafts acted on: use, edit, ignore — the ones whose handle time
+  is in ENCS).
 
 Everything is computed from facts (accounting.facts): the rollup for closed days, the raw
 rows for the rest; money stays Decimal throughout and is rounded once, at the end.
@@ -134,14 +141,26 @@ class Totals:
     savings_x3600: dict[str, Decimal] = field(default_factory=lambda: dict.fromkeys(KINDS, ZERO))
     cost: Decimal = ZERO
     counterfactual_cost: Decimal = ZERO
+    # The agent's wait inside the acted drafts' handle time (see the module's docstring).
+    waited: int = 0
+    wait_seconds: Decimal = ZERO
+    wait_cost_x3600: Decimal = ZERO
 
-    def add(self, fact: Fact, saving_x3600: Decimal) -> None:
+    def add(self, fact: Fact, saving_x3600: Decimal, wait_cost_x3600: Decimal = ZERO) -> None:
         """Add one fact (call under `localcontext(EXACT)`: the sums stay exact)."""
         self.drafts[fact.kind] += fact.drafts
         self.handle[fact.kind] += fact.handle_seconds
         self.savings_x3600[fact.kind] += saving_x3600
         self.cost += fact.cost
         self.counterfactual_cost += fact.counterfactual_cost
+        if fact.kind in DRAFTED_KINDS:
+            self.waited += fact.waited
+            self.wait_seconds += fact.wait_seconds
+            self.wait_cost_x3600 += wait_cost_x3600
+
+    def wait_cost(self) -> Fraction:
+        """R × Σ wait / 3600 in USD, exactly: the labour spent waiting for drafts."""
+        return Fraction(self.wait_cost_x3600) / 3600
 
     def saving(self, kind: str) -> Fraction:
         """Labour savings of `kind`'s drafts in USD, exactly."""
@@ -158,6 +177,7 @@ class Totals:
         messages = sum(self.drafts.values())
         labour = self.labour_savings()
         encs = labour - Fraction(self.cost)
+        wait_cost = self.wait_cost()
         decomposition = None
         if n_drafts:
             s = {k: (self.saving(k) / v if v else Fraction(0)) for k, v in drafted.items()}
@@ -172,6 +192,7 @@ class Totals:
                 c_usd=money(c),
                 encs_per_draft_usd=money(per_draft),
                 encs_usd=money(per_draft * n_drafts),
+                w_usd=money(wait_cost / n_drafts),
             )
         return Figures(
             messages=messages,
@@ -198,6 +219,10 @@ class Totals:
             cascade_savings_usd=money(self.counterfactual_cost - self.cost),
             encs_all_paid_usd=money(labour - Fraction(self.counterfactual_cost)),
             decomposition=decomposition,
+            waited_drafts=self.waited,
+            wait_seconds=self.wait_seconds.quantize(SECONDS),
+            wait_cost_usd=money(wait_cost),
+            encs_if_instant_usd=money(encs + wait_cost),
         )
 
 
@@ -206,6 +231,14 @@ def _saving_x3600(fact: Fact, *, rate: Decimal, baseline: Decimal) -> Decimal:
     if fact.kind not in DRAFTED_KINDS:
         return ZERO
     return rate * (fact.drafts * baseline - fact.handle_seconds)
+
+
+def _wait_cost_x3600(fact: Fact, *, rate: Decimal) -> Decimal:
+    """R × Σ wait: the fact's wait cost × 3600 (call under EXACT); 0 where the handle time
+    is not in ENCS (outliers, held out, unanswered)."""
+    if fact.kind not in DRAFTED_KINDS:
+        return ZERO
+    return rate * fact.wait_seconds
 
 
 Labeller = Callable[[Fact], str]
@@ -240,9 +273,10 @@ def totals(
                     fact.team_id, fact.day
                 ).agent_hourly_usd
             saving = _saving_x3600(fact, rate=rate, baseline=baselines[fact.team_id].seconds)
-            total.add(fact, saving)
+            waiting = _wait_cost_x3600(fact, rate=rate)
+            total.add(fact, saving, waiting)
             if label is not None:
-                groups[label(fact)].add(fact, saving)
+                groups[label(fact)].add(fact, saving, waiting)
     return total, groups, baselines
 
 

@@ -20,6 +20,14 @@ Outcome kinds, one per draft:
   they are rolled up again.
 A draft belongs to the day it was created on (the project's time zone): that is when its cost
 was incurred; its action may come later.
+
+The agent's wait: a fact also sums, per answered draft, the seconds its agent waited for it,
+max(0, ready_at − first_shown_at) — the agent opened the conversation while the draft was still
+generating —, capped at the action's handle time (the wait is part of the handle time, which
+starts when the conversation is opened; an agent who replied before the draft was ready
+waited only until they replied), and counts the drafts waited for (`waited`). Drafts nobody
+answered (and drafts never ready, or never shown) have no wait: no labour was measured for
+them, so the wait of a fact is always a part of its `handle_seconds`.
 """
 
 from __future__ import annotations
@@ -37,14 +45,17 @@ from django.db.models import (
     CharField,
     Count,
     DecimalField,
+    DurationField,
+    ExpressionWrapper,
     F,
+    Func,
     Q,
     QuerySet,
     Sum,
     Value,
     When,
 )
-from django.db.models.functions import Coalesce, TruncDate
+from django.db.models.functions import Coalesce, Greatest, Least, Round, TruncDate
 
 from accounting.models import DailyFact, DailyTotal, RolledUpDay
 from drafting.models import MONEY_DIGITS, MONEY_PLACES, AgentAction, Draft
@@ -82,6 +93,8 @@ class Fact:
     cost: Decimal
     counterfactual_cost: Decimal
     intent_id: int | None = None  # the customer message's classified intent, if any
+    waited: int = 0  # answered drafts the agent opened before they were ready
+    wait_seconds: Decimal = ZERO  # seconds agents waited for them (inside handle_seconds)
 
     @property
     def key(self) -> tuple[object, ...]:
@@ -131,6 +144,29 @@ def raw_facts(start: date, end: date, *, team_ids: Iterable[int] | None = None) 
     return [fact for _keys, fact in facts_of(drafts)]
 
 
+class EpochSeconds(Func):
+    """An interval in seconds (PostgreSQL's EXTRACT(EPOCH FROM …), a numeric)."""
+
+    template = "EXTRACT(EPOCH FROM %(expressions)s)"
+    output_field = DecimalField(max_digits=30, decimal_places=6)
+
+
+def wait_seconds_expression(via: str = "") -> Any:
+    """The seconds the agent waited for the draft `via` reaches: max(0, ready_at −
+    first_shown_at) to the millisecond (handle times are stored so), at most the action's
+    handle time, 0 without an action (nothing measured) and when either time is unknown
+    (PostgreSQL's GREATEST and LEAST skip NULLs)."""
+    gap = ExpressionWrapper(
+        F(f"{via}ready_at") - F(f"{via}first_shown_at"), output_field=DurationField()
+    )
+    handle = Coalesce(F(f"{via}action__handle_seconds"), Value(ZERO))
+    return Greatest(
+        Value(ZERO),
+        Least(Round(EpochSeconds(gap), 3), handle),
+        output_field=DecimalField(max_digits=20, decimal_places=3),
+    )
+
+
 def facts_of(
     rows: QuerySet[Any],
     *,
@@ -162,6 +198,7 @@ def facts_of(
                 default=Value("none"),
                 output_field=CharField(),
             ),
+            fact_wait=wait_seconds_expression(via),
             fact_kind=Case(
                 When(
                     AgentAction.outlier_condition(action),
@@ -205,6 +242,8 @@ def facts_of(
                 Value(ZERO),
                 output_field=money,
             ),
+            waited=Count(f"{via}id", filter=Q(fact_wait__gt=0)),
+            wait=Coalesce(Sum("fact_wait"), Value(ZERO), output_field=seconds),
             **(extra or {}),
         )
         .order_by()
@@ -227,6 +266,8 @@ def facts_of(
                 cost=Decimal(row["spent"]),
                 counterfactual_cost=Decimal(row["all_paid"]),
                 intent_id=row["fact_intent"],
+                waited=row["waited"],
+                wait_seconds=Decimal(row["wait"]),
             ),
         )
         for row in grouped
@@ -251,6 +292,8 @@ FACT_FIELDS = (
     "cost",
     "counterfactual_cost",
     "intent_id",
+    "waited",
+    "wait_seconds",
 )
 # DailyTotal's columns: a Fact without its agent (agent_id defaults to None).
 TOTAL_FIELDS = tuple(f for f in FACT_FIELDS if f != "agent_id")
@@ -269,6 +312,8 @@ def without_agents(facts: Iterable[Fact]) -> list[Fact]:
                 f.handle_seconds_sq,
                 f.cost,
                 f.counterfactual_cost,
+                f.waited,
+                f.wait_seconds,
             ]
         else:
             row[0] += f.drafts
@@ -276,6 +321,8 @@ def without_agents(facts: Iterable[Fact]) -> list[Fact]:
             row[2] += f.handle_seconds_sq
             row[3] += f.cost
             row[4] += f.counterfactual_cost
+            row[5] += f.waited
+            row[6] += f.wait_seconds
     return [
         Fact(
             day=day,
@@ -291,6 +338,8 @@ def without_agents(facts: Iterable[Fact]) -> list[Fact]:
             cost=cost,
             counterfactual_cost=all_paid,
             intent_id=intent,
+            waited=waited,
+            wait_seconds=wait,
         )
         for (day, team, policy, endpoint, source, kind, intent), (
             n,
@@ -298,6 +347,8 @@ def without_agents(facts: Iterable[Fact]) -> list[Fact]:
             handle_sq,
             cost,
             all_paid,
+            waited,
+            wait,
         ) in sums.items()
     ]
 

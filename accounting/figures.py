@@ -101,7 +101,9 @@ class Baseline:
 @dataclass(frozen=True)
 class Decomposition:
     """ENCS per draft = Σ P(a)·S_a − C̄ over `drafts` drafts (none of this when there are
-    none): P(a) the share of drafts with outcome a, S_a their mean saving, C̄ the mean cost."""
+    none): P(a) the share of drafts with outcome a, S_a their mean saving, C̄ the mean cost.
+    W̄ (`w_usd`) is the agents' wait per draft, already inside the S_a (they are net of it):
+    Σ P(a)·S_a = Σ P(a)·S_a(instant) − W̄."""
 
     drafts: int
     p: Mapping[str, Decimal]  # DECOMPOSED_KINDS
@@ -109,6 +111,7 @@ class Decomposition:
     c_usd: Decimal
     encs_per_draft_usd: Decimal
     encs_usd: Decimal
+    w_usd: Decimal
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -118,6 +121,7 @@ class Decomposition:
             "c_usd": plain(self.c_usd),
             "encs_per_draft_usd": plain(self.encs_per_draft_usd),
             "encs_usd": plain(self.encs_usd),
+            "w_usd": plain(self.w_usd),
         }
 
     @classmethod
@@ -131,6 +135,8 @@ class Decomposition:
             c_usd=Decimal(data["c_usd"]),
             encs_per_draft_usd=Decimal(data["encs_per_draft_usd"]),
             encs_usd=Decimal(data["encs_usd"]),
+            # Reports stored before the wait was measured have none.
+            w_usd=Decimal(data.get("w_usd", "0")),
         )
 
 
@@ -153,6 +159,13 @@ class Figures:
     cascade_savings_usd: Decimal
     encs_all_paid_usd: Decimal
     decomposition: Decomposition | None  # None without drafts
+    # The agent's wait (engine's docstring): drafts acted on that the agent opened before they
+    # were ready, the seconds waited and their cost R × wait/3600. ENCS already pays for it
+    # (handle time includes it); `encs_if_instant_usd` = ENCS + wait cost is the what-if.
+    waited_drafts: int
+    wait_seconds: Decimal
+    wait_cost_usd: Decimal
+    encs_if_instant_usd: Decimal
 
     @property
     def shares(self) -> dict[str, Decimal]:
@@ -192,6 +205,10 @@ class Figures:
             "decomposition": self.decomposition.as_json()
             if self.decomposition is not None
             else {"drafts": self.drafts},
+            "waited_drafts": self.waited_drafts,
+            "wait_seconds": str(self.wait_seconds),
+            "wait_cost_usd": plain(self.wait_cost_usd),
+            "encs_if_instant_usd": plain(self.encs_if_instant_usd),
         }
 
     @classmethod
@@ -215,6 +232,11 @@ class Figures:
             cascade_savings_usd=Decimal(data["cascade_savings_usd"]),
             encs_all_paid_usd=Decimal(data["encs_all_paid_usd"]),
             decomposition=Decomposition.from_json(data["decomposition"]),
+            # Absent from reports stored before the wait was measured: none then.
+            waited_drafts=data.get("waited_drafts", 0),
+            wait_seconds=Decimal(data.get("wait_seconds", "0")),
+            wait_cost_usd=Decimal(data.get("wait_cost_usd", "0")),
+            encs_if_instant_usd=Decimal(data.get("encs_if_instant_usd", data["encs_usd"])),
         )
 
 

@@ -158,6 +158,10 @@ class DailyFact(models.Model):
     )
     # The customer message's intent (drafting.MessageIntent) when it was classified.
     intent_id = models.BigIntegerField(null=True)
+    # The agent's wait (accounting.facts): answered drafts opened before they were ready, and
+    # the seconds waited for them, a part of handle_seconds.
+    waited = models.PositiveIntegerField(default=0)
+    wait_seconds = models.DecimalField(max_digits=20, decimal_places=3, default=ZERO)
 
     class Meta:
         indexes = [models.Index(fields=["day", "team_id"], name="daily_fact_day_team_idx")]
@@ -184,6 +188,8 @@ class DailyTotal(models.Model):
     counterfactual_cost = models.DecimalField(
         max_digits=MONEY_DIGITS + 6, decimal_places=MONEY_PLACES
     )
+    waited = models.PositiveIntegerField(default=0)
+    wait_seconds = models.DecimalField(max_digits=20, decimal_places=3, default=ZERO)
 
     class Meta:
         indexes = [models.Index(fields=["day", "team_id"], name="daily_total_day_team_idx")]

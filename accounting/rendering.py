@@ -42,6 +42,7 @@ from accounting.knowledge import (
     KnowledgeReport,
     knowledge_report,
 )
+from accounting.wait import WaitStats, wait_stats
 
 MINUS = "−"
 
@@ -213,6 +214,24 @@ def _decomposition(d: Decomposition | None) -> dict[str, Any] | None:
     }
 
 
+def _wait(figures: Figures, stats: WaitStats | None) -> dict[str, Any]:
+    """ "Waiting for drafts": the sums (engine) and, when given, the spread (accounting.wait)."""
+    return {
+        "waited": figures.waited_drafts,
+        "seconds": seconds(figures.wait_seconds),
+        "cost": usd(figures.wait_cost_usd),
+        "cost_raw": _raw(figures.wait_cost_usd),
+        "encs": usd(figures.encs_usd),
+        "if_instant": usd(figures.encs_if_instant_usd),
+        "if_instant_raw": _raw(figures.encs_if_instant_usd),
+        "per_draft": usd(figures.decomposition.w_usd, 4) if figures.decomposition else None,
+        "acted": stats.acted if stats is not None else None,
+        "share": pct(stats.share) if stats is not None else None,
+        "p50": seconds(stats.p50_seconds) if stats is not None else None,
+        "p95": seconds(stats.p95_seconds) if stats is not None else None,
+    }
+
+
 def _break_even(target: BreakEvenTarget, *, width: float) -> dict[str, Any]:
     months = target.months_to_pay_back
     if target.paid_back:
@@ -244,6 +263,7 @@ def report_context(
     *,
     tiers: list[TierCost],
     media: Literal["screen", "print"] = "screen",
+    wait: WaitStats | None = None,
 ) -> dict[str, Any]:
     """Everything the report and the dashboard show, formatted: KPIs, action shares,
     baseline, per-model (and per-group) tables, decomposition, break-even, and the charts
@@ -307,6 +327,7 @@ def report_context(
         "group_by": group_by if other_groups else None,
         "groups": [_figures(g) for g in report.groups or ()] if other_groups else [],
         "decomposition": _decomposition(totals.decomposition),
+        "wait": _wait(totals, wait),
         "tiers": [
             {"label": t.label, "attempts": t.attempts, "ok": t.ok, "cost": usd(t.cost_usd, 4)}
             for t in tiers
@@ -402,7 +423,7 @@ def report_html(report: EncsReport, *, title: str, knowledge: KnowledgeReport | 
     print on A4 and to attach to an e-mail; with the knowledge section (computed for the
     report's scope and baselines unless given)."""
     scope = scope_of(report)
-    context = report_context(report, tiers=tier_costs(scope), media="print")
+    context = report_context(report, tiers=tier_costs(scope), media="print", wait=wait_stats(scope))
     if knowledge is None:
         knowledge = knowledge_report(scope, baselines=report.baselines)
     return render_to_string(

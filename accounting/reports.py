@@ -48,6 +48,10 @@ CSV_COLUMNS = (
     "encs_per_message_usd",
     "all_paid_cost_usd",
     "cascade_savings_usd",
+    "waited_drafts",
+    "wait_seconds",
+    "wait_cost_usd",
+    "encs_if_instant_usd",
 )
 
 
@@ -125,6 +129,11 @@ def _csv_row(section: str, group: str, figures: Figures) -> list[Any]:
         else plain(figures.encs_per_message_usd),
         "all_paid_cost_usd": plain(figures.all_paid_cost_usd),
         "cascade_savings_usd": plain(figures.cascade_savings_usd),
+        # The agent's wait: inside ENCS already; ENCS + its cost is ENCS had drafts been instant.
+        "waited_drafts": figures.waited_drafts,
+        "wait_seconds": plain(figures.wait_seconds),
+        "wait_cost_usd": plain(figures.wait_cost_usd),
+        "encs_if_instant_usd": plain(figures.encs_if_instant_usd),
     }
     return [section, group, *(values[c] for c in CSV_COLUMNS)]
 

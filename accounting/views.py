@@ -33,6 +33,7 @@ from accounting.rendering import (
 )
 from accounting.reports import report_filename, report_title
 from accounting.selectors import encs_figures
+from accounting.wait import wait_stats
 
 # Up to two months read best per day; longer periods per month.
 DAILY_UP_TO_DAYS = 62
@@ -115,7 +116,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     decomposition = report.totals.decomposition
     measured = decomposition.encs_per_draft_usd if decomposition is not None else None
     context.update(
-        report_context(report, tiers=tier_costs(scope)),
+        report_context(report, tiers=tier_costs(scope), wait=wait_stats(scope)),
         knowledge=knowledge_context(knowledge_report(scope, baselines=report.baselines)),
         query=query,
         filter_items=sorted(form.query().items()),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -490,3 +491,71 @@ def team_article(
     if published_only:
         articles = articles.filter(published=True)
     return articles.first()
+
+
+# --- The agent's wait, for the routing objective (issue 18) ------------------------------------
+
+# How much history the wait estimates read: a count, not a period, so that a quiet endpoint
+# still has an estimate and a busy one's is recent.
+WAIT_LATENCY_ATTEMPTS = 200
+WAIT_SHARE_DRAFTS = 500
+
+
+def waiting_share(team_id: int) -> Decimal:
+    """The share of the team's recent model-written drafts that an agent opened before they
+    were ready (first_shown_at < ready_at): how often a draft is waited for. Over the last
+    WAIT_SHARE_DRAFTS drafts both shown and ready; cache hits and macros are left out (ready
+    in milliseconds, they say nothing about waiting for a model). 0 with no such draft."""
+    recent = list(
+        Draft.objects.filter(
+            policy__team_id=team_id,
+            final_endpoint__isnull=False,
+            first_shown_at__isnull=False,
+            ready_at__isnull=False,
+        )
+        .order_by("-created_at", "-id")
+        .values_list("first_shown_at", "ready_at")[:WAIT_SHARE_DRAFTS]
+    )
+    if not recent:
+        return Decimal(0)
+    waited = sum(1 for shown, ready in recent if shown and ready and shown < ready)
+    return (Decimal(waited) / Decimal(len(recent))).quantize(Decimal("0.0001"))
+
+
+def endpoint_latency_p50(*, endpoint_id: int) -> Decimal | None:
+    """Median seconds of the endpoint's last WAIT_LATENCY_ATTEMPTS successful draft attempts
+    (exploratory ones included: the same call, asked later); None before any."""
+    latencies = list(
+        DraftAttempt.objects.filter(
+            endpoint_id=endpoint_id,
+            outcome=DraftAttempt.Outcome.OK,
+            purpose=DraftAttempt.Purpose.DRAFT,
+        )
+        .order_by("-started_at", "-id")
+        .values_list("latency_ms", flat=True)[:WAIT_LATENCY_ATTEMPTS]
+    )
+    if not latencies:
+        return None
+    return (Decimal(statistics.median(latencies)) / 1000).quantize(Decimal("0.001"))
+
+
+def wait_estimates(policy_id: int) -> dict[int, Decimal]:
+    """Per enabled tier's endpoint of the policy: the seconds an agent is expected to wait
+    for the draft because this tier is asked = P(an agent is already waiting) × the tier's
+    median latency (`waiting_share` × `endpoint_latency_p50`).
+
+    The approximation: an agent who opened the conversation waits out the whole call, one
+    who has not waits for none of it. Multiplied by the team's ActionValues.wait_per_second it
+    is the tier's expected wait cost, a slow tier's handicap in the routing objective. An
+    endpoint with no successful attempt yet has no estimate (absent from the answer)."""
+    tiers = enabled_tiers(policy_id=policy_id)
+    team_id = CascadePolicy.objects.filter(pk=policy_id).values_list("team_id", flat=True).first()
+    if not tiers or team_id is None:
+        return {}
+    share = waiting_share(team_id)
+    estimates: dict[int, Decimal] = {}
+    for tier in tiers:
+        latency = endpoint_latency_p50(endpoint_id=tier.endpoint_id)
+        if latency is not None:
+            estimates[tier.endpoint_id] = (share * latency).quantize(Decimal("0.001"))
+    return estimates

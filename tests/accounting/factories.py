@@ -59,12 +59,17 @@ def drafted(
     knowledge: str = "",
     question: tuple[str, list[float]] | None = None,
     failed: bool | None = None,
+    wait: str | None = None,
 ) -> Draft:
     """A draft of `policy`'s team created on `day`, answered with `kind` after `handle` s
     (kind None: failed and never answered, unless `failed` is False: ready, never answered;
     "none": failed, answered unaided; "held_out": a held-out conversation answered unaided).
-    `text` is the customer's, `question` the (embedding model, vector) retrieval used."""
+    `text` is the customer's, `question` the (embedding model, vector) retrieval used.
+    `wait`: seconds from the agent opening the conversation to the draft being ready
+    (negative: ready that long before it was opened); the handle time runs from the opening."""
     created = at(day)
+    lead = timedelta(seconds=float(wait)) if wait is not None else None
+    shown = created + max(-lead, timedelta(0)) if lead is not None else created
     conversation = ConversationFactory.create(team=policy.team)
     inbound = MessageFactory.create(
         conversation=conversation,
@@ -87,7 +92,8 @@ def drafted(
         total_cost=Decimal(cost),
         counterfactual_cost=Decimal(counterfactual) if counterfactual else None,
         created_at=created,
-        ready_at=None if held_out or failed else created,
+        ready_at=None if held_out or failed else created + max(lead or timedelta(0), timedelta(0)),
+        first_shown_at=shown if lead is not None else None,
         knowledge=knowledge,
         question_embedding=question[1] if question else None,
         question_embedding_model=question[0] if question else "",
@@ -103,8 +109,8 @@ def drafted(
             agent=agent or UserFactory.create(),
             kind="none" if held_out else kind,
             final_text="Reply",
-            shown_at=created,
-            acted_at=created + timedelta(seconds=float(handle)),
+            shown_at=shown,
+            acted_at=shown + timedelta(seconds=float(handle)),
             handle_seconds=Decimal(handle),
             edit_distance=None if edit_distance is None else Decimal(edit_distance),
         )

@@ -301,6 +301,7 @@ draft_specs = st.lists(
         st.integers(min_value=0, max_value=1),  # team
         st.integers(min_value=0, max_value=2),  # agent
         st.sampled_from([None, "billing", "delivery"]),  # intent
+        st.integers(min_value=-30, max_value=60),  # seconds waited (< 0: ready first)
     ),
     min_size=1,
     max_size=14,
@@ -333,7 +334,7 @@ def test_totals_are_the_sum_of_groups_and_the_rollup_equals_recomputation(
             for team, policy in enumerate(policies)
             for name in ("billing", "delivery")
         }
-        for kind, handle, cost, offset, team, agent, intent in specs:
+        for kind, handle, cost, offset, team, agent, intent, wait in specs:
             drafted(
                 policies[team],
                 kind=kind,
@@ -344,6 +345,7 @@ def test_totals_are_the_sum_of_groups_and_the_rollup_equals_recomputation(
                 agent=agents[agent],
                 endpoint=endpoint,
                 intent=intents[team, intent] if intent else None,
+                wait=str(wait),
             )
         scope = OCTOBER
         book = SettingsBook.load()
@@ -358,6 +360,8 @@ def test_totals_are_the_sum_of_groups_and_the_rollup_equals_recomputation(
             total, groups, _ = totals(facts, scope=scope, book=book, label=label)
             assert sum(g.cost for g in groups.values()) == total.cost
             assert sum(g.counterfactual_cost for g in groups.values()) == total.counterfactual_cost
+            assert sum(g.wait_seconds for g in groups.values()) == total.wait_seconds
+            assert sum((g.wait_cost() for g in groups.values()), Fraction(0)) == total.wait_cost()
             for kind in total.drafts:
                 assert sum(g.drafts[kind] for g in groups.values()) == total.drafts[kind]
                 assert sum((g.saving(kind) for g in groups.values()), Fraction(0)) == total.saving(
@@ -374,6 +378,11 @@ def test_totals_are_the_sum_of_groups_and_the_rollup_equals_recomputation(
         )
         if expected_savings is not None:  # no held-out sample: T is the default everywhere
             assert raw["team"]["labor_savings_usd"] == money_str(expected_savings)
+        # The wait: a part of the acted drafts' handle time (capped at it), priced at R.
+        expected_wait = sum(
+            (_hand_wait_cost(kind, handle, wait) for kind, handle, *_, wait in specs), Fraction(0)
+        )
+        assert raw["team"]["wait_cost_usd"] == money_str(expected_wait)
         for offset in range(3):
             facts_rollup(day=DAY + timedelta(days=offset))
         for group in GROUP_BY:
@@ -383,6 +392,12 @@ def test_totals_are_the_sum_of_groups_and_the_rollup_equals_recomputation(
             without_agents(raw_facts(scope.start, scope.end)), key=repr
         )
         transaction.set_rollback(True)
+
+
+def _hand_wait_cost(kind: str | None, handle: int, wait: int) -> Fraction:
+    if kind not in ("use", "edit", "ignore"):
+        return Fraction(0)
+    return Fraction(Decimal("41.5")) * min(max(wait, 0), handle) / 3600
 
 
 def _hand_saving(kind: str | None, handle: int) -> Fraction:
