@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from accounting import views
+from accounting import experiment_views, views
 
 app_name = "accounting"
 
@@ -11,4 +11,5 @@ urlpatterns = [
     path("whatif", views.whatif, name="whatif"),
     path("report.html", views.report_as_html, name="report-html"),
     path("report.pdf", views.report_as_pdf, name="report-pdf"),
+    path("experiments", experiment_views.experiments, name="experiments"),
 ]

@@ -238,6 +238,7 @@ ROUTES: dict[str, dict[str, dict[str, str]]] = {
     "accounting/whatif": {"GET": _FINANCE_PAGE},
     "accounting/report.html": {"GET": _FINANCE_FILE},
     "accounting/report.pdf": {"GET": _FINANCE_FILE},
+    "accounting/experiments": {"GET": _FINANCE_PAGE},
     "api/v1/messages": {
         "GET": {**_API_READ_ONLY_POST, "token": "405"},
         "POST": {**_API_READ, "agent": "403", "manager": "403", "admin": "403", "token": "in"},
