@@ -38,7 +38,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -47,6 +47,9 @@ from drafting.learning import optimiser
 from drafting.learning.baselines import kfold_splits, stratified_splits, tfidf_proba
 from drafting.learning.optimiser import CascadeTable, Chain, Plan
 from drafting.learning.plr import train_plr
+
+if TYPE_CHECKING:
+    from drafting.evaluation.routing import RoutingConfig
 
 Array = npt.NDArray[np.float64]
 EmbeddingChoice = Literal["minilm", "none"]
@@ -446,6 +449,21 @@ def _single(table: AnswerTable, model: str) -> dict[str, Any]:
     }
 
 
+Strategy = Literal["cascade", "routing", "both"]
+STRATEGIES: tuple[Strategy, ...] = ("cascade", "routing", "both")
+
+
+@dataclass
+class _Prepared:
+    """What both strategies learn from the queries alone, computed once per split."""
+
+    texts_train: list[str]
+    texts_test: list[str]
+    embedded: tuple[Array, Array] | None
+    reference: list[str | None]
+    guesses: Guesses
+
+
 def replay(
     train: AnswerTable,
     test: AnswerTable,
@@ -458,11 +476,22 @@ def replay(
     value: float | None = None,
     progress: Progress = _silent,
     query_vectors: tuple[Array, Array] | None = None,
+    strategy: Strategy = "cascade",
+    routing_config: RoutingConfig | None = None,
 ) -> dict[str, Any]:
-    """Learn scorers and a cascade on `train`, report on `test` (steps in the module docstring).
+    """Learn a plan on `train`, report it on `test`.
+
+    strategy "cascade" (the default): scorers and a cascade (steps in the module docstring).
+    "routing": the expectimax router of drafting.evaluation.routing, reported in the same shape
+    (its plan as `cascade`); when its guard fails on train, the cascade's plan is reported and
+    `routing_in_force` is false. "both": {"strategy": "both", "strategies": {"cascade": …,
+    "routing": …}}, each in the shape of its own strategy, on the same split and guesses.
+    `routing_config`: the router's settings (routing.RoutingConfig's defaults when None).
 
     `query_vectors` are the (train, test) query embeddings when the caller has them already
     (the bench embeds a data set once for all its splits)."""
+    if strategy not in STRATEGIES:
+        raise ReplayError(f"unknown strategy {strategy!r} (one of {', '.join(STRATEGIES)})")
     started = time.perf_counter()
     missing = [m for m in train.models if m not in test.models]
     if missing:
@@ -472,15 +501,71 @@ def replay(
         raise ReplayError(
             f"too few rows: {train.n} train (at least {2 * OUTER_FOLDS}), {test.n} test"
         )
+    prepared = _prepare(
+        train, test, seed=seed, embedding=embedding, progress=progress, query_vectors=query_vectors
+    )
 
-    accuracy = train.quality.mean(axis=0)
-    candidates = frontier_models(train)
-    # The most accurate model on train (the cheapest of those tied): the frontier's last.
-    best = candidates[-1]
-    progress(f"{len(train.models)} models; frontier: {', '.join(candidates)}; best: {best}")
-    if len(candidates) == 1:
-        progress("the cheapest model is also the most accurate: nothing to cascade")
+    def cascade() -> dict[str, Any]:
+        result = _cascade(
+            train,
+            test,
+            prepared,
+            seed=seed,
+            embedding=embedding,
+            margin=margin,
+            confidence=confidence,
+            max_tiers=max_tiers,
+            value=value,
+            progress=progress,
+        )
+        result["seconds"] = round(time.perf_counter() - started, 2)
+        return result
 
+    if strategy == "cascade":
+        return cascade()
+    if strategy == "routing":
+        return routing_result(
+            train,
+            test,
+            prepared,
+            seed=seed,
+            embedding=embedding,
+            config=routing_config,
+            cascade=cascade,
+            progress=progress,
+        )
+    by_cascade = cascade()
+    routing_started = time.perf_counter()
+    by_routing = routing_result(
+        train,
+        test,
+        prepared,
+        seed=seed,
+        embedding=embedding,
+        config=routing_config,
+        cascade=lambda: by_cascade,
+        progress=progress,
+    )
+    by_routing["seconds"] = round(time.perf_counter() - routing_started, 2)
+    return {
+        "strategy": "both",
+        "seed": seed,
+        "n_train": train.n,
+        "n_test": test.n,
+        "strategies": {"cascade": by_cascade, "routing": by_routing},
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+
+
+def _prepare(
+    train: AnswerTable,
+    test: AnswerTable,
+    *,
+    seed: int,
+    embedding: EmbeddingChoice,
+    progress: Progress,
+    query_vectors: tuple[Array, Array] | None,
+) -> _Prepared:
     affix = shared_affixes(train.queries)
     texts_train = [strip_affixes(q, *affix) for q in train.queries]
     texts_test = [strip_affixes(q, *affix) for q in test.queries]
@@ -490,9 +575,34 @@ def replay(
         embedded = (vectors[: train.n], vectors[train.n :])
     if embedding == "none":
         embedded = None
-
-    guesses = guess_answers(texts_train, texts_test, embedded, reference_answers(train), seed=seed)
+    reference = reference_answers(train)
+    guesses = guess_answers(texts_train, texts_test, embedded, reference, seed=seed)
     progress("guessed right answers from the queries")
+    return _Prepared(texts_train, texts_test, embedded, reference, guesses)
+
+
+def _cascade(
+    train: AnswerTable,
+    test: AnswerTable,
+    prepared: _Prepared,
+    *,
+    seed: int,
+    embedding: EmbeddingChoice,
+    margin: float,
+    confidence: float,
+    max_tiers: int,
+    value: float | None,
+    progress: Progress,
+) -> dict[str, Any]:
+    """Steps 1 and 3–5 of the module docstring (step 2, the guesses, is in `prepared`)."""
+    accuracy = train.quality.mean(axis=0)
+    candidates = frontier_models(train)
+    # The most accurate model on train (the cheapest of those tied): the frontier's last.
+    best = candidates[-1]
+    progress(f"{len(train.models)} models; frontier: {', '.join(candidates)}; best: {best}")
+    if len(candidates) == 1:
+        progress("the cheapest model is also the most accurate: nothing to cascade")
+    guesses = prepared.guesses
     normalised_train = {m: [normalise_answer(a) for a in train.answer(m)] for m in candidates}
     normalised_test = {m: [normalise_answer(a) for a in test.answer(m)] for m in candidates}
     codings = {m: AnswerCoding.fit(normalised_train[m]) for m in candidates}
@@ -525,10 +635,11 @@ def replay(
     on_test = optimiser.preview(test_table, plan.tiers, value=value)
     reference = _single(test, best)
     result: dict[str, Any] = {
+        "strategy": "cascade",
         "seed": seed,
         "n_train": train.n,
         "n_test": test.n,
-        "embedding": embedding if embedded is not None else "none",
+        "embedding": embedding if prepared.embedded is not None else "none",
         "models": list(train.models),
         "candidates": candidates,
         "best_single": reference,
@@ -540,7 +651,8 @@ def replay(
         "confidence": confidence,
         "cost_saving": _saving(on_test.cost_per_query, reference["cost_per_query"]),
         "accuracy_gap": round(on_test.accuracy - reference["accuracy"], 6),
-    }
+        "lambda": None,
+    } | cascade_calls(on_test.to_dict())
     budgets = [share * reference["cost_per_query"] for share in PARETO_SHARES]
     frontier = optimiser.pareto(train_table, budgets, chains=chains, value=value)
     result["pareto"] = [
@@ -550,6 +662,103 @@ def replay(
     if value is not None:
         encs = optimiser.optimise(train_table, objective="encs", value=value, chains=chains)
         result["encs_plan"] = optimiser.preview(test_table, encs.tiers, value=value).to_dict()
+    return result
+
+
+def cascade_calls(plan: dict[str, Any]) -> dict[str, Any]:
+    """A cascade plan's calls in the routing report's terms: every query asks the first tier;
+    a tier is asked by the share of queries no earlier tier kept."""
+    tiers = [t["model"] for t in plan["tiers"]]
+    stopped = list(plan.get("stop_share") or [])
+    reach = [max(0.0, 1.0 - sum(stopped[:i])) for i in range(len(tiers))]
+    return {
+        "mean_calls": round(sum(reach), 4),
+        "first_call_share": {m: (1.0 if i == 0 else 0.0) for i, m in enumerate(tiers)},
+        "call_share": {m: round(r, 4) for m, r in zip(tiers, reach, strict=True)},
+    }
+
+
+def routing_result(
+    train: AnswerTable,
+    test: AnswerTable,
+    prepared: _Prepared,
+    *,
+    seed: int,
+    embedding: EmbeddingChoice,
+    config: RoutingConfig | None,
+    cascade: Callable[[], dict[str, Any]],
+    progress: Progress,
+) -> dict[str, Any]:
+    """The routing strategy's report in the cascade's shape. The plan in force is reported as
+    `cascade`; when the router's guard fails on train, that is the cascade's plan (`cascade()`
+    is called only then) and `routing_in_force` is false with the reason."""
+    # Imported here: routing builds on this module's tables and guessers.
+    from drafting.evaluation import routing
+
+    config = config or routing.RoutingConfig()
+    started = time.perf_counter()
+    outcome = routing.route(
+        train,
+        test,
+        texts=(prepared.texts_train, prepared.texts_test),
+        guesses=prepared.guesses,
+        reference=prepared.reference,
+        seed=seed,
+        config=config,
+        progress=progress,
+    )
+    reference = _single(test, outcome.reference)
+    on_train = {
+        "accuracy": round(outcome.train.accuracy, 6),
+        "cost_per_query": round(outcome.train.cost_per_query, 8),
+    }
+    on_test = {
+        "accuracy": round(outcome.test.accuracy, 6),
+        "cost_per_query": round(outcome.test.cost_per_query, 8),
+    }
+    routed: dict[str, Any] = {
+        "models": outcome.models,
+        "lambda": round(outcome.lam, 6),
+        "within_budget": outcome.within_budget,
+        "train": on_train | {"accuracy_gap": round(outcome.train_gap, 6)},
+        "test": on_test,
+        "sweep": [
+            {"lambda": round(lam, 6), "accuracy": round(acc, 6), "cost_per_query": round(c, 8)}
+            for lam, acc, c in outcome.sweep
+        ],
+    }
+    result: dict[str, Any] = {
+        "strategy": "routing",
+        "seed": seed,
+        "n_train": train.n,
+        "n_test": test.n,
+        "embedding": embedding if prepared.embedded is not None else "none",
+        "models": list(train.models),
+        "best_single": reference,
+        "best_single_train": _single(train, outcome.reference),
+        "singles": [_single(test, m) for m in train.models],
+        "routing_in_force": outcome.in_force,
+        "routing_not_in_force_because": outcome.reason,
+        "budget_share": config.budget_share,
+        "routing": routed,
+    }
+    if outcome.in_force:
+        result |= {
+            "cascade": on_test,
+            "cascade_train": on_train,
+            "lambda": routed["lambda"],
+        } | routing.call_shares(outcome.models, outcome.test.calls)
+    else:
+        fallback = cascade()
+        result |= {
+            "cascade": fallback["cascade"],
+            "cascade_train": fallback["cascade_train"],
+            "lambda": None,
+        } | cascade_calls(fallback["cascade"])
+    plan_accuracy = float(result["cascade"]["accuracy"])
+    plan_cost = float(result["cascade"]["cost_per_query"])
+    result["cost_saving"] = _saving(plan_cost, reference["cost_per_query"])
+    result["accuracy_gap"] = round(plan_accuracy - reference["accuracy"], 6)
     result["seconds"] = round(time.perf_counter() - started, 2)
     return result
 

@@ -1,5 +1,7 @@
-"""`manage.py cascade_replay --train A.csv --test B.csv [--json] [--seed S]`: learn a scorer
-and a cascade on recorded LLM answers, report it on held-out rows (see drafting.evaluation.replay).
+"""`manage.py cascade_replay --train A.csv --test B.csv [--json] [--seed S]
+[--strategy {cascade,routing,both}]`: learn a scorer and a cascade (or the expectimax router of
+drafting.evaluation.routing, or both side by side) on recorded LLM answers, report it on
+held-out rows (see drafting.evaluation.replay).
 
 A CSV has a `query` column and, per model `m`, `m_answer`, `m_cost` (USD) and `m` (1 correct,
 0 wrong) — FrugalGPT's format. Progress goes to stderr, the result to stdout.
@@ -14,6 +16,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from drafting.engine.embeddings import EmbeddingError
 from drafting.evaluation import replay
+from drafting.evaluation.routing import RoutingConfig
 from drafting.learning import optimiser
 
 
@@ -57,6 +60,20 @@ class Command(BaseCommand):
             default=None,
             help="labour value (USD) of a right answer: also report the ENCS-optimal plan",
         )
+        parser.add_argument(
+            "--strategy",
+            choices=replay.STRATEGIES,
+            default="cascade",
+            help="cascade (a fixed chain of tiers), routing (per query, the next model or stop, "
+            "by expectimax), or both on the same split (default %(default)s)",
+        )
+        parser.add_argument(
+            "--budget-share",
+            type=float,
+            default=RoutingConfig.budget_share,
+            help="routing: λ is the most accurate whose train cost is at most this share of "
+            "the best model's (default %(default)s)",
+        )
         parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -66,6 +83,8 @@ class Command(BaseCommand):
 
         if options["max_tiers"] < 1:
             raise CommandError("--max-tiers must be at least 1")
+        if not 0 < options["budget_share"] <= 1:
+            raise CommandError("--budget-share must be in (0, 1]")
         try:
             train = replay.read_answers(options["train"])
             test = replay.read_answers(options["test"])
@@ -80,6 +99,8 @@ class Command(BaseCommand):
                 max_tiers=options["max_tiers"],
                 value=options["value"],
                 progress=progress,
+                strategy=options["strategy"],
+                routing_config=RoutingConfig(budget_share=options["budget_share"]),
             )
         except replay.ReplayError as exc:
             raise CommandError(str(exc)) from exc
@@ -89,16 +110,30 @@ class Command(BaseCommand):
         if options["json"]:
             self.stdout.write(json.dumps(result, indent=2))
             return
+        results = result["strategies"] if result["strategy"] == "both" else {"": result}
+        for name, one in results.items():
+            if name:
+                self.stdout.write(f"== {name}")
+            self._describe(one)
+
+    def _describe(self, result: dict[str, Any]) -> None:
         best, cascade = result["best_single"], result["cascade"]
-        chain = " → ".join(f"{t['model']} (≥ {t['threshold']:.3f})" for t in cascade["tiers"])
+        if "tiers" in cascade:
+            plan = "cascade: " + " → ".join(
+                f"{t['model']} (≥ {t['threshold']:.3f})" for t in cascade["tiers"]
+            )
+        else:
+            plan = f"routing (λ = {result['lambda']:.4g}, {result['mean_calls']:.2f} calls/query)"
+        if result["strategy"] == "routing" and not result["routing_in_force"]:
+            plan += f"\n  routing not in force: {result['routing_not_in_force_because']}"
         self.stdout.write(
             f"best single: {best['model']}: accuracy {best['accuracy']:.4f}, "
             f"${best['cost_per_query']:.6f}/query\n"
-            f"cascade: {chain}\n"
+            f"{plan}\n"
             f"  accuracy {cascade['accuracy']:.4f} ({result['accuracy_gap']:+.4f}), "
             f"${cascade['cost_per_query']:.6f}/query, saving {result['cost_saving']:.1%}"
         )
-        for point in result["pareto"]:
+        for point in result.get("pareto", []):
             self.stdout.write(
                 f"  budget ${point['budget']:.6f}: accuracy {point['accuracy']:.4f} "
                 f"at ${point['cost_per_query']:.6f}"
