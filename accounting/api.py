@@ -165,8 +165,10 @@ class EncsView(APIView):
         description="Expected Net Cost Savings of the caller's team computed from stored agent "
         "actions and attempt costs: counts, use/edit/ignore shares, handle times, baseline, "
         "labour savings, model cost, ENCS total and per message, the P·S − C decomposition, "
-        "savings against the all-paid counterfactual, optional groups, per-model figures and "
-        "break-even. Money is a string of decimals (USD).",
+        "savings against the all-paid counterfactual, the agents' wait for drafts (drafts "
+        "waited for, seconds, its cost: already inside ENCS, and ENCS if drafts were "
+        "instant), optional groups, per-model figures and break-even. Money is a string of "
+        "decimals (USD).",
     )
     def get(self, request: Request) -> Response:
         team = request_team(request)
