@@ -65,7 +65,7 @@ def tier_costs(scope: Scope) -> list[TierCost]:
     )
     attempts = DraftAttempt.objects.filter(
         draft__created_at__gte=day_start(scope.start), draft__created_at__lt=day_start(scope.end)
-    )
+    ).exclude(error_kind=DraftAttempt.ErrorKind.ROUTED)  # a tier the router skipped: not asked
     if scope.team_ids is not None:
         attempts = attempts.filter(draft__policy__team_id__in=scope.team_ids)
     if scope.policy_ids is not None:

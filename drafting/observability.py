@@ -41,7 +41,14 @@ from drafting.models import CascadePolicy, CascadeTier, Draft, DraftAttempt, Mod
 # in a few, a timeout at the endpoint's limit (30 s by default).
 PROVIDER_BUCKETS_SECONDS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 # Attempts that asked no provider: latency says nothing about the endpoint.
-NOT_CALLS = (DraftAttempt.ErrorKind.CIRCUIT_OPEN, DraftAttempt.ErrorKind.SPEND_CAPPED)
+NOT_CALLS = (
+    DraftAttempt.ErrorKind.CIRCUIT_OPEN,
+    DraftAttempt.ErrorKind.SPEND_CAPPED,
+    DraftAttempt.ErrorKind.ROUTED,
+)
+# A tier the router skipped (drafting.engine.routing) by choice: no error of its endpoint, and
+# no step of the cascade to it (the tier asked instead is).
+ROUTED = DraftAttempt.ErrorKind.ROUTED
 CACHE_LABEL = "cache"
 
 
@@ -154,9 +161,10 @@ def _attempt_metrics(endpoints: dict[int, str]) -> Iterator[Metric]:
         if row["cache_match"]:
             cache_hits[row["cache_match"]] = cache_hits.get(row["cache_match"], 0.0) + n
             continue
-        if row["tier"] >= 2 and not row["exploratory"] and not row["purpose"]:
+        routed = row["error_kind"] == ROUTED
+        if row["tier"] >= 2 and not row["exploratory"] and not row["purpose"] and not routed:
             escalations[str(row["tier"])] += n
-        if row["error_kind"]:
+        if row["error_kind"] and not routed:
             errors[endpoint, row["error_kind"]] += n
         spend[endpoint, exploratory] += float(row["cost_sum"] or Decimal(0))
         tokens[endpoint, "in"] += float(row["tokens_in_sum"] or 0)
@@ -172,7 +180,8 @@ def _attempt_metrics(endpoints: dict[int, str]) -> Iterator[Metric]:
     family = CounterMetricFamily(
         "csbot_cascade_escalations",
         "Cascade steps past the first tier (non-exploratory attempts at tier 2 and up): a "
-        "draft scored below its tier's threshold, or the tier below failed.",
+        "draft scored below its tier's threshold, the tier below failed, or the router skipped "
+        "it (a routed skip is no step of its own).",
         labels=["to_tier"],
     )
     for tier, n in sorted(escalations.items()):

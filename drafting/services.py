@@ -55,9 +55,11 @@ from drafting.engine.macros import MacroMatch, customer_name, fill, macro_match
 from drafting.engine.pii import scrub_details
 from drafting.engine.providers import CompletionRequest, ProviderError, provider_for
 from drafting.engine.retrieval import Passage, retrieve
+from drafting.engine.routing import RoutedPast
 from drafting.engine.scoring import ScoringContext
 from drafting.engine.vectors import QueryVector, reembed, vector_fields
 from drafting.learning.knowledge import knowledge_detector, passage_reranker
+from drafting.learning.routing import RouteSignals, policy_router
 from drafting.learning.scorer import policy_scorer
 from drafting.models import (
     AgentAction,
@@ -490,12 +492,15 @@ def _cascade(
     deadline: float,
     exclude_draft_id: int,
     stream: DraftStream | None = None,
+    intent_id: int | None = None,
 ) -> CascadeResult:
     """The policy's cascade for the turn `query.text` (the thread's last): its prompt, the
     team's few-shot examples, the passages numbered best first and the policy's scorer — the
     one call of the worker and the preview (`draft_preview`). `knowledge` None: no grounding
     (the policy does not ground, the team has no article, or a preview without passages);
-    `stream`: where the worker publishes the first tier's text as it is written."""
+    `stream`: where the worker publishes the first tier's text as it is written; the policy's
+    router, when one is in force, may skip tiers before they are asked (`intent_id`: the
+    message's confident intent, one of its signals; drafting.learning.routing)."""
     return run_cascade(
         tiers=tiers,
         messages=_prompt_messages(system_prompt=policy.system_prompt, thread=thread),
@@ -510,7 +515,37 @@ def _cascade(
         ),
         passages=passage_lines(knowledge.passages if knowledge is not None else []),
         stream=stream,
+        router=policy_router(
+            policy_id=policy.pk,
+            tiers=tiers,
+            query=query,
+            signals=_route_signals(knowledge, intent_id=intent_id),
+        ),
     )
+
+
+def _route_signals(knowledge: Knowledge | None, *, intent_id: int | None) -> RouteSignals:
+    """What the router knows of the turn besides its embedding: the grounding decision, the
+    detector's probability and the best passage's similarity (the passages the draft keeps,
+    as stored with it and read back for training), and the confident intent."""
+    if knowledge is None:
+        return RouteSignals(intent_id=intent_id)
+    similarities = [
+        p.vector_similarity for p in knowledge.passages if p.vector_similarity is not None
+    ]
+    return RouteSignals(
+        intent_id=intent_id,
+        knowledge=knowledge.state,
+        need=knowledge.need,
+        best_similarity=max(similarities) if similarities else None,
+    )
+
+
+def _asked_through(result: CascadeResult) -> int:
+    """The tier position up to which the cascade asked every tier; exploration asks those
+    after it (a tier routed past was not asked: its answer is what the router learns from)."""
+    routed = [a.tier for a in result.attempts if isinstance(a.error, RoutedPast)]
+    return min(routed) - 1 if routed else max((a.tier for a in result.attempts), default=0)
 
 
 def draft_generate(
@@ -615,6 +650,7 @@ def _draft_generate(
         deadline=deadline,
         exclude_draft_id=draft.pk,
         stream=stream if withholding is None else None,
+        intent_id=claimed.intent_id,
     )
     chosen = result.chosen
     decision = (
@@ -646,7 +682,7 @@ def _draft_generate(
         passages=_passage_rows(draft_id, passages, chosen.citations if chosen else ()),
         knowledge=knowledge.fields(query) if knowledge is not None else None,
     )
-    asked = max((a.tier for a in result.attempts), default=0)
+    asked = _asked_through(result)
     shown = decision is None or decision.show  # a withheld draft is never explored
     if made_ready and shown and exploring and asked < tiers[-1].position:
         transaction.on_commit(lambda: _enqueue_explore(draft_id))
@@ -901,6 +937,7 @@ def _attempt_row(
             score=_score(attempt.score),
             scorer_id=attempt.scorer_id,
             explanation=attempt.explanation,
+            routing=attempt.routing,
             prompt_tokens_saved=attempt.tokens_saved,
             fewshot_examples=attempt.examples,
             passages_shown=attempt.passages_shown,
@@ -920,6 +957,7 @@ def _attempt_row(
         outcome=DraftAttempt.Outcome.ERROR,
         error_kind=error.kind,
         error_message=str(error)[:500],
+        routing=attempt.routing,
         prompt_tokens_saved=attempt.tokens_saved,
         fewshot_examples=attempt.examples,
         passages_shown=attempt.passages_shown,
@@ -934,13 +972,13 @@ def draft_explore(*, draft_id: int) -> int:
     many tiers were asked.
 
     Steps: leave quietly unless the draft is ready; ask each enabled tier above the highest
-    tier already attempted for it (cascade or exploration: a redelivered task resumes and a
-    repeated one asks nothing), one at a time through the cascade with the draft's prompt,
-    passages (as stored with the draft, numbered as the cascade numbered them), few-shot
-    examples and scorer, the answered lower tiers' drafts as earlier drafts, and a
-    fresh deadline each; spend caps and the circuit breaker apply as to any attempt. Each
-    attempt (errors too) is stored as exploratory with its text, and its cost added to the
-    draft's total (money spent). The draft's status, text, endpoint and score never change.
+    tier already attempted for it, and each tier routed past (cascade or exploration: a
+    redelivered task resumes and a repeated one asks nothing), one at a time through the
+    cascade with the draft's prompt, passages (as stored with the draft, numbered as the
+    cascade numbered them), few-shot examples and scorer, the answered lower tiers' drafts as
+    earlier drafts, and a fresh deadline each; spend caps and the circuit breaker apply as to
+    any attempt. Each attempt (errors too) is stored as exploratory with its text, and its
+    cost added to the draft's total (money spent). The draft's status, text, endpoint and score never change.
     """
     draft = (
         Draft.objects.select_related("message", "policy")
@@ -959,15 +997,19 @@ def draft_explore(*, draft_id: int) -> int:
             purpose=DraftAttempt.Purpose.DRAFT,  # composer rewrites are no tier's draft
         )
         .order_by("tier", "started_at", "id")
-        .values_list("tier", "text")
+        .values_list("tier", "text", "error_kind")
     )
     if not done:
         return 0  # a cache hit, a macro or attempts gone: nothing to compare against
-    highest = max(tier for tier, _ in done)
-    earlier = [text for _, text in done if text]
+    # A tier routed past was not asked; the router learns from its answer (routing's labels).
+    asked = {tier for tier, _, kind in done if kind != DraftAttempt.ErrorKind.ROUTED}
+    routed = {tier for tier, _, kind in done if kind == DraftAttempt.ErrorKind.ROUTED} - asked
+    highest = max(asked, default=0)
+    earlier = [text for _, text, _ in done if text]
     tiers = list(
         CascadeTier.objects.select_related("endpoint")
-        .filter(policy_id=draft.policy_id, endpoint__enabled=True, position__gt=highest)
+        .filter(policy_id=draft.policy_id, endpoint__enabled=True)
+        .filter(Q(position__gt=highest) | Q(position__in=routed))
         .order_by("position")
     )
     if not tiers:

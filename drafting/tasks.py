@@ -74,3 +74,10 @@ def scorers_retrain_task() -> list[str]:
     from drafting.learning.scorer import scorers_retrain  # scikit-learn: worker-side only
 
     return [outcome.message for outcome in scorers_retrain()]
+
+
+@shared_task(name="drafting.tasks.routers_retrain", ignore_result=True)
+def routers_retrain_task() -> list[str]:
+    from drafting.learning.routing import routers_retrain  # scikit-learn: worker-side only
+
+    return [outcome.message for outcome in routers_retrain()]

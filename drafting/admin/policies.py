@@ -18,6 +18,7 @@ from django.urls import URLPattern, path
 from csbot.admin_autocomplete import ValidatedAutocomplete
 from drafting.admin.preview import try_question_urls
 from drafting.learning import tuning
+from drafting.learning.routing import router_train
 from drafting.learning.scorer import scorer_train
 from drafting.models import (
     CascadePolicy,
@@ -37,7 +38,7 @@ class CascadePolicyAdmin(admin.ModelAdmin[CascadePolicy]):
     list_filter = ["team", "active"]
     search_fields = ["name"]
     inlines = [CascadeTierInline]
-    actions = ["train_scorer_now"]
+    actions = ["train_scorer_now", "train_router_now"]
 
     @admin.action(description="Train the learned draft scorer now (from agent actions)")
     def train_scorer_now(self, request: HttpRequest, queryset: QuerySet[CascadePolicy]) -> None:
@@ -48,6 +49,16 @@ class CascadePolicyAdmin(admin.ModelAdmin[CascadePolicy]):
             )
             level = messages.SUCCESS if outcome.activated else messages.WARNING
             self.message_user(request, f"{policy}: {outcome.message}", level)
+
+    @admin.action(description="Train the cascade router now (from explored drafts)")
+    def train_router_now(self, request: HttpRequest, queryset: QuerySet[CascadePolicy]) -> None:
+        for policy in queryset:
+            trained = router_train(
+                policy=policy,
+                trained_by=request.user if isinstance(request.user, User) else None,
+            )
+            level = messages.SUCCESS if trained.activated else messages.WARNING
+            self.message_user(request, f"{policy}: {trained.message}", level)
 
     # "Optimise thresholds" (the link is in templates/admin/drafting/cascadepolicy/
     # change_form.html): the current vs the optimiser's thresholds on the explored drafts.

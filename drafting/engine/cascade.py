@@ -6,7 +6,9 @@ For each tier in policy order, within the draft's deadline:
 1. fit the thread, the few-shot examples and the knowledge passages into the endpoint's
    prompt-token budget (drafting.engine.prompting says what gives way first);
 2. skip the tier when its spend cap is reached (recorded as `spend_capped`, alert logged) or
-   while its circuit breaker cools down (recorded as a `circuit_open` attempt);
+   while its circuit breaker cools down (recorded as a `circuit_open` attempt); with a
+   router (drafting.engine.routing), skip it when a later tier is expected to be worth more
+   (recorded as a `routed` attempt with the estimates; never the last tier that could answer);
    otherwise ask its endpoint (its timeout shortened to the time left; emails, phone numbers,
    card numbers and IBANs replaced by placeholders for any non-local endpoint and put back,
    where safe, in its draft; cards and IBANs in any tier's draft masked to their last four;
@@ -63,6 +65,7 @@ from drafting.engine.providers import (
     SpendCapped,
     provider_for,
 )
+from drafting.engine.routing import RoutedPast, Router, route_with
 from drafting.engine.scoring import Scorer, ScoringContext
 from drafting.engine.spend import endpoint_spend
 from drafting.models import CascadeTier, ModelEndpoint
@@ -130,6 +133,7 @@ class TierAttempt:
     citations: tuple[int, ...] = ()
     scorer_id: int | None = None  # the learned scorer that judged; None: the default scorer
     explanation: list[dict[str, object]] | None = None  # why an escalated draft scored low
+    routing: dict[str, object] | None = None  # the router's estimates when it decided (routing)
 
     @property
     def ok(self) -> bool:
@@ -194,6 +198,7 @@ def run_cascade(
     earlier_drafts: Sequence[str] = (),
     passages: Sequence[str] = (),
     stream: DraftStream | None = None,
+    router: Router | None = None,
 ) -> CascadeResult:
     """Ask `tiers` in order until one's draft scores at least its threshold; `deadline` is a
     time.monotonic() value after which no tier is asked; `guard` defaults to the shared
@@ -203,7 +208,8 @@ def run_cascade(
     tier at a time and its scorer should see what an escalation would have shown it);
     `passages` are the knowledge passages as the model sees them (`[n] Title — heading: text`),
     best first, fitted into each tier's budget like the examples; `stream` gets the first
-    asked tier's text as it is written (see the module docstring)."""
+    asked tier's text as it is written (see the module docstring); `router` (None: the plain
+    cascade) may skip a tier before it is asked (drafting.engine.routing, `_route`)."""
     guard = guard or breaker()
     if prices is None:
         prices = PriceBook.load(endpoint_ids=[tier.endpoint_id for tier in tiers])
@@ -240,6 +246,10 @@ def run_cascade(
                     tier=tier.position, endpoint=endpoint, started_at=started_at, error=skipped
                 )
             )
+            continue
+        routing = _route(router, tiers, tier, result=result, guard=guard, started_at=started_at)
+        if isinstance(routing, TierAttempt):
+            result.attempts.append(routing)
             continue
         trimmed = trim_to_budget(
             messages,
@@ -283,6 +293,7 @@ def run_cascade(
                     tokens_saved=trimmed.tokens_saved,
                     examples=trimmed.examples,
                     passages_shown=trimmed.passages,
+                    routing=routing,
                 )
             )
             continue
@@ -329,9 +340,46 @@ def run_cascade(
             cost=completion_cost(endpoint, completion, prices=prices, at=started_at),
             scorer_id=verdict.scorer_id,
             explanation=explanation,
+            routing=routing,
         )
         result.attempts.append(attempt)
         result.chosen = attempt
         if Decimal(f"{score:.4f}") >= tier.threshold:
             break
     return result
+
+
+def _route(
+    router: Router | None,
+    tiers: list[CascadeTier],
+    tier: CascadeTier,
+    *,
+    result: CascadeResult,
+    guard: BaseCircuitBreaker,
+    started_at: datetime,
+) -> TierAttempt | dict[str, object] | None:
+    """Routing before `tier` is asked: a skip's attempt (`RoutedPast`, no call, no cost, no
+    breaker effect), or the estimates that kept it (stored with its attempt), or None without a
+    router or when `tier` is the last that could still answer (later tiers cooling down are no
+    alternative). Decided again before every tier, the answers' scores so far as evidence."""
+    if router is None:
+        return None
+    later = tiers[tiers.index(tier) + 1 :]
+    remaining = [tier, *(t for t in later if not guard.is_open(t.endpoint_id))]
+    if len(remaining) < 2:
+        return None
+    scores = [a.score for a in result.attempts if a.score is not None]
+    decision = route_with(router, [t.position for t in remaining], scores=scores)
+    if not decision.skip:
+        return decision.record()
+    endpoint = tier.endpoint
+    skipped = RoutedPast(
+        f"{endpoint.name} routed past: tier {decision.best} expected to be worth more."
+    )
+    return TierAttempt(
+        tier=tier.position,
+        endpoint=endpoint,
+        started_at=started_at,
+        error=skipped,
+        routing=decision.record(),
+    )
