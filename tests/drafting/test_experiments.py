@@ -12,6 +12,8 @@ from auditlog.models import LogEntry as AuditEntry
 from django.contrib.admin.models import LogEntry as AdminEntry
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
+from django.test import Client
+from django.urls import reverse
 from django.utils import timezone
 from scipy.stats import chisquare
 
@@ -346,3 +348,68 @@ def test_the_running_experiment_is_remembered_briefly_per_process(db: None) -> N
     experiments._running.clear()
     later = ingest(setup, "new2", "new2-1").draft
     assert later is not None and later.experiment_arm_id is None
+
+
+# --- The admin ----------------------------------------------------------------------------------
+
+
+def test_admin_stops_and_promotes_through_confirmation_pages(client: Client, db: None) -> None:
+    setup = make_team("Admin")
+    candidate = _candidate(setup)
+    boss = _boss()
+    experiment = experiment_start(
+        team=setup.team,
+        name="admin",
+        arms=[("control", setup.policy, D("0.5")), ("candidate", candidate, D("0.5"))],
+        user=boss,
+    )
+    client.force_login(boss)
+    change = client.get(reverse("admin:drafting_experiment_change", args=[experiment.pk]))
+    body = change.content.decode()
+    assert change.status_code == 200
+    stop_url = reverse("admin:drafting_experiment_stop", args=[experiment.pk])
+    promote_url = reverse("admin:drafting_experiment_promote", args=[experiment.pk])
+    assert stop_url in body and promote_url in body and "candidate" in body
+    # The arms cannot be edited, nor an experiment added or deleted, in the admin.
+    assert client.get(reverse("admin:drafting_experiment_add")).status_code == 403
+
+    # A GET only asks; nothing changes until the POST.
+    confirm = client.get(stop_url)
+    assert confirm.status_code == 200 and "Yes, stop it" in confirm.content.decode()
+    experiment.refresh_from_db()
+    assert experiment.status == Experiment.Status.RUNNING
+    client.post(stop_url)
+    experiment.refresh_from_db()
+    assert experiment.status == Experiment.Status.STOPPED
+    # Stopping twice is an error message, not a crash.
+    again = client.post(stop_url, follow=True)
+    assert "is not running" in again.content.decode()
+
+    page = client.get(promote_url)
+    assert page.status_code == 200 and "Yes, promote this arm" in page.content.decode()
+    no_choice = client.post(promote_url, follow=True)
+    assert "Choose the arm to promote" in no_choice.content.decode()
+    winner = experiment.arms.get(name="candidate")
+    done = client.post(promote_url, {"arm": winner.pk}, follow=True)
+    assert "now the team&#x27;s active policy" in done.content.decode()
+    experiment.refresh_from_db()
+    assert (experiment.status, experiment.winner) == (Experiment.Status.PROMOTED, winner)
+    assert list(CascadePolicy.objects.filter(team=setup.team, active=True)) == [candidate]
+    assert _audit(Experiment, experiment.pk)[-1].actor_id == boss.pk
+    # Another experiment's id is not found.
+    assert client.get(reverse("admin:drafting_experiment_stop", args=[999999])).status_code == 404
+
+
+def test_admin_experiment_pages_are_for_admins_only(client: Client, db: None) -> None:
+    setup = make_team("Staff")
+    experiment = experiment_start(
+        team=setup.team,
+        name="staff",
+        arms=[("a", setup.policy, D("0.5")), ("b", _candidate(setup), D("0.5"))],
+        user=_boss(),
+    )
+    client.force_login(setup.agent)
+    response = client.post(reverse("admin:drafting_experiment_stop", args=[experiment.pk]))
+    assert response.status_code == 302 and "/admin/login/" in response["Location"]
+    experiment.refresh_from_db()
+    assert experiment.status == Experiment.Status.RUNNING

@@ -295,6 +295,7 @@ ADMIN_MODELS = {
     "drafting.cascadepolicy",
     "drafting.draft",
     "drafting.draftattempt",
+    "drafting.experiment",
     "drafting.intent",
     "drafting.intentexample",
     "drafting.knowledgearticle",
