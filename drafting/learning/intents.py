@@ -155,16 +155,25 @@ def intent_classifier_train(
     model = embedder()
     if model is None:
         return IntentTraining(None, False, "Nothing trained: embeddings are off.")
-    try:
-        vectors = model.embed([text for _, text in rows])
-    except EmbeddingError as exc:
-        logger.warning("intent training for team %s: embedding failed: %s", team.pk, exc)
-        return IntentTraining(None, False, f"Nothing trained: embedding failed ({exc}).")
     from drafting.learning.plr import (
         train_plr,  # scikit-learn: worker-side only, not in web processes
     )
 
-    plr = train_plr(vectors, [str(intent_id) for intent_id, _ in rows], seed=seed)
+    # Each intent's name (and description) is a prior row: one more clean example per intent,
+    # trained on and never scored (plr module docstring; +0.5 point on Banking77 at N = 10).
+    prior_ids, prior_texts = _prior_texts(chosen)
+    try:
+        vectors = model.embed([text for _, text in rows] + prior_texts)
+    except EmbeddingError as exc:
+        logger.warning("intent training for team %s: embedding failed: %s", team.pk, exc)
+        return IntentTraining(None, False, f"Nothing trained: embedding failed ({exc}).")
+
+    plr = train_plr(
+        vectors[: len(rows)],
+        [str(intent_id) for intent_id, _ in rows],
+        seed=seed,
+        priors=(vectors[len(rows) :], prior_ids),
+    )
 
     activate = readiness.can_activate
     if activate:
@@ -200,6 +209,20 @@ def intent_classifier_train(
         "active" if activate else "inactive",
     )
     return IntentTraining(classifier, activate, reason)
+
+
+def _prior_texts(chosen: Sequence[IntentCount]) -> tuple[list[str], list[str]]:
+    """Labels and texts of the prior rows, one per intent trained on: its name and
+    description."""
+    from drafting.learning.plr import label_prior_text  # worker-side, like train_plr
+
+    descriptions = dict(
+        Intent.objects.filter(pk__in=[c.intent_id for c in chosen]).values_list("pk", "description")
+    )
+    return (
+        [str(c.intent_id) for c in chosen],
+        [label_prior_text(c.name, descriptions.get(c.intent_id, "")) for c in chosen],
+    )
 
 
 # --- Classifying --------------------------------------------------------------------------------

@@ -124,6 +124,24 @@ def test_labelled_messages_train_an_active_classifier_that_gets_held_out_message
     assert MessageIntent.objects.filter(message=held_out[0][1]).count() == 1  # updated in place
 
 
+def test_each_intent_name_and_description_is_a_prior_row(acme: TeamSetup) -> None:
+    made = label_messages(acme, names=INTENTS[:2], per_intent=5)
+    made["card_arrival"].description = "Where is my new card"
+    made["card_arrival"].save()
+
+    readiness = intents.intent_training_readiness(team=acme.team)
+    labels, texts = intents._prior_texts(readiness.ready)
+    assert dict(zip(labels, texts, strict=True)) == {
+        str(made["card_arrival"].pk): "card arrival: Where is my new card",
+        str(made["exchange_rate"].pk): "exchange rate",
+    }
+    result = intent_classifier_train(acme.team)
+    assert result.classifier is not None and result.activated
+    # Trained on, never scored: n and the out-of-fold metrics count labelled messages only.
+    assert result.classifier.metrics["n"] == 10
+    assert result.classifier.metrics["priors"] == 2
+
+
 def test_too_few_examples_store_an_inactive_version_and_say_why(acme: TeamSetup) -> None:
     label_messages(acme, names=INTENTS[:2], per_intent=3)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from drafting.learning.plr import PENALTIES, explain_words, train_plr
+from drafting.learning.plr import PENALTIES, explain_words, label_prior_text, train_plr
 
 
 def separable(n: int, *, dims: int = 20, noise: float = 0.5, seed: int = 0) -> tuple:
@@ -115,3 +115,52 @@ def test_occlusion_weighs_each_word_by_the_score_it_carries() -> None:
     assert all(text[w.start : w.end] == w.word for w in words)
     _, first_two = explain_words(text, score, max_words=2)
     assert [w.word for w in first_two] == ["sorry", "no"]
+
+
+def twins(n_per_class: int, *, seed: int = 0) -> tuple[np.ndarray, list[str]]:
+    """Classes "b" and "c" drawn from one distribution (no labelled row tells them apart),
+    "a" apart from both on the first dimension."""
+    rng = np.random.default_rng(seed)
+    labels = [label for label in "abc" for _ in range(n_per_class)]
+    X = rng.normal(size=(len(labels), 6))
+    X[:, 0] += np.where(np.array(labels) == "a", 3.0, 0.0)
+    return X, labels
+
+
+def test_prior_rows_are_trained_on_and_never_scored() -> None:
+    X, y = twins(8)
+    probe = np.zeros((2, 6))
+    probe[:, 1] = [4.0, -4.0]
+    # "b"'s prior along +dimension 1 and "c"'s along −1, then the other way round: the priors
+    # alone decide which twin the probes go to.
+    model = train_plr(X, y, priors=(probe, ["b", "c"]))
+    swapped = train_plr(X, y, priors=(probe[::-1], ["b", "c"]))
+
+    assert model.predict(probe) == ["b", "c"]
+    assert swapped.predict(probe) == ["c", "b"]
+    assert model.metrics["n"] == 24  # the labelled rows only
+    assert model.metrics["classes"] == {"a": 8, "b": 8, "c": 8}
+    assert model.metrics["priors"] == 2
+    assert "priors" not in train_plr(X, y).metrics
+
+
+@pytest.mark.parametrize(
+    ("rows", "labels", "message"),
+    [
+        (np.zeros((1, 6)), ["z"], "Priors for classes without labelled rows: z"),
+        (np.zeros((1, 5)), ["a"], "feature columns"),
+        (np.zeros((2, 6)), ["a"], "prior rows for 1 labels"),
+    ],
+)
+def test_bad_priors_are_refused(rows: np.ndarray, labels: list[str], message: str) -> None:
+    X, y = twins(4)
+    with pytest.raises(ValueError, match=message):
+        train_plr(X, y, priors=(rows, labels))
+
+
+def test_a_prior_text_is_the_name_in_words_then_the_description() -> None:
+    assert label_prior_text("card_arrival") == "card arrival"
+    assert label_prior_text("lost-or-stolen_card", "  ") == "lost or stolen card"
+    assert (
+        label_prior_text("refund", " Money back for an order ") == "refund: Money back for an order"
+    )
