@@ -34,6 +34,7 @@ from accounting.rendering import (
 from accounting.reports import report_filename, report_title
 from accounting.selectors import encs_figures
 from accounting.wait import wait_stats
+from accounting.withholding import withholding_display, withholding_stats
 
 # Up to two months read best per day; longer periods per month.
 DAILY_UP_TO_DAYS = 62
@@ -118,6 +119,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     context.update(
         report_context(report, tiers=tier_costs(scope), wait=wait_stats(scope)),
         knowledge=knowledge_context(knowledge_report(scope, baselines=report.baselines)),
+        withholding=withholding_display(withholding_stats(scope, baselines=report.baselines)),
         query=query,
         filter_items=sorted(form.query().items()),
         quick_periods=_quick_periods(form, today),

@@ -216,6 +216,9 @@ CELERY_TIMEZONE = TIME_ZONE
 # synced into it at beat start.
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {
+    # Each team's S_use, S_edit, S_ignore and wait price, measured by accounting over the last
+    # 30 days and handed to drafting, which withholds drafts worth less than nothing with them.
+    "action-values": {"task": "accounting.tasks.action_values_refresh", "schedule": 3600.0},
     "sweep-stuck-drafts": {
         "task": "drafting.tasks.drafts_sweep",
         "schedule": float(env_int("DRAFT_SWEEP_INTERVAL_SECONDS", 30, minimum=1)),
