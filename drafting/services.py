@@ -58,6 +58,7 @@ from drafting.engine.retrieval import Passage, retrieve
 from drafting.engine.routing import RoutedPast
 from drafting.engine.scoring import ScoringContext
 from drafting.engine.vectors import QueryVector, reembed, vector_fields
+from drafting.learning.intent_rules import intent_route
 from drafting.learning.knowledge import knowledge_detector, passage_reranker
 from drafting.learning.routing import RouteSignals, policy_router
 from drafting.learning.scorer import policy_scorer
@@ -637,12 +638,15 @@ def _draft_generate(
     exploring = in_exploration_sample(
         share=draft.policy.explore_share, enabled_tiers=len(tiers), draw=explore_draw
     )
+    # The message's intent may have its own thresholds and routes (drafting.learning.
+    # intent_rules); the full list still decides exploration and the counterfactual.
+    route = intent_route(tiers=tiers, intent_id=claimed.intent_id)
     passages = knowledge.passages if knowledge is not None else []
     # A policy that may withhold the draft does not stream it: the agent would read a draft
     # before it is known to be worth showing (drafting.decisions).
     withholding = withholding_for(policy_id=draft.policy_id)
     result = _cascade(
-        tiers=tiers,
+        tiers=route.tiers,
         policy=draft.policy,
         thread=thread,
         query=query,
@@ -652,6 +656,7 @@ def _draft_generate(
         stream=stream if withholding is None else None,
         intent_id=claimed.intent_id,
     )
+    result.attempts[:0] = route.routed
     chosen = result.chosen
     decision = (
         draft_decide(
@@ -666,7 +671,10 @@ def _draft_generate(
     )
     made_ready = _finish(
         draft_id,
-        attempts=[_attempt_row(draft_id, a, keep_text=exploring) for a in result.attempts],
+        attempts=_with_propensity(
+            [_attempt_row(draft_id, a, keep_text=exploring) for a in result.attempts],
+            draft.policy.explore_share if exploring else None,
+        ),
         spent=result.total_cost,
         ready=(
             {
@@ -697,6 +705,17 @@ def _draft_generate(
                     attempt.error,
                 )
         _draft_after_failure(draft_id, result, tries=draft.tries)
+
+
+def _with_propensity(
+    attempts: list[DraftAttempt], propensity: Decimal | None
+) -> list[DraftAttempt]:
+    """A draft drawn into the exploration sample: each attempt records the probability it was
+    drawn with (the explore share then), which off-policy estimates divide by
+    (drafting.learning.offpolicy)."""
+    for attempt in attempts:
+        attempt.propensity = propensity
+    return attempts
 
 
 @functools.cache
@@ -1048,6 +1067,13 @@ def draft_explore(*, draft_id: int) -> int:
     context = ScoringContext(customer_text=draft.message.text, grounding=grounding)
     scorer = policy_scorer(policy_id=draft.policy_id)
     examples = examples_similar(team_id=team_id, query=query, exclude_draft_id=draft.pk)
+    # The probability this draft was drawn into the sample with, as its cascade recorded it
+    # (the policy's share now for a draft from before propensities were recorded).
+    drawn = (
+        DraftAttempt.objects.filter(draft_id=draft_id, propensity__isnull=False)
+        .values_list("propensity", flat=True)
+        .first()
+    ) or draft.policy.explore_share
     for tier in tiers:
         result = run_cascade(
             tiers=[tier],
@@ -1061,10 +1087,13 @@ def draft_explore(*, draft_id: int) -> int:
         )
         with transaction.atomic():
             DraftAttempt.objects.bulk_create(
-                [
-                    _attempt_row(draft_id, a, keep_text=True, exploratory=True)
-                    for a in result.attempts
-                ]
+                _with_propensity(
+                    [
+                        _attempt_row(draft_id, a, keep_text=True, exploratory=True)
+                        for a in result.attempts
+                    ],
+                    drawn,
+                )
             )
             Draft.objects.filter(pk=draft_id).update(total_cost=F("total_cost") + result.total_cost)
             # A bulk write sends no post_save: say so (accounting re-sums a rolled-up day).

@@ -4,6 +4,7 @@ exploration table, apply the chosen thresholds)."""
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
@@ -17,7 +18,7 @@ from django.urls import URLPattern, path
 
 from csbot.admin_autocomplete import ValidatedAutocomplete
 from drafting.admin.preview import try_question_urls
-from drafting.learning import tuning
+from drafting.learning import intent_rules, offpolicy, tuning
 from drafting.learning.routing import router_train
 from drafting.learning.scorer import scorer_train
 from drafting.models import (
@@ -83,6 +84,9 @@ class CascadePolicyAdmin(admin.ModelAdmin[CascadePolicy]):
                 request.user, User
             ):
                 raise PermissionDenied
+            if "intent" in request.POST:
+                self._apply_intent_rules(request, policy, request.user)
+                return redirect(request.get_full_path())
             prefix = "threshold_"
             try:
                 thresholds = {
@@ -106,6 +110,7 @@ class CascadePolicyAdmin(admin.ModelAdmin[CascadePolicy]):
             # The form posts to this page's URL, query included: back to the same preview.
             return redirect(request.get_full_path())
         preview = None
+        estimates: dict[str, object] = {}
         if form.is_valid():
             preview = tuning.policy_preview(
                 policy,
@@ -113,6 +118,7 @@ class CascadePolicyAdmin(admin.ModelAdmin[CascadePolicy]):
                 value_usd=form.cleaned_data["value_usd"],
                 budget_usd=form.cleaned_data["budget_usd"],
             )
+            estimates = _estimates(policy, preview, form.cleaned_data)
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
@@ -121,6 +127,7 @@ class CascadePolicyAdmin(admin.ModelAdmin[CascadePolicy]):
             "form": form,
             "preview": preview,
             "min_rows": tuning.MIN_ROWS,
+            **estimates,
         }
         if preview is not None:
             rows = preview.rows
@@ -137,6 +144,65 @@ class CascadePolicyAdmin(admin.ModelAdmin[CascadePolicy]):
                     )
                 )
         return TemplateResponse(request, "admin/drafting/cascadepolicy/tuning.html", context)
+
+    def _apply_intent_rules(self, request: HttpRequest, policy: CascadePolicy, user: User) -> None:
+        """The per-intent form: intent, and per tier `intent_threshold_<id>` and, when routed
+        past, `intent_skip_<id>`."""
+        prefix = "intent_threshold_"
+        try:
+            rules = {
+                int(key.removeprefix(prefix)): (
+                    Decimal(request.POST[key]),
+                    f"intent_skip_{key.removeprefix(prefix)}" in request.POST,
+                )
+                for key in request.POST
+                if key.startswith(prefix)
+            }
+            changes = intent_rules.intent_rules_apply(
+                policy=policy, intent_id=int(request.POST["intent"]), rules=rules, user=user
+            )
+        except (ValueError, ArithmeticError) as exc:  # TuningError is a ValueError
+            self.message_user(request, f"Nothing applied: {exc}", messages.ERROR)
+            return
+        self.message_user(
+            request,
+            f"Intent rules applied: {'; '.join(changes)}."
+            if changes
+            else "Intent rules applied: they were already these.",
+            messages.SUCCESS,
+        )
+
+
+def _estimates(
+    policy: CascadePolicy, preview: tuning.TuningPreview, data: dict[str, Any]
+) -> dict[str, object]:
+    """The off-policy estimates shown before "apply" (drafting.learning.offpolicy): the
+    policy-wide proposal's and each intent's, against the policy in force, on one log."""
+    log = offpolicy.policy_log(policy)
+    context: dict[str, object] = {}
+    if preview.proposed is not None:
+        context["offpolicy"] = offpolicy.proposal_estimate(
+            policy,
+            thresholds={
+                tier.tier_id: threshold
+                for tier, threshold in zip(
+                    preview.rows.tiers, preview.proposed.thresholds, strict=True
+                )
+            },
+            log=log,
+        )
+    intents = intent_rules.intent_proposals(
+        policy,
+        objective=data["objective"],
+        value_usd=data["value_usd"],
+        budget_usd=data["budget_usd"],
+    )
+    for proposal in intents.proposals:
+        proposal.estimate = offpolicy.proposal_estimate(
+            policy, intent=proposal.intent_id, intent_setting=proposal.rules, log=log
+        )
+    context["intents"] = intents
+    return context
 
 
 class TuningForm(forms.Form):

@@ -80,6 +80,7 @@ class ExplorationRows:
     good_edit_percent: int
     tier_accuracy: list[float] = field(default_factory=list)
     tier_mean_cost: list[Decimal] = field(default_factory=list)
+    draft_ids: list[int] = field(default_factory=list)  # the table's rows, in order
 
 
 def policy_tier_columns(policy: CascadePolicy) -> list[TierColumn]:
@@ -162,9 +163,10 @@ def exploration_table(
     quality: list[list[float]] = []
     costs: list[list[float]] = []
     scores: list[list[float]] = []
-    for answers in by_draft.values():
+    for draft_id, answers in by_draft.items():
         if len(answers) < k or any(answers[i][1] is None for i in range(k - 1)):
             continue
+        rows.draft_ids.append(draft_id)
         quality.append(
             [float(is_good_edit(edit_distance(answers[i][0], answers[i][4]))) for i in range(k)]
         )
