@@ -22,6 +22,7 @@ Prints one JSON object on stdout; progress on stderr.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -213,7 +214,8 @@ def versus_setfit(args: argparse.Namespace, embedders: dict[str, Any]) -> dict[s
             SETFIT_CACHE.parent.mkdir(parents=True, exist_ok=True)
             SETFIT_CACHE.write_text(json.dumps(cache, indent=1, sort_keys=True) + "\n")
         row: dict[str, Any] = {"seed": seed, "per_class": per_class, "setfit": cache[key]}
-        for name, embedder in embedders.items():
+        # csbot as the product trains (label priors on), and without them for the ablation.
+        for (name, embedder), priors in itertools.product(embedders.items(), (True, False)):
             result = fewshot.evaluate(
                 train=sample,
                 test=test,
@@ -221,8 +223,9 @@ def versus_setfit(args: argparse.Namespace, embedders: dict[str, Any]) -> dict[s
                 per_class=per_class,
                 seed=seed,
                 normalisation=args.normalisation,
+                label_priors=priors,
             )
-            row[f"csbot_{name}"] = {
+            row[f"csbot_{name}" + ("" if priors else "_no_priors")] = {
                 "accuracy": result["accuracy"],
                 "macro_f1": result["macro_f1"],
                 "train_seconds": result["seconds"]["fit"],

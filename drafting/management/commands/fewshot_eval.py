@@ -45,6 +45,11 @@ class Command(BaseCommand):
         )
         parser.add_argument("--penalty", choices=PENALTIES, default="l2")
         parser.add_argument(
+            "--no-label-priors",
+            action="store_true",
+            help="leave out the class names as prior rows (the intent classifier uses them)",
+        )
+        parser.add_argument(
             "--strict",
             action="store_true",
             help="fail when a class has fewer than N training rows (default: use them all)",
@@ -76,6 +81,7 @@ class Command(BaseCommand):
                 seed=options["seed"],
                 normalisation=options["normalisation"],
                 penalty=options["penalty"],
+                label_priors=not options["no_label_priors"],
                 progress=progress,
             )
         except fewshot.FewShotError as error:

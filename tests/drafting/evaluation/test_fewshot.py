@@ -71,6 +71,16 @@ def test_fewshot_eval_on_four_banking77_intents_is_far_above_chance(
     assert result["C"] > 0
     assert set(result["seconds"]) == {"embed", "fit", "total"}
     assert "[fewshot] embedding 40 training and 80 test texts" in progress
+    assert result["label_priors"] is True
+
+
+def test_label_priors_can_be_left_out(banking_csvs: tuple[Path, Path]) -> None:
+    train, test = banking_csvs
+    args = ("--train", str(train), "--test", str(test), "--per-class", "3")
+    without, _ = _run(*args, "--no-label-priors")
+    assert without["label_priors"] is False
+    assert without["cv_accuracy"] is not None  # scored on the 12 labelled rows only
+    assert without["accuracy"] >= 0.6  # chance is 0.25
 
 
 def test_sampling_is_seeded_nested_and_stable_per_class() -> None:
