@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -22,8 +23,55 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 
 from csbot.admin_records import RecordAdmin
-from drafting.experiments import experiment_promote, experiment_stop
-from drafting.models import Experiment, ExperimentArm
+from csbot.models import Team
+from drafting.experiments import experiment_promote, experiment_start, experiment_stop
+from drafting.models import CascadePolicy, Experiment, ExperimentArm
+
+MAX_ARMS = 4
+
+
+class StartForm(forms.Form):
+    """What experiment_start needs; up to MAX_ARMS arms, blank rows ignored. The rules (two
+    arms or more, shares adding up to 1, the team's own policies, one running per team) are
+    the service's: its errors are shown on this form."""
+
+    team = forms.ModelChoiceField(queryset=Team.objects.order_by("name"))
+    name = forms.CharField(max_length=120)
+    note = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
+    seed = forms.IntegerField(
+        required=False, min_value=0, help_text="Leave blank for a random one."
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        policies = CascadePolicy.objects.select_related("team").order_by("team__name", "name")
+        for i in range(MAX_ARMS):
+            self.fields[f"arm_{i}_name"] = forms.CharField(max_length=60, required=False)
+            self.fields[f"arm_{i}_policy"] = forms.ModelChoiceField(
+                queryset=policies, required=False
+            )
+            self.fields[f"arm_{i}_share"] = forms.DecimalField(
+                max_digits=5, decimal_places=4, required=False
+            )
+
+    def arms(self) -> list[tuple[str, CascadePolicy, Any]]:
+        rows = []
+        for i in range(MAX_ARMS):
+            name, policy, share = (
+                self.cleaned_data.get(f"arm_{i}_{k}") for k in ("name", "policy", "share")
+            )
+            if not (name or policy or share is not None):
+                continue
+            if not (name and policy and share is not None):
+                self.add_error(f"arm_{i}_name", "An arm needs a name, a policy and a share.")
+                continue
+            rows.append((name, policy, share))
+        return rows
+
+    def arm_rows(self) -> list[list[forms.BoundField]]:
+        return [
+            [self[f"arm_{i}_{k}"] for k in ("name", "policy", "share")] for i in range(MAX_ARMS)
+        ]
 
 
 class ExperimentArmInline(RecordAdmin, admin.TabularInline[ExperimentArm, Experiment]):
@@ -43,6 +91,11 @@ class ExperimentAdmin(RecordAdmin, admin.ModelAdmin[Experiment]):
 
     def get_urls(self) -> list[URLPattern]:
         return [
+            path(
+                "start/",
+                self.admin_site.admin_view(self.start_view),
+                name="drafting_experiment_start",
+            ),
             path(
                 "<int:pk>/stop/",
                 self.admin_site.admin_view(self.stop_view),
@@ -121,4 +174,43 @@ class ExperimentAdmin(RecordAdmin, admin.ModelAdmin[Experiment]):
             title=f"Promote a winner of {experiment.name}?",
             action="promote",
             arms=arms,
+        )
+
+    def start_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_view_permission(request) or not isinstance(request.user, User):
+            raise PermissionDenied
+        form = StartForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            arms = form.arms()
+            if not form.errors:
+                try:
+                    experiment = experiment_start(
+                        team=form.cleaned_data["team"],
+                        name=form.cleaned_data["name"],
+                        arms=arms,
+                        seed=form.cleaned_data["seed"],
+                        note=form.cleaned_data["note"],
+                        user=request.user,
+                    )
+                except ValidationError as exc:
+                    found = exc.message_dict if hasattr(exc, "error_dict") else {"": exc.messages}
+                    for field, errors in found.items():
+                        form.add_error(field if field in form.fields else None, errors)
+                else:
+                    self.message_user(
+                        request,
+                        f"{experiment.name}: started (seed {experiment.seed}); new "
+                        "conversations of the team are assigned to its arms.",
+                        messages.SUCCESS,
+                    )
+                    return self._back(experiment)
+        return TemplateResponse(
+            request,
+            "admin/drafting/experiment/start.html",
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.opts,
+                "title": "Start an experiment",
+                "form": form,
+            },
         )

@@ -413,3 +413,38 @@ def test_admin_experiment_pages_are_for_admins_only(client: Client, db: None) ->
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
     experiment.refresh_from_db()
     assert experiment.status == Experiment.Status.RUNNING
+
+
+def test_admin_starts_an_experiment_with_the_services_rules(client: Client, db: None) -> None:
+    setup = make_team("Start")
+    candidate = _candidate(setup)
+    boss = _boss()
+    client.force_login(boss)
+    url = reverse("admin:drafting_experiment_start")
+    assert url in client.get(reverse("admin:drafting_experiment_changelist")).content.decode()
+    form = {
+        "team": setup.team.pk,
+        "name": "from the admin",
+        "seed": "12",
+        "arm_0_name": "control",
+        "arm_0_policy": setup.policy.pk,
+        "arm_0_share": "0.5",
+        "arm_1_name": "candidate",
+        "arm_1_policy": candidate.pk,
+        "arm_1_share": "0.4",
+    }
+    refused = client.post(url, form)
+    assert refused.status_code == 200
+    assert "add up to 0.9, not 1" in refused.content.decode()
+    half = client.post(url, {**form, "arm_2_name": "third"})
+    assert "needs a name, a policy and a share" in half.content.decode()
+    assert not Experiment.objects.exists()
+    started = client.post(url, {**form, "arm_1_share": "0.5"})
+    assert started.status_code == 302
+    experiment = Experiment.objects.get()
+    assert (experiment.name, experiment.seed, experiment.created_by) == ("from the admin", 12, boss)
+    assert [(a.name, a.policy, a.share) for a in experiment.arms.order_by("position")] == [
+        ("control", setup.policy, D("0.5")),
+        ("candidate", candidate, D("0.5")),
+    ]
+    assert _audit(Experiment, experiment.pk)[0].actor_id == boss.pk
