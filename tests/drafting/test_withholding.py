@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -33,7 +34,9 @@ from tests.factories import (
     AgentActionFactory,
     DraftFactory,
     MessageFactory,
+    PolicyFactory,
     TeamSetup,
+    UserFactory,
     ingest,
     make_team,
     post_action,
@@ -327,3 +330,17 @@ def test_a_withheld_draft_is_never_explored(withholding: Setup) -> None:
     draft = _generate(withholding)
     assert drafting.draft_explore(draft_id=draft.pk) == 0
     assert draft.attempts.count() == 1
+
+
+def test_the_policy_form_has_both_withholding_fields_with_their_help(db: None) -> None:
+    policy = PolicyFactory.create()
+    client = Client()
+    client.force_login(UserFactory.create(is_superuser=True, is_staff=True))
+    page = client.get(reverse("admin:drafting_cascadepolicy_change", args=[policy.pk]))
+    html = page.content.decode()
+    assert page.status_code == 200
+    assert 'name="withhold_negative"' in html and 'name="withhold_show_share"' in html
+    assert "Share of would-be-withheld drafts still shown" in html
+    policy.withhold_show_share = Decimal("1.5")
+    with pytest.raises(ValidationError):
+        policy.full_clean()
