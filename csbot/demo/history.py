@@ -115,6 +115,9 @@ HOURS = (1, 1, 1, 1, 1, 2, 4, 8, 14, 18, 18, 16, 12, 14, 16, 16, 14, 10, 7, 5, 4
 SECOND_TURN = 0.3
 FAILED = 0.02
 OUTLIER = 0.005
+# Share of turns an agent already has open when the message arrives (watching a live chat):
+# they open it within seconds and wait for the draft, which the ENCS report prices.
+WATCHING = 0.2
 
 
 @dataclass(frozen=True)
@@ -319,7 +322,12 @@ class _Generator:
             turn["arrived"] = arrived
             turn["era"] = era
             turn["held_out"] = held_out
-            turn["shown_at"] = arrived + timedelta(seconds=self.rng.lognormvariate(5.5, 0.9))
+            opened_after = (
+                self.rng.uniform(0.3, 2.0)
+                if self.rng.random() < WATCHING
+                else self.rng.lognormvariate(5.5, 0.9)
+            )
+            turn["shown_at"] = arrived + timedelta(seconds=opened_after)
             self._draft_and_action(turn, name=name)
             if turn["outlier"]:
                 handle = self.rng.uniform(4000, 9000)

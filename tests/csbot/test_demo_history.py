@@ -73,6 +73,8 @@ def test_the_demo_past_gives_the_dashboard_figures_and_is_seeded_once(db: None) 
     totals = figures.totals
     assert all(totals.shares[kind] > 0 for kind in ("use", "edit", "ignore"))
     assert totals.encs_usd > Decimal(100) and totals.model_cost_usd > 0
+    # A fifth of the turns are opened on arrival: the agent waits, and the report prices it.
+    assert totals.waited_drafts > 50 and totals.wait_cost_usd > 0
     (baseline,) = figures.baselines.values()
     assert baseline.source == "measured"
     (target,) = figures.break_even.targets
