@@ -24,7 +24,6 @@ import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
 
 import numpy as np
 from auditlog.context import set_actor
@@ -38,6 +37,7 @@ from django.utils import timezone
 from drafting.engine.cascade import TierAttempt
 from drafting.engine.routing import RoutedPast
 from drafting.learning import optimiser, tuning
+from drafting.learning.offpolicy import ProposalEstimate
 from drafting.models import (
     CascadePolicy,
     CascadeTier,
@@ -132,7 +132,7 @@ class IntentProposal:
     rows: list[RuleRow]
     current: RouteFigures  # the rules in force (the policy's where there are none)
     proposed: RouteFigures
-    estimate: Any = None  # an offpolicy.ProposalEstimate, attached by the page
+    estimate: ProposalEstimate | None = None  # attached by the page (drafting.learning.offpolicy)
 
     @property
     def changes(self) -> bool:
