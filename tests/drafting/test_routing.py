@@ -23,7 +23,7 @@ from drafting.learning.routing import RouterModel, TierModel
 from drafting.models import CascadePolicy, Draft, DraftAttempt, TrainedClassifier
 from drafting.observability import drafting_metrics
 from tests.drafting.factories import cheap_endpoint, drafted, paid_endpoint, two_tier_team
-from tests.factories import TeamSetup
+from tests.factories import TeamSetup, TierFactory
 from tests.http_stub import Reply, StubServer, chat_completion, openai_stub
 
 CHEAP = "Maybe try again later."
@@ -92,13 +92,13 @@ def _fresh_routers() -> Iterator[None]:
 
 def router_for(
     setup: TeamSetup,
-    p_good: tuple[float, float],
+    p_good: tuple[float, ...],
     *,
     active: bool = True,
     embedding_model: str | None = None,
 ) -> TrainedClassifier:
-    """A stored router version for the two-tier policy with fixed estimates (base rates, no
-    PLR): tier 1 cheap and fast, tier 2 dearer and slower."""
+    """A stored router version for the policy with fixed estimates (base rates, no PLR): each
+    tier dearer and slower than the one before."""
     tiers = list(setup.policy.tiers.order_by("position"))
     model = RouterModel(
         tiers=[
@@ -111,7 +111,7 @@ def router_for(
                 n_labels=40,
             )
             for tier, p, cost, latency in zip(
-                tiers, p_good, ("0.0001", "0.002"), (1.0, 3.0), strict=True
+                tiers, p_good, ("0.0001", "0.002", "0.01"), (1.0, 3.0, 5.0), strict=False
             )
         ],
         intents=[],
@@ -228,6 +228,32 @@ def test_a_later_tier_cooling_down_is_no_alternative(db: None, stubs: Stubs) -> 
     assert draft.text == CHEAP
     assert len(cheap.requests) == 1
     assert draft.attempts.filter(error_kind=DraftAttempt.ErrorKind.ROUTED).count() == 0
+
+
+def test_the_decision_is_made_again_after_each_answer(db: None) -> None:
+    """Tier 1 is expected to do best and is asked; its draft falls short of the threshold; of
+    the two tiers left, tier 3 is expected to be worth more: tier 2 is routed past."""
+    with (
+        openai_stub(Reply(body=chat_completion(CHEAP, logprob=-3.0))) as cheap,
+        openai_stub(Reply(body=chat_completion(STRONG))) as middle,
+        openai_stub(Reply(body=chat_completion(STRONG))) as strong,
+    ):
+        setup = two_tier_team(
+            "Again", cheap_endpoint(cheap.base_url), paid_endpoint(middle.base_url), threshold="0.5"
+        )
+        TierFactory.create(policy=setup.policy, position=3, endpoint=paid_endpoint(strong.base_url))
+        router_for(setup, (0.95, 0.1, 0.9))
+        draft = drafted(setup)
+
+    assert draft.text == STRONG
+    assert (len(cheap.requests), len(middle.requests), len(strong.requests)) == (1, 0, 1)
+    first, second, third = draft.attempts.order_by("tier")
+    assert first.outcome == DraftAttempt.Outcome.OK
+    assert first.routing is not None and first.routing["decision"] == "ask"
+    assert second.error_kind == DraftAttempt.ErrorKind.ROUTED
+    assert second.routing is not None
+    assert [e["tier"] for e in second.routing["estimates"]] == [2, 3]  # the tiers left
+    assert third.outcome == DraftAttempt.Outcome.OK and third.routing is None  # the last
 
 
 # --- Exploration and the error counts ----------------------------------------------------------

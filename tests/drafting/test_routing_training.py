@@ -10,11 +10,14 @@ from decimal import Decimal
 
 import numpy as np
 import pytest
+from django.conf import settings
+from django.test import Client
 from django.utils import timezone
 
+from drafting import tasks
 from drafting.learning import routing
 from drafting.learning.routing import RouteSignals, route_features
-from drafting.models import ActionValues, Draft, TrainedClassifier
+from drafting.models import ActionValues, CascadePolicy, Draft, TrainedClassifier
 from tests.drafting.factories import cheap_endpoint, paid_endpoint, two_tier_team
 from tests.factories import (
     AgentActionFactory,
@@ -22,6 +25,7 @@ from tests.factories import (
     DraftFactory,
     MessageFactory,
     TeamSetup,
+    UserFactory,
 )
 
 REFUNDS = [
@@ -220,3 +224,43 @@ def test_a_router_no_better_than_the_plain_cascade_is_stored_inactive(db: None) 
     # The team's measured values: a good draft is worth s_use − s_ignore.
     assert Decimal(metrics["good_draft_usd"]) == Decimal("0.70")
     assert Decimal(metrics["wait_per_second_usd"]) == Decimal("0.01")
+
+
+# --- Retraining: the schedule, the task, the admin action --------------------------------------
+
+
+def test_the_retrain_is_scheduled_and_its_task_registered() -> None:
+    entry = settings.CELERY_BEAT_SCHEDULE["retrain-routers"]
+    assert entry["task"] == "drafting.tasks.routers_retrain"
+    assert tasks.routers_retrain_task.name == entry["task"]
+
+
+@pytest.mark.slow
+def test_the_retrain_trains_policies_with_routing_on_and_new_actions_only(db: None) -> None:
+    routed = team("Retrain")
+    explored_drafts(routed, n=30, cheap_fails_refunds=True, strong_fails_refunds=False)
+    off = team("Off")
+    explored_drafts(off, n=30, cheap_fails_refunds=True, strong_fails_refunds=False)
+    CascadePolicy.objects.filter(pk=off.policy.pk).update(routing=False)
+
+    [message] = tasks.routers_retrain_task()
+
+    assert message.startswith(f"policy {routed.policy.pk}: router v1")
+    assert routing.routers_retrain() == []  # no action since that version
+
+
+def test_the_admin_action_trains_and_says_why_not(client: Client, db: None) -> None:
+    setup = team("Admin")
+    explored_drafts(setup, n=4, cheap_fails_refunds=True, strong_fails_refunds=False)
+    user = UserFactory.create(username="root", is_staff=True, is_superuser=True)
+    client.force_login(user)
+
+    response = client.post(
+        "/admin/drafting/cascadepolicy/",
+        {"action": "train_router_now", "_selected_action": [setup.policy.pk]},
+        follow=True,
+    )
+
+    assert response.status_code == 200
+    assert "router not trained" in response.content.decode()
+    assert "4 drafts with every tier" in response.content.decode()
