@@ -14,16 +14,21 @@ outlier, minus what its attempts cost; T_baseline is the team's over the experim
 through their different numbers of answered drafts). The agent's wait is max(0, ready_at −
 first_shown_at) over the arm's drafts that were both shown and ready.
 
-Intervals (fixed horizon, 95 %). A mean: x̄ ± 1.96·s/√n (the central limit theorem: an arm of
-an experiment worth reading has hundreds of messages). A share: Wilson's score interval (right
-at 0 or 1, where ± 1.96·√(p(1−p)/n) collapses). A difference of two arms' means or shares:
-Welch's, Δ̂ ± 1.96·√(s²_a/n_a + s²_b/n_b) (unequal variances and sizes).
+Intervals (fixed horizon, 95 %). Conversations are what is drawn into arms, and the turns of
+one conversation are correlated (one customer, one agent): every figure is a ratio over
+conversations, R = Σy/Σm (y a conversation's total, m its messages), with the delta-method
+variance Σ(y − R·m)² / (n(n−1)·m̄²) over its n conversations (s²/n when each has one
+message). A mean: R ± 1.96·√Var(R) (the central limit theorem: an arm of an experiment worth
+reading has hundreds of conversations). A share: Wilson's score interval (right at 0 or 1,
+where ± 1.96·√(p(1−p)/n) collapses) at the effective sample size, the messages over the
+design effect. A difference of two arms: Welch's, Δ̂ ± 1.96·√(Var(R_a) + Var(R_b)) (unequal
+variances and sizes).
 
 The sequential test: a normal-mixture confidence sequence for the difference of ENCS per
 message (Robbins' mixture as in Howard, Ramdas, McAuliffe & Sekhon 2021, "Time-uniform,
 nonparametric, nonasymptotic confidence sequences", the two-sided normal-mixture boundary;
-it is Johari, Pekelis & Walsh's mSPRT, 2017, with mixing variance τ²). With V = s²_a/n_a +
-s²_b/n_b the plug-in variance of Δ̂ (Waudby-Smith et al. 2024, asymptotic confidence
+it is Johari, Pekelis & Walsh's mSPRT, 2017, with mixing variance τ²). With V = Var(R_a) +
+Var(R_b) the plug-in (clustered) variance of Δ̂ (Waudby-Smith et al. 2024, asymptotic confidence
 sequences, justify the plug-in), the mixture likelihood ratio against "no difference" is
 
     Λ = √(V/(V+τ²)) · exp(τ²·Δ̂² / (2·V·(V+τ²)))
@@ -42,8 +47,8 @@ variance is too rough to trust).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal, localcontext
 from fractions import Fraction
@@ -76,34 +81,55 @@ IGNORE = AgentAction.Kind.IGNORE.value
 
 @dataclass(frozen=True)
 class Moments:
-    """n, Σx and Σx² of a sample: all its mean and variance need, and additive."""
+    """Sums over a sample of clusters — a conversation, whose messages are not independent
+    (one customer, one agent, one arm) — with y a cluster's total (of ENCS, cost, a 0/1
+    indicator…) and m its number of messages: all a ratio estimate (Σy/Σm, per message) and
+    its delta-method variance need. A message on its own is a cluster of one, and then these
+    are the plain mean and s²/n."""
 
-    n: int = 0
-    total: Decimal = Decimal(0)
-    total_sq: Decimal = Decimal(0)
+    n: int = 0  # clusters
+    total: Decimal = Decimal(0)  # Σy
+    total_sq: Decimal = Decimal(0)  # Σy²
+    size: Decimal = Decimal(0)  # Σm, the messages
+    size_sq: Decimal = Decimal(0)  # Σm²
+    cross: Decimal = Decimal(0)  # Σy·m
 
     @classmethod
     def of(cls, values: Iterable[Decimal]) -> Moments:
-        n, total, total_sq = 0, Decimal(0), Decimal(0)
-        with localcontext(EXACT):
-            for x in values:
-                n, total, total_sq = n + 1, total + x, total_sq + x * x
-        return cls(n=n, total=total, total_sq=total_sq)
+        """Independent values (each a cluster of one)."""
+        return cls.of_clusters((x, 1) for x in values)
 
-    def plus(self, x: Decimal) -> Moments:
-        return Moments(n=self.n + 1, total=self.total + x, total_sq=self.total_sq + x * x)
+    @classmethod
+    def of_clusters(cls, clusters: Iterable[tuple[Decimal, int]]) -> Moments:
+        """(y, m) per cluster: its total and its number of messages."""
+        n, y, yy, m, mm, ym = 0, Decimal(0), Decimal(0), Decimal(0), Decimal(0), Decimal(0)
+        with localcontext(EXACT):
+            for total, size in clusters:
+                n += 1
+                y, yy, m, mm, ym = (
+                    y + total,
+                    yy + total * total,
+                    m + size,
+                    mm + size * size,
+                    ym + total * size,
+                )
+        return cls(n=n, total=y, total_sq=yy, size=m, size_sq=mm, cross=ym)
 
     @property
     def mean(self) -> Decimal | None:
-        return self.total / self.n if self.n else None
+        """Σy/Σm: per message."""
+        return self.total / self.size if self.size else None
 
     @property
-    def variance(self) -> Decimal | None:
-        """The sample variance (n − 1)."""
-        if self.n < 2:
+    def mean_variance(self) -> Decimal | None:
+        """Var(Σy/Σm) by the delta method over clusters: Σ(y − R·m)² / (n(n−1)·m̄²), with
+        R the ratio and m̄ = Σm/n (for clusters of one: s²/n). None below two clusters."""
+        if self.n < 2 or not self.size:
             return None
-        mean = self.total / self.n
-        return max(Decimal(0), (self.total_sq - self.n * mean * mean) / (self.n - 1))
+        ratio = self.total / self.size
+        residual = self.total_sq - 2 * ratio * self.cross + ratio * ratio * self.size_sq
+        mean_size = self.size / self.n
+        return max(Decimal(0), residual) / (self.n * (self.n - 1) * mean_size * mean_size)
 
 
 @dataclass(frozen=True)
@@ -119,35 +145,54 @@ class Interval:
 
 
 def mean_interval(m: Moments) -> Interval | None:
-    """x̄ ± 1.96·s/√n; None below two values."""
-    variance, mean = m.variance, m.mean
+    """R ± 1.96·√Var(R); None below two clusters."""
+    variance, mean = m.mean_variance, m.mean
     if variance is None or mean is None:
         return None
-    half = Z95 * (variance / m.n).sqrt()
+    half = Z95 * variance.sqrt()
     return Interval(mean - half, mean + half)
 
 
-def share_interval(k: int, n: int) -> Interval | None:
-    """Wilson's score interval of k successes in n."""
-    if n == 0:
+def wilson(p: Decimal, n: Decimal) -> Interval | None:
+    """Wilson's score interval for a share p out of n (n may be an effective size)."""
+    if n <= 0:
         return None
-    p, z2 = Decimal(k) / n, Z95 * Z95
+    z2 = Z95 * Z95
     centre = (p + z2 / (2 * n)) / (1 + z2 / n)
     half = Z95 / (1 + z2 / n) * (p * (1 - p) / n + z2 / (4 * n * n)).sqrt()
-    # At 0 (or n) of n the bound is 0 (or 1) exactly; the arithmetic would leave a 1E-28.
-    low = Decimal(0) if k == 0 else max(Decimal(0), centre - half)
-    high = Decimal(1) if k == n else min(Decimal(1), centre + half)
+    # At a share of 0 (or 1) the bound is 0 (or 1) exactly; the arithmetic would leave 1E-28.
+    low = Decimal(0) if p == 0 else max(Decimal(0), centre - half)
+    high = Decimal(1) if p == 1 else min(Decimal(1), centre + half)
     return Interval(low, high)
 
 
-def _difference_variance(control: Moments, arm: Moments) -> Decimal | None:
-    if control.variance is None or arm.variance is None:
+def share_interval(k: int, n: int) -> Interval | None:
+    """Wilson's score interval of k successes in n independent trials."""
+    return wilson(Decimal(k) / n, Decimal(n)) if n else None
+
+
+def clustered_share_interval(indicator: Moments) -> Interval | None:
+    """Wilson's interval at the effective sample size: the messages divided by the design
+    effect (the clustered variance of the share over the variance it would have if the
+    messages were independent, p(1 − p)/(N − 1)); N itself when that cannot be estimated."""
+    p, messages = indicator.mean, indicator.size
+    if p is None:
         return None
-    return control.variance / control.n + arm.variance / arm.n
+    variance = indicator.mean_variance
+    effective = messages
+    if variance and 0 < p < 1 and messages > 1:
+        effective = messages * p * (1 - p) / ((messages - 1) * variance)
+    return wilson(p, effective)
+
+
+def _difference_variance(control: Moments, arm: Moments) -> Decimal | None:
+    if control.mean_variance is None or arm.mean_variance is None:
+        return None
+    return control.mean_variance + arm.mean_variance
 
 
 def difference_interval(control: Moments, arm: Moments) -> Interval | None:
-    """Welch: (x̄_arm − x̄_control) ± 1.96·√(s²_c/n_c + s²_a/n_a)."""
+    """Welch: (R_arm − R_control) ± 1.96·√(Var(R_control) + Var(R_arm))."""
     variance = _difference_variance(control, arm)
     if variance is None or control.mean is None or arm.mean is None:
         return None
@@ -160,15 +205,15 @@ def mixture_variance(control: Moments, arm: Moments) -> Decimal | None:
     variance = _difference_variance(control, arm)
     if variance is None:
         return None
-    return MIXTURE_FACTOR * variance * (control.n + arm.n) / REFERENCE_MESSAGES
+    return MIXTURE_FACTOR * variance * (control.size + arm.size) / REFERENCE_MESSAGES
 
 
 @dataclass(frozen=True)
 class Look:
     """One look of the sequential test: the always-valid interval at that moment and 1/Λ."""
 
-    control: int  # messages in the control arm at the look
-    arm: int
+    control: Decimal  # messages in the control arm at the look
+    arm: Decimal
     interval: Interval
     inverse_likelihood_ratio: Decimal
 
@@ -187,8 +232,8 @@ def sequence_look(control: Moments, arm: Moments, *, alpha: Decimal = ALPHA) -> 
     log_ratio = tau2 * delta * delta / (2 * variance * (variance + tau2)) - spread.ln() / 2
     inverse = (-log_ratio).exp() if log_ratio > -50 else Decimal(1)
     return Look(
-        control=control.n,
-        arm=arm.n,
+        control=control.size,
+        arm=arm.size,
         interval=Interval(delta - half, delta + half),
         inverse_likelihood_ratio=min(Decimal(1), inverse),
     )
@@ -203,7 +248,7 @@ class Sequential:
     p_value: Decimal | None
     looks: int
     significant: bool
-    significant_at: int | None  # messages of the pair at the first significant look
+    significant_at: Decimal | None  # messages of the pair at the first significant look
 
     def as_text(self) -> str:
         if self.interval is None:
@@ -242,42 +287,62 @@ def sequential_test(
     )
 
 
-def looks_in_order(
-    control: Sequence[Decimal],
-    arm: Sequence[Decimal],
-    order: Sequence[int],
-    *,
-    look_from: int = LOOK_FROM,
-    look_every: int = LOOK_EVERY,
-) -> Iterator[tuple[Moments, Moments]]:
-    """The cumulative moments of both arms as their messages arrived (`order`: 0 for the
-    control's next value, 1 for the arm's), at a look after every `look_every` messages of
-    the pair once each arm has `look_from`, and at the end."""
-    n = [0, 0]
-    total = [Decimal(0), Decimal(0)]
-    total_sq = [Decimal(0), Decimal(0)]
-    values = (iter(control), iter(arm))
-    since = 0
+Event = tuple[int, Hashable, Decimal]  # (0: control, 1: arm; conversation; value)
 
-    def now() -> tuple[Moments, Moments]:
-        return (
-            Moments(n=n[0], total=total[0], total_sq=total_sq[0]),
-            Moments(n=n[1], total=total[1], total_sq=total_sq[1]),
+
+@dataclass
+class _Running:
+    """Moments kept up to date message by message. Adding x to a cluster of (y, m) changes
+    Σy² by 2yx + x², Σm² by 2m + 1 and Σym by y + x(m + 1). EXACT's own methods, not a
+    `localcontext`: inside a generator, a decimal context would leak into its caller."""
+
+    n: int = 0
+    total: Decimal = Decimal(0)
+    total_sq: Decimal = Decimal(0)
+    size: int = 0
+    size_sq: int = 0
+    cross: Decimal = Decimal(0)
+    clusters: dict[Hashable, tuple[Decimal, int]] = field(default_factory=dict)
+
+    def add(self, conversation: Hashable, x: Decimal) -> None:
+        y, m = self.clusters.get(conversation, (Decimal(0), 0))
+        self.n += m == 0
+        self.total = EXACT.add(self.total, x)
+        self.total_sq = EXACT.add(
+            self.total_sq, EXACT.fma(EXACT.multiply(2, y), x, EXACT.multiply(x, x))
+        )
+        self.size += 1
+        self.size_sq += 2 * m + 1
+        self.cross = EXACT.add(self.cross, EXACT.fma(x, Decimal(m + 1), y))
+        self.clusters[conversation] = (EXACT.add(y, x), m + 1)
+
+    def moments(self) -> Moments:
+        return Moments(
+            n=self.n,
+            total=self.total,
+            total_sq=self.total_sq,
+            size=Decimal(self.size),
+            size_sq=Decimal(self.size_sq),
+            cross=self.cross,
         )
 
-    for side in order:
-        x = next(values[side])
-        # EXACT's own methods, not a `localcontext` around the loop: a generator's decimal
-        # context would leak into its caller.
-        total[side] = EXACT.add(total[side], x)
-        total_sq[side] = EXACT.add(total_sq[side], EXACT.multiply(x, x))
-        n[side] += 1
+
+def looks_in_order(
+    events: Iterable[Event], *, look_from: int = LOOK_FROM, look_every: int = LOOK_EVERY
+) -> Iterator[tuple[Moments, Moments]]:
+    """Both arms' cumulative moments (clustered by conversation) as their messages arrived,
+    at a look after every `look_every` messages of the pair once each arm has `look_from`,
+    and at the end."""
+    sums = (_Running(), _Running())
+    since = 0
+    for side, conversation, x in events:
+        sums[side].add(conversation, x)
         since += 1
-        if since >= look_every and min(n) >= look_from:
+        if since >= look_every and min(sums[0].size, sums[1].size) >= look_from:
             since = 0
-            yield now()
-    if since and min(n) >= look_from:
-        yield now()
+            yield sums[0].moments(), sums[1].moments()
+    if since and min(sums[0].size, sums[1].size) >= look_from:
+        yield sums[0].moments(), sums[1].moments()
 
 
 # --- An experiment's results ---------------------------------------------------------------------
@@ -337,6 +402,7 @@ class _Message:
     """One drafted message of an arm: what its statistics need."""
 
     created_at: datetime
+    conversation_id: int
     encs: Decimal  # labour saving − cost, exact (scaled back from the engine's × 3600)
     cost: Decimal
     kind: str
@@ -374,7 +440,15 @@ def _arm_data(experiment: Experiment, *, book: SettingsBook, baseline: Baseline)
     data = {arm.pk: _ArmData(arm=arm, facts=[], messages=[]) for arm in arms}
     drafts = Draft.objects.filter(experiment_arm__experiment=experiment)
     rows = facts_of(
-        drafts, keys=("id", "experiment_arm_id", "created_at", "ready_at", "first_shown_at")
+        drafts,
+        keys=(
+            "id",
+            "experiment_arm_id",
+            "created_at",
+            "ready_at",
+            "first_shown_at",
+            "message__conversation_id",
+        ),
     )
     rates: dict[date, Decimal] = {}
     for keys, fact in rows:
@@ -395,6 +469,7 @@ def _arm_data(experiment: Experiment, *, book: SettingsBook, baseline: Baseline)
         item.messages.append(
             _Message(
                 created_at=keys["created_at"],
+                conversation_id=keys["message__conversation_id"],
                 encs=_decimal(encs),
                 cost=fact.cost,
                 kind=fact.kind,
@@ -416,8 +491,20 @@ def _rounded(interval: Interval | None, places: Decimal) -> Interval | None:
     return Interval(interval.low.quantize(places), interval.high.quantize(places))
 
 
+def _clustered(item: _ArmData, value: Callable[[_Message], Decimal | None]) -> Moments:
+    """Moments of `value` over the arm's messages that have one, clustered by conversation
+    (the unit the arms are drawn for)."""
+    clusters: dict[int, tuple[Decimal, int]] = {}
+    for message in item.messages:
+        x = value(message)
+        if x is not None:
+            y, m = clusters.get(message.conversation_id, (Decimal(0), 0))
+            clusters[message.conversation_id] = (y + x, m + 1)
+    return Moments.of_clusters(clusters.values())
+
+
 def _indicator(item: _ArmData, kind: str) -> Moments:
-    return Moments.of(Decimal(m.kind == kind) for m in item.messages)
+    return _clustered(item, lambda m: Decimal(m.kind == kind))
 
 
 def _arm_result(
@@ -430,13 +517,11 @@ def _arm_result(
     )
     figures = total.figures()
     n = len(item.messages)
-    encs = Moments.of(m.encs for m in item.messages)
-    cost = Moments.of(m.cost for m in item.messages)
-    waits = [m.wait for m in item.messages if m.wait is not None]
-    wait = Moments.of(waits)
+    encs = _clustered(item, lambda m: m.encs)
+    cost = _clustered(item, lambda m: m.cost)
+    wait = _clustered(item, lambda m: m.wait)
     decomposition = figures.decomposition
-    uses = sum(1 for m in item.messages if m.kind == USE)
-    ignores = sum(1 for m in item.messages if m.kind == IGNORE)
+    uses, ignores = _indicator(item, USE), _indicator(item, IGNORE)
     return ArmResult(
         arm_id=arm.pk,
         name=arm.name,
@@ -453,17 +538,17 @@ def _arm_result(
             _money(mean_interval(encs)),
         ),
         p_use=Estimate(
-            (Decimal(uses) / n).quantize(SHARE) if n else None,
-            _rounded(share_interval(uses, n), SHARE),
+            uses.mean.quantize(SHARE) if uses.mean is not None else None,
+            _rounded(clustered_share_interval(uses), SHARE),
         ),
         p_ignore=Estimate(
-            (Decimal(ignores) / n).quantize(SHARE) if n else None,
-            _rounded(share_interval(ignores, n), SHARE),
+            ignores.mean.quantize(SHARE) if ignores.mean is not None else None,
+            _rounded(clustered_share_interval(ignores), SHARE),
         ),
         cost_per_message_usd=Estimate(
             money(cost.mean) if cost.mean is not None else None, _money(mean_interval(cost))
         ),
-        waited=len(waits),
+        waited=int(wait.size),
         wait_seconds=Estimate(
             wait.mean.quantize(SECONDS) if wait.mean is not None else None,
             _rounded(mean_interval(wait), SECONDS),
@@ -482,23 +567,14 @@ def _difference(control: Moments, arm: Moments, *, places: Decimal | None = None
 
 
 def _comparison(control: _ArmData, item: _ArmData, result: ArmResult) -> Comparison:
-    def moments(data: _ArmData, attribute: str) -> Moments:
-        return Moments.of(
-            getattr(m, attribute) for m in data.messages if getattr(m, attribute) is not None
-        )
-
     # Both arms' messages merged in arrival order: the looks the sequential test makes.
     merged = sorted(
-        [(m.created_at, 0, m.encs) for m in control.messages]
-        + [(m.created_at, 1, m.encs) for m in item.messages],
+        [(m.created_at, 0, m.conversation_id, m.encs) for m in control.messages]
+        + [(m.created_at, 1, m.conversation_id, m.encs) for m in item.messages],
         key=lambda row: (row[0], row[1]),
     )
     sequential = sequential_test(
-        looks_in_order(
-            [m.encs for m in control.messages],
-            [m.encs for m in item.messages],
-            [side for _at, side, _x in merged],
-        )
+        looks_in_order((side, conversation, x) for _at, side, conversation, x in merged)
     )
     if sequential.interval is not None:
         sequential = Sequential(
@@ -510,11 +586,19 @@ def _comparison(control: _ArmData, item: _ArmData, result: ArmResult) -> Compari
         )
     return Comparison(
         arm=result,
-        encs_per_message_usd=_difference(moments(control, "encs"), moments(item, "encs")),
+        encs_per_message_usd=_difference(
+            _clustered(control, lambda m: m.encs), _clustered(item, lambda m: m.encs)
+        ),
         p_use=_difference(_indicator(control, USE), _indicator(item, USE), places=SHARE),
         p_ignore=_difference(_indicator(control, IGNORE), _indicator(item, IGNORE), places=SHARE),
-        cost_per_message_usd=_difference(moments(control, "cost"), moments(item, "cost")),
-        wait_seconds=_difference(moments(control, "wait"), moments(item, "wait"), places=SECONDS),
+        cost_per_message_usd=_difference(
+            _clustered(control, lambda m: m.cost), _clustered(item, lambda m: m.cost)
+        ),
+        wait_seconds=_difference(
+            _clustered(control, lambda m: m.wait),
+            _clustered(item, lambda m: m.wait),
+            places=SECONDS,
+        ),
         sequential=sequential,
     )
 
