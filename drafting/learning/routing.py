@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+import joblib
 import numpy as np
 import numpy.typing as npt
 from django.conf import settings
@@ -180,16 +181,12 @@ class RouterModel:
         ]
 
     def to_bytes(self) -> bytes:
-        import joblib
-
         buffer = io.BytesIO()
         joblib.dump(self, buffer, compress=3)
         return buffer.getvalue()
 
     @staticmethod
     def from_bytes(blob: bytes | memoryview) -> RouterModel:
-        import joblib
-
         model = joblib.load(io.BytesIO(bytes(blob)))
         if not isinstance(model, RouterModel):
             raise TypeError(f"Not a router: {type(model).__name__}")
