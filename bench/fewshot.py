@@ -22,6 +22,7 @@ Prints one JSON object on stdout; progress on stderr.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
@@ -177,7 +178,9 @@ def setfit_train(
     )
     data = Dataset.from_dict({"text": [e.text for e in train], "label": [e.label for e in train]})
     started = time.perf_counter()
-    Trainer(model=model, args=arguments, train_dataset=data).train()
+    # The trainer logs its losses on stdout, which is the bench's JSON.
+    with contextlib.redirect_stdout(sys.stderr):
+        Trainer(model=model, args=arguments, train_dataset=data).train()
     trained = time.perf_counter()
     predicted = [str(label) for label in model.predict([e.text for e in test])]
     scores = classification_scores([e.label for e in test], predicted)
