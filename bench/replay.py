@@ -70,8 +70,24 @@ def main() -> None:
         default="overruling",
         help="overruling-gap5: without the models within 5 pt of the best (see the docstring)",
     )
+    parser.add_argument(
+        "--budget-share",
+        type=float,
+        default=None,
+        help="routing: λ's train cost cap as a share of the reference's (default 0.045)",
+    )
+    parser.add_argument(
+        "--n-cheap",
+        type=int,
+        default=None,
+        help="routing: how many of the cheapest models below the reference it may call (default 6)",
+    )
     parser.add_argument("--verbose", action="store_true", help="every replay step on stderr")
     args = parser.parse_args()
+    if args.budget_share is not None and not 0 < args.budget_share <= 1:
+        parser.error("--budget-share must be in (0, 1]")
+    if args.n_cheap is not None and args.n_cheap < 0:
+        parser.error("--n-cheap must be at least 0")
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "csbot.settings")
     import django
@@ -80,6 +96,13 @@ def main() -> None:
     import numpy as np
 
     from drafting.evaluation import datasets, replay
+    from drafting.evaluation.routing import RoutingConfig
+
+    routing_config = (
+        RoutingConfig()
+        if args.budget_share is None
+        else RoutingConfig(budget_share=args.budget_share)
+    )
 
     def progress(message: str) -> None:
         sys.stderr.write(f"[bench] {message}\n")
@@ -121,6 +144,7 @@ def main() -> None:
             embedding=args.embedding,
             query_vectors=None if vectors is None else (vectors[train_rows], vectors[test_rows]),
             strategy=args.strategy,
+            routing_config=routing_config,
             progress=progress if args.verbose else _quiet,
         )
         seconds = time.perf_counter() - started
@@ -157,6 +181,8 @@ def main() -> None:
         "models": table.models,
         "train_share": args.train_share,
         "embedding": args.embedding,
+        "budget_share": routing_config.budget_share,
+        "n_cheap": routing_config.n_cheap,
         "targets": {
             "accuracy_gap_min": GAP_TARGET,
             "cost_saving_min": SAVING_TARGET,
