@@ -98,10 +98,10 @@ def main() -> None:
     from drafting.evaluation import datasets, replay
     from drafting.evaluation.routing import RoutingConfig
 
-    routing_config = (
-        RoutingConfig()
-        if args.budget_share is None
-        else RoutingConfig(budget_share=args.budget_share)
+    defaults = RoutingConfig()
+    routing_config = RoutingConfig(
+        budget_share=defaults.budget_share if args.budget_share is None else args.budget_share,
+        n_cheap=defaults.n_cheap if args.n_cheap is None else args.n_cheap,
     )
 
     def progress(message: str) -> None:
