@@ -226,7 +226,7 @@ class Totals:
         )
 
 
-def _saving_x3600(fact: Fact, *, rate: Decimal, baseline: Decimal) -> Decimal:
+def saving_x3600(fact: Fact, *, rate: Decimal, baseline: Decimal) -> Decimal:
     """R × (n·T − Σ handle): the fact's labour saving × 3600 (call under EXACT)."""
     if fact.kind not in DRAFTED_KINDS:
         return ZERO
@@ -272,7 +272,7 @@ def totals(
                 rate = rates[fact.team_id, fact.day] = book.at(
                     fact.team_id, fact.day
                 ).agent_hourly_usd
-            saving = _saving_x3600(fact, rate=rate, baseline=baselines[fact.team_id].seconds)
+            saving = saving_x3600(fact, rate=rate, baseline=baselines[fact.team_id].seconds)
             waiting = _wait_cost_x3600(fact, rate=rate)
             total.add(fact, saving, waiting)
             if label is not None:

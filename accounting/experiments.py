@@ -11,8 +11,9 @@ seconds) / 3600 for a draft used, edited or ignored, 0 for one failed, never ans
 outlier, minus what its attempts cost; T_baseline is the team's over the experiment's days
 (accounting.knowledge.scope_baselines, as `encs_figures` measures it) and is taken as known
 (its own interval is on the dashboard; it moves every arm alike, and a difference of arms only
-through their different numbers of answered drafts). The agent's wait is max(0, ready_at −
-first_shown_at) over the arm's drafts that were both shown and ready.
+through their different numbers of answered drafts). The agent's wait is the ENCS report's
+(accounting.facts.wait_seconds_expression): max(0, ready_at − first_shown_at), at most the
+handle time, over the arm's answered drafts.
 
 Intervals (fixed horizon, 95 %). Conversations are what is drawn into arms, and the turns of
 one conversation are correlated (one customer, one agent): every figure is a ratio over
@@ -55,8 +56,8 @@ from fractions import Fraction
 
 from django.utils import timezone
 
-from accounting.engine import EXACT, SettingsBook, _saving_x3600, money, totals
-from accounting.facts import Fact, Scope, facts_of
+from accounting.engine import EXACT, SettingsBook, money, saving_x3600, totals
+from accounting.facts import DRAFTED_KINDS, Fact, Scope, facts_of
 from accounting.figures import SECONDS, SHARE, Baseline
 from accounting.knowledge import scope_baselines
 from drafting.models import AgentAction, Draft, Experiment, ExperimentArm
@@ -369,7 +370,7 @@ class ArmResult:
     p_use: Estimate
     p_ignore: Estimate
     cost_per_message_usd: Estimate
-    waited: int  # drafts shown and ready (the wait's sample)
+    waited: int  # answered drafts (the wait's sample)
     wait_seconds: Estimate
 
 
@@ -431,10 +432,6 @@ def _decimal(value: Fraction) -> Decimal:
         return (Decimal(value.numerator) / Decimal(value.denominator)).quantize(PER_MESSAGE)
 
 
-def _seconds(delta: timedelta) -> Decimal:
-    return Decimal(delta.days * 86400 + delta.seconds) + Decimal(delta.microseconds) / 10**6
-
-
 def _arm_data(experiment: Experiment, *, book: SettingsBook, baseline: Baseline) -> list[_ArmData]:
     arms = list(experiment.arms.select_related("policy").order_by("position"))
     data = {arm.pk: _ArmData(arm=arm, facts=[], messages=[]) for arm in arms}
@@ -445,8 +442,6 @@ def _arm_data(experiment: Experiment, *, book: SettingsBook, baseline: Baseline)
             "id",
             "experiment_arm_id",
             "created_at",
-            "ready_at",
-            "first_shown_at",
             "message__conversation_id",
         ),
     )
@@ -461,11 +456,10 @@ def _arm_data(experiment: Experiment, *, book: SettingsBook, baseline: Baseline)
         if rate is None:
             rate = rates[fact.day] = book.at(experiment.team_id, fact.day).agent_hourly_usd
         with localcontext(EXACT):
-            saving_x3600 = _saving_x3600(fact, rate=rate, baseline=baseline.seconds)
+            saving = saving_x3600(fact, rate=rate, baseline=baseline.seconds)
         # A draft's ENCS has a 1/3600 in it: kept to PER_MESSAGE places (far below a
         # figure's rounding) for the spread; the arm's ENCS itself is the engine's, exact.
-        encs = Fraction(saving_x3600) / 3600 - Fraction(fact.cost)
-        shown, ready = keys["first_shown_at"], keys["ready_at"]
+        encs = Fraction(saving) / 3600 - Fraction(fact.cost)
         item.messages.append(
             _Message(
                 created_at=keys["created_at"],
@@ -473,7 +467,9 @@ def _arm_data(experiment: Experiment, *, book: SettingsBook, baseline: Baseline)
                 encs=_decimal(encs),
                 cost=fact.cost,
                 kind=fact.kind,
-                wait=max(Decimal(0), _seconds(ready - shown)) if shown and ready else None,
+                # The ENCS report's wait (accounting.facts): answered drafts only, at most
+                # the handle time, so an arm's wait is the dashboard's for its drafts.
+                wait=fact.wait_seconds if fact.kind in DRAFTED_KINDS else None,
             )
         )
     for item in data.values():

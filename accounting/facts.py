@@ -154,15 +154,17 @@ class EpochSeconds(Func):
 def wait_seconds_expression(via: str = "") -> Any:
     """The seconds the agent waited for the draft `via` reaches: max(0, ready_at −
     first_shown_at) to the millisecond (handle times are stored so), at most the action's
-    handle time, 0 without an action (nothing measured) and when either time is unknown
-    (PostgreSQL's GREATEST and LEAST skip NULLs)."""
+    handle time, 0 without an action (nothing measured) and when either time is unknown (an
+    action recorded through the API for a draft no console showed). The unknown gap must be
+    made 0 before LEAST: PostgreSQL's GREATEST and LEAST skip NULLs, so LEAST(NULL, handle)
+    would be the whole handle time."""
     gap = ExpressionWrapper(
         F(f"{via}ready_at") - F(f"{via}first_shown_at"), output_field=DurationField()
     )
     handle = Coalesce(F(f"{via}action__handle_seconds"), Value(ZERO))
     return Greatest(
         Value(ZERO),
-        Least(Round(EpochSeconds(gap), 3), handle),
+        Least(Coalesce(Round(EpochSeconds(gap), 3), Value(ZERO)), handle),
         output_field=DecimalField(max_digits=20, decimal_places=3),
     )
 

@@ -176,7 +176,7 @@ def route_rules(
             if i == last:
                 out.append((column.threshold if i == len(columns) - 1 else ZERO, False))
             else:
-                out.append((tuning._threshold(chosen[column.label]), False))
+                out.append((tuning.threshold_of(chosen[column.label]), False))
         else:
             out.append((column.threshold, i < last))
     return out
@@ -196,10 +196,10 @@ def _figures(
     plan = optimiser.preview(table, tiers, value=value)
     return RouteFigures(
         accuracy=plan.accuracy,
-        cost_per_message=tuning._money(plan.cost_per_query),
+        cost_per_message=tuning.money(plan.cost_per_query),
         encs_per_message=None
         if plan.encs_per_query is None
-        else tuning._money(plan.encs_per_query),
+        else tuning.money(plan.encs_per_query),
     )
 
 

@@ -186,18 +186,18 @@ def exploration_table(
         scores={(c.label,): g[:, i] for i, c in enumerate(columns)},
     )
     rows.tier_accuracy = [table.accuracy(c.label) for c in columns]
-    rows.tier_mean_cost = [_money(table.mean_cost(c.label)) for c in columns]
+    rows.tier_mean_cost = [money(table.mean_cost(c.label)) for c in columns]
     return table, rows
 
 
 # --- Preview ------------------------------------------------------------------------------------
 
 
-def _money(amount: float) -> Decimal:
+def money(amount: float) -> Decimal:
     return Decimal(repr(amount)).quantize(MONEY_QUANTUM)
 
 
-def _threshold(value: float) -> Decimal:
+def threshold_of(value: float) -> Decimal:
     return Decimal(f"{value:.4f}").quantize(THRESHOLD_PLACES)
 
 
@@ -257,8 +257,8 @@ def _plan_preview(
     return PlanPreview(
         thresholds=list(thresholds),
         accuracy=plan.accuracy,
-        cost_per_message=_money(plan.cost_per_query),
-        encs_per_message=None if plan.encs_per_query is None else _money(plan.encs_per_query),
+        cost_per_message=money(plan.cost_per_query),
+        encs_per_message=None if plan.encs_per_query is None else money(plan.encs_per_query),
         stop_share=[round(share, 4) for share in plan.stop_share],
     )
 
@@ -317,7 +317,7 @@ def policy_preview(
     )
     # Scores are stored with 4 places, so the grid's thresholds are too: rounding them is exact
     # and the preview below is what the cascade will do. The last tier keeps its threshold.
-    proposed = [_threshold(t.threshold) for t in plan.tiers[:-1]] + [columns[-1].threshold]
+    proposed = [threshold_of(t.threshold) for t in plan.tiers[:-1]] + [columns[-1].threshold]
     preview.proposed = _plan_preview(table, columns, proposed, value_usd)
     preview.held_out = _held_out(table, objective, value_usd=value_usd, budget_usd=budget_usd)
     return preview
@@ -363,8 +363,8 @@ def _held_out(
     return HeldOut(
         folds=folds,
         accuracy=accuracy,
-        cost_per_message=_money(cost_per_message),
-        encs_per_message=None if value is None else _money(value * accuracy - cost_per_message),
+        cost_per_message=money(cost_per_message),
+        encs_per_message=None if value is None else money(value * accuracy - cost_per_message),
     )
 
 

@@ -146,13 +146,10 @@ def test_results_per_arm_equal_the_hand_computation(db: None) -> None:
     assert candidate.cost_per_message_usd.value == D("0.00275")
     assert _close(candidate.cost_per_message_usd.ci95, _mean_ci([0.004, 0.004, 0.002, 0.001]))
 
-    # Waits: control 5 s (one draft: no interval); candidate 0 (shown after ready) and 2.5.
-    assert (control.waited, control.wait_seconds.value, control.wait_seconds.ci95) == (
-        1,
-        D("5.000"),
-        None,
-    )
-    assert (candidate.waited, candidate.wait_seconds.value) == (2, D("1.250"))
+    # Waits, the ENCS report's (answered drafts, at most the handle time): control 5 s and 0
+    # (the ignored draft was ready first); candidate 0 (shown after ready), 2.5, 0 and 0.
+    assert (control.waited, control.wait_seconds.value) == (2, D("2.500"))
+    assert (candidate.waited, candidate.wait_seconds.value) == (4, D("0.625"))
 
     (comparison,) = results.comparisons
     assert comparison.arm == candidate

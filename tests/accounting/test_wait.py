@@ -121,6 +121,17 @@ def test_a_reply_before_the_draft_was_ready_waited_only_until_the_reply(
     assert (fact.waited, fact.wait_seconds) == (1, Decimal("5.000"))
 
 
+def test_a_draft_no_console_showed_has_no_wait(
+    policy: CascadePolicy, endpoints: tuple[ModelEndpoint, ModelEndpoint]
+) -> None:
+    """An action recorded through the API for a draft no console opened: first_shown_at is
+    unknown, so nothing was measured (not the whole handle time, as LEAST(NULL, handle)
+    would give)."""
+    drafted(policy, kind="ignore", handle="150", endpoint=endpoints[0])
+    (fact,) = raw_facts(OCTOBER.start, OCTOBER.end)
+    assert (fact.waited, fact.wait_seconds) == (0, Decimal("0.000"))
+
+
 def test_outliers_and_held_out_replies_have_no_wait_in_encs(
     policy: CascadePolicy, endpoints: tuple[ModelEndpoint, ModelEndpoint]
 ) -> None:
