@@ -197,9 +197,7 @@ def _figures(
     return RouteFigures(
         accuracy=plan.accuracy,
         cost_per_message=tuning.money(plan.cost_per_query),
-        encs_per_message=None
-        if plan.encs_per_query is None
-        else tuning.money(plan.encs_per_query),
+        encs_per_message=None if plan.encs_per_query is None else tuning.money(plan.encs_per_query),
     )
 
 
