@@ -1,6 +1,6 @@
 """Benchmark of tens-of-shot classification (drafting.evaluation.fewshot) on two public data sets.
 
-    .venv/bin/python bench/fewshot.py [--studies banking77,fomc,throughput]
+    .venv/bin/python bench/fewshot.py [--studies banking77,fomc,throughput,setfit]
         [--embeddings minilm,vllm] [--seeds 0,1,2] [--intents 4,20] [--per-class 5,10,25,50]
         [--fomc-seeds 5768,78516,944601] [--fomc-per-class 10,25,50,75]
         [--normalisation center]
@@ -11,6 +11,11 @@
 - fomc: hawkish / dovish / neutral sentences of FOMC communications (Shah et al., 2023), three
   splits; PLR accuracy for each N next to ChatGPT's zero-shot accuracy on the same test
   sentences (its recorded answers).
+- setfit: all 77 intents, N = --setfit-per-class (10), the whole test file: csbot's PLR (with
+  and without label priors) beside SetFit (contrastive fine-tuning of the same MiniLM, then a
+  logistic head) on the same rows, per seed in --setfit-seeds; SetFit's results come from
+  bench/results/setfit_banking77.json, --setfit-retrain trains it again (`pip install setfit`
+  first: a bench-only package). Not in the default --studies: SetFit takes minutes to hours.
 - throughput: texts/s of each back end on 256 distinct Banking77 sentences, uncached, in
   batches of 64.
 
