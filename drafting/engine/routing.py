@@ -2,14 +2,15 @@
 
 A router (drafting.learning.routing trains one per policy) estimates, before any call, each
 tier's probability of a good draft for this message, its cost and its latency. The cascade
-asks it before each tier (`route`): the tier about to be asked is skipped when some later tier
-has a higher expected net value
+asks it before each tier (`route`). A tier's expected net value is
 
     V = p_good · value of a good draft − expected cost − expected latency · wait per second
 
-(the agent's wait is money too: ActionValues.wait_per_second). A later tier asked instead still
-gets the cascade's threshold check, and when its draft falls short the decision is made again
-with the tiers that remain (and the scores so far, which a router may use as evidence). The last
+(the agent's wait is money too: ActionValues.wait_per_second); the tier about to be asked is
+skipped when asking a later tier next is worth more, each counted with the cascade after it as
+its fall-back (`plan_values`). A later tier asked instead still gets the cascade's threshold
+check, and when its draft falls short the decision is made again with the tiers that remain
+(and the scores so far, which a router may use as evidence). The last
 remaining tier is never skipped: routing chooses among tiers, it never leaves a draft unasked.
 
 A skip is recorded as an attempt of the skipped tier (`RoutedPast`, error kind "routed"): no
@@ -89,6 +90,7 @@ class RouteDecision:
     estimates: tuple[TierEstimate, ...]
     values: RouteValues
     router_id: int | None = None
+    plan: tuple[float, ...] = ()  # plan_values: each tier's value if asked next
 
     def record(self) -> dict[str, Any]:
         """The JSON stored with the attempt (DraftAttempt.routing): why it was skipped or asked."""
@@ -106,31 +108,56 @@ class RouteDecision:
                     "cost_usd": str(e.cost),
                     "latency_s": round(e.latency_s, 3),
                     "value_usd": round(e.value(self.values), 6),
+                    "if_asked_next_usd": round(look, 6),
                 }
-                for e in self.estimates
+                for e, look in zip(
+                    self.estimates,
+                    self.plan or plan_values(self.estimates, values=self.values),
+                    strict=True,
+                )
             ],
         }
 
 
+def plan_values(estimates: Sequence[TierEstimate], *, values: RouteValues) -> list[float]:
+    """For each remaining tier j (in cascade order), the expected value of asking it next, with
+    the tiers before it skipped and the cascade going on after it should its draft fall short:
+
+        L(j) = V(j) + (1 − p_good(j)) · F(j + 1),   F(k) = max over j ≥ k of L(j),   F(end) = 0
+
+    Asking a cheap tier first keeps the stronger ones as a fall-back, so a tier is worth asking
+    even when a later one alone is worth more: comparing V alone would skip it too often. The
+    tiers' outcomes are taken as independent (the scores so far are not used as evidence), and
+    a draft that falls short is taken to be caught by its threshold."""
+    after = 0.0  # F(j + 1), from the last tier backwards
+    looks = [0.0] * len(estimates)
+    for j in range(len(estimates) - 1, -1, -1):
+        estimate = estimates[j]
+        looks[j] = estimate.value(values) + (1 - estimate.p_good) * after
+        after = max(after, looks[j]) if j < len(estimates) - 1 else looks[j]
+    return looks
+
+
 def route(estimates: Sequence[TierEstimate], *, values: RouteValues) -> RouteDecision:
-    """Skip the first of the remaining tiers (`estimates`, in cascade order) when a later one
-    has a strictly higher expected net value; never when it is the only one left (a tie keeps
-    the cheaper, earlier tier: the plain cascade's order)."""
+    """Skip the first of the remaining tiers (`estimates`, in cascade order) when asking a later
+    one next is worth strictly more (`plan_values`: each with the cascade as its fall-back);
+    never when it is the only one left (a tie keeps the cheaper, earlier tier: the plain
+    cascade's order)."""
     if not estimates:
         raise ValueError("Routing needs at least one remaining tier.")
+    looks = plan_values(estimates, values=values)
+    best_index = 0
+    for index, look in enumerate(looks):
+        if look > looks[best_index]:
+            best_index = index
     first = estimates[0]
-    own = first.value(values)
-    best, best_value = first.tier, own
-    for later in estimates[1:]:
-        value = later.value(values)
-        if value > best_value:
-            best, best_value = later.tier, value
     return RouteDecision(
-        skip=best != first.tier,
+        skip=best_index != 0,
         tier=first.tier,
-        best=best,
+        best=estimates[best_index].tier,
         estimates=tuple(estimates),
         values=values,
+        plan=tuple(looks),
     )
 
 
@@ -146,4 +173,5 @@ def route_with(
         estimates=decision.estimates,
         values=decision.values,
         router_id=router.router_id,
+        plan=decision.plan,
     )

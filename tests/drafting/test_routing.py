@@ -50,8 +50,14 @@ def estimate(tier: int, p: float, cost: str = "0", latency: float = 0.0) -> Tier
         ([estimate(1, 0.6, "0.0001", 1), estimate(2, 0.7, "0.2", 3)], False, 1),
         # Equal value: the cascade's order stands.
         ([estimate(1, 0.5), estimate(2, 0.5)], False, 1),
-        # The best of several later tiers is the one named.
-        ([estimate(1, 0.1), estimate(2, 0.6), estimate(3, 0.8)], True, 3),
+        # The best of several later tiers is the one named: tier 3 alone 0.4; tier 2 next
+        # 0.3 − 0.1 + 0.4 × 0.4 = 0.36; tier 1 next 0.05 − 0.02 + 0.9 × 0.4 = 0.39.
+        ([estimate(1, 0.1, "0", 2), estimate(2, 0.6, "0.1"), estimate(3, 0.8)], True, 3),
+        # Free tiers are all worth asking: each keeps the later ones as its fall-back.
+        ([estimate(1, 0.1), estimate(2, 0.6), estimate(3, 0.8)], False, 1),
+        # Tier 2 alone is worth more (0.448 against 0.2499), but asking tier 1 first with tier 2
+        # as the fall-back is worth 0.2499 + 0.5 × 0.448 = 0.4739: not skipped.
+        ([estimate(1, 0.5, "0.0001"), estimate(2, 0.9, "0.002")], False, 1),
     ],
 )
 def test_a_tier_is_skipped_only_when_a_later_one_is_expected_to_be_worth_more(
@@ -75,8 +81,22 @@ def test_the_record_says_why_with_every_estimate() -> None:
     assert record["tier"] == 1 and record["best"] == 2
     assert record["good_draft_usd"] == "0.50"
     assert record["estimates"] == [
-        {"tier": 1, "p_good": 0.1, "cost_usd": "0.0001", "latency_s": 1.0, "value_usd": 0.0399},
-        {"tier": 2, "p_good": 0.9, "cost_usd": "0.002", "latency_s": 3.0, "value_usd": 0.418},
+        {
+            "tier": 1,
+            "p_good": 0.1,
+            "cost_usd": "0.0001",
+            "latency_s": 1.0,
+            "value_usd": 0.0399,
+            "if_asked_next_usd": 0.4161,  # 0.0399 + 0.9 × 0.418
+        },
+        {
+            "tier": 2,
+            "p_good": 0.9,
+            "cost_usd": "0.002",
+            "latency_s": 3.0,
+            "value_usd": 0.418,
+            "if_asked_next_usd": 0.418,
+        },
     ]
 
 
