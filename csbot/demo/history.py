@@ -12,6 +12,14 @@ a switch day, then with the demo's live local-first policy, grounded in the know
 offering macros; from the switch day a reserved GPU is a monthly fixed cost (the plan is
 returned here; accounting writes the row, see accounting's `demo_history` command).
 
+In its last three weeks the team ran a policy experiment, now stopped, so the managers'
+experiment page and the dashboard's withholding card have something to show: "Withhold weak
+drafts", half of the conversations on the live policy ("control"), half on a copy of it that
+withholds drafts worth less than nothing to the agent ("withholding"). The generator knows
+which drafts are weak (a question the knowledge base cannot answer, drafted with a low score:
+agents mostly ignore those, and reading one before writing unaided costs time); the
+withholding arm withholds them, but for a random show share, and its agents write unaided.
+
 Rows are written as the product writes them (the fields `message_ingest`, `draft_request`,
 the worker's `_finish`, `reply_send` and `action_record` set), with `bulk_create` in one
 transaction: a few thousand messages take seconds. No signal fires for bulk inserts, so the
@@ -19,7 +27,8 @@ caller has the days touched rolled up again (`HistorySeeded.days`).
 
 Marked and removable: every row of the past hangs off one channel of the demo team, "Demo
 history" (conversations closed and answered, so none of it is in the live queue), or is named
-"(demo history)" (the paid policy, the intents' descriptions), or is a demo agent. Seeding twice
+"(demo history)" (the paid policy, the experiment and its withholding policy, the intents'
+descriptions), or is a demo agent. Seeding twice
 adds nothing; `history_remove` deletes exactly those rows. The texts never come from outside
 this package: a user's machine has nothing else.
 """
@@ -51,6 +60,8 @@ from drafting.models import (
     DraftAttempt,
     DraftPassage,
     EndpointPrice,
+    Experiment,
+    ExperimentArm,
     Intent,
     KnowledgeArticle,
     KnowledgeChunk,
@@ -71,6 +82,20 @@ FIXED_COST_MONTHLY_USD = Decimal("250.00")
 DAYS = 60
 SEED = 17
 MONEY = Decimal("0.0000000001")
+# The experiment of the last weeks (see the module's docstring): its name, the arms' policy
+# besides the live one, how many days before today it started (or the switch day, when the
+# history is shorter), and the stored salt of the product's assignment hash (unused here: the
+# demo's conversations were split by the generator's draws, see _Generator.plan).
+EXPERIMENT = f"Withhold weak drafts {MARK}"
+WITHHOLDING_POLICY = f"Local-first, withholding {MARK}"
+EXPERIMENT_DAYS = 21
+EXPERIMENT_SEED = 1801
+# A local-first draft for a question the knowledge base cannot answer is weak below this score.
+WEAK_SCORE = 0.5
+# The demo's agent rate (accounting_defaults' default), USD per hour: what the withholding arm
+# prices the actions with when it decides (the action values accounting would have measured;
+# the support domain never imports accounting).
+DECISION_RATE = Decimal(30)
 
 
 @dataclass(frozen=True)
@@ -106,6 +131,9 @@ QUALITY: dict[tuple[str, str], tuple[float, float, float]] = {
     ("local", "macro"): (0.62, 0.29, 0.09),
     ("local", "not_needed"): (0.70, 0.20, 0.10),
     ("local", "none_found"): (0.08, 0.27, 0.65),
+    # A weak draft (none found, low score): read, then nearly always ignored. Worth less than
+    # nothing to the agent, which is what the withholding arm withholds.
+    ("local", "weak"): (0.02, 0.10, 0.88),
 }
 # Seconds from opening a conversation to sending the reply, at the team's pace.
 HANDLE = {"use": (26.0, 8.0), "edit": (78.0, 22.0), "ignore": (172.0, 38.0), "none": (150.0, 35.0)}
@@ -187,6 +215,17 @@ class _Generator:
             raise ValueError("The demo has no paid endpoint (run seed_demo first).")
         self.paid_endpoint = paid
         self.paid = self._paid_policy()
+        # The experiment ran from EXPERIMENT_DAYS days ago (the switch day, when later) until it
+        # was stopped at the start of yesterday: yesterday's drafts are the live policy's again.
+        first = max(self.today - timedelta(days=EXPERIMENT_DAYS), self.switch)
+        last = self.today - timedelta(days=1)
+        self.started, self.stopped = self._at(first, 0), self._at(last, 0)
+        self.experiment = self._experiment() if (last - first).days >= 2 else None
+        self.arms = (
+            list(self.experiment.arms.select_related("policy").order_by("position"))
+            if self.experiment is not None
+            else []
+        )
         self.prices = {
             e.pk: EndpointPrice.objects.filter(endpoint=e).order_by("-effective_from").first()
             for e in (self.local, self.paid_endpoint)
@@ -220,6 +259,57 @@ class _Generator:
             CascadeTier.objects.create(
                 policy=policy, position=1, endpoint=self.paid_endpoint, threshold=Decimal(0)
             )
+        return policy
+
+    def _experiment(self) -> Experiment:
+        """The stopped experiment and its two arms, 50/50: "control", the live policy, and
+        "withholding", a copy of it that withholds drafts worth less than nothing. Made as an
+        admin makes them (one by one, so the audit log has them), by no one (the demo)."""
+        experiment = Experiment.objects.filter(team=self.team, name=EXPERIMENT).first()
+        if experiment is not None:
+            return experiment
+        experiment = Experiment.objects.create(
+            team=self.team,
+            name=EXPERIMENT,
+            seed=EXPERIMENT_SEED,
+            status=Experiment.Status.STOPPED,
+            started_at=self.started,
+            stopped_at=self.stopped,
+            note="Does withholding drafts with a negative expected ENCS (a question the "
+            "knowledge base cannot answer, drafted with a low score) raise ENCS per message? "
+            "Demo data: the conversations were split by the demo's generator.",
+        )
+        for position, (name, policy) in enumerate(
+            (("control", self.live), ("withholding", self._withholding_policy()))
+        ):
+            ExperimentArm.objects.create(
+                experiment=experiment,
+                name=name,
+                position=position,
+                policy=policy,
+                share=Decimal("0.5"),
+            )
+        return experiment
+
+    def _withholding_policy(self) -> CascadePolicy:
+        """The live policy's copy (its settings and tiers) that withholds, never active."""
+        policy = CascadePolicy.objects.filter(team=self.team, name=WITHHOLDING_POLICY).first()
+        if policy is not None:
+            return policy
+        policy = CascadePolicy.objects.get(pk=self.live.pk)
+        policy.pk = None
+        policy._state.adding = True
+        policy.name = WITHHOLDING_POLICY
+        policy.active = False
+        policy.withhold_negative = True
+        policy.withhold_show_share = Decimal("0.1")
+        policy.created_at = self.started
+        policy.save(force_insert=True)
+        tiers = list(self.live.tiers.order_by("position"))
+        for tier in tiers:
+            tier.pk = None
+            tier.policy = policy
+        CascadeTier.objects.bulk_create(tiers)
         return policy
 
     def _agent(self, habit: Habit) -> User:
@@ -270,7 +360,8 @@ class _Generator:
                 hour = self.rng.choices(range(24), HOURS)[0]
                 opened = self._at(day, hour * 3600 + self.rng.uniform(0, 3599))
                 customer = self.rng.choice(self.customers)
-                turns = self._turns(topic, customer, opened, era=self._era(day))
+                arm = self._arm(opened)
+                turns = self._turns(topic, customer, opened, era=self._era(day), arm=arm)
                 last = turns[-1]["acted_at"]
                 conversations.append(
                     Conversation(
@@ -290,6 +381,17 @@ class _Generator:
     def _era(self, day: date) -> str:
         return "paid" if day < self.switch else "local"
 
+    def _arm(self, opened: datetime) -> ExperimentArm | None:
+        """The arm of a conversation opened while the experiment ran, else None. The product
+        draws it by a hash of the conversation's id (drafting.experiments.arm_for); a planned
+        conversation has no id yet, and the experiment is over, so no conversation will ever
+        be assigned by the hash: the generator's own draw splits them, with the arms' shares,
+        and the drafts record the arm (Draft.experiment_arm), as the results read it."""
+        if self.experiment is None or not self.started <= opened < self.stopped:
+            return None
+        arm: ExperimentArm = self.rng.choices(self.arms, [float(a.share) for a in self.arms])[0]
+        return arm
+
     @functools.cached_property
     def customers(self) -> list[str]:
         """Who writes: the demo's first names with every last initial (about 500 people), so a
@@ -299,13 +401,19 @@ class _Generator:
         return [f"{first} {chr(ord('A') + i)}." for first in firsts for i in range(26)]
 
     def _turns(
-        self, topic: dict[str, Any], customer: str, opened: datetime, *, era: str
+        self,
+        topic: dict[str, Any],
+        customer: str,
+        opened: datetime,
+        *,
+        era: str,
+        arm: ExperimentArm | None,
     ) -> list[dict[str, Any]]:
         """A conversation's customer turns, each with what happened to it: its draft (or the
-        hold-out), the agent, what they sent and when."""
-        held_out = self.rng.random() < float(
-            (self.paid if era == "paid" else self.live).holdout_share
-        )
+        hold-out, or the withholding), the agent, what they sent and when. A turn of an arm's
+        conversation that arrives after the stop is drafted by the live policy again."""
+        policy = self.paid if era == "paid" else arm.policy if arm is not None else self.live
+        held_out = self.rng.random() < float(policy.holdout_share)
         agent_index = self.rng.choices(range(len(AGENTS)), [h.share for h in AGENTS])[0]
         first = {"topic": topic, "text": self.rng.choice(topic["questions"]), "kind": None}
         turns = [first]
@@ -322,6 +430,14 @@ class _Generator:
             turn["arrived"] = arrived
             turn["era"] = era
             turn["held_out"] = held_out
+            turn["arm"] = arm if arm is not None and arrived < self.stopped else None
+            turn["policy"] = (
+                turn["arm"].policy
+                if turn["arm"] is not None
+                else self.paid
+                if era == "paid"
+                else self.live
+            )
             opened_after = (
                 self.rng.uniform(0.3, 2.0)
                 if self.rng.random() < WATCHING
@@ -343,6 +459,7 @@ class _Generator:
         turn["outlier"] = self.rng.random() < OUTLIER
         turn["failed"] = False
         turn["draft_text"] = ""
+        turn["score"], turn["decision"] = None, None
         own = topic["own"]
         if turn["held_out"]:
             turn["kind"], turn["final"] = "none", own
@@ -360,7 +477,19 @@ class _Generator:
             template = topic.get("draft") or self._macro_as_prose(topic)
             turn["draft_text"] = template.replace("{customer_name}", name)
         turn["source"] = source
-        shares = QUALITY[(era, topic["knowledge"])]
+        knowledge = topic["knowledge"]
+        if source == "model":
+            # A local-first draft the knowledge base could not ground scores lower.
+            gap = era == "local" and knowledge == "none_found"
+            turn["score"] = self.rng.uniform(0.30, 0.70) if gap else self.rng.uniform(0.55, 0.95)
+            if gap and turn["score"] < WEAK_SCORE:
+                knowledge = "weak"
+            turn["decision"] = self._decide(turn, knowledge)
+        if turn["decision"] is not None and not turn["decision"]["show"]:
+            # Withheld: the agent never saw it and wrote unaided (action `none`).
+            turn["kind"], turn["final"] = "none", own
+            return
+        shares = QUALITY[(era, knowledge)]
         kind = self.rng.choices(
             ("use", "edit", "ignore"),
             (shares[0] * habit.use, shares[1] * habit.edit, shares[2] * habit.ignore),
@@ -375,6 +504,32 @@ class _Generator:
         }[kind]
         final = draft_text_for_agent(text=final, agent_name=agent_display_name(turn["agent"]))
         turn["kind"], turn["final"], turn["shown_text"] = kind, final, shown
+
+    def _decide(self, turn: dict[str, Any], quality: str) -> dict[str, Any] | None:
+        """Show or withhold a ready model draft, as a withholding policy decides
+        (drafting.decisions): the value of showing V = Σ P(action) × S_action, each action's
+        saving priced at the demo's rate against an unaided reply, with P from what the
+        generator knows of the draft (its quality's shares, which the policy's scorer estimates
+        with some noise). V < 0 is withheld, except for a random show share. None (not
+        decided) outside a withholding arm."""
+        arm: ExperimentArm | None = turn["arm"]
+        if arm is None or not arm.policy.withhold_negative:
+            return None
+        unaided = Decimal(str(HANDLE["none"][0]))
+        shares = QUALITY[(turn["era"], quality)]
+        value = sum(
+            (
+                Decimal(str(share)) * DECISION_RATE * (unaided - Decimal(str(HANDLE[kind][0])))
+                for share, kind in zip(shares, ("use", "edit", "ignore"), strict=True)
+            ),
+            Decimal(0),
+        ) / Decimal(3600)
+        value *= Decimal(f"{self.rng.uniform(0.8, 1.2):.4f}")
+        if value >= 0:
+            return {"value": value, "show": True, "probability": Decimal(1)}
+        show_share = arm.policy.withhold_show_share
+        show = self.rng.random() < float(show_share)
+        return {"value": value, "show": show, "probability": show_share if show else 1 - show_share}
 
     def _macro_as_prose(self, topic: dict[str, Any]) -> str:
         """What the paid model drafted for a question a macro answers (before the switch
@@ -520,7 +675,7 @@ def _drafts(plan: _Plan, gen: _Generator) -> list[Draft]:
     rows: list[Draft] = []
     for turns in plan.threads:
         for turn in turns:
-            policy = gen.paid if turn["era"] == "paid" else gen.live
+            policy = turn["policy"]
             arrived = turn["arrived"]
             if turn["held_out"]:
                 draft = Draft(
@@ -532,6 +687,7 @@ def _drafts(plan: _Plan, gen: _Generator) -> list[Draft]:
                 )
             else:
                 draft = _model_draft(turn, gen, policy)
+            draft.experiment_arm = turn["arm"]
             turn["draft"] = draft
             rows.append(draft)
     return rows
@@ -561,7 +717,8 @@ def _model_draft(turn: dict[str, Any], gen: _Generator, policy: CascadePolicy) -
     }
     claimed = arrived + timedelta(milliseconds=gen.rng.randint(40, 400))
     done = claimed + timedelta(milliseconds=0 if macro else ms)
-    score = None if macro else Decimal(f"{gen.rng.uniform(0.55, 0.95):.4f}")
+    # A macro has no score; a failed draft none either (nothing was judged).
+    score = None if turn["score"] is None else Decimal(f"{turn['score']:.4f}")
     draft = Draft(
         message=turn["inbound"],
         policy=policy,
@@ -592,10 +749,17 @@ def _model_draft(turn: dict[str, Any], gen: _Generator, policy: CascadePolicy) -
         draft.status = Draft.Status.FAILED
         draft.failure_reason = "every tier failed (timeout)"
         return draft
-    draft.status = Draft.Status.READY
+    decision = turn["decision"]
+    shown = decision is None or decision["show"]
+    # A withheld draft is finished as a ready one (text, time, score) but never shown.
+    draft.status = Draft.Status.READY if shown else Draft.Status.WITHHELD
     draft.text = turn["draft_text"]
     draft.ready_at = done
     draft.score = score
+    if decision is not None:
+        # As `_finish` records a decision: expected ENCS = the value of showing − the cost.
+        draft.expected_encs = (decision["value"] - cost).quantize(MONEY)
+        draft.decision_probability = decision["probability"]
     if not macro:
         draft.final_endpoint = endpoint
         # The policies have one tier each: their top tier alone is what answered.
@@ -712,8 +876,9 @@ def _actions(plan: _Plan) -> list[AgentAction]:
 
 def history_remove(*, team: Team) -> HistoryRemoved:
     """Delete the team's past: the history channel and everything on it (conversations,
-    messages, drafts with their attempts and passages, actions, verdicts), the paid policy,
-    the demo agents and the intents the history made. Returns what went and the days whose
+    messages, drafts with their attempts and passages, actions, verdicts), the experiment with
+    its arms, the paid and the withholding policy (unless one was made active since), the demo
+    agents and the intents the history made. Returns what went and the days whose
     drafts went (to roll up again). Nothing else of the team is touched."""
     with transaction.atomic():
         channel = history_channel(team=team)
@@ -738,7 +903,11 @@ def history_remove(*, team: Team) -> HistoryRemoved:
             Message.objects.filter(channel=channel).delete()
             Conversation.objects.filter(channel=channel).delete()
             channel.delete()
-        CascadePolicy.objects.filter(team=team, name=PAID_POLICY, active=False).delete()
+        # After the drafts (which keep their arm and policy): the arms go with the experiment.
+        Experiment.objects.filter(team=team, name=EXPERIMENT).delete()
+        CascadePolicy.objects.filter(
+            team=team, name__in=[PAID_POLICY, WITHHOLDING_POLICY], active=False
+        ).delete()
         get_user_model().objects.filter(
             username__in=[h.username for h in AGENTS], agent_profile__team=team
         ).delete()

@@ -15,14 +15,29 @@ from django.core.management import call_command
 from django.utils import timezone
 
 import csbot.demo
+from accounting.experiments import experiment_period, experiment_results
 from accounting.facts import Scope, raw_facts, scope_facts
 from accounting.knowledge import knowledge_value
 from accounting.models import DailyFact, FixedCost, RolledUpDay
 from accounting.selectors import encs_figures
 from csbot.demo import DEMO_TEAM
-from csbot.demo.history import AGENTS, HISTORY_CHANNEL, PAID_POLICY
+from csbot.demo.history import (
+    AGENTS,
+    EXPERIMENT,
+    EXPERIMENT_DAYS,
+    HISTORY_CHANNEL,
+    PAID_POLICY,
+    WITHHOLDING_POLICY,
+)
 from csbot.models import Conversation, Message, Team
-from drafting.models import AgentAction, CascadePolicy, Draft
+from drafting.models import (
+    AgentAction,
+    CascadePolicy,
+    CascadeTier,
+    Draft,
+    Experiment,
+    ExperimentArm,
+)
 from tests.factories import ConversationFactory, TeamSetup
 
 pytestmark = pytest.mark.slow
@@ -57,7 +72,11 @@ def test_the_demo_past_gives_the_dashboard_figures_and_is_seeded_once(db: None) 
     assert set(actions.values_list("agent__username", flat=True)) == {h.username for h in AGENTS}
     drafts = Draft.objects.filter(message__channel__name=HISTORY_CHANNEL)
     assert drafts.filter(status=Draft.Status.HELD_OUT).count() > 50
-    assert set(drafts.values_list("policy__name", flat=True)) == {PAID_POLICY, "Demo cascade"}
+    assert set(drafts.values_list("policy__name", flat=True)) == {
+        PAID_POLICY,
+        "Demo cascade",
+        WITHHOLDING_POLICY,
+    }
     cost = FixedCost.objects.get()
     assert cost.kind == FixedCost.Kind.MONTHLY and "demo" in cost.name
 
@@ -98,14 +117,95 @@ def test_the_demo_past_gives_the_dashboard_figures_and_is_seeded_once(db: None) 
     assert (history.count(), drafts.count(), FixedCost.objects.count()) == counts
 
 
+def test_the_demo_past_ends_with_a_stopped_withholding_experiment(db: None) -> None:
+    """The last weeks of the past are a finished experiment, control against withholding, 50/50:
+    each arm's drafts are its policy's, the withholding arm withholds the weak drafts but for a
+    random tenth, and the experiment's results have figures for both arms."""
+    seed()
+    team = Team.objects.get(name=DEMO_TEAM)
+    live = CascadePolicy.objects.get(team=team, active=True)
+    experiment = Experiment.objects.get(team=team, name=EXPERIMENT)
+    today = timezone.localdate()
+    assert experiment.status == Experiment.Status.STOPPED and experiment.stopped_at is not None
+    started = timezone.localdate(experiment.started_at)
+    assert today - timedelta(days=EXPERIMENT_DAYS) <= started
+    assert started < timezone.localdate(experiment.stopped_at) < today
+
+    control, withholding = experiment.arms.select_related("policy").order_by("position")
+    assert (control.name, control.policy, control.share) == ("control", live, Decimal("0.5"))
+    assert withholding.name == "withholding" and withholding.share == Decimal("0.5")
+    policy = withholding.policy
+    assert policy.name == WITHHOLDING_POLICY and not policy.active
+    assert policy.withhold_negative and policy.withhold_show_share == Decimal("0.1")
+    assert not live.withhold_negative
+    tiers = list(CascadeTier.objects.filter(policy__in=[live, policy]).order_by("position"))
+    assert {(t.position, t.endpoint_id, t.threshold) for t in tiers if t.policy_id == live.pk} == {
+        (t.position, t.endpoint_id, t.threshold) for t in tiers if t.policy_id == policy.pk
+    }
+
+    drafts = Draft.objects.filter(message__channel__name=HISTORY_CHANNEL)
+    for arm in (control, withholding):
+        of_arm = drafts.filter(experiment_arm=arm)
+        assert of_arm.count() > 100
+        assert set(of_arm.values_list("policy_id", flat=True)) == {arm.policy_id}
+        assert not of_arm.filter(
+            message__conversation__created_at__lt=experiment.started_at
+        ).exists()
+        assert not of_arm.filter(created_at__gte=experiment.stopped_at).exists()
+    # Outside the experiment's days nothing has an arm; yesterday is the live policy's again.
+    assert not drafts.filter(experiment_arm=None, policy=policy).exists()
+    assert drafts.filter(experiment_arm=None, created_at__gte=experiment.stopped_at).exists()
+
+    # The control policy does not withhold: nothing of it is decided.
+    assert not drafts.filter(policy=live, expected_encs__isnull=False).exists()
+    assert not drafts.filter(status=Draft.Status.WITHHELD).exclude(policy=policy).exists()
+    withheld = drafts.filter(status=Draft.Status.WITHHELD)
+    assert withheld.count() > 5
+    for draft in withheld:
+        assert draft.text and draft.ready_at is not None and draft.score is not None
+        assert draft.expected_encs is not None and draft.expected_encs < 0
+        assert draft.decision_probability == Decimal("0.9")
+        assert draft.knowledge == Draft.Knowledge.NONE_FOUND
+        assert draft.action.kind == AgentAction.Kind.NONE  # the agent wrote unaided
+    # A random tenth of the negative ones was shown anyway, and acted on as any shown draft.
+    shown_anyway = drafts.filter(status=Draft.Status.READY, expected_encs__lt=0)
+    assert shown_anyway.exists()
+    assert set(shown_anyway.values_list("decision_probability", flat=True)) == {Decimal("0.1")}
+    assert not shown_anyway.filter(action__kind=AgentAction.Kind.NONE).exists()
+    # The rest of the arm's model drafts were decided worth showing; macro offers are not decided.
+    worth = drafts.filter(policy=policy, status=Draft.Status.READY, expected_encs__gt=0)
+    assert worth.exists()
+    assert set(worth.values_list("decision_probability", flat=True)) == {Decimal(1)}
+    assert not drafts.filter(policy=policy, expected_encs__isnull=False, score=None).exists()
+
+    results = experiment_results(experiment)
+    assert (results.start, results.last) == (
+        experiment_period(experiment).start,
+        timezone.localdate(experiment.stopped_at),
+    )
+    assert [a.name for a in results.arms] == ["control", "withholding"]
+    for result in results.arms:
+        assert result.messages > 100 and result.held_out > 0
+        assert result.encs_per_message_usd.value is not None
+        assert result.encs_per_message_usd.ci95 is not None
+        assert result.p_use.value is not None and result.cost_per_message_usd.value is not None
+    (comparison,) = results.comparisons
+    assert comparison.arm.name == "withholding"
+    assert comparison.encs_per_message_usd.ci95 is not None
+
+
 def test_removing_the_past_deletes_exactly_the_demo_rows(db: None, acme: TeamSetup) -> None:
     seed("--no-history")
     team = Team.objects.get(name=DEMO_TEAM)
     other = ConversationFactory.create(team=acme.team, channel=acme.channel)
     live = set(Conversation.objects.filter(team=team).values_list("pk", flat=True))
     live_drafts = set(Draft.objects.values_list("pk", flat=True))
+    policies = set(CascadePolicy.objects.values_list("pk", flat=True))
     call_command("demo_history", "--days", "21", stdout=StringIO())
     assert Conversation.objects.filter(channel__name=HISTORY_CHANNEL).exists()
+    experiment = Experiment.objects.get(team=team, name=EXPERIMENT)
+    assert experiment.arms.count() == 2
+    assert Draft.objects.filter(status=Draft.Status.WITHHELD).exists()
     assert RolledUpDay.objects.exists()
 
     out = StringIO()
@@ -114,6 +214,10 @@ def test_removing_the_past_deletes_exactly_the_demo_rows(db: None, acme: TeamSet
     assert set(Conversation.objects.filter(team=team).values_list("pk", flat=True)) == live
     assert set(Draft.objects.values_list("pk", flat=True)) == live_drafts
     assert not CascadePolicy.objects.filter(name=PAID_POLICY).exists()
+    assert not Experiment.objects.filter(pk=experiment.pk).exists()
+    assert not ExperimentArm.objects.exists()
+    assert not CascadePolicy.objects.filter(name=WITHHOLDING_POLICY).exists()
+    assert set(CascadePolicy.objects.values_list("pk", flat=True)) == policies
     assert not FixedCost.objects.exists()
     assert not team.agents.filter(user__username__in=[h.username for h in AGENTS]).exists()
     assert Conversation.objects.filter(pk=other.pk).exists()
