@@ -28,9 +28,8 @@ caller has the days touched rolled up again (`HistorySeeded.days`).
 Marked and removable: every row of the past hangs off one channel of the demo team, "Demo
 history" (conversations closed and answered, so none of it is in the live queue), or is named
 "(demo history)" (the paid policy, the experiment and its withholding policy, the intents'
-descriptions), or is a demo agent. Seeding twice
-adds nothing; `history_remove` deletes exactly those rows. The texts never come from outside
-this package: a user's machine has nothing else.
+descriptions), or is a demo agent. Seeding twice adds nothing; `history_remove` deletes exactly
+those rows. The texts never come from outside this package: a user's machine has nothing else.
 """
 
 from __future__ import annotations
@@ -85,7 +84,7 @@ MONEY = Decimal("0.0000000001")
 # The experiment of the last weeks (see the module's docstring): its name, the arms' policy
 # besides the live one, how many days before today it started (or the switch day, when the
 # history is shorter), and the stored salt of the product's assignment hash (unused here: the
-# demo's conversations were split by the generator's draws, see _Generator.plan).
+# demo's conversations were split by the generator's draws, see _Generator._arm).
 EXPERIMENT = f"Withhold weak drafts {MARK}"
 WITHHOLDING_POLICY = f"Local-first, withholding {MARK}"
 EXPERIMENT_DAYS = 21
@@ -133,7 +132,7 @@ QUALITY: dict[tuple[str, str], tuple[float, float, float]] = {
     ("local", "none_found"): (0.08, 0.27, 0.65),
     # A weak draft (none found, low score): read, then nearly always ignored. Worth less than
     # nothing to the agent, which is what the withholding arm withholds.
-    ("local", "weak"): (0.02, 0.10, 0.88),
+    ("local", "weak"): (0.02, 0.08, 0.90),
 }
 # Seconds from opening a conversation to sending the reply, at the team's pace.
 HANDLE = {"use": (26.0, 8.0), "edit": (78.0, 22.0), "ignore": (172.0, 38.0), "none": (150.0, 35.0)}
@@ -221,11 +220,12 @@ class _Generator:
         last = self.today - timedelta(days=1)
         self.started, self.stopped = self._at(first, 0), self._at(last, 0)
         self.experiment = self._experiment() if (last - first).days >= 2 else None
-        self.arms = (
-            list(self.experiment.arms.select_related("policy").order_by("position"))
-            if self.experiment is not None
-            else []
-        )
+        self.arms: list[ExperimentArm] = []
+        if self.experiment is not None and self.experiment.stopped_at is not None:
+            # One left from an earlier history (its conversations removed by hand) keeps its
+            # own days: the drafts are assigned by them.
+            self.started, self.stopped = self.experiment.started_at, self.experiment.stopped_at
+            self.arms = list(self.experiment.arms.select_related("policy").order_by("position"))
         self.prices = {
             e.pk: EndpointPrice.objects.filter(endpoint=e).order_by("-effective_from").first()
             for e in (self.local, self.paid_endpoint)
@@ -481,7 +481,7 @@ class _Generator:
         if source == "model":
             # A local-first draft the knowledge base could not ground scores lower.
             gap = era == "local" and knowledge == "none_found"
-            turn["score"] = self.rng.uniform(0.30, 0.70) if gap else self.rng.uniform(0.55, 0.95)
+            turn["score"] = self.rng.uniform(0.25, 0.65) if gap else self.rng.uniform(0.55, 0.95)
             if gap and turn["score"] < WEAK_SCORE:
                 knowledge = "weak"
             turn["decision"] = self._decide(turn, knowledge)
