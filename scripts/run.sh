@@ -94,8 +94,9 @@ step "migrations"
 $PY manage.py migrate --noinput
 done_step
 step "demo data"
-$PY manage.py seed_demo
+# The agent rate first: the demo's history measures the team's action values with it.
 $PY manage.py accounting_defaults
+$PY manage.py seed_demo
 done_step
 
 step "web console at http://127.0.0.1:$PORT/ (log: var/logs/web.log)"

@@ -35,8 +35,8 @@ def test_the_demo_dashboard_shows_what_csbot_is_for(
     live_server: Any, browser: Browser, artifacts_dir: Path
 ) -> None:
     # As scripts/run.sh does it.
-    call_command("seed_demo", "--password", DEMO_PASSWORD)
     call_command("accounting_defaults")
+    call_command("seed_demo", "--password", DEMO_PASSWORD)
 
     context = browser.new_context(viewport={"width": 1360, "height": 900})
     context.set_default_timeout(NAV_TIMEOUT_MS)

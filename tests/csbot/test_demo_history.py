@@ -31,6 +31,7 @@ from csbot.demo.history import (
 )
 from csbot.models import Conversation, Message, Team
 from drafting.models import (
+    ActionValues,
     AgentAction,
     CascadePolicy,
     CascadeTier,
@@ -45,8 +46,8 @@ pytestmark = pytest.mark.slow
 
 def seed(*args: str) -> str:
     out = StringIO()
+    call_command("accounting_defaults", stdout=StringIO())  # as `make run`: the rate first
     call_command("seed_demo", "--password", "x", *args, stdout=out)
-    call_command("accounting_defaults", stdout=StringIO())
     return out.getvalue()
 
 
@@ -94,6 +95,9 @@ def test_the_demo_past_gives_the_dashboard_figures_and_is_seeded_once(db: None) 
     assert totals.encs_usd > Decimal(100) and totals.model_cost_usd > 0
     # A fifth of the turns are opened on arrival: the agent waits, and the report prices it.
     assert totals.waited_drafts > 50 and totals.wait_cost_usd > 0
+    # The action values withholding and routing decide with, measured from the past.
+    values = ActionValues.objects.get(team__name=DEMO_TEAM)
+    assert values.s_use > values.s_edit > 0 > values.s_ignore and values.n_actions > 30
     (baseline,) = figures.baselines.values()
     assert baseline.source == "measured"
     (target,) = figures.break_even.targets

@@ -22,6 +22,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from accounting.models import FixedCost, RolledUpDay
 from accounting.services import facts_rollup, settled_before
+from accounting.withholding import action_values_refresh
 from csbot.demo import DEMO_TEAM
 from csbot.demo.history import (
     DAYS,
@@ -77,13 +78,18 @@ class Command(BaseCommand):
             },
         )
         rolled = _roll_up_again(seeded.days)
+        # What the hourly task would measure: the team's action values, so that a policy
+        # switched to withholding (or a router) decides with the demo's own figures at once.
+        valued = team.pk in action_values_refresh()
         self.stdout.write(
             self.style.SUCCESS(
                 f"Demo history (demo data, channel 'Demo history'; `seed_demo --remove-history` "
                 f"deletes it): {seeded.conversations} conversations, {seeded.messages} messages, "
                 f"{seeded.drafts} drafts over {len(seeded.days)} days, local-first from "
                 f"{seeded.switch_day}, a ${FIXED_COST_MONTHLY_USD}/month GPU as fixed cost; "
-                f"{rolled} days rolled up in {time.monotonic() - began:.1f} s."
+                f"{rolled} days rolled up"
+                f"{', action values measured' if valued else ''} in "
+                f"{time.monotonic() - began:.1f} s."
             )
         )
 
