@@ -68,4 +68,12 @@ def test_the_demo_dashboard_shows_what_csbot_is_for(
     assert chart.count() >= 1, "no break-even chart on the demo dashboard"
     chart.first.scroll_into_view_if_needed()
     page.screenshot(path=str(artifacts_dir / "demo-dashboard.png"), full_page=True)
+
+    # The demo's finished experiment, from the dashboard's link: both arms with intervals.
+    page.click("#open-experiments")
+    page.wait_for_selector("#experiment #arms")
+    arms = page.locator("#arms tbody tr")
+    assert arms.count() == 2
+    assert "Withhold weak drafts" in page.locator("#experiment h2").inner_text()
+    page.screenshot(path=str(artifacts_dir / "demo-experiment.png"), full_page=True)
     context.close()
