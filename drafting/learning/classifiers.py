@@ -14,10 +14,23 @@ from django.db.models import Max
 
 from csbot.memo import Memo
 from csbot.models import Team
+from drafting.engine.embeddings import Embedder, EmbeddingError, embedder
 from drafting.models import CascadePolicy, TrainedClassifier
 
 if TYPE_CHECKING:  # scikit-learn stays out of the web processes that import this module
     from drafting.learning.plr import TrainedPLR
+
+
+def training_embedder() -> tuple[Embedder | None, str]:
+    """The embedder a trainer embeds its rows with, or None and why there is none (the
+    reason a training run reports when it trains nothing)."""
+    try:
+        using = embedder()
+    except EmbeddingError as exc:
+        return None, f"no embedder: {exc}"
+    if using is None:
+        return None, "embeddings are off (EMBEDDING_BACKEND=none)"
+    return using, ""
 
 
 def classifier_store(

@@ -51,9 +51,10 @@ from django.db.models import Max, OuterRef, Subquery
 
 from csbot.memo import Memo
 from drafting.engine.edits import edit_distance, is_good_edit
-from drafting.engine.embeddings import Embedder, EmbeddingError, embedder
+from drafting.engine.embeddings import Embedder, EmbeddingError
 from drafting.engine.routing import RouteValues, TierEstimate, route
 from drafting.engine.vectors import QueryVector
+from drafting.learning.classifiers import training_embedder
 from drafting.learning.scorer import BAD, GOOD, action_label
 from drafting.models import (
     ActionValues,
@@ -540,12 +541,7 @@ def router_train(*, policy: CascadePolicy, trained_by: User | None = None) -> Ro
         reason = f"{explored} drafts with every tier's answer, {MIN_EXPLORED} needed"
     using: Embedder | None = None
     if not reason:
-        try:
-            using = embedder()
-        except EmbeddingError as exc:
-            reason = f"no embedder: {exc}"
-        if using is None and not reason:
-            reason = "embeddings are off (EMBEDDING_BACKEND=none)"
+        using, reason = training_embedder()
     if reason or using is None:
         logger.info("router for policy %s not trained: %s", policy.pk, reason)
         return RouterTraining(policy.pk, explored, len(rows), reason=reason)

@@ -41,7 +41,7 @@ from drafting.engine.embeddings import Embedder, EmbeddingError, embedder
 from drafting.engine.grounding import GroundingContext, GroundingSignals, grounding_signals
 from drafting.engine.providers import Completion
 from drafting.engine.scoring import NEUTRAL, DefaultScorer, Scorer, ScoringContext, Verdict
-from drafting.learning.classifiers import ActiveClassifiers, classifier_store
+from drafting.learning.classifiers import ActiveClassifiers, classifier_store, training_embedder
 from drafting.learning.withholding import action_split_fit
 from drafting.models import (
     AgentAction,
@@ -395,12 +395,7 @@ def scorer_train(*, policy: CascadePolicy, trained_by: User | None = None) -> Sc
     reason = _too_few(labels)
     using: Embedder | None = None
     if not reason:
-        try:
-            using = embedder()
-        except EmbeddingError as exc:
-            reason = f"no embedder: {exc}"
-        if using is None and not reason:
-            reason = "embeddings are off (EMBEDDING_BACKEND=none)"
+        using, reason = training_embedder()
     if reason or using is None:
         logger.info("scorer for policy %s not trained: %s", policy.pk, reason)
         return ScorerTraining(policy_id=policy.pk, labels=labels, reason=reason)
