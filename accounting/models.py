@@ -106,6 +106,14 @@ class FixedCost(models.Model):
         on_delete=models.CASCADE,
         related_name="fixed_costs",
     )
+    # A fine-tuning run's machine time (drafting.DistillRun.cost_usd), booked when it finished.
+    distill_run = models.OneToOneField(
+        "drafting.DistillRun",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="fixed_cost",
+    )
     starts_on = models.DateField(
         default=timezone.localdate, help_text="One-off: the day it was incurred."
     )

@@ -513,6 +513,8 @@ AUDITLOG_INCLUDE_TRACKING_MODELS = (
     "drafting.IntentRule",
     "drafting.Experiment",
     "drafting.ExperimentArm",
+    # Promotion and rollback of an adapter; the curves are data, not configuration.
+    {"model": "drafting.DistillRun", "exclude_fields": ["loss_curve", "validation"]},
     "accounting.AccountingSettings",
     "accounting.FixedCost",
     # The key's hash is no secret, but nothing about a key belongs in a log.

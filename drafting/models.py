@@ -215,6 +215,17 @@ class CascadePolicy(models.Model):
         help_text="Share of would-be-withheld drafts still shown, at random, so that the "
         "estimate stays honest (their actions say what withholding gave up).",
     )
+    # Distillation (issue 19): retrain the local model's adapter from the replies agents sent.
+    distill_nightly = models.BooleanField(
+        default=False,
+        help_text="Each night, train a new adapter for the local model from the replies "
+        "agents sent, once enough new ones exist (the candidate then waits in shadow).",
+    )
+    distill_min_replies = models.PositiveIntegerField(
+        default=200,
+        validators=[MinValueValidator(10)],
+        help_text="Sent replies, new since the last run, that the nightly retrain waits for.",
+    )
     intent_min_labels = models.PositiveIntegerField(
         default=30,
         validators=[MinValueValidator(1)],
@@ -436,6 +447,9 @@ class DraftAttempt(models.Model):
         FORMAL = "formal", "Composer: more formal"
         GRAMMAR = "grammar", "Composer: fix grammar"
         TRANSLATE = "translate", "Composer: translate"
+        # A candidate adapter's answer to the draft's prompt (DistillRun in shadow): asked
+        # after the draft was ready, never shown or chosen, its cost spent on the message.
+        SHADOW = "shadow", "Shadow: candidate adapter"
 
     draft = models.ForeignKey(Draft, on_delete=models.CASCADE, related_name="attempts")
     tier = models.PositiveSmallIntegerField(help_text="Cascade position; 0 for a cache hit.")
@@ -1204,3 +1218,148 @@ class ExperimentArm(models.Model):
 
     def __str__(self) -> str:
         return f"{self.experiment.name} / {self.name}"
+
+
+class DistillRun(models.Model):
+    """One fine-tuning of the local model on a team's sent replies: a versioned LoRA adapter.
+
+    The row is the adapter's whole life: what it was trained on (the export's hash and
+    counts), how (hyper-parameters, loss curve, validation figures), what the machine time
+    cost (booked by accounting as a one-off fixed cost), where it is served (`endpoint`, once
+    published), and its stage: a candidate, answering in shadow for a share of drafts,
+    promoted into the policy's tier (`replaced_endpoint` is what rollback puts back), retired.
+    """
+
+    class Status(models.TextChoices):
+        RUNNING = "running", "Training"
+        SUCCEEDED = "succeeded", "Trained"
+        FAILED = "failed", "Failed"
+
+    class Stage(models.TextChoices):
+        CANDIDATE = "candidate", "Candidate"
+        SHADOW = "shadow", "In shadow"
+        PROMOTED = "promoted", "Promoted"
+        RETIRED = "retired", "Retired"
+
+    team = models.ForeignKey("csbot.Team", on_delete=models.PROTECT, related_name="distill_runs")
+    policy = models.ForeignKey(
+        CascadePolicy,
+        on_delete=models.PROTECT,
+        related_name="distill_runs",
+        help_text="The policy whose local tier the adapter is for.",
+    )
+    version = models.PositiveIntegerField(help_text="1, 2, … per team.")
+    base_endpoint = models.ForeignKey(
+        ModelEndpoint,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="The local endpoint whose model the adapter fine-tunes.",
+    )
+    base_model = models.CharField(max_length=200, help_text="The base model's folder or name.")
+    adapter_name = models.CharField(
+        max_length=120, unique=True, help_text="The model name vLLM serves the adapter under."
+    )
+    adapter_path = models.CharField(max_length=500, blank=True)
+    endpoint = models.OneToOneField(
+        ModelEndpoint,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="adapter_run",
+        help_text="The endpoint serving the adapter (set when published).",
+    )
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RUNNING)
+    stage = models.CharField(max_length=10, choices=Stage.choices, default=Stage.CANDIDATE)
+    # The data snapshot: the export's filters, its file's sha256 and its counts.
+    filters = models.JSONField(default=dict, blank=True)
+    data_sha256 = models.CharField(max_length=64, blank=True)
+    n_train = models.PositiveIntegerField(default=0)
+    n_validation = models.PositiveIntegerField(default=0)
+    n_conversations = models.PositiveIntegerField(default=0)
+    hyperparameters = models.JSONField(default=dict, blank=True)
+    # [{"step", "epoch", "loss"}] and, per evaluation, {"step", "validation_loss"}.
+    loss_curve = models.JSONField(default=list, blank=True)
+    # Validation figures: loss, perplexity, ROUGE-L of greedy replies against the agents'.
+    validation = models.JSONField(default=dict, blank=True)
+    device = models.CharField(max_length=20, blank=True, help_text='"cpu" or "cuda".')
+    machine_seconds = models.DecimalField(
+        max_digits=12, decimal_places=3, default=ZERO, validators=[MinValueValidator(ZERO)]
+    )
+    hour_usd = models.DecimalField(
+        max_digits=PRICE_DIGITS,
+        decimal_places=PRICE_PLACES,
+        default=ZERO,
+        validators=[MinValueValidator(ZERO)],
+        help_text="USD per machine hour the training was charged at.",
+    )
+    cost_usd = models.DecimalField(
+        max_digits=MONEY_DIGITS,
+        decimal_places=MONEY_PLACES,
+        default=ZERO,
+        validators=[MinValueValidator(ZERO)],
+        help_text="machine_seconds / 3600 × hour_usd: booked as a one-off fixed cost.",
+    )
+    shadow_share = models.DecimalField(
+        max_digits=5,
+        decimal_places=4,
+        default=Decimal("0.1"),
+        validators=[MinValueValidator(ZERO), MaxValueValidator(Decimal("1"))],
+        help_text="In shadow: share of the policy's drafts the adapter also answers (never shown).",
+    )
+    shadow_tier = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        help_text="The tier position the adapter shadows and, once promoted, serves.",
+    )
+    promoted_at = models.DateTimeField(null=True, blank=True)
+    promoted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    replaced_endpoint = models.ForeignKey(
+        ModelEndpoint,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The tier's endpoint before promotion: rollback puts it back.",
+    )
+    rolled_back_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["team", "-version"]
+        constraints = [
+            models.UniqueConstraint(fields=["team", "version"], name="distill_version_unique"),
+            models.UniqueConstraint(
+                fields=["policy"], condition=Q(stage="shadow"), name="one_shadow_adapter_per_policy"
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=["running", "succeeded", "failed"]),
+                name="distill_status_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(stage__in=["candidate", "shadow", "promoted", "retired"]),
+                name="distill_stage_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(stage="candidate") | Q(stage="retired") | Q(status="succeeded"),
+                name="distill_only_trained_adapters_serve",
+            ),
+            models.CheckConstraint(
+                condition=Q(shadow_share__gte=0) & Q(shadow_share__lte=1),
+                name="distill_shadow_share_is_a_share",
+            ),
+            models.CheckConstraint(
+                condition=Q(cost_usd__gte=0) & Q(machine_seconds__gte=0),
+                name="distill_cost_non_negative",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.team} / adapter v{self.version} ({self.stage})"
