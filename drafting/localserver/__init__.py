@@ -30,11 +30,13 @@ from drafting.localserver.config import (
 from drafting.localserver.install import install, is_installed
 from drafting.localserver.server import (
     ensure_server,
+    load_adapter,
     probe,
     serve_foreground,
     server_status,
     start_server,
     stop_server,
+    unload_adapter,
     wait_healthy,
 )
 
@@ -48,10 +50,12 @@ __all__ = [
     "ensure_server",
     "install",
     "is_installed",
+    "load_adapter",
     "probe",
     "serve_foreground",
     "server_status",
     "start_server",
     "stop_server",
+    "unload_adapter",
     "wait_healthy",
 ]

