@@ -229,7 +229,8 @@ def train_adapter(
         raise DistillError("no training example ends with an agent's reply that fits")
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     # Any: transformers' and peft's own annotations disagree on what a wrapped model is.
-    model: Any = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype).to(device)
+    model: Any = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype)
+    model = model.to(device)
     config = LoraConfig(
         r=hyper.rank,
         lora_alpha=hyper.alpha,
