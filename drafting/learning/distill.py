@@ -298,7 +298,9 @@ def train_adapter(
             if step % 10 == 0 or step == total_steps:
                 elapsed = time.monotonic() - started
                 left = elapsed / step * (total_steps - step)
-                say(f"step {step}/{total_steps} loss {float(loss):.3f} (≈{left:.0f} s left)")
+                say(
+                    f"step {step}/{total_steps} loss {float(loss.detach()):.3f} (≈{left:.0f} s left)"
+                )
         val = _mean_loss(model, val_batches, device)
         if val is not None:
             result.loss_curve.append({"step": step, "validation_loss": val})
