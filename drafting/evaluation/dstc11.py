@@ -21,11 +21,12 @@ Scores follow the track's definitions:
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from drafting.learning.rouge import rouge_l
 
 # (domain, entity id, "review" or "faq", document id, sentence id; None for an FAQ)
 SnippetKey = tuple[str, int, str, int, int | None]
@@ -104,32 +105,6 @@ class PRF:
 
     def as_dict(self) -> dict[str, float]:
         return {"precision": self.precision, "recall": self.recall, "f1": self.f1}
-
-
-_TOKENS = re.compile(r"[a-z0-9]+")
-
-
-def _tokens(text: str) -> list[str]:
-    return _TOKENS.findall(text.lower())
-
-
-def rouge_l(reference: str, hypothesis: str) -> float:
-    """ROUGE-L F-measure: the longest common subsequence of tokens over both lengths."""
-    ref, hyp = _tokens(reference), _tokens(hypothesis)
-    if not ref or not hyp:
-        return 0.0
-    # One row of the LCS table at a time: the texts are replies, a few dozen tokens.
-    previous = [0] * (len(hyp) + 1)
-    for token in ref:
-        current = [0] * (len(hyp) + 1)
-        for j, other in enumerate(hyp, start=1):
-            current[j] = previous[j - 1] + 1 if token == other else max(previous[j], current[j - 1])
-        previous = current
-    common = previous[-1]
-    if common == 0:
-        return 0.0
-    precision, recall = common / len(hyp), common / len(ref)
-    return 2 * precision * recall / (precision + recall)
 
 
 def scores(gold: Sequence[dict[str, Any]], predicted: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from drafting.evaluation.dstc11 import rouge_l
+from drafting.learning.rouge import rouge_l
 
 Messages = Sequence[dict[str, str]]
 Progress = Callable[[str], None]

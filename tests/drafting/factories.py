@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 from drafting import services as drafting
-from drafting.models import Draft, ModelEndpoint
+from drafting.models import DistillRun, Draft, ModelEndpoint
 from tests.factories import EndpointFactory, TeamSetup, TierFactory, ingest, make_team
 
 GOOD = "Thanks for reaching out! Your refund was issued today and arrives in 3-5 days."
@@ -57,3 +57,22 @@ def drafted(
     drafting.draft_generate(draft_id=draft.pk)
     draft.refresh_from_db()
     return draft
+
+
+def distill_run(setup: TeamSetup, **fields: Any) -> DistillRun:
+    """A trained adapter of `setup`'s policy on its endpoint (succeeded, a candidate, version
+    1 unless given), published on an endpoint of its own unless `endpoint=None` is passed."""
+    version = fields.pop("version", 1)
+    values: dict[str, Any] = {
+        "team": setup.team,
+        "policy": setup.policy,
+        "version": version,
+        "base_endpoint": setup.endpoint,
+        "base_model": "SmolLM2-135M-Instruct",
+        "adapter_name": f"csbot-{setup.team.pk}-v{version}",
+        "status": DistillRun.Status.SUCCEEDED,
+    }
+    if "endpoint" not in fields:
+        fields["endpoint"] = EndpointFactory.create(name=f"{setup.team.name} adapter v{version}")
+    values.update(fields)
+    return DistillRun.objects.create(**values)
