@@ -30,6 +30,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from csbot.models import Message
+
 CHARS_PER_TOKEN = 4
 TOKENS_PER_MESSAGE = 4  # role markers and separators of the chat template
 # Passages kept while old turns are dropped (see the module docstring): the best two hold
@@ -58,6 +60,21 @@ class TrimmedPrompt:
     # appended: a paid tier's prompt is redacted without the passages, then given them.
     without_passages: list[dict[str, str]] | None = None
     knowledge: str = ""
+
+
+def thread_messages(
+    *, system_prompt: str, thread: Sequence[tuple[str, str]], history: int
+) -> list[dict[str, str]]:
+    """The system prompt, then the thread's (direction, text) turns up to the message being
+    answered, the newest `history` only, as chat messages (the customer's turns are the user's,
+    the agents' the assistant's): the one home of the prompt's shape, for the worker
+    (drafting.services) and for the training sets made from sent replies
+    (drafting.learning.distill_data), so that an adapter trains on the prompt it is sent."""
+    messages = [{"role": "system", "content": system_prompt}]
+    for direction, text in thread[-history:]:
+        role = "user" if direction == Message.Direction.INBOUND else "assistant"
+        messages.append({"role": role, "content": text})
+    return messages
 
 
 def with_examples(system: dict[str, str], examples: Sequence[Example]) -> dict[str, str]:
