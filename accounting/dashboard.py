@@ -59,7 +59,8 @@ def tier_costs(scope: Scope) -> list[TierCost]:
     cache hits): attempts, successful ones, and what they cost. Exploratory
     attempts (asked after the draft was ready, for the optimiser) are a row of their own: the
     money is spent all the same, but they are not escalations. So are the composer tools'
-    attempts (an agent's reply rewritten by a tier): model spend on the message, no draft."""
+    attempts (an agent's reply rewritten by a tier): model spend on the message, no draft; and
+    a candidate adapter's answers in shadow ("Tier 1 (shadow)": drafting.adapters)."""
     money_field: DecimalField[Any, Any] = DecimalField(
         max_digits=MONEY_DIGITS + 6, decimal_places=MONEY_PLACES
     )
@@ -73,22 +74,31 @@ def tier_costs(scope: Scope) -> list[TierCost]:
     rows = (
         attempts.annotate(
             composer=Case(
-                When(purpose=DraftAttempt.Purpose.DRAFT, then=Value(False)), default=Value(True)
-            )
+                When(
+                    purpose__in=[DraftAttempt.Purpose.DRAFT, DraftAttempt.Purpose.SHADOW],
+                    then=Value(False),
+                ),
+                default=Value(True),
+            ),
+            # A candidate adapter's answer, asked after the draft was shown: spend of its own.
+            shadow=Case(
+                When(purpose=DraftAttempt.Purpose.SHADOW, then=Value(True)), default=Value(False)
+            ),
         )
-        .values("tier", "exploratory", "composer")
+        .values("tier", "exploratory", "composer", "shadow")
         .annotate(
             n=Count("id"),
             ok=Count("id", filter=Q(outcome=DraftAttempt.Outcome.OK)),
             spent=Coalesce(Sum("cost"), Value(Decimal(0)), output_field=money_field),
         )
-        .order_by("tier", "exploratory", "composer")
+        .order_by("tier", "exploratory", "composer", "shadow")
     )
     return [
         TierCost(
             tier=row["tier"],
             exploratory=row["exploratory"],
             composer=row["composer"],
+            shadow=row["shadow"],
             attempts=row["n"],
             ok=row["ok"],
             cost_usd=money(Decimal(row["spent"])),

@@ -464,10 +464,13 @@ class TierCost:
     ok: int
     cost_usd: Decimal
     composer: bool = False
+    shadow: bool = False  # a candidate adapter's answers in shadow (drafting.adapters)
 
     @property
     def label(self) -> str:
         name = "Cache" if self.tier == 0 else f"Tier {self.tier}"
+        if self.shadow:
+            return name + " (shadow)"
         if self.composer:
             return name + " (composer tools)"
         return name + (" (exploration)" if self.exploratory else "")

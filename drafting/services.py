@@ -30,7 +30,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 
 from csbot.models import Message, Team
 from csbot.observability.context import log_bind
-from drafting import experiments, selectors
+from drafting import adapters, experiments, selectors
 from drafting.decisions import decision_columns, draft_decide, withholding_for
 from drafting.engine import breaker, cascade, composer, pii, pricing, spend
 from drafting.engine.cache import (
@@ -554,6 +554,7 @@ def draft_generate(
     draft_id: int,
     explore_draw: Callable[[], float] = random.random,
     withhold_draw: Callable[[], float] = random.random,
+    shadow_draw: Callable[[], float] = random.random,
 ) -> None:
     """Claim the draft, run the policy's cascade, store every attempt, finish the draft.
 
@@ -575,12 +576,18 @@ def draft_generate(
     "settled" event whatever the outcome: the row says what it is. A policy that withholds
     drafts worth less than nothing (drafting.decisions) decides when the draft is ready:
     withheld instead of ready (`withhold_draw` draws the share still shown); its drafts are
-    not streamed.
+    not streamed. A policy with an adapter in shadow (drafting.adapters) has it answer too,
+    once the draft is ready and shown, for the share `shadow_draw` draws (the attempts' text
+    kept for the comparison).
     """
     stream = DraftStreamWriter(draft_id=draft_id)
     try:
         _draft_generate(
-            draft_id=draft_id, explore_draw=explore_draw, withhold_draw=withhold_draw, stream=stream
+            draft_id=draft_id,
+            explore_draw=explore_draw,
+            withhold_draw=withhold_draw,
+            shadow_draw=shadow_draw,
+            stream=stream,
         )
     finally:
         stream.settled()
@@ -592,6 +599,7 @@ def _draft_generate(
     explore_draw: Callable[[], float],
     stream: DraftStreamWriter,
     withhold_draw: Callable[[], float] = random.random,
+    shadow_draw: Callable[[], float] = random.random,
 ) -> None:
     draft = draft_claim(draft_id=draft_id)
     if draft is None:
@@ -669,10 +677,14 @@ def _draft_generate(
         if chosen is not None and chosen.completion is not None
         else None
     )
+    shadow = adapters.shadow_sample(policy_id=draft.policy_id, draw=shadow_draw)
     made_ready = _finish(
         draft_id,
         attempts=_with_propensity(
-            [_attempt_row(draft_id, a, keep_text=exploring) for a in result.attempts],
+            [
+                _attempt_row(draft_id, a, keep_text=exploring or shadow is not None)
+                for a in result.attempts
+            ],
             draft.policy.explore_share if exploring else None,
         ),
         spent=result.total_cost,
@@ -694,6 +706,8 @@ def _draft_generate(
     shown = decision is None or decision.show  # a withheld draft is never explored
     if made_ready and shown and exploring and asked < tiers[-1].position:
         transaction.on_commit(lambda: _enqueue_explore(draft_id))
+    if made_ready and shown and shadow is not None:
+        transaction.on_commit(lambda: adapters.shadow_enqueue(draft_id, shadow.run_id))
     if chosen is None:
         for attempt in result.attempts:
             if attempt.error is not None:

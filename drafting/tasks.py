@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from drafting import knowledge, services
+from drafting import adapters, knowledge, services
 from drafting.learning import intents
 
 
@@ -19,6 +19,11 @@ def draft_generate_task(draft_id: int) -> None:
 @shared_task(name="drafting.tasks.draft_explore", ignore_result=True)
 def draft_explore_task(draft_id: int) -> int:
     return services.draft_explore(draft_id=draft_id)
+
+
+@shared_task(name="drafting.tasks.draft_shadow", ignore_result=True)
+def draft_shadow_task(draft_id: int, run_id: int) -> bool:
+    return adapters.draft_shadow(draft_id=draft_id, run_id=run_id)
 
 
 @shared_task(name="drafting.tasks.drafts_sweep", ignore_result=True)

@@ -24,7 +24,12 @@ from csbot.models import Conversation, Message
 from drafting import services as drafting
 from drafting.models import DraftAttempt
 
-TOOL_CHOICES = [(value, label) for value, label in DraftAttempt.Purpose.choices if value]
+# Every purpose but the draft's own and a shadow answer (a candidate adapter's, never shown).
+TOOL_CHOICES = [
+    (value, label)
+    for value, label in DraftAttempt.Purpose.choices
+    if value not in (DraftAttempt.Purpose.DRAFT, DraftAttempt.Purpose.SHADOW)
+]
 
 # What the status line says a tool did.
 DONE = {

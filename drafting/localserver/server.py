@@ -453,15 +453,24 @@ def server_status(port: int = DEFAULT_PORT, *, url: str | None = None) -> dict[s
 
 
 def serve_foreground(
-    *, port: int, url: str | None, timeout: float, embed: bool, progress: Progress = say
+    *,
+    port: int,
+    url: str | None,
+    timeout: float,
+    embed: bool,
+    progress: Progress = say,
+    lora_modules: dict[str, str] | None = None,
 ) -> None:
-    """Ensure a server, then stay until Ctrl-C / SIGTERM and stop it if this call started it."""
+    """Ensure a server, then stay until Ctrl-C / SIGTERM and stop it if this call started it
+    (serving `lora_modules`, served name -> adapter folder, from the start)."""
     if url:
         ensure_server(url=url, timeout=timeout, progress=progress)
         progress(f"{PREFIX} LOCAL_LLM_URL is set; {url} is healthy and not managed here")
         return
     already_running = probe(base_url_for(port)) is not None or server_pid(port) is not None
-    base_url = ensure_server(port=port, timeout=timeout, progress=progress, embed=embed)
+    base_url = ensure_server(
+        port=port, timeout=timeout, progress=progress, embed=embed, lora_modules=lora_modules
+    )
     if already_running:
         progress(f"{PREFIX} a server was already running at {base_url}; leaving it alone")
         return

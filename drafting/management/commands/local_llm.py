@@ -11,7 +11,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from drafting import localserver
+from drafting import adapters, localserver
 
 
 class Command(BaseCommand):
@@ -67,6 +67,13 @@ class Command(BaseCommand):
                 if embed
                 else getattr(settings, "LOCAL_LLM_PORT", localserver.DEFAULT_PORT)
             )
+        # The published adapters (drafting.adapters) are served from the start by a server
+        # started here: a restarted server answers for them as the one before did.
+        lora_modules = (
+            adapters.adapters_serving(base_url=localserver.base_url_for(options["port"]))
+            if action == "serve" and not embed and url is None
+            else None
+        )
         try:
             if action == "install":
                 localserver.install(self._say)
@@ -77,6 +84,7 @@ class Command(BaseCommand):
                     timeout=options["timeout"],
                     progress=self._say,
                     embed=embed,
+                    lora_modules=lora_modules,
                 )
                 self.stdout.write(base_url)
             elif action == "serve":
@@ -86,6 +94,7 @@ class Command(BaseCommand):
                     timeout=options["timeout"],
                     embed=embed,
                     progress=self._say,
+                    lora_modules=lora_modules,
                 )
             elif action == "status":
                 status = localserver.server_status(options["port"], url=url)

@@ -1,0 +1,439 @@
+"""A trained adapter after training (drafting.adapters): published as an endpoint priced like
+its base and loaded into the server, answering in shadow (never shown, its cost spent, never a
+label), promoted into the policy's tier and rolled back under the audit log, put live in an
+experiment. The server is a recorded HTTP stub; the real vLLM path is test_distill_loop."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from auditlog.models import LogEntry
+from django.contrib.contenttypes.models import ContentType
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+
+from accounting.dashboard import tier_costs
+from accounting.facts import Scope
+from drafting import adapters
+from drafting import services as drafting
+from drafting.adapters import AdapterStageError
+from drafting.learning.scorer import scorer_labels
+from drafting.models import (
+    CascadePolicy,
+    CascadeTier,
+    DistillRun,
+    Draft,
+    DraftAttempt,
+    EndpointPrice,
+    ExperimentArm,
+    ModelEndpoint,
+)
+from tests.factories import (
+    EARLY,
+    AgentActionFactory,
+    EndpointFactory,
+    TeamSetup,
+    TierFactory,
+    UserFactory,
+    ingest,
+    make_team,
+)
+from tests.http_stub import Reply, StubServer, chat_completion, openai_stub
+
+BASE_TEXT = "Your refund was issued today; it reaches your card in 3 to 5 days."
+ADAPTER_TEXT = "Refund sent today, expect it within five working days. Anything else?"
+
+
+def _answer(payload: dict[str, Any]) -> Reply:
+    """The base model and the adapter answer differently, each under its own model name (as
+    vLLM names the model that answered)."""
+    model = payload.get("model", "")
+    text = ADAPTER_TEXT if model.startswith("csbot-") else BASE_TEXT
+    return Reply(body=chat_completion(text, model=model, prompt_tokens=80, completion_tokens=20))
+
+
+@pytest.fixture
+def server() -> Iterator[StubServer]:
+    with openai_stub(_answer) as stub:
+        yield stub
+
+
+@pytest.fixture
+def team(db: None, server: StubServer) -> TeamSetup:
+    """A team whose one tier is a local endpoint at the stub, priced by GPU time."""
+    local = EndpointFactory.create(
+        name="local smollm", base_url=server.base_url, price__gpu_hour_usd=Decimal("1.20")
+    )
+    return make_team("Acme", endpoint=local)
+
+
+def trained(setup: TeamSetup, *, version: int = 1, **fields: Any) -> DistillRun:
+    values: dict[str, Any] = {
+        "team": setup.team,
+        "policy": setup.policy,
+        "version": version,
+        "base_endpoint": setup.endpoint,
+        "base_model": "SmolLM2-135M-Instruct",
+        "adapter_name": f"csbot-{setup.team.pk}-v{version}",
+        "adapter_path": f"/srv/adapters/acme-v{version}",
+        "status": DistillRun.Status.SUCCEEDED,
+    }
+    values.update(fields)
+    return DistillRun.objects.create(**values)
+
+
+def loads(server: StubServer) -> list[dict[str, Any]]:
+    return [r["json"] for r in server.requests if r["path"].endswith("/load_lora_adapter")]
+
+
+def ready_draft(setup: TeamSetup, conversation: str, *, shadow: bool) -> Draft:
+    """A customer message drafted through the cascade; `shadow`: drawn into the shadow sample.
+    The shadow bell is caught here (the test rings draft_shadow itself)."""
+    draft = ingest(setup, conversation, f"{conversation}-m1", "Where is my refund?").draft
+    assert draft is not None
+    drafting.draft_generate(
+        draft_id=draft.pk, shadow_draw=lambda: 0.0 if shadow else 0.999, explore_draw=lambda: 1.0
+    )
+    draft.refresh_from_db()
+    assert draft.status == Draft.Status.READY
+    return draft
+
+
+# --- Publish ------------------------------------------------------------------------------------
+
+
+def test_publishing_makes_an_endpoint_priced_like_its_base_and_loads_the_adapter(
+    team: TeamSetup, server: StubServer
+) -> None:
+    run = trained(team)
+
+    endpoint = adapters.adapter_publish(run=run)
+
+    assert endpoint.kind == ModelEndpoint.Kind.LOCAL
+    assert endpoint.model_name == run.adapter_name
+    assert endpoint.base_url == server.base_url
+    assert endpoint.max_output_tokens == team.endpoint.max_output_tokens
+    assert endpoint.timeout_seconds == team.endpoint.timeout_seconds
+    [price] = EndpointPrice.objects.filter(endpoint=endpoint)
+    assert price.gpu_hour_usd == Decimal("1.20") and price.effective_from == EARLY
+    assert "priced like its base" in price.note
+    run.refresh_from_db()
+    assert run.endpoint == endpoint
+    assert loads(server) == [{"lora_name": run.adapter_name, "lora_path": run.adapter_path}]
+
+    again = adapters.adapter_publish(run=run)  # idempotent: the same endpoint and price
+
+    assert again == endpoint
+    assert ModelEndpoint.objects.filter(model_name=run.adapter_name).count() == 1
+    assert EndpointPrice.objects.filter(endpoint=endpoint).count() == 1
+
+
+def test_a_server_that_is_down_does_not_stop_publishing(db: None) -> None:
+    setup = make_team(
+        "Down", endpoint=EndpointFactory.create(base_url="http://127.0.0.1:9/v1", name="down")
+    )
+    run = trained(setup)
+
+    endpoint = adapters.adapter_publish(run=run)
+
+    assert endpoint.model_name == run.adapter_name
+
+
+def test_only_a_trained_adapter_is_published(team: TeamSetup) -> None:
+    run = trained(team, status=DistillRun.Status.FAILED)
+    with pytest.raises(AdapterStageError, match="not trained"):
+        adapters.adapter_publish(run=run)
+    assert not ModelEndpoint.objects.filter(model_name=run.adapter_name).exists()
+
+
+def test_the_server_is_started_with_the_published_adapters_not_the_retired(
+    team: TeamSetup, tmp_path: Any, settings: Any
+) -> None:
+    folders = {}
+    for version in (1, 2, 3):
+        folders[version] = tmp_path / f"v{version}"
+        folders[version].mkdir()
+    serving = trained(team, version=1, adapter_path=str(folders[1]))
+    retired = trained(team, version=2, adapter_path=str(folders[2]))
+    trained(team, version=3, adapter_path=str(folders[3]))  # not published
+    gone = trained(team, version=4, adapter_path=str(tmp_path / "deleted"))
+    for run in (serving, retired, gone):
+        adapters.adapter_publish(run=run)
+    DistillRun.objects.filter(pk=retired.pk).update(stage=DistillRun.Stage.RETIRED)
+
+    assert adapters.adapters_serving() == {serving.adapter_name: str(folders[1])}
+    assert adapters.adapters_serving(base_url=team.endpoint.base_url + "/") == {
+        serving.adapter_name: str(folders[1])
+    }
+    assert adapters.adapters_serving(base_url="http://elsewhere:8000/v1") == {}
+
+
+# --- Shadow, promote, rollback ------------------------------------------------------------------
+
+
+def test_shadow_shadows_the_base_endpoints_tier_and_one_adapter_per_policy(
+    team: TeamSetup,
+) -> None:
+    paid = EndpointFactory.create(kind=ModelEndpoint.Kind.PAID, name="paid")
+    team.policy.tiers.update(position=2)  # the local tier second, a paid one first
+    TierFactory.create(policy=team.policy, position=1, endpoint=paid)
+    boss = UserFactory.create(is_staff=True)
+    first, second = trained(team, version=1), trained(team, version=2)
+
+    adapters.adapter_shadow_start(run=first, share=Decimal("0.25"), user=boss)
+    assert (first.stage, first.shadow_tier, first.shadow_share) == ("shadow", 2, Decimal("0.25"))
+    assert first.endpoint is not None  # published on the way
+
+    adapters.adapter_shadow_start(run=second, user=boss)
+    first.refresh_from_db()
+    assert first.stage == DistillRun.Stage.CANDIDATE
+    assert (second.stage, second.shadow_tier) == (DistillRun.Stage.SHADOW, 2)
+
+    adapters.adapter_shadow_stop(run=second, user=boss)
+    assert second.stage == DistillRun.Stage.CANDIDATE
+    with pytest.raises(AdapterStageError, match="not in shadow"):
+        adapters.adapter_shadow_stop(run=second, user=boss)
+
+
+def test_shadow_refuses_bad_tiers_shares_and_stages(team: TeamSetup) -> None:
+    boss = UserFactory.create(is_staff=True)
+    other_base = EndpointFactory.create(name="another local")
+    stray = trained(team, version=1, base_endpoint=other_base)
+    with pytest.raises(AdapterStageError, match="name the tier"):
+        adapters.adapter_shadow_start(run=stray, user=boss)
+    with pytest.raises(AdapterStageError, match="no tier 5"):
+        adapters.adapter_shadow_start(run=stray, tier_position=5, user=boss)
+    with pytest.raises(ValueError, match="share"):
+        adapters.adapter_shadow_start(run=stray, share=Decimal("1.5"), tier_position=1, user=boss)
+    failed = trained(team, version=2, status=DistillRun.Status.FAILED)
+    with pytest.raises(AdapterStageError):
+        adapters.adapter_shadow_start(run=failed, user=boss)
+    promoted = trained(team, version=3)
+    adapters.adapter_promote(run=promoted, user=boss)
+    with pytest.raises(AdapterStageError, match="promoted"):
+        adapters.adapter_shadow_start(run=promoted, user=boss)
+
+
+def test_promotion_serves_the_tier_with_the_adapter_audited_and_rollback_restores_it(
+    team: TeamSetup,
+) -> None:
+    boss = UserFactory.create(is_staff=True, username="boss")
+    run = trained(team)
+    adapters.adapter_shadow_start(run=run, user=boss)
+
+    tier = adapters.adapter_promote(run=run, user=boss)
+
+    run.refresh_from_db()
+    assert tier.endpoint == run.endpoint
+    assert CascadeTier.objects.get(pk=tier.pk).endpoint_id == run.endpoint_id
+    assert run.stage == DistillRun.Stage.PROMOTED and run.promoted_by == boss
+    assert run.promoted_at is not None and run.replaced_endpoint == team.endpoint
+    tier_log = LogEntry.objects.filter(
+        content_type=ContentType.objects.get_for_model(CascadeTier), object_pk=str(tier.pk)
+    ).latest("timestamp")
+    assert tier_log.actor == boss
+    assert tier_log.changes_dict["endpoint"] == [str(team.endpoint.pk), str(run.endpoint_id)]
+    run_log = LogEntry.objects.filter(
+        content_type=ContentType.objects.get_for_model(DistillRun), object_pk=str(run.pk)
+    ).latest("timestamp")
+    assert run_log.actor == boss and run_log.changes_dict["stage"] == ["shadow", "promoted"]
+    with pytest.raises(AdapterStageError, match="promoted"):
+        adapters.adapter_promote(run=run, user=boss)
+
+    tier = adapters.adapter_rollback(run=run, user=boss)
+
+    run.refresh_from_db()
+    assert CascadeTier.objects.get(pk=tier.pk).endpoint == team.endpoint
+    assert run.stage == DistillRun.Stage.RETIRED and run.rolled_back_at is not None
+    rollback_log = LogEntry.objects.filter(
+        content_type=ContentType.objects.get_for_model(CascadeTier), object_pk=str(tier.pk)
+    ).latest("timestamp")
+    assert rollback_log.actor == boss
+    assert rollback_log.changes_dict["endpoint"] == [str(run.endpoint_id), str(team.endpoint.pk)]
+    with pytest.raises(AdapterStageError, match="not promoted"):
+        adapters.adapter_rollback(run=run, user=boss)
+
+
+def test_a_new_promotion_retires_the_last_and_its_rollback_brings_the_last_back(
+    team: TeamSetup,
+) -> None:
+    boss = UserFactory.create(is_staff=True)
+    first, second = trained(team, version=1), trained(team, version=2)
+    adapters.adapter_promote(run=first, user=boss)
+
+    tier = adapters.adapter_promote(run=second, user=boss)
+
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert first.stage == DistillRun.Stage.RETIRED and first.rolled_back_at is None
+    assert second.replaced_endpoint == first.endpoint and tier.endpoint == second.endpoint
+
+    adapters.adapter_rollback(run=second, user=boss)
+
+    first.refresh_from_db()
+    assert first.stage == DistillRun.Stage.PROMOTED
+    assert CascadeTier.objects.get(pk=tier.pk).endpoint == first.endpoint
+
+
+def test_rollback_refuses_when_the_tier_was_changed_since(team: TeamSetup) -> None:
+    boss = UserFactory.create(is_staff=True)
+    run = trained(team)
+    tier = adapters.adapter_promote(run=run, user=boss)
+    tier.endpoint = EndpointFactory.create(name="set by hand")
+    tier.save()
+    with pytest.raises(AdapterStageError, match="no longer serves"):
+        adapters.adapter_rollback(run=run, user=boss)
+
+
+def test_an_experiment_puts_the_adapter_live_for_a_share_of_conversations(
+    team: TeamSetup,
+) -> None:
+    boss = UserFactory.create(is_staff=True)
+    paid = EndpointFactory.create(kind=ModelEndpoint.Kind.PAID, name="paid")
+    TierFactory.create(policy=team.policy, position=2, endpoint=paid, threshold=Decimal("0"))
+    run = trained(team)
+
+    experiment = adapters.adapter_experiment_start(run=run, share=Decimal("0.2"), user=boss)
+
+    control, arm = ExperimentArm.objects.filter(experiment=experiment).order_by("position")
+    assert (control.policy_id, control.share) == (team.policy.pk, Decimal("0.8"))
+    assert arm.share == Decimal("0.2")
+    copy = CascadePolicy.objects.get(pk=arm.policy_id)
+    assert copy.pk != team.policy.pk and not copy.active
+    assert copy.system_prompt == team.policy.system_prompt
+    run.refresh_from_db()
+    assert list(copy.tiers.order_by("position").values_list("position", "endpoint_id")) == [
+        (1, run.endpoint_id),
+        (2, paid.pk),
+    ]
+    team.policy.refresh_from_db()
+    assert team.policy.active  # the policy itself is unchanged
+    assert team.policy.tiers.get(position=1).endpoint == team.endpoint
+    with pytest.raises(ValueError, match="below 1"):
+        adapters.adapter_experiment_start(run=run, share=Decimal("1"), user=boss)
+
+
+# --- Shadow answers -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def shadowed(team: TeamSetup, monkeypatch: pytest.MonkeyPatch) -> DistillRun:
+    run = trained(team)
+    adapters.adapter_shadow_start(run=run, share=Decimal("0.5"), user=None)
+    rung: list[tuple[int, int]] = []
+    monkeypatch.setattr(adapters, "shadow_enqueue", lambda d, r: rung.append((d, r)))
+    run.rung = rung  # type: ignore[attr-defined]
+    return run
+
+
+def test_a_drawn_draft_rings_the_shadow_and_the_adapter_answers_apart(
+    team: TeamSetup,
+    shadowed: DistillRun,
+    server: StubServer,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    with django_capture_on_commit_callbacks(execute=True):
+        draft = ready_draft(team, "c1", shadow=True)
+        skipped = ready_draft(team, "c2", shadow=False)
+    assert shadowed.rung == [(draft.pk, shadowed.pk)]  # type: ignore[attr-defined]
+    assert draft.attempts.get().text == BASE_TEXT  # kept for the comparison
+    assert skipped.attempts.get().text == ""
+    spent = draft.total_cost
+
+    assert adapters.draft_shadow(draft_id=draft.pk, run_id=shadowed.pk) is True
+
+    shadow = draft.attempts.get(purpose=DraftAttempt.Purpose.SHADOW)
+    assert shadow.exploratory and shadow.propensity == Decimal("0.5")
+    assert shadow.tier == 1 and shadow.endpoint == shadowed.endpoint
+    assert shadow.model_name == shadowed.adapter_name and shadow.text == ADAPTER_TEXT
+    assert shadow.score is not None and shadow.cost > 0 and shadow.latency_ms >= 0
+    asked = [r for r in server.requests if r["path"].endswith("/chat/completions")]
+    assert [r["json"]["model"] for r in asked] == [
+        "smollm2-135m-instruct",
+        "smollm2-135m-instruct",
+        shadowed.adapter_name,
+    ]
+    assert asked[-1]["json"]["messages"] == asked[0]["json"]["messages"]  # the same prompt
+    before = (draft.status, draft.text, draft.final_endpoint_id, draft.score)
+    draft.refresh_from_db()
+    assert (draft.status, draft.text, draft.final_endpoint_id, draft.score) == before
+    assert draft.total_cost == spent + shadow.cost
+
+    assert adapters.draft_shadow(draft_id=draft.pk, run_id=shadowed.pk) is False  # once only
+    assert len([r for r in server.requests if r["path"].endswith("/chat/completions")]) == 3
+    draft.refresh_from_db()
+    assert draft.total_cost == spent + shadow.cost
+
+
+def test_no_shadow_answer_once_the_adapter_left_shadow(
+    team: TeamSetup, shadowed: DistillRun
+) -> None:
+    draft = ready_draft(team, "c1", shadow=True)
+    adapters.adapter_shadow_stop(run=shadowed, user=None)
+    assert adapters.draft_shadow(draft_id=draft.pk, run_id=shadowed.pk) is False
+    assert not draft.attempts.filter(purpose=DraftAttempt.Purpose.SHADOW).exists()
+
+
+def test_shadow_answers_never_change_the_scorers_labels(
+    team: TeamSetup, shadowed: DistillRun
+) -> None:
+    drafts = [ready_draft(team, f"c{i}", shadow=True) for i in range(4)]
+    for i, draft in enumerate(drafts):
+        AgentActionFactory.create(
+            draft=draft,
+            kind="use" if i % 2 else "ignore",
+            final_text=draft.text if i % 2 else "Something else entirely.",
+            edit_distance=Decimal("0") if i % 2 else Decimal("1"),
+        )
+    before = scorer_labels(policy_id=team.policy.pk, limit=100)
+    assert len(before) == 4
+
+    for draft in drafts:
+        assert adapters.draft_shadow(draft_id=draft.pk, run_id=shadowed.pk)
+
+    assert scorer_labels(policy_id=team.policy.pk, limit=100) == before
+
+
+def test_the_console_and_the_api_never_show_the_shadow_answer(
+    client: Client, team: TeamSetup, shadowed: DistillRun
+) -> None:
+    draft = ready_draft(team, "c1", shadow=True)
+    assert adapters.draft_shadow(draft_id=draft.pk, run_id=shadowed.pk)
+    client.force_login(team.agent)
+
+    page = client.get(reverse("console:conversation", args=[draft.message.conversation_id]))
+    panel = client.get(reverse("console:draft-panel", args=[draft.message.conversation_id]))
+    api = team.api().get(f"/api/v1/drafts/{draft.pk}")
+
+    assert page.status_code == panel.status_code == api.status_code == 200
+    for body in (page.content.decode(), panel.content.decode(), api.content.decode()):
+        assert ADAPTER_TEXT not in body
+    assert BASE_TEXT in page.content.decode()
+    assert api.json()["text"] == BASE_TEXT
+
+
+def test_the_dashboard_lists_shadow_spend_apart(team: TeamSetup, shadowed: DistillRun) -> None:
+    draft = ready_draft(team, "c1", shadow=True)
+    assert adapters.draft_shadow(draft_id=draft.pk, run_id=shadowed.pk)
+    today = timezone.now().date()
+
+    rows = tier_costs(Scope(start=today, end=today + timedelta(days=1)))
+
+    by_label = {row.label: row for row in rows}
+    assert set(by_label) == {"Tier 1", "Tier 1 (shadow)"}
+    shadow = draft.attempts.get(purpose=DraftAttempt.Purpose.SHADOW)
+    assert by_label["Tier 1 (shadow)"].cost_usd == shadow.cost.quantize(
+        by_label["Tier 1 (shadow)"].cost_usd
+    )
+    assert by_label["Tier 1"].attempts == 1
+
+
+def test_shadow_is_not_a_composer_tool() -> None:
+    from csbot.console.composer import TOOL_CHOICES
+
+    assert DraftAttempt.Purpose.SHADOW not in {value for value, _ in TOOL_CHOICES}
