@@ -2,6 +2,7 @@
 admin autodiscovery imports this package)."""
 
 from drafting.admin import (
+    adapters,
     classifiers,
     drafts,
     endpoints,
@@ -12,6 +13,7 @@ from drafting.admin import (
 )
 
 __all__ = [
+    "adapters",
     "classifiers",
     "drafts",
     "endpoints",

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 from django.contrib import admin
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.core.cache import cache
 from django.db import connection, connections
 from django.test import Client
@@ -45,6 +46,7 @@ from drafting.models import (
     Macro,
     ModelEndpoint,
 )
+from tests.drafting.factories import distill_run
 from tests.factories import (
     AgentProfileFactory,
     EndpointFactory,
@@ -293,6 +295,7 @@ ADMIN_MODELS = {
     "drafting.agentaction",
     "drafting.cachedreply",
     "drafting.cascadepolicy",
+    "drafting.distillrun",
     "drafting.draft",
     "drafting.draftattempt",
     "drafting.experiment",
@@ -522,6 +525,44 @@ def test_a_team_admin_who_is_staff_gets_into_the_admin_site(world: World) -> Non
     team_admin.is_staff = True
     team_admin.save()
     assert client.get("/admin/").status_code == 200
+
+
+ADAPTER_DECISIONS = ("shadow-start", "shadow-stop", "experiment", "promote", "rollback")
+
+
+def test_adapter_decisions_need_the_change_permission_and_the_csrf_token(world: World) -> None:
+    """A run's decisions (drafting.admin.adapters): outsiders get the admin's login; a staff
+    team admin needs the change permission on distill runs (403 without it, even to the
+    confirmation page); an admin's POST needs the CSRF token. The admin site is not scoped by
+    team (its admins configure every team); a run that does not exist is 404."""
+    run = distill_run(world.acme)
+    urls = [f"/admin/drafting/distillrun/{run.pk}/{key}/" for key in ADAPTER_DECISIONS]
+    viewer = AgentProfileFactory.create(
+        team=world.acme.team, role=AgentProfile.Role.ADMIN, user__username="adapter-viewer"
+    ).user
+    viewer.is_staff = True
+    viewer.save()
+    viewer.user_permissions.add(Permission.objects.get(codename="view_distillrun"))
+    csrf_admin = Client(enforce_csrf_checks=True)
+    csrf_admin.force_login(get_user_model().objects.get(username="acme-admin"))
+    failures = []
+    for url in urls:
+        for role in ("anonymous", "no_profile", "agent", "manager", "token"):
+            for method in ("get", "post"):
+                actual = _outcome(getattr(world.clients[role], method)(url, {"share": "0.1"}))
+                if actual != "admin-login":
+                    failures.append((method, url, role, actual))
+        for method in ("get", "post"):
+            actual = _outcome(getattr(_logged_in(viewer), method)(url, {"share": "0.1"}))
+            if actual != "403":
+                failures.append((method, url, "view-only admin", actual))
+        if _outcome(csrf_admin.post(url, {"share": "0.1"})) != "403":
+            failures.append(("post", url, "admin without CSRF token", "not 403"))
+        if _outcome(world.clients["admin"].get(url.replace(f"/{run.pk}/", "/999999/"))) != "404":
+            failures.append(("get", url, "admin, missing run", "not 404"))
+    assert failures == []
+    run.refresh_from_db()
+    assert run.stage == run.Stage.CANDIDATE
 
 
 # --- Another team's data -----------------------------------------------------------------------
