@@ -11,11 +11,25 @@ from typing import Any
 
 import pytest
 from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.test import override_settings
 
 from drafting.engine.retrieval import Passage
-from drafting.management.commands.knowledge_eval import as_drafted
-from drafting.models import KnowledgeArticle, KnowledgeLabel, TrainedClassifier
+from drafting.management.commands.knowledge_eval import (
+    EVAL_MAX_TOKENS,
+    EVAL_SYSTEM_PROMPT,
+    as_drafted,
+    compare,
+    mean_interval,
+)
+from drafting.models import (
+    CascadePolicy,
+    KnowledgeArticle,
+    KnowledgeLabel,
+    ModelEndpoint,
+    TrainedClassifier,
+)
+from tests.http_stub import Reply, chat_completion, openai_stub
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "dstc11_track5"
 TURNS = 40
@@ -123,3 +137,121 @@ def test_a_turn_naming_no_article_is_scored_as_the_draft_path_grounds_it() -> No
     hybrid = [_passage(n, focus=False, similarity=s) for n, s in enumerate([0.6, 0.2, 0.4, 0.5])]
     assert [p.chunk_id for p in as_drafted(hybrid)] == [0, 2]
     assert as_drafted([]) == []
+
+
+def test_models_draft_the_same_held_out_turns_and_are_compared_paired(tmp_path: Path) -> None:
+    """`--model A --model B` through draft_preview against a recorded server: B answers with the
+    human response, A with an unrelated sentence, so B's ROUGE-L and similarity are higher on
+    every turn and the paired interval excludes zero."""
+    paths = _slice(tmp_path)
+    labels = json.loads(paths["labels"].read_text())
+    logs = json.loads(paths["logs"].read_text())
+    human = {
+        log[-1]["text"]: str(lab.get("response") or "")
+        for log, lab in zip(logs, labels, strict=True)
+    }
+
+    def answer(payload: dict[str, Any]) -> Reply:
+        if payload["model"] == "tuned-adapter":
+            text = human[payload["messages"][-1]["content"]]
+        else:
+            text = "Our office is closed on public holidays."
+        return Reply(body=chat_completion(text, model=payload["model"]))
+
+    out = StringIO()
+    with openai_stub(answer) as stub:
+        call_command(
+            "knowledge_eval",
+            "--knowledge",
+            str(paths["knowledge"]),
+            "--logs",
+            str(paths["logs"]),
+            "--labels",
+            str(paths["labels"]),
+            "--output",
+            str(tmp_path / "pred.json"),
+            "--train",
+            "20",
+            "--generate",
+            "6",
+            "--model",
+            "smollm-base",
+            "--model",
+            "tuned-adapter",
+            "--llm-url",
+            stub.base_url,
+            "--json",
+            stdout=out,
+            stderr=StringIO(),
+        )
+        asked = [r["json"] for r in stub.requests if r["path"].endswith("/chat/completions")]
+    report = json.loads(out.getvalue())
+    assert report["generated"] == 6
+    comparison = report["comparison"]
+    assert set(comparison["models"]) == {"smollm-base", "tuned-adapter"}
+    # Each model was asked the same six turns, with the eval policy's prompt, max 80 tokens.
+    by_model: dict[str, list[str]] = {}
+    for request in asked:
+        by_model.setdefault(request["model"], []).append(request["messages"][-1]["content"])
+        assert request["messages"][0]["content"].startswith(EVAL_SYSTEM_PROMPT)
+        assert request["max_tokens"] == EVAL_MAX_TOKENS
+    assert len(by_model["smollm-base"]) == 6
+    assert sorted(by_model["smollm-base"]) == sorted(by_model["tuned-adapter"])
+    # Held-out turns only: none of them is a training label.
+    trained = set(
+        KnowledgeLabel.objects.filter(team__name=report["team"]).values_list("text", flat=True)
+    )
+    assert not any(any(text in t for t in trained) for text in by_model["smollm-base"])
+    scores = comparison["scores"]
+    assert scores["n"] == 6
+    tuned = scores["models"]["tuned-adapter"]
+    assert tuned["rouge_l"]["mean"] == 1.0 and tuned["similarity"]["mean"] > 0.99
+    difference = scores["difference"]
+    assert difference["of"] == "tuned-adapter - smollm-base"
+    assert difference["rouge_l"]["n"] == 6 and difference["rouge_l"]["low"] > 0
+    assert difference["similarity"]["low"] > 0
+    # The policies and endpoints are the scratch team's, local, at the given server.
+    endpoint = ModelEndpoint.objects.get(name=f"{report['team']}: tuned-adapter")
+    assert endpoint.kind == "local" and endpoint.base_url == stub.base_url
+    assert not CascadePolicy.objects.get(
+        pk=comparison["models"]["tuned-adapter"]["policy_id"]
+    ).active
+
+
+def test_model_needs_a_number_of_turns_to_draft(tmp_path: Path) -> None:
+    paths = _slice(tmp_path)
+    with pytest.raises(CommandError, match="--generate"):
+        call_command(
+            "knowledge_eval",
+            "--knowledge",
+            str(paths["knowledge"]),
+            "--logs",
+            str(paths["logs"]),
+            "--labels",
+            str(paths["labels"]),
+            "--output",
+            str(tmp_path / "pred.json"),
+            "--train",
+            "20",
+            "--model",
+            "smollm-base",
+            stdout=StringIO(),
+            stderr=StringIO(),
+        )
+
+
+def test_intervals_and_the_paired_difference() -> None:
+    interval = mean_interval([0.2, 0.4, 0.6])
+    assert interval["mean"] == 0.4 and interval["n"] == 3
+    # Student's t with 2 degrees of freedom: 4.303 × 0.2 / √3.
+    assert interval["low"] == pytest.approx(0.4 - 0.4969, abs=1e-3)
+    assert mean_interval([])["mean"] is None and mean_interval([0.5])["low"] is None
+    result = compare(
+        ["the room has free wifi", "parking costs ten pounds"],
+        {"a": ["no idea", ""], "b": ["the room has free wifi", "parking costs ten pounds a day"]},
+        None,
+    )
+    assert "similarity skipped" in result["note"] and result["embedder"] is None
+    assert result["models"]["a"]["drafted"] == 1  # an empty draft counts, scored 0
+    assert result["models"]["b"]["rouge_l"]["mean"] > result["models"]["a"]["rouge_l"]["mean"]
+    assert result["difference"]["of"] == "b - a" and "similarity" not in result["difference"]

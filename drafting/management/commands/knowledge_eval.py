@@ -37,6 +37,17 @@ Steps:
 5. `--generate N`: a reply for the first N turns predicted to need knowledge, through
    drafting.services.draft_preview with the team's active policy (the scratch team needs
    one with the local model), scored by ROUGE-L.
+6. `--model NAME` (repeatable; with `--generate N`): instead of the team's policy, each NAME
+   drafts the same turns, through draft_preview with a policy of its own (`model_policy`: one
+   tier, the endpoint called NAME, or else the scratch team's LOCAL endpoint serving the model
+   or adapter NAME at `--llm-url`, default the local server; EVAL_SYSTEM_PROMPT). The turns:
+   with labels, the first N not used for training whose label has a human response; without,
+   the first N predicted to need knowledge. Each model's replies are scored against the human
+   responses by ROUGE-L and by the cosine similarity of the product's embedder (EMBEDDING_
+   BACKEND; skipped with a note when it is off): n, means with 95 % intervals and, for two
+   models, the paired difference (second minus first) with its 95 % interval (`compare`).
+   `--concurrency C` drafts C at a time (vLLM batches them); PRED.json's `response` is the
+   first model's reply.
 """
 
 from __future__ import annotations
@@ -44,18 +55,21 @@ from __future__ import annotations
 import hashlib
 import html
 import json
+import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import transaction
+from django.db import connection, transaction
 
 from csbot.models import Team
 from drafting import knowledge
+from drafting.engine.embeddings import Embedder, EmbeddingError, embedder
 from drafting.engine.grounding import relevant
 from drafting.engine.retrieval import Passage, retrieve
 from drafting.engine.vectors import QueryVector
@@ -67,13 +81,32 @@ from drafting.learning.knowledge import (
     passage_reranker,
     passage_reranker_train,
 )
-from drafting.models import KnowledgeArticle, KnowledgeChunk, KnowledgeLabel
+from drafting.models import (
+    CascadePolicy,
+    CascadeTier,
+    KnowledgeArticle,
+    KnowledgeChunk,
+    KnowledgeLabel,
+    ModelEndpoint,
+)
 
 # Passages kept at most per turn: the re-ranker's threshold decides; this only bounds it
 # (the research's selections are rarely over 10 snippets).
 EVAL_PASSAGES = 20
 BASELINE_PASSAGES = 4
 KNOWLEDGE_SHARE = 0.7
+# The system prompt of the policies `--model` drafts through (one per model, made here): the
+# same for every model compared, and what bench/distill.py builds its training prompts with.
+EVAL_SYSTEM_PROMPT = (
+    "You are a friendly, concise customer-support agent. Answer the customer's last message "
+    "in one to three sentences."
+)
+# The endpoints `--model` makes: long enough for a loaded CPU server answering several drafts at
+# once, and replies about as long as the datasets' human ones.
+EVAL_TIMEOUT_SECONDS = 300
+EVAL_MAX_TOKENS = 80
+# The two-sided 95 % normal quantile; the intervals use Student's t below 30 pairs.
+Z95 = 1.96
 
 
 def entity_snippets(entity: dict[str, Any], domain: str, entity_id: int) -> list[SnippetKey]:
@@ -177,6 +210,178 @@ def split_turn(turn: Turn) -> tuple[list[str], str]:
     return [t["text"] for t in turn.dialogue[:-1]], turn.dialogue[-1]["text"]
 
 
+# --- `--model`: the same turns drafted by each model --------------------------------------------
+
+
+def model_policy(team: Team, name: str, *, url: str) -> CascadePolicy:
+    """The team's inactive policy that drafts with `name` alone (made or brought up to date).
+
+    Its one tier is the endpoint called `name` when there is one; else the team's LOCAL
+    endpoint "<team>: <name>" asking the server at `url` for the model `name` (a base model or
+    an adapter vLLM serves under that name). EVAL_SYSTEM_PROMPT; grounding with the escalate
+    rule (one tier: the model always answers, with whatever passages were found); no routing,
+    exploration, hold-out or withholding, so the preview is the model's plain draft.
+    """
+    endpoint = ModelEndpoint.objects.filter(name=name).first()
+    if endpoint is None:
+        endpoint, _ = ModelEndpoint.objects.update_or_create(
+            name=f"{team.name}: {name}"[:120],
+            defaults={
+                "kind": ModelEndpoint.Kind.LOCAL,
+                "base_url": url,
+                "model_name": name,
+                "timeout_seconds": EVAL_TIMEOUT_SECONDS,
+                "max_output_tokens": EVAL_MAX_TOKENS,
+            },
+        )
+    policy, _ = CascadePolicy.objects.update_or_create(
+        team=team,
+        name=f"eval: {name}"[:120],
+        defaults={
+            "active": False,
+            "system_prompt": EVAL_SYSTEM_PROMPT,
+            "grounding": True,
+            "no_knowledge_rule": CascadePolicy.NoKnowledge.ESCALATE,
+            "holdout_share": 0,
+            "explore_share": 0,
+            "routing": False,
+            "withhold_negative": False,
+        },
+    )
+    policy.tiers.exclude(position=1).delete()
+    CascadeTier.objects.update_or_create(
+        policy=policy, position=1, defaults={"endpoint": endpoint, "threshold": 0}
+    )
+    return policy
+
+
+def drafts_for(
+    team: Team,
+    policies: dict[str, CascadePolicy],
+    threads: Sequence[list[dict[str, str]]],
+    *,
+    grounded: bool,
+    concurrency: int = 1,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, list[str]]:
+    """Each policy's draft_preview of each thread ("" where it gave none), per model name.
+
+    With `concurrency` > 1 the previews run in threads (each closes its own database
+    connection), the models' requests interleaved so both meet the same server load."""
+    from drafting import services
+
+    jobs = [(name, i) for i in range(len(threads)) for name in policies]
+    answers = {name: [""] * len(threads) for name in policies}
+    failures: dict[str, int] = dict.fromkeys(policies, 0)
+
+    def one(job: tuple[str, int]) -> tuple[str, int, str, str]:
+        name, i = job
+        try:
+            result = services.draft_preview(
+                team_id=team.pk, thread=threads[i], grounded=grounded, policy_id=policies[name].pk
+            )
+            return name, i, result.text, result.error
+        finally:
+            if concurrency > 1:
+                connection.close()
+
+    def record(outcome: tuple[str, int, str, str], done: int) -> None:
+        name, i, text, error = outcome
+        answers[name][i] = text
+        if error or not text:
+            failures[name] += 1
+        if progress is not None and (done % 10 == 0 or done == len(jobs)):
+            progress(f"drafted {done}/{len(jobs)} ({failures} without a draft)")
+
+    if concurrency > 1:
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+            for done, outcome in enumerate(pool.map(one, jobs), start=1):
+                record(outcome, done)
+    else:
+        for done, job in enumerate(jobs, start=1):
+            record(one(job), done)
+    return answers
+
+
+def mean_interval(values: Sequence[float]) -> dict[str, float | int | None]:
+    """The mean and its two-sided 95 % interval (Student's t under 30 values, else normal)."""
+    n = len(values)
+    if n == 0:
+        return {"n": 0, "mean": None, "low": None, "high": None}
+    mean = float(np.mean(values))
+    if n < 2:
+        return {"n": n, "mean": round(mean, 4), "low": None, "high": None}
+    if n < 30:
+        from scipy.stats import t
+
+        quantile = float(t.ppf(0.975, n - 1))
+    else:
+        quantile = Z95
+    half = quantile * float(np.std(values, ddof=1)) / math.sqrt(n)
+    return {
+        "n": n,
+        "mean": round(mean, 4),
+        "low": round(mean - half, 4),
+        "high": round(mean + half, 4),
+    }
+
+
+def compare(
+    references: Sequence[str], answers: dict[str, list[str]], embed: Embedder | None
+) -> dict[str, Any]:
+    """Each model's replies against the human `references` (same order): ROUGE-L and
+    embedding cosine similarity, means with 95 % intervals; for two models the paired
+    difference, second minus first. A model that gave no draft scores 0 on both (a missing
+    draft helps nobody)."""
+    from drafting.evaluation.dstc11 import rouge_l
+
+    note = ""
+    ref_vectors = None
+    if embed is None:
+        note = "no embedder (EMBEDDING_BACKEND=none): similarity skipped"
+    else:
+        try:
+            ref_vectors = embed.embed(list(references))
+        except EmbeddingError as error:
+            note = f"the embedder failed ({error}): similarity skipped"
+    per_model: dict[str, dict[str, list[float]]] = {}
+    for name, texts in answers.items():
+        rouge = [rouge_l(r, a) if a else 0.0 for r, a in zip(references, texts, strict=True)]
+        scores = {"rouge_l": rouge}
+        if ref_vectors is not None and embed is not None:
+            vectors = embed.embed([a or " " for a in texts])
+            similarity = np.sum(vectors * ref_vectors, axis=1)
+            scores["similarity"] = [
+                float(s) if a else 0.0 for s, a in zip(similarity, texts, strict=True)
+            ]
+        per_model[name] = scores
+    result: dict[str, Any] = {
+        "n": len(references),
+        "embedder": getattr(embed, "name", None) if ref_vectors is not None else None,
+        "models": {
+            name: {
+                "drafted": sum(1 for a in answers[name] if a),
+                **{metric: mean_interval(values) for metric, values in scores.items()},
+            }
+            for name, scores in per_model.items()
+        },
+    }
+    if note:
+        result["note"] = note
+    if len(per_model) == 2:
+        first, second = list(per_model)
+        result["difference"] = {
+            "of": f"{second} - {first}",
+            **{
+                metric: mean_interval(
+                    [b - a for a, b in zip(values, per_model[second][metric], strict=True)]
+                )
+                for metric, values in per_model[first].items()
+            },
+        }
+    return result
+
+
 class Command(BaseCommand):
     help = "Evaluate knowledge detection and selection on DSTC11 track 5 through the product."
 
@@ -190,6 +395,16 @@ class Command(BaseCommand):
         parser.add_argument("--train", type=int, default=100, help="labelled turns to train on")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--team", default="dstc11-eval", help="the scratch team's name")
+        parser.add_argument(
+            "--model",
+            action="append",
+            default=[],
+            help="draft with this endpoint or served model/adapter (repeatable; see step 6)",
+        )
+        parser.add_argument(
+            "--llm-url", default="", help="the server a --model not named as an endpoint is on"
+        )
+        parser.add_argument("--concurrency", type=int, default=1, help="drafts at a time")
 
     def progress(self, what: str, done: int, total: int) -> None:
         share = done / max(total, 1)
@@ -269,7 +484,15 @@ class Command(BaseCommand):
                     base = [chunk_key[p.chunk_id] for p in found if p.chunk_id in chunk_key]
                 baseline.append({"target": gold_target, "knowledge": knowledge_of(base)})
             self.progress("predicting", i + 1, len(turns))
-        generated = self.generate(team, turns, predictions, options["generate"])
+        if options["concurrency"] < 1:
+            raise CommandError("--concurrency must be at least 1")
+        comparison: dict[str, Any] | None = None
+        if options["model"]:
+            generated, comparison = self.compare_models(
+                team, turns, predictions, train=train, labelled=labelled, options=options
+            )
+        else:
+            generated = self.generate(team, turns, predictions, options["generate"])
         options["output"].write_text(json.dumps(predictions, indent=1), encoding="utf-8")
         report: dict[str, Any] = {
             "team": team.name,
@@ -301,8 +524,10 @@ class Command(BaseCommand):
             report["baseline_hybrid_top4_gold_detection"] = scores(
                 gold, [baseline[i] for i in rest]
             )["selection"]
-            if generated:
+            if generated and not options["model"]:
                 report["generation"] = end_to_end["generation"]
+        if comparison is not None:
+            report["comparison"] = comparison
         if options["json"]:
             self.stdout.write(json.dumps(report))
         else:
@@ -369,6 +594,67 @@ class Command(BaseCommand):
                 ]
                 if chunks:
                     row.relevant_chunks.set(chunks)
+
+    def compare_models(
+        self,
+        team: Team,
+        turns: Sequence[Turn],
+        predictions: list[dict[str, Any]],
+        *,
+        train: Sequence[int],
+        labelled: bool,
+        options: dict[str, Any],
+    ) -> tuple[int, dict[str, Any]]:
+        """Step 6: the chosen turns drafted by every `--model`, scored when labelled."""
+        names: list[str] = list(dict.fromkeys(options["model"]))
+        n = options["generate"]
+        if n <= 0:
+            raise CommandError("--model needs --generate N (how many turns to draft)")
+        if labelled:
+            left_out = set(train)
+            chosen = [
+                i
+                for i, turn in enumerate(turns)
+                if i not in left_out and str((turn.label or {}).get("response") or "").strip()
+            ][:n]
+        else:
+            chosen = [i for i, p in enumerate(predictions) if p["target"]][:n]
+        from drafting import localserver
+
+        url = options["llm_url"] or (
+            settings.LOCAL_LLM_URL or localserver.base_url_for(settings.LOCAL_LLM_PORT)
+        )
+        policies = {name: model_policy(team, name, url=url) for name in names}
+        threads = [
+            [
+                {"role": "customer" if t["speaker"] == "U" else "agent", "text": t["text"]}
+                for t in turns[i].dialogue
+            ]
+            for i in chosen
+        ]
+        started = time.monotonic()
+        answers = drafts_for(
+            team,
+            policies,
+            threads,
+            grounded=True,
+            concurrency=options["concurrency"],
+            progress=lambda line: self.stderr.write(line),
+        )
+        for k, i in enumerate(chosen):
+            predictions[i]["response"] = answers[names[0]][k]
+        comparison: dict[str, Any] = {
+            "models": {
+                name: {"policy_id": p.pk, "endpoint": p.tiers.get(position=1).endpoint.name}
+                for name, p in policies.items()
+            },
+            "seconds": round(time.monotonic() - started, 1),
+        }
+        if labelled:
+            references = [str((turns[i].label or {})["response"]) for i in chosen]
+            scored = compare(references, answers, embedder())
+            comparison["scores"] = scored
+        return len(chosen), comparison
 
     def generate(
         self, team: Team, turns: Sequence[Turn], predictions: list[dict[str, Any]], n: int

@@ -1,0 +1,547 @@
+"""Bench of distillation on real data: a LoRA adapter trained on human support replies against
+the base model it adapts, on held-out dialogues, through the product's own paths.
+
+    .venv/bin/python bench/distill.py --dataset {dstc11,sgd_banks} [--seed 0] [--train-max 300]
+        [--dev-max 40] [--test-max 120] [--epochs 1] [--max-length 512] [--port 8031]
+        [--latency] [--latency-prompts 30] [--no-lora-reference] [--retrain] [--concurrency 6]
+
+- dstc11: the shared DSTC11 track 5 half (val_half_*): the turns whose label has a human
+  `response`. Split by dialogue (instances sharing their first two turns are one dialogue, as
+  `manage.py knowledge_eval` groups them) with the seed, 60/20/20 into train / dev / test. A
+  training example is the prompt the drafting path builds for the local tier (the eval
+  policy's system prompt, the thread, the passages numbered under the knowledge header and
+  fitted to the endpoint's budget: drafting.services' own functions) with the labelled
+  snippets as the passages (the draft the agent would have started from, grounded as the
+  labels say), the human response as the target. The adapter is trained with the product's
+  trainer (drafting.learning.distill.train_adapter: `manage.py distill_train` reads csbot's
+  own export, not an outside dataset); dev is its validation set (loss before/after). The test
+  dialogues' instances (all of them: the team's knowledge detector trains on some) go through
+  `manage.py knowledge_eval --model BASE --model ADAPTER --generate N`, so both models answer
+  the same held-out turns through draft_preview, grounded by the team's own retrieval.
+- sgd_banks: the Banks/Payment dialogues of Schema-Guided Dialogue, split by its own
+  train/dev/test files; every system turn is a reply to the dialogue before it (no knowledge
+  base). Trained the same way; up to --test-max test replies drafted by both models through
+  draft_preview (knowledge_eval's `model_policy` / `drafts_for` / `compare`).
+- --latency: the same --latency-prompts test prompts to the base and to the adapter on the same
+  LoRA-enabled server, one at a time after a warm-up, alternating: mean / p50 / p95 request
+  latency and decode ms per output token (vLLM's per-request `metrics` when present, else the
+  request time over the tokens), and the adapter's overhead in %; then the base alone on a
+  server started without LoRA, for reference (skip with --no-lora-reference).
+
+The adapter is kept under CSBOT_VAR_DIR/bench/distill/<dataset>-<key>/ (the key hashes the data
+and hyper-parameters); it is reused unless --retrain. Prints one JSON object on stdout and keeps
+it in bench/results/distill_<dataset>.json; progress on stderr. Needs the database (the scratch
+teams' knowledge, policies and endpoints) and the local LLM installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Sequence
+from io import StringIO
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+DSTC11 = Path("/work/shared/data/dstc11_track5")
+SGD_BANKS = Path("/work/shared/data/sgd_banks/sgd_banks_payment_subset.json")
+SHARES = (0.6, 0.2, 0.2)
+
+Messages = list[dict[str, str]]
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def split_by_dialogue(
+    dialogue_ids: Sequence[str], *, seed: int, shares: Sequence[float] = SHARES
+) -> list[list[int]]:
+    """Indices of `dialogue_ids` (one per instance) in len(shares) parts, whole dialogues only:
+    the distinct ids in a seeded random order, the first share of them to the first part, and
+    so on (the last part takes the rest). No dialogue is on two sides."""
+    import numpy as np
+
+    if not shares or any(s < 0 for s in shares):
+        raise ValueError("shares must be non-negative")
+    order = sorted(set(dialogue_ids))
+    order = [order[i] for i in np.random.default_rng(seed).permutation(len(order))]
+    total = sum(shares)
+    part_of: dict[str, int] = {}
+    bounds, acc = [], 0.0
+    for share in shares[:-1]:
+        acc += share / total
+        bounds.append(round(acc * len(order)))
+    for position, dialogue in enumerate(order):
+        part_of[dialogue] = sum(1 for b in bounds if position >= b)
+    parts: list[list[int]] = [[] for _ in shares]
+    for i, dialogue in enumerate(dialogue_ids):
+        parts[part_of[dialogue]].append(i)
+    return parts
+
+
+def capped(indices: Sequence[int], n: int, *, seed: int) -> list[int]:
+    """At most `n` of `indices`, a seeded draw, in their original order."""
+    import numpy as np
+
+    if len(indices) <= n:
+        return list(indices)
+    chosen = np.random.default_rng(seed).choice(len(indices), size=n, replace=False)
+    return [indices[i] for i in sorted(chosen)]
+
+
+def draft_messages(
+    *, system_prompt: str, thread: list[dict[str, str]], passages: Sequence[str] = ()
+) -> Messages:
+    """The prompt the drafting path sends a local tier for the thread's last customer turn:
+    drafting.services' thread reading and prompt, the passages fitted by the cascade's own
+    trim (a LOCAL tier sees the prompt unredacted), the default endpoint budget."""
+    from drafting import services
+    from drafting.engine.grounding import KNOWLEDGE_HEADER
+    from drafting.engine.prompting import trim_to_budget
+    from drafting.models import ModelEndpoint
+
+    budget = ModelEndpoint._meta.get_field("prompt_token_budget").get_default()
+    turns = services._preview_turns(thread)
+    messages = services._prompt_messages(system_prompt=system_prompt, thread=turns)
+    return trim_to_budget(
+        messages, budget=int(budget), passages=passages, passages_header=KNOWLEDGE_HEADER
+    ).messages
+
+
+def snippet_lines(keys: Sequence[Any], snippets: dict[Any, Any]) -> list[str]:
+    """The labelled snippets as the model sees retrieved passages (`[n] Title: text`): the
+    article title is the entity's name and a snippet is its own heading-less chunk, as
+    knowledge_eval imports them."""
+    from drafting.engine.grounding import passage_lines
+    from drafting.engine.retrieval import Passage
+
+    passages = []
+    for n, key in enumerate(k for k in keys if k in snippets):
+        snippet = snippets[key]
+        passages.append(
+            Passage(
+                chunk_id=n,
+                article_id=0,
+                article_version=1,
+                article_title=snippet.entity_name,
+                heading="",
+                text=snippet.text,
+                source_url="",
+                score=1.0,
+                vector_similarity=None,
+                text_rank=None,
+                vector_position=None,
+                text_position=None,
+                focus=True,
+            )
+        )
+    return passage_lines(passages)
+
+
+def dstc11_thread(turn: Any) -> list[dict[str, str]]:
+    return [
+        {"role": "customer" if t["speaker"] == "U" else "agent", "text": t["text"]}
+        for t in turn.dialogue
+    ]
+
+
+# --- data sets ---------------------------------------------------------------------------------
+
+
+def dstc11_data(args: argparse.Namespace) -> dict[str, Any]:
+    from drafting.evaluation.dstc11 import load_knowledge, load_turns, snippet_key
+    from drafting.management.commands.knowledge_eval import EVAL_SYSTEM_PROMPT, dialogue_id
+
+    turns = load_turns(DSTC11 / "val_half_logs.json", DSTC11 / "val_half_labels.json")
+    snippets = load_knowledge(DSTC11 / "knowledge.json")
+    ids = [dialogue_id(t) for t in turns]
+    train, dev, test = split_by_dialogue(ids, seed=args.seed)
+
+    def replied(indices: list[int]) -> list[int]:
+        return [i for i in indices if (turns[i].label or {}).get("response")]
+
+    def example(i: int) -> Messages:
+        label = turns[i].label or {}
+        keys = [snippet_key(o) for o in label.get("knowledge") or []]
+        prompt = draft_messages(
+            system_prompt=EVAL_SYSTEM_PROMPT,
+            thread=dstc11_thread(turns[i]),
+            passages=snippet_lines(keys, snippets),
+        )
+        return [*prompt, {"role": "assistant", "content": str(label["response"]).strip()}]
+
+    train_rows = capped(replied(train), args.train_max, seed=args.seed)
+    dev_rows = capped(replied(dev), args.dev_max, seed=args.seed)
+    return {
+        "turns": turns,
+        "split": {"train": train, "dev": dev, "test": test},
+        "train": [example(i) for i in train_rows],
+        "dev": [example(i) for i in dev_rows],
+        "sizes": {
+            "instances": len(turns),
+            "dialogues": len(set(ids)),
+            "instances_train_dev_test": [len(train), len(dev), len(test)],
+            "replied_train_dev_test": [len(replied(p)) for p in (train, dev, test)],
+            "dialogues_train_dev_test": [len({ids[i] for i in p}) for p in (train, dev, test)],
+        },
+    }
+
+
+def sgd_items(dialogues: Sequence[dict[str, Any]]) -> list[tuple[str, list[dict[str, str]], str]]:
+    """(dialogue id, thread up to the customer turn, the system's reply) for every system turn
+    that answers a user turn."""
+    items = []
+    for dialogue in dialogues:
+        thread: list[dict[str, str]] = []
+        for turn in dialogue["turns"]:
+            text = str(turn.get("utterance") or "").strip()
+            if not text:
+                continue
+            if turn["speaker"] == "SYSTEM":
+                if thread and thread[-1]["role"] == "customer":
+                    items.append((str(dialogue["dialogue_id"]), list(thread), text))
+                thread.append({"role": "agent", "text": text})
+            else:
+                thread.append({"role": "customer", "text": text})
+    return items
+
+
+def sgd_data(args: argparse.Namespace) -> dict[str, Any]:
+    from drafting.management.commands.knowledge_eval import EVAL_SYSTEM_PROMPT
+
+    raw = json.loads(SGD_BANKS.read_text(encoding="utf-8"))
+    parts = {name: sgd_items(raw.get(name) or []) for name in ("train", "dev", "test")}
+
+    def example(item: tuple[str, list[dict[str, str]], str]) -> Messages:
+        prompt = draft_messages(system_prompt=EVAL_SYSTEM_PROMPT, thread=item[1])
+        return [*prompt, {"role": "assistant", "content": item[2]}]
+
+    train = [
+        parts["train"][i]
+        for i in capped(range(len(parts["train"])), args.train_max, seed=args.seed)
+    ]
+    dev = [parts["dev"][i] for i in capped(range(len(parts["dev"])), args.dev_max, seed=args.seed)]
+    test = [
+        parts["test"][i] for i in capped(range(len(parts["test"])), args.test_max, seed=args.seed)
+    ]
+    overlap = {d for d, _, _ in parts["train"]} & {d for d, _, _ in parts["test"]}
+    return {
+        "train": [example(i) for i in train],
+        "dev": [example(i) for i in dev],
+        "test": test,
+        "sizes": {
+            "dialogues_train_dev_test": [len(raw.get(n) or []) for n in ("train", "dev", "test")],
+            "replies_train_dev_test": [len(parts[n]) for n in ("train", "dev", "test")],
+            "dialogues_on_two_sides": len(overlap),
+        },
+    }
+
+
+# --- training ----------------------------------------------------------------------------------
+
+
+def train(args: argparse.Namespace, data: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
+    """The adapter for this data and these hyper-parameters: trained, or the one kept."""
+    from django.conf import settings
+
+    from drafting.learning.distill import Hyper, train_adapter
+    from drafting.localserver.config import model_dir
+
+    hyper = Hyper(
+        epochs=args.epochs,
+        max_length=args.max_length,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        generate_validation=0,
+        seed=args.seed,
+    )
+    digest = hashlib.sha256(
+        json.dumps([data["train"], data["dev"], hyper.as_dict()], sort_keys=True).encode()
+    ).hexdigest()
+    folder = Path(settings.VAR_DIR) / "bench" / "distill" / f"{args.dataset}-{digest[:12]}"
+    record = folder / "training.json"
+    if record.is_file() and (folder / "adapter").is_dir() and not args.retrain:
+        log(f"reusing the adapter in {folder}")
+        return folder / "adapter", json.loads(record.read_text())
+    log(f"training on {len(data['train'])} examples, validating on {len(data['dev'])}")
+    result = train_adapter(
+        base_dir=model_dir(),
+        train=data["train"],
+        validation=data["dev"],
+        out_dir=folder / "adapter",
+        hyper=hyper,
+        progress=log,
+    )
+    summary = {
+        "data_sha256": digest,
+        "hyperparameters": hyper.as_dict(),
+        "n_train": result.n_train,
+        "n_validation": result.n_validation,
+        "steps": result.steps,
+        "seconds": round(result.seconds, 1),
+        "device": result.device,
+        "trainable_parameters": result.trainable_parameters,
+        "validation": result.validation,
+        "loss_curve": result.loss_curve,
+    }
+    record.write_text(json.dumps(summary, indent=1))
+    return folder / "adapter", summary
+
+
+def adapter_name(dataset: str, summary: dict[str, Any]) -> str:
+    return f"bench-{dataset}-{summary['data_sha256'][:8]}"
+
+
+# --- evaluation --------------------------------------------------------------------------------
+
+
+def evaluate_dstc11(
+    args: argparse.Namespace, data: dict[str, Any], *, url: str, adapter: str
+) -> dict[str, Any]:
+    """`manage.py knowledge_eval --model base --model adapter` on the test dialogues."""
+    from django.core.management import call_command
+
+    from drafting import localserver
+
+    turns = data["turns"]
+    test = data["split"]["test"]
+    with tempfile.TemporaryDirectory() as tmp:
+        logs, labels = Path(tmp) / "logs.json", Path(tmp) / "labels.json"
+        logs.write_text(json.dumps([turns[i].dialogue for i in test]))
+        labels.write_text(json.dumps([turns[i].label for i in test]))
+        out = StringIO()
+        call_command(
+            "knowledge_eval",
+            "--knowledge",
+            str(DSTC11 / "knowledge.json"),
+            "--logs",
+            str(logs),
+            "--labels",
+            str(labels),
+            "--output",
+            str(Path(tmp) / "pred.json"),
+            "--train",
+            str(args.detector_train),
+            "--seed",
+            str(args.seed),
+            "--generate",
+            str(args.test_max),
+            "--model",
+            localserver.SERVED_MODEL_NAME,
+            "--model",
+            adapter,
+            "--llm-url",
+            url,
+            "--concurrency",
+            str(args.concurrency),
+            "--json",
+            stdout=out,
+        )
+    report: dict[str, Any] = json.loads(out.getvalue())
+    return report
+
+
+def evaluate_sgd(
+    args: argparse.Namespace, data: dict[str, Any], *, url: str, adapter: str
+) -> dict[str, Any]:
+    """Both models draft every test reply through draft_preview (no knowledge)."""
+    from csbot.models import Team
+    from drafting import localserver
+    from drafting.engine.embeddings import embedder
+    from drafting.management.commands.knowledge_eval import compare, drafts_for, model_policy
+
+    team, _ = Team.objects.get_or_create(name="sgd-banks-eval")
+    names = [localserver.SERVED_MODEL_NAME, adapter]
+    policies = {name: model_policy(team, name, url=url) for name in names}
+    threads = [thread for _, thread, _ in data["test"]]
+    started = time.monotonic()
+    answers = drafts_for(
+        team, policies, threads, grounded=False, concurrency=args.concurrency, progress=log
+    )
+    result = compare([reply for _, _, reply in data["test"]], answers, embedder())
+    result["generation_seconds"] = round(time.monotonic() - started, 1)
+    return result
+
+
+def _chat(url: str, model: str, messages: Messages, max_tokens: int) -> dict[str, Any]:
+    body = json.dumps(
+        {"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": 0}
+    ).encode()
+    request = urllib.request.Request(  # noqa: S310 (our own local server)
+        f"{url}/chat/completions", data=body, headers={"Content-Type": "application/json"}
+    )
+    started = time.perf_counter()
+    with urllib.request.urlopen(request, timeout=300) as response:  # noqa: S310
+        payload: dict[str, Any] = json.loads(response.read())
+    payload["_seconds"] = time.perf_counter() - started
+    return payload
+
+
+def _decode_ms_per_token(payload: dict[str, Any]) -> float | None:
+    tokens = int((payload.get("usage") or {}).get("completion_tokens") or 0)
+    if tokens <= 0:
+        return None
+    metrics = payload.get("metrics") or {}
+    decode = metrics.get("decode_time") or metrics.get("decode_time_s")
+    if isinstance(decode, int | float) and decode > 0 and tokens > 1:
+        return 1000 * float(decode) / (tokens - 1)
+    return 1000 * float(payload["_seconds"]) / tokens
+
+
+def _summary(latencies: list[float], per_token: list[float]) -> dict[str, Any]:
+    ordered = sorted(latencies)
+
+    def pct(p: float) -> float:
+        return round(1000 * ordered[min(len(ordered) - 1, int(p * len(ordered)))], 1)
+
+    return {
+        "n": len(latencies),
+        "mean_ms": round(1000 * statistics.fmean(latencies), 1),
+        "p50_ms": pct(0.5),
+        "p95_ms": pct(0.95),
+        "decode_ms_per_token": round(statistics.fmean(per_token), 2) if per_token else None,
+    }
+
+
+def latency(
+    url: str, models: Sequence[str], prompts: Sequence[Messages], max_tokens: int
+) -> dict[str, Any]:
+    """Each prompt to each model in turn (alternating, so load drifts hit both alike), one
+    request at a time, after one warm-up request per model."""
+    for model in models:
+        _chat(url, model, prompts[0], max_tokens)
+    seconds: dict[str, list[float]] = {m: [] for m in models}
+    per_token: dict[str, list[float]] = {m: [] for m in models}
+    metrics_seen = False
+    for n, prompt in enumerate(prompts):
+        for model in models if n % 2 == 0 else list(reversed(models)):
+            payload = _chat(url, model, prompt, max_tokens)
+            seconds[model].append(payload["_seconds"])
+            metrics_seen = metrics_seen or bool(payload.get("metrics"))
+            ms = _decode_ms_per_token(payload)
+            if ms is not None:
+                per_token[model].append(ms)
+    out: dict[str, Any] = {m: _summary(seconds[m], per_token[m]) for m in models}
+    out["per_request_metrics"] = metrics_seen
+    return out
+
+
+def prompts_for_latency(args: argparse.Namespace, data: dict[str, Any]) -> list[Messages]:
+    from drafting.management.commands.knowledge_eval import EVAL_SYSTEM_PROMPT
+
+    if args.dataset == "sgd_banks":
+        threads = [thread for _, thread, _ in data["test"]]
+        return [
+            draft_messages(system_prompt=EVAL_SYSTEM_PROMPT, thread=t)
+            for t in threads[: args.latency_prompts]
+        ]
+    turns = data["turns"]
+    rows = [i for i in data["split"]["test"] if (turns[i].label or {}).get("response")]
+    return [
+        draft_messages(system_prompt=EVAL_SYSTEM_PROMPT, thread=dstc11_thread(turns[i]))
+        for i in rows[: args.latency_prompts]
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", choices=("dstc11", "sgd_banks"), required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train-max", type=int, default=300)
+    parser.add_argument("--dev-max", type=int, default=40)
+    parser.add_argument("--test-max", type=int, default=120)
+    parser.add_argument("--detector-train", type=int, default=100)
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--learning-rate", type=float, default=2e-4)
+    parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument("--max-tokens", type=int, default=80, help="generated tokens at most")
+    parser.add_argument("--port", type=int, default=8031)
+    parser.add_argument("--concurrency", type=int, default=6)
+    parser.add_argument("--latency", action="store_true")
+    parser.add_argument("--latency-prompts", type=int, default=30)
+    parser.add_argument("--no-lora-reference", action="store_true")
+    parser.add_argument("--train-only", action="store_true", help="train (or reuse) and stop")
+    parser.add_argument("--retrain", action="store_true")
+    args = parser.parse_args()
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "csbot.settings")
+    os.environ.setdefault("LOG_LEVEL", "ERROR")
+    os.environ.setdefault("OMP_NUM_THREADS", "2")
+    import django
+
+    django.setup()
+    from drafting import localserver
+
+    started = time.monotonic()
+    data = dstc11_data(args) if args.dataset == "dstc11" else sgd_data(args)
+    adapter_dir, training = train(args, data)
+    name = adapter_name(args.dataset, training)
+    result: dict[str, Any] = {
+        "dataset": args.dataset,
+        "seed": args.seed,
+        "split_shares": list(SHARES) if args.dataset == "dstc11" else "the file's own",
+        "sizes": data["sizes"],
+        "caps": {"train": args.train_max, "dev": args.dev_max, "test": args.test_max},
+        "max_tokens": args.max_tokens,
+        "adapter": name,
+        "training": {k: v for k, v in training.items() if k != "loss_curve"},
+    }
+    if args.train_only:
+        print(json.dumps(result, indent=1))
+        return
+    url = localserver.ensure_server(
+        port=args.port, lora_modules={name: str(adapter_dir)}, progress=log
+    )
+    models = [localserver.SERVED_MODEL_NAME, name]
+    try:
+        if name not in (localserver.probe(url) or []):
+            localserver.load_adapter(url, name=name, path=str(adapter_dir))
+        t0 = time.monotonic()
+        if args.dataset == "dstc11":
+            result["evaluation"] = evaluate_dstc11(args, data, url=url, adapter=name)
+        else:
+            result["evaluation"] = evaluate_sgd(args, data, url=url, adapter=name)
+        result["evaluation_seconds"] = round(time.monotonic() - t0, 1)
+        if args.latency:
+            prompts = prompts_for_latency(args, data)
+            log(f"latency: {len(prompts)} prompts, base vs adapter, sequential")
+            lat = latency(url, models, prompts, args.max_tokens)
+            base, tuned = lat[models[0]], lat[models[1]]
+            lat["overhead_mean_pct"] = round(100 * (tuned["mean_ms"] / base["mean_ms"] - 1), 1)
+            if base["decode_ms_per_token"] and tuned["decode_ms_per_token"]:
+                lat["overhead_decode_pct"] = round(
+                    100 * (tuned["decode_ms_per_token"] / base["decode_ms_per_token"] - 1), 1
+                )
+            result["latency"] = lat
+    finally:
+        localserver.stop_server(args.port)
+    if args.latency and not args.no_lora_reference:
+        log("latency: the base on a server without LoRA")
+        localserver.start_server(port=args.port, lora=False)
+        try:
+            url = localserver.ensure_server(port=args.port, progress=log)
+            result["latency"]["base_without_lora"] = latency(
+                url, [models[0]], prompts, args.max_tokens
+            )[models[0]]
+        finally:
+            localserver.stop_server(args.port)
+    result["seconds"] = round(time.monotonic() - started, 1)
+    target = ROOT / "bench" / "results" / f"distill_{args.dataset}.json"
+    target.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
