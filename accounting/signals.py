@@ -14,9 +14,10 @@ from django.db.models.functions import TruncDate
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
+from accounting.distill import distill_cost_book
 from accounting.facts import local_tz
 from accounting.models import RolledUpDay
-from drafting.models import AgentAction, Draft, MessageIntent
+from drafting.models import AgentAction, DistillRun, Draft, MessageIntent
 from drafting.signals import attempts_added, intents_changed
 
 
@@ -63,3 +64,8 @@ def _verdicts_changed(sender: object, message_ids: Iterable[int], **kwargs: Any)
 @receiver(attempts_added, dispatch_uid="accounting_attempts_stale")
 def _attempts_added(sender: object, draft_ids: Iterable[int], **kwargs: Any) -> None:
     mark_stale_for_drafts(draft_ids)
+
+
+@receiver(post_save, sender=DistillRun, dispatch_uid="accounting_distill_cost")
+def _distill_run_saved(sender: type[DistillRun], instance: DistillRun, **kwargs: Any) -> None:
+    distill_cost_book(run=instance)

@@ -241,6 +241,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "drafting.tasks.routers_retrain",
         "schedule": float(env_int("ROUTER_RETRAIN_INTERVAL_SECONDS", 24 * 3600, minimum=60)),
     },
+    # The local model's adapter (drafting.distillation): policies with distill_nightly on (off
+    # by default) train a new one once enough sent replies are new since their last run.
+    "retrain-adapters": {
+        "task": "drafting.tasks.adapters_retrain",
+        "schedule": float(env_int("DISTILL_RETRAIN_INTERVAL_SECONDS", 24 * 3600, minimum=60)),
+    },
 }
 
 # --- Drafting ---------------------------------------------------------------------------------
@@ -323,6 +329,10 @@ SCORER_MIN_LABELS = env_int("SCORER_MIN_LABELS", 40, minimum=4)
 SCORER_MIN_MINORITY = env_int("SCORER_MIN_MINORITY", 10, minimum=2)
 SCORER_MAX_LABELS = env_int("SCORER_MAX_LABELS", 5000, minimum=4)
 SCORER_MIN_AUC = env_float("SCORER_MIN_AUC", 0.6, minimum=0.0, maximum=1.0)
+# Distillation (issue 19): LoRA adapters trained by `manage.py distill_train` (and the nightly
+# retrain) are written under this folder, one sub-folder per run; the vLLM server reads them
+# from there, so on a multi-machine setup it is a shared volume.
+DISTILL_ADAPTER_DIR = Path(env_str("DISTILL_ADAPTER_DIR", str(VAR_DIR / "adapters")))
 # Transient provider failures are retried (by the sweeper) at most this many times.
 DRAFT_MAX_TRIES = env_int("DRAFT_MAX_TRIES", 5, minimum=1)
 DRAFT_RETRY_BASE_SECONDS = env_int("DRAFT_RETRY_BASE_SECONDS", 10, minimum=0)

@@ -86,3 +86,11 @@ def routers_retrain_task() -> list[str]:
     from drafting.learning.routing import routers_retrain  # scikit-learn: worker-side only
 
     return [outcome.message for outcome in routers_retrain()]
+
+
+@shared_task(name="drafting.tasks.adapters_retrain", ignore_result=True)
+def adapters_retrain_task() -> list[int]:
+    # drafting.distillation loads the trainer (torch, peft) when it trains: worker-side only.
+    from drafting.distillation import distill_nightly
+
+    return [run.pk for run in distill_nightly()]
