@@ -53,6 +53,7 @@ from drafting.engine.grounding import (
 )
 from drafting.engine.macros import MacroMatch, customer_name, fill, macro_match
 from drafting.engine.pii import scrub_details
+from drafting.engine.prompting import thread_messages
 from drafting.engine.providers import CompletionRequest, ProviderError, provider_for
 from drafting.engine.retrieval import Passage, retrieve
 from drafting.engine.routing import RoutedPast
@@ -338,11 +339,9 @@ def _prompt_messages(*, system_prompt: str, thread: list[tuple[str, str]]) -> li
     being answered, the newest DRAFT_HISTORY_MESSAGES only: the one prompt of the worker, its
     exploration and the preview (`draft_preview`), before the cascade adds examples and
     passages."""
-    messages = [{"role": "system", "content": system_prompt}]
-    for direction, text in thread[-settings.DRAFT_HISTORY_MESSAGES :]:
-        role = "user" if direction == Message.Direction.INBOUND else "assistant"
-        messages.append({"role": role, "content": text})
-    return messages
+    return thread_messages(
+        system_prompt=system_prompt, thread=thread, history=settings.DRAFT_HISTORY_MESSAGES
+    )
 
 
 def in_exploration_sample(

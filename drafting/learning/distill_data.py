@@ -72,8 +72,8 @@ class TooFewConversations(DistillDataError):
 
     def __init__(self, found: int, minimum: int):
         super().__init__(
-            f"only {found} conversation{'s' if found != 1 else ''} with a sent reply qualify; "
-            f"at least {minimum} are needed"
+            f"only {found} conversation{' qualifies' if found == 1 else 's qualify'} (with a "
+            f"sent reply); at least {minimum} are needed"
         )
         self.found = found
         self.minimum = minimum
