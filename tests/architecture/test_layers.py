@@ -16,7 +16,7 @@ TESTS = ROOT / "tests"
 
 # Trained models are the worker's business (drafting.learning); the web process only reads
 # their rows. numpy and matplotlib (the dashboard's charts) are allowed.
-HEAVY = ("sklearn", "torch", "scipy", "sentence_transformers", "transformers")
+HEAVY = ("sklearn", "torch", "scipy", "sentence_transformers", "transformers", "peft")
 
 
 def run_python(code: str) -> subprocess.CompletedProcess[str]:
