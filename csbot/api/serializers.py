@@ -179,7 +179,9 @@ class DraftAttemptOut(serializers.ModelSerializer[DraftAttempt]):
             "error_kind",
             "cache_hit",
             "exploratory",  # asked after the draft was ready, for the optimiser; never shown
-            "purpose",  # "" the draft's own; else a composer tool's rewrite of the agent's text
+            # "" the draft's own; "shadow" a candidate adapter's answer (its text never shown);
+            # else a composer tool's rewrite of the agent's text
+            "purpose",
             "started_at",
         ]
 

@@ -42,6 +42,7 @@ import numpy.typing as npt
 from django.conf import settings
 
 from drafting.engine.edits import edit_distance, is_good_edit
+from drafting.learning.shadowed import shadow_only_drafts
 from drafting.learning.tuning import TierColumn, policy_tier_columns
 from drafting.models import (
     MONEY_PLACES,
@@ -483,6 +484,7 @@ def policy_log(policy: CascadePolicy) -> PolicyLog:
     )
     unknown = 0
     share = float(policy.explore_share)
+    shadowed = shadow_only_drafts(ids)  # texts kept for a shadow answer: not explored
     for r, draft_id in enumerate(ids):
         kind, final_text, message_id = actions[draft_id]
         log.stratum[r] = intents.get(message_id, NO_STRATUM)
@@ -496,7 +498,7 @@ def policy_log(policy: CascadePolicy) -> PolicyLog:
                 log.score[r, i] = g
                 if i == shown:
                     log.value[r, i], log.value_revealed[r, i] = values.of(kind), True
-                elif text:
+                elif text and draft_id not in shadowed:
                     log.value[r, i] = label_value(text, final_text, values)
         if draft_id in drawn:
             p = drawn[draft_id]

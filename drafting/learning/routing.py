@@ -56,6 +56,7 @@ from drafting.engine.routing import RouteValues, TierEstimate, route
 from drafting.engine.vectors import QueryVector
 from drafting.learning.classifiers import training_embedder
 from drafting.learning.scorer import BAD, GOOD, action_label
+from drafting.learning.shadowed import shadow_only_drafts
 from drafting.models import (
     ActionValues,
     AgentAction,
@@ -291,10 +292,12 @@ def router_rows(
     )
     rows = []
     k = len(tiers)
+    shadowed = shadow_only_drafts(answers)  # texts kept for a shadow answer: not explored
     for draft_id, kind, distance, final_text, text, message_id, knowledge, need in actions:
         answered = answers.get(draft_id, {})
         labels: dict[int, str] = {}
-        if len(answered) == k and all(a["text"] for a in answered.values()):
+        complete = len(answered) == k and all(a["text"] for a in answered.values())
+        if complete and draft_id not in shadowed:
             for i, a in answered.items():
                 good = is_good_edit(edit_distance(a["text"], final_text))
                 labels[i] = GOOD if good else BAD

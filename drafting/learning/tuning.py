@@ -33,6 +33,7 @@ from django.db import transaction
 
 from drafting.engine.edits import edit_distance, is_good_edit
 from drafting.learning import optimiser
+from drafting.learning.shadowed import shadow_only_drafts
 from drafting.models import MONEY_PLACES, AgentAction, CascadePolicy, CascadeTier, DraftAttempt
 
 TuningObjective = Literal["encs", "quality"]
@@ -158,6 +159,8 @@ def exploration_table(
         if i is None:
             continue
         by_draft.setdefault(draft_id, {})[i] = (text, score, cost, exploratory, final_text)
+    for draft_id in shadow_only_drafts(by_draft):  # texts kept for a shadow answer: not explored
+        del by_draft[draft_id]
     rows.acted_drafts = len(by_draft)
 
     quality: list[list[float]] = []

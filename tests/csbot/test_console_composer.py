@@ -171,6 +171,10 @@ def test_the_page_offers_every_tool_with_its_shortcut_and_loads_the_script(db: N
         ("grammar", "4"),
         ("translate", "5"),
     ]
-    assert {t for t, _ in tools} == {v for v, _ in DraftAttempt.Purpose.choices if v}
+    # Every purpose is a tool but the draft's own and a candidate adapter's shadow answer.
+    shadow = DraftAttempt.Purpose.SHADOW
+    assert {t for t, _ in tools} == {
+        v for v, _ in DraftAttempt.Purpose.choices if v not in ("", shadow)
+    }
     assert 'id="composer-undo"' in html and 'aria-live="polite"' in html
     assert "csbot/composer.js" in html

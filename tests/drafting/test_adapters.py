@@ -19,10 +19,14 @@ from django.utils import timezone
 
 from accounting.dashboard import tier_costs
 from accounting.facts import Scope
+from csbot.console.composer import TOOL_CHOICES
 from drafting import adapters
 from drafting import services as drafting
 from drafting.adapters import AdapterStageError
+from drafting.learning.offpolicy import policy_log
+from drafting.learning.routing import router_rows
 from drafting.learning.scorer import scorer_labels
+from drafting.learning.tuning import exploration_table
 from drafting.models import (
     CascadePolicy,
     CascadeTier,
@@ -33,6 +37,7 @@ from drafting.models import (
     ExperimentArm,
     ModelEndpoint,
 )
+from drafting.selectors import enabled_tiers
 from tests.factories import (
     EARLY,
     AgentActionFactory,
@@ -434,6 +439,34 @@ def test_the_dashboard_lists_shadow_spend_apart(team: TeamSetup, shadowed: Disti
 
 
 def test_shadow_is_not_a_composer_tool() -> None:
-    from csbot.console.composer import TOOL_CHOICES
-
     assert DraftAttempt.Purpose.SHADOW not in {value for value, _ in TOOL_CHOICES}
+
+
+def test_texts_kept_for_a_shadow_answer_are_no_exploration_to_the_learners(
+    team: TeamSetup, server: StubServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shadow draft keeps its tiers' texts; an escalated one then has every tier's text,
+    which tuning, the router and the off-policy log would take for an explored draft (a
+    biased one: only escalated drafts are complete)."""
+    team.policy.tiers.update(threshold=Decimal("1"))  # the local tier always escalates
+    paid = EndpointFactory.create(
+        kind=ModelEndpoint.Kind.PAID, name="paid", base_url=server.base_url, model_name="gpt"
+    )
+    TierFactory.create(policy=team.policy, position=2, endpoint=paid)
+    run = trained(team)
+    adapters.adapter_shadow_start(run=run, share=Decimal("1"), user=None)
+    monkeypatch.setattr(adapters, "shadow_enqueue", lambda d, r: None)
+    for i in range(3):
+        draft = ready_draft(team, f"c{i}", shadow=True)
+        assert draft.attempts.filter(text=BASE_TEXT).count() == 2  # both tiers' kept
+        AgentActionFactory.create(draft=draft, kind="use", edit_distance=Decimal("0"))
+        assert adapters.draft_shadow(draft_id=draft.pk, run_id=run.pk)
+
+    _table, rows = exploration_table(team.policy)
+    assert (rows.acted_drafts, rows.rows) == (0, 0)
+    labelled = router_rows(
+        policy=team.policy, tiers=enabled_tiers(policy_id=team.policy.pk), limit=10
+    )
+    assert [set(row.labels) for row in labelled] == [{1}, {1}, {1}]  # the shown tier only
+    log = policy_log(team.policy).log
+    assert log.value.shape == (3, 2) and all(v != v for v in log.value[:, 0])  # NaN: unlabelled
