@@ -1,5 +1,5 @@
 """The distillation loop end to end on the real local model: sent replies → the export → a
-LoRA adapter trained for two steps → published into the running vLLM server → answering in
+LoRA adapter trained for two steps (drafting.distillation.distill_run_train) → published into the running vLLM server → answering in
 shadow beside the base model (recorded, never shown) → promoted, so drafts come from it →
 rolled back, so they come from the base again. A tiny set and two steps: what is checked is
 the plumbing (who answered, under which model name, what was recorded), not the adapter's
@@ -7,7 +7,6 @@ quality (docs/distillation.md has the figures)."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -18,9 +17,9 @@ from django.utils import timezone
 
 from drafting import adapters, localserver
 from drafting import services as drafting
-from drafting.learning.distill import Hyper, train_adapter
-from drafting.learning.distill_data import ExportFilters, distill_examples, write_export
-from drafting.localserver.config import model_dir
+from drafting.distillation import distill_run_train
+from drafting.learning.distill import Hyper
+from drafting.learning.distill_data import ExportFilters
 from drafting.models import DistillRun, Draft, DraftAttempt
 from drafting.tasks import draft_shadow_task
 from tests.factories import (
@@ -94,7 +93,7 @@ def sent_replies(setup: TeamSetup, n: int) -> None:
         )
 
 
-def drafted_now(setup: TeamSetup, conversation: str, monkeypatch: pytest.MonkeyPatch) -> Draft:
+def drafted_now(setup: TeamSetup, conversation: str) -> Draft:
     draft = ingest(setup, conversation, f"{conversation}-m1", "Where is my parcel?").draft
     assert draft is not None
     drafting.draft_generate(draft_id=draft.pk, shadow_draw=lambda: 0.0)
@@ -107,6 +106,7 @@ def test_sent_replies_become_an_adapter_that_shadows_then_serves_then_rolls_back
     vllm_base_url: str,
     db: None,
     tmp_path: Path,
+    settings: Any,
     served_names: list[str],
     monkeypatch: pytest.MonkeyPatch,
     django_capture_on_commit_callbacks: Any,
@@ -119,36 +119,22 @@ def test_sent_replies_become_an_adapter_that_shadows_then_serves_then_rolls_back
     boss = UserFactory.create(is_staff=True)
     sent_replies(setup, 20)
 
-    export = distill_examples(
-        ExportFilters(team_id=setup.team.pk, policy_id=setup.policy.pk, min_conversations=20)
-    )
-    write_export(export, tmp_path / "export")
-    assert len(export.train) >= 10
-    trained = train_adapter(
-        base_dir=model_dir(),
-        train=export.train,
-        validation=export.validation,
-        out_dir=tmp_path / "adapter",
-        hyper=Hyper(max_steps=2, generate_validation=0, max_length=256, batch_size=4),
-    )
-    name = f"csbot-loop-{uuid.uuid4().hex[:8]}"
-    served_names.append(name)
-    run = DistillRun.objects.create(
-        team=setup.team,
+    settings.DISTILL_ADAPTER_DIR = str(tmp_path)
+    run = distill_run_train(
         policy=setup.policy,
-        version=1,
-        base_endpoint=base,
-        base_model=str(model_dir()),
-        adapter_name=name,
-        adapter_path=str(tmp_path / "adapter"),
-        status=DistillRun.Status.SUCCEEDED,
-        data_sha256=export.data_sha256(),
-        n_train=trained.n_train,
-        n_validation=trained.n_validation,
-        loss_curve=trained.loss_curve,
-        device=trained.device,
-        machine_seconds=Decimal(f"{trained.seconds:.3f}"),
+        filters=ExportFilters(
+            team_id=setup.team.pk, policy_id=setup.policy.pk, min_conversations=20
+        ),
+        hyper=Hyper(max_steps=2, generate_validation=0, max_length=256, batch_size=4),
+        created_by=boss,
     )
+    assert run.status == DistillRun.Status.SUCCEEDED, run.error
+    assert run.n_train >= 10 and Path(run.adapter_path).is_dir()
+    name = run.adapter_name
+    # The shared server keeps what it loaded at run time; a test database made afresh reuses
+    # names: an adapter of an earlier session's under this name goes first.
+    localserver.unload_adapter(vllm_base_url, name=name)
+    served_names.append(name)
 
     endpoint = adapters.adapter_publish(run=run)
     assert name in (localserver.probe(vllm_base_url) or []), (
@@ -160,7 +146,7 @@ def test_sent_replies_become_an_adapter_that_shadows_then_serves_then_rolls_back
     rung: list[tuple[int, int]] = []
     monkeypatch.setattr(adapters, "shadow_enqueue", lambda d, r: rung.append((d, r)))
     with django_capture_on_commit_callbacks(execute=True):
-        draft = drafted_now(setup, "now-1", monkeypatch)
+        draft = drafted_now(setup, "now-1")
     assert rung == [(draft.pk, run.pk)]
     assert draft_shadow_task.apply(args=rung[0]).get() is True  # the worker's doorbell
 
@@ -170,18 +156,18 @@ def test_sent_replies_become_an_adapter_that_shadows_then_serves_then_rolls_back
     assert shadow.exploratory and shadow.text and shadow.cost > 0
     shown = draft.attempts.get(purpose=DraftAttempt.Purpose.DRAFT)
     assert shown.model_name != name
-    record_property("train_seconds", round(trained.seconds, 1))
+    record_property("train_seconds", run.validation.get("train_seconds"))
     record_property("latency_ms_base_vs_shadow", (shown.latency_ms, shadow.latency_ms))
     before = draft.text
     draft.refresh_from_db()
     assert draft.text == before and draft.final_endpoint == base  # never shown
 
     adapters.adapter_promote(run=run, user=boss)
-    promoted = drafted_now(setup, "now-2", monkeypatch)
+    promoted = drafted_now(setup, "now-2")
     assert promoted.final_endpoint == endpoint
     assert promoted.attempts.get(purpose=DraftAttempt.Purpose.DRAFT).model_name == name
 
     adapters.adapter_rollback(run=run, user=boss)
-    back = drafted_now(setup, "now-3", monkeypatch)
+    back = drafted_now(setup, "now-3")
     assert back.final_endpoint == base
     assert back.attempts.get(purpose=DraftAttempt.Purpose.DRAFT).model_name != name
