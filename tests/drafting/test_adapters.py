@@ -8,11 +8,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
+from io import StringIO
 from typing import Any
 
 import pytest
 from auditlog.models import LogEntry
 from django.contrib.contenttypes.models import ContentType
+from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -20,7 +22,7 @@ from django.utils import timezone
 from accounting.dashboard import tier_costs
 from accounting.facts import Scope
 from csbot.console.composer import TOOL_CHOICES
-from drafting import adapters
+from drafting import adapters, localserver
 from drafting import services as drafting
 from drafting.adapters import AdapterStageError
 from drafting.learning.offpolicy import policy_log
@@ -176,6 +178,27 @@ def test_the_server_is_started_with_the_published_adapters_not_the_retired(
         serving.adapter_name: str(folders[1])
     }
     assert adapters.adapters_serving(base_url="http://elsewhere:8000/v1") == {}
+
+
+def test_local_llm_starts_the_server_with_the_published_adapters(
+    db: None, tmp_path: Any, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings.LOCAL_LLM_URL = ""
+    setup = make_team("Served", endpoint=EndpointFactory.create(name="local", base_url=""))
+    (tmp_path / "v1").mkdir()
+    run = trained(setup, adapter_path=str(tmp_path / "v1"))
+    monkeypatch.setattr(localserver, "load_adapter", lambda *a, **k: True)
+    adapters.adapter_publish(run=run)
+    started: list[dict[str, Any]] = []
+    monkeypatch.setattr(
+        localserver, "ensure_server", lambda **kwargs: started.append(kwargs) or "http://x/v1"
+    )
+
+    call_command("local_llm", "serve", "--background", stdout=StringIO())
+    call_command("local_llm", "serve", "--background", "--embed", stdout=StringIO())
+
+    assert started[0]["lora_modules"] == {run.adapter_name: str(tmp_path / "v1")}
+    assert started[1]["lora_modules"] is None  # the embedding server serves no adapter
 
 
 # --- Shadow, promote, rollback ------------------------------------------------------------------
