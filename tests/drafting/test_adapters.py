@@ -190,9 +190,12 @@ def test_local_llm_starts_the_server_with_the_published_adapters(
     monkeypatch.setattr(localserver, "load_adapter", lambda *a, **k: True)
     adapters.adapter_publish(run=run)
     started: list[dict[str, Any]] = []
-    monkeypatch.setattr(
-        localserver, "ensure_server", lambda **kwargs: started.append(kwargs) or "http://x/v1"
-    )
+
+    def ensure_server(**kwargs: Any) -> str:
+        started.append(kwargs)
+        return "http://127.0.0.1:8001/v1"
+
+    monkeypatch.setattr(localserver, "ensure_server", ensure_server)
 
     call_command("local_llm", "serve", "--background", stdout=StringIO())
     call_command("local_llm", "serve", "--background", "--embed", stdout=StringIO())
