@@ -468,13 +468,14 @@ class Shadow:
     share: Decimal
 
 
-_shadows: Memo[int, Shadow | None] = Memo(depends_on=(DistillRun,))
+_shadows: Memo[int, Shadow | None] = Memo(depends_on=(DistillRun, ModelEndpoint))
 
 
 def _load_shadow(policy_id: int) -> Shadow | None:
     row = (
+        # An admin who disables the adapter's endpoint stops its shadow answers too.
         DistillRun.objects.filter(
-            policy_id=policy_id, stage=DistillRun.Stage.SHADOW, endpoint__isnull=False
+            policy_id=policy_id, stage=DistillRun.Stage.SHADOW, endpoint__enabled=True
         )
         .values_list("pk", "shadow_share")
         .first()
@@ -505,7 +506,7 @@ def shadow_enqueue(draft_id: int, run_id: int) -> None:
 def draft_shadow(*, draft_id: int, run_id: int) -> bool:
     """The adapter in shadow answers a ready draft's prompt; whether it was asked.
 
-    Steps: leave quietly unless the run is still in shadow with an endpoint, the draft is
+    Steps: leave quietly unless the run is still in shadow with an enabled endpoint, the draft is
     ready and of the run's policy, and it has no shadow answer of this adapter yet (a repeated
     task asks nothing); load the adapter into its server if that server lost it (restarted);
     ask it once through the cascade as the shadowed tier (same position, the adapter's
@@ -517,7 +518,7 @@ def draft_shadow(*, draft_id: int, run_id: int) -> bool:
     endpoint and score never change."""
     run = (
         DistillRun.objects.select_related("endpoint")
-        .filter(pk=run_id, stage=DistillRun.Stage.SHADOW, endpoint__isnull=False)
+        .filter(pk=run_id, stage=DistillRun.Stage.SHADOW, endpoint__enabled=True)
         .first()
     )
     if run is None or run.endpoint is None or run.shadow_tier is None:

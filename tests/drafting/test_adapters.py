@@ -410,6 +410,23 @@ def test_no_shadow_answer_once_the_adapter_left_shadow(
     assert not draft.attempts.filter(purpose=DraftAttempt.Purpose.SHADOW).exists()
 
 
+def test_disabling_the_adapters_endpoint_stops_its_shadow_answers(
+    team: TeamSetup, shadowed: DistillRun, django_capture_on_commit_callbacks: Any
+) -> None:
+    with django_capture_on_commit_callbacks(execute=True):
+        drawn = ready_draft(team, "c1", shadow=True)
+    assert shadowed.endpoint is not None
+    shadowed.endpoint.enabled = False
+    shadowed.endpoint.save()  # as the admin saves it (the memo forgets at once)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        later = ready_draft(team, "c2", shadow=True)
+
+    assert shadowed.rung == [(drawn.pk, shadowed.pk)]  # type: ignore[attr-defined]
+    assert later.attempts.get().text == ""  # not drawn: nothing kept
+    assert adapters.draft_shadow(draft_id=drawn.pk, run_id=shadowed.pk) is False
+
+
 def test_shadow_answers_never_change_the_scorers_labels(
     team: TeamSetup, shadowed: DistillRun
 ) -> None:
