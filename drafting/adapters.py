@@ -45,18 +45,12 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from csbot.memo import Memo
 from drafting import experiments, localserver, services
 from drafting.engine.cascade import run_cascade
-from drafting.engine.examples import examples_similar
-from drafting.engine.grounding import GroundingContext, looks_like_question, passage_line
-from drafting.engine.scoring import ScoringContext
-from drafting.engine.vectors import QueryVector
-from drafting.learning.scorer import policy_scorer
 from drafting.models import (
     CascadePolicy,
     CascadeTier,
     DistillRun,
     Draft,
     DraftAttempt,
-    DraftPassage,
     EndpointPrice,
     Experiment,
     IntentRule,
@@ -527,10 +521,8 @@ def draft_shadow(*, draft_id: int, run_id: int) -> bool:
         draft_id=OuterRef("pk"), purpose=DraftAttempt.Purpose.SHADOW, endpoint_id=run.endpoint_id
     )
     draft = (
-        Draft.objects.select_related("message", "policy")
-        .only(*services._GENERATE_FIELDS, "status", "knowledge", "knowledge_need")
-        .annotate(first_turn=~Exists(services._earlier_messages))
-        .filter(pk=draft_id, status=Draft.Status.READY, policy_id=run.policy_id)
+        services.ready_drafts_to_replay()
+        .filter(pk=draft_id, policy_id=run.policy_id)
         .filter(~Exists(answered))
         .first()
     )
@@ -551,23 +543,19 @@ def draft_shadow(*, draft_id: int, run_id: int) -> bool:
         .order_by("tier", "started_at", "id")
         .values_list("text", flat=True)
     )
-    messages, context, passages = _draft_prompt(draft)
+    replay = services.draft_replay_prompt(draft)
     result = run_cascade(
         tiers=[CascadeTier(policy_id=run.policy_id, position=run.shadow_tier, endpoint=endpoint)],
-        messages=messages,
-        context=context,
-        scorer=policy_scorer(policy_id=run.policy_id),
+        messages=replay.messages,
+        context=replay.context,
+        scorer=replay.scorer,
         deadline=time.monotonic() + settings.DRAFT_DEADLINE_SECONDS,
-        examples=examples_similar(
-            team_id=draft.policy.team_id,
-            query=QueryVector(draft.message.text),
-            exclude_draft_id=draft.pk,
-        ),
+        examples=replay.examples,
         earlier_drafts=earlier,
-        passages=passages,
+        passages=replay.passages,
     )
     rows = [
-        services._attempt_row(draft_id, a, keep_text=True, exploratory=True)
+        services.attempt_row(draft_id, a, keep_text=True, exploratory=True)
         for a in result.attempts[:1]
     ]
     if not rows:
@@ -581,45 +569,6 @@ def draft_shadow(*, draft_id: int, run_id: int) -> bool:
         # A bulk write sends no post_save: say so (accounting re-sums a rolled-up day).
         attempts_added.send(sender=DraftAttempt, draft_ids=[draft_id])
     return True
-
-
-def _draft_prompt(draft: Draft) -> tuple[list[dict[str, str]], ScoringContext, list[str]]:
-    """A ready draft's prompt as its cascade sent it: the policy's system prompt and the
-    thread, the scorer's context and the passages stored with the draft, numbered as the
-    cascade numbered them (as drafting.services.draft_explore rebuilds them)."""
-    messages = services._prompt_messages(
-        system_prompt=draft.policy.system_prompt,
-        thread=services._thread(draft, first_turn=draft.first_turn),  # type: ignore[attr-defined]
-    )
-    stored = list(
-        DraftPassage.objects.filter(draft_id=draft.pk)
-        .order_by("number")
-        .values_list(
-            "number", "text", "score", "vector_similarity", "article__title", "chunk__heading"
-        )
-    )
-    passages = [
-        passage_line(
-            number, services._StoredPassage(title or "", heading or "", text, score, similarity)
-        )
-        for number, text, score, similarity, title, heading in stored
-    ]
-    grounding = (
-        GroundingContext(
-            needs_knowledge=(
-                draft.knowledge_need >= Decimal("0.5")
-                if draft.knowledge_need is not None
-                else looks_like_question(draft.message.text)
-            ),
-            passages=tuple(
-                (text, score, similarity) for _, text, score, similarity, _, _ in stored
-            ),
-        )
-        if draft.knowledge
-        else None
-    )
-    context = ScoringContext(customer_text=draft.message.text, grounding=grounding)
-    return messages, context, passages
 
 
 __all__ = [

@@ -568,7 +568,10 @@ class DraftAttempt(models.Model):
 
     @property
     def kind(self) -> str:
-        """ "cache", "macro", "model" or "composer": what answered."""
+        """ "cache", "macro", "model", "shadow" (a candidate adapter) or "composer": what
+        answered."""
+        if self.purpose == self.Purpose.SHADOW:
+            return "shadow"
         if self.purpose:
             return "composer"
         if self.cache_hit:

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser, User
 from django.db import connection, transaction
-from django.db.models import Exists, F, Field, Model, OuterRef, Q
+from django.db.models import Exists, F, Field, Model, OuterRef, Q, QuerySet
 from django.utils import timezone
 from kombu import Producer
 from kombu.exceptions import LimitExceeded
@@ -53,11 +53,11 @@ from drafting.engine.grounding import (
 )
 from drafting.engine.macros import MacroMatch, customer_name, fill, macro_match
 from drafting.engine.pii import scrub_details
-from drafting.engine.prompting import thread_messages
+from drafting.engine.prompting import Example, thread_messages
 from drafting.engine.providers import CompletionRequest, ProviderError, provider_for
 from drafting.engine.retrieval import Passage, retrieve
 from drafting.engine.routing import RoutedPast
-from drafting.engine.scoring import ScoringContext
+from drafting.engine.scoring import Scorer, ScoringContext
 from drafting.engine.vectors import QueryVector, reembed, vector_fields
 from drafting.learning.intent_rules import intent_route
 from drafting.learning.knowledge import knowledge_detector, passage_reranker
@@ -681,7 +681,7 @@ def _draft_generate(
         draft_id,
         attempts=_with_propensity(
             [
-                _attempt_row(draft_id, a, keep_text=exploring or shadow is not None)
+                attempt_row(draft_id, a, keep_text=exploring or shadow is not None)
                 for a in result.attempts
             ],
             draft.policy.explore_share if exploring else None,
@@ -952,7 +952,7 @@ def _score(value: float | None) -> Decimal | None:
     return None if value is None else Decimal(f"{value:.4f}")
 
 
-def _attempt_row(
+def attempt_row(
     draft_id: int, attempt: TierAttempt, *, keep_text: bool = False, exploratory: bool = False
 ) -> DraftAttempt:
     completion, error = attempt.completion, attempt.error
@@ -998,6 +998,75 @@ def _attempt_row(
     )
 
 
+def ready_drafts_to_replay() -> QuerySet[Draft]:
+    """Ready drafts with what asking a tier again for one needs (exploration, an adapter in
+    shadow: drafting.adapters): its message, policy, knowledge columns and whether its
+    message opened the conversation."""
+    return (
+        Draft.objects.select_related("message", "policy")
+        .only(*_GENERATE_FIELDS, "status", "knowledge", "knowledge_need")
+        .annotate(first_turn=~Exists(_earlier_messages))
+        .filter(status=Draft.Status.READY)
+    )
+
+
+@dataclass(frozen=True)
+class ReplayPrompt:
+    """What a ready draft's cascade sent a tier, rebuilt to ask another one the same."""
+
+    messages: list[dict[str, str]]
+    context: ScoringContext
+    passages: list[str]
+    examples: list[Example]
+    scorer: Scorer
+
+
+def draft_replay_prompt(draft: Draft) -> ReplayPrompt:
+    """A draft of `ready_drafts_to_replay`'s prompt as its cascade sent it: the policy's system
+    prompt and the thread, the passages stored with the draft (numbered as the cascade
+    numbered them), the scorer's context, the team's few-shot examples and the policy's
+    scorer."""
+    query = QueryVector(draft.message.text)
+    messages = _prompt_messages(
+        system_prompt=draft.policy.system_prompt,
+        thread=_thread(draft, first_turn=draft.first_turn),  # type: ignore[attr-defined]
+    )
+    stored = list(
+        DraftPassage.objects.filter(draft_id=draft.pk)
+        .order_by("number")
+        .values_list(
+            "number", "text", "score", "vector_similarity", "article__title", "chunk__heading"
+        )
+    )
+    passages = [
+        passage_line(number, _StoredPassage(title or "", heading or "", text, score, similarity))
+        for number, text, score, similarity, title, heading in stored
+    ]
+    grounding = (
+        GroundingContext(
+            needs_knowledge=(
+                draft.knowledge_need >= Decimal("0.5")
+                if draft.knowledge_need is not None
+                else looks_like_question(draft.message.text)
+            ),
+            passages=tuple(
+                (text, score, similarity) for _, text, score, similarity, _, _ in stored
+            ),
+        )
+        if draft.knowledge
+        else None
+    )
+    return ReplayPrompt(
+        messages=messages,
+        context=ScoringContext(customer_text=draft.message.text, grounding=grounding),
+        passages=passages,
+        examples=examples_similar(
+            team_id=draft.policy.team_id, query=query, exclude_draft_id=draft.pk
+        ),
+        scorer=policy_scorer(policy_id=draft.policy_id),
+    )
+
+
 def draft_explore(*, draft_id: int) -> int:
     """Ask a ready exploration draft's remaining tiers, so that every tier's answer to the
     same message is on record (the optimiser compares tiers from these rows). Returns how
@@ -1012,13 +1081,7 @@ def draft_explore(*, draft_id: int) -> int:
     any attempt. Each attempt (errors too) is stored as exploratory with its text, and its
     cost added to the draft's total (money spent). The draft's status, text, endpoint and score never change.
     """
-    draft = (
-        Draft.objects.select_related("message", "policy")
-        .only(*_GENERATE_FIELDS, "status", "knowledge", "knowledge_need")
-        .annotate(first_turn=~Exists(_earlier_messages))
-        .filter(pk=draft_id, status=Draft.Status.READY)
-        .first()
-    )
+    draft = ready_drafts_to_replay().filter(pk=draft_id).first()
     if draft is None:
         return 0
     done = list(
@@ -1046,40 +1109,7 @@ def draft_explore(*, draft_id: int) -> int:
     )
     if not tiers:
         return 0
-    team_id = draft.policy.team_id
-    query = QueryVector(draft.message.text)
-    messages = _prompt_messages(
-        system_prompt=draft.policy.system_prompt,
-        thread=_thread(draft, first_turn=draft.first_turn),  # type: ignore[attr-defined]
-    )
-    stored = list(
-        DraftPassage.objects.filter(draft_id=draft_id)
-        .order_by("number")
-        .values_list(
-            "number", "text", "score", "vector_similarity", "article__title", "chunk__heading"
-        )
-    )
-    passages = [
-        passage_line(number, _StoredPassage(title or "", heading or "", text, score, similarity))
-        for number, text, score, similarity, title, heading in stored
-    ]
-    grounding = (
-        GroundingContext(
-            needs_knowledge=(
-                draft.knowledge_need >= Decimal("0.5")
-                if draft.knowledge_need is not None
-                else looks_like_question(draft.message.text)
-            ),
-            passages=tuple(
-                (text, score, similarity) for _, text, score, similarity, _, _ in stored
-            ),
-        )
-        if draft.knowledge
-        else None
-    )
-    context = ScoringContext(customer_text=draft.message.text, grounding=grounding)
-    scorer = policy_scorer(policy_id=draft.policy_id)
-    examples = examples_similar(team_id=team_id, query=query, exclude_draft_id=draft.pk)
+    replay = draft_replay_prompt(draft)
     # The probability this draft was drawn into the sample with, as its cascade recorded it
     # (the policy's share now for a draft from before propensities were recorded).
     drawn = (
@@ -1090,19 +1120,19 @@ def draft_explore(*, draft_id: int) -> int:
     for tier in tiers:
         result = run_cascade(
             tiers=[tier],
-            messages=messages,
-            context=context,
-            scorer=scorer,
+            messages=replay.messages,
+            context=replay.context,
+            scorer=replay.scorer,
             deadline=time.monotonic() + settings.DRAFT_DEADLINE_SECONDS,
-            examples=examples,
+            examples=replay.examples,
             earlier_drafts=earlier,
-            passages=passages,
+            passages=replay.passages,
         )
         with transaction.atomic():
             DraftAttempt.objects.bulk_create(
                 _with_propensity(
                     [
-                        _attempt_row(draft_id, a, keep_text=True, exploratory=True)
+                        attempt_row(draft_id, a, keep_text=True, exploratory=True)
                         for a in result.attempts
                     ],
                     drawn,
