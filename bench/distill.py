@@ -13,8 +13,9 @@ the base model it adapts, on held-out dialogues, through the product's own paths
   fitted to the endpoint's budget: drafting.services' own functions) with the labelled
   snippets as the passages (the draft the agent would have started from, grounded as the
   labels say), the human response as the target. The adapter is trained with the product's
-  trainer (drafting.learning.distill.train_adapter: `manage.py distill_train` reads csbot's
-  own export, not an outside dataset); dev is its validation set (loss before/after). The test
+  trainer, drafting.learning.distill.train_adapter, the function `manage.py distill_train`
+  runs (the command also books a DistillRun for a team and reads `distill_export`'s folder; a
+  bench on outside data needs neither); dev is its validation set (loss before/after). The test
   dialogues' instances (all of them: the team's knowledge detector trains on some) go through
   `manage.py knowledge_eval --model BASE --model ADAPTER --generate N`, so both models answer
   the same held-out turns through draft_preview, grounded by the team's own retrieval.
@@ -389,17 +390,28 @@ def _chat(url: str, model: str, messages: Messages, max_tokens: int) -> dict[str
 
 
 def _decode_ms_per_token(payload: dict[str, Any]) -> float | None:
+    """Decode time per output token: vLLM's `generation_time_ms` (first output token to last)
+    over the tokens after the first, when the server sent its per-request metrics; else the
+    request's whole time over its tokens (prefill included: an upper bound)."""
     tokens = int((payload.get("usage") or {}).get("completion_tokens") or 0)
     if tokens <= 0:
         return None
     metrics = payload.get("metrics") or {}
-    decode = metrics.get("decode_time") or metrics.get("decode_time_s")
-    if isinstance(decode, int | float) and decode > 0 and tokens > 1:
-        return 1000 * float(decode) / (tokens - 1)
+    decode = metrics.get("generation_time_ms") if isinstance(metrics, dict) else None
+    if isinstance(decode, int | float) and tokens > 1:
+        return float(decode) / (tokens - 1)
     return 1000 * float(payload["_seconds"]) / tokens
 
 
-def _summary(latencies: list[float], per_token: list[float]) -> dict[str, Any]:
+def _ttft_ms(payload: dict[str, Any]) -> float | None:
+    metrics = payload.get("metrics") or {}
+    value = metrics.get("time_to_first_token_ms") if isinstance(metrics, dict) else None
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _summary(
+    latencies: list[float], per_token: list[float], ttft: list[float], tokens: list[int]
+) -> dict[str, Any]:
     ordered = sorted(latencies)
 
     def pct(p: float) -> float:
@@ -411,6 +423,8 @@ def _summary(latencies: list[float], per_token: list[float]) -> dict[str, Any]:
         "p50_ms": pct(0.5),
         "p95_ms": pct(0.95),
         "decode_ms_per_token": round(statistics.fmean(per_token), 2) if per_token else None,
+        "time_to_first_token_ms": round(statistics.fmean(ttft), 1) if ttft else None,
+        "output_tokens_mean": round(statistics.fmean(tokens), 1) if tokens else None,
     }
 
 
@@ -423,6 +437,8 @@ def latency(
         _chat(url, model, prompts[0], max_tokens)
     seconds: dict[str, list[float]] = {m: [] for m in models}
     per_token: dict[str, list[float]] = {m: [] for m in models}
+    ttft: dict[str, list[float]] = {m: [] for m in models}
+    tokens: dict[str, list[int]] = {m: [] for m in models}
     metrics_seen = False
     for n, prompt in enumerate(prompts):
         for model in models if n % 2 == 0 else list(reversed(models)):
@@ -432,7 +448,12 @@ def latency(
             ms = _decode_ms_per_token(payload)
             if ms is not None:
                 per_token[model].append(ms)
-    out: dict[str, Any] = {m: _summary(seconds[m], per_token[m]) for m in models}
+            if (first := _ttft_ms(payload)) is not None:
+                ttft[model].append(first)
+            tokens[model].append(int((payload.get("usage") or {}).get("completion_tokens") or 0))
+    out: dict[str, Any] = {
+        m: _summary(seconds[m], per_token[m], ttft[m], tokens[m]) for m in models
+    }
     out["per_request_metrics"] = metrics_seen
     return out
 
@@ -520,6 +541,10 @@ def main() -> None:
             lat = latency(url, models, prompts, args.max_tokens)
             base, tuned = lat[models[0]], lat[models[1]]
             lat["overhead_mean_pct"] = round(100 * (tuned["mean_ms"] / base["mean_ms"] - 1), 1)
+            if base["time_to_first_token_ms"] and tuned["time_to_first_token_ms"]:
+                lat["overhead_ttft_pct"] = round(
+                    100 * (tuned["time_to_first_token_ms"] / base["time_to_first_token_ms"] - 1), 1
+                )
             if base["decode_ms_per_token"] and tuned["decode_ms_per_token"]:
                 lat["overhead_decode_pct"] = round(
                     100 * (tuned["decode_ms_per_token"] / base["decode_ms_per_token"] - 1), 1
@@ -527,6 +552,9 @@ def main() -> None:
             result["latency"] = lat
     finally:
         localserver.stop_server(args.port)
+    target = ROOT / "bench" / "results" / f"distill_{args.dataset}.json"
+    # Kept before the reference server is started: a run cut short there keeps its figures.
+    target.write_text(json.dumps(result, indent=1) + "\n")
     if args.latency and not args.no_lora_reference:
         log("latency: the base on a server without LoRA")
         localserver.start_server(port=args.port, lora=False)
@@ -538,7 +566,6 @@ def main() -> None:
         finally:
             localserver.stop_server(args.port)
     result["seconds"] = round(time.monotonic() - started, 1)
-    target = ROOT / "bench" / "results" / f"distill_{args.dataset}.json"
     target.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))
 
