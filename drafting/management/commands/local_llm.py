@@ -10,6 +10,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DatabaseError
 
 from drafting import adapters, localserver
 
@@ -54,6 +55,16 @@ class Command(BaseCommand):
         self.stdout.write(message)
         self.stdout.flush()
 
+    def _published_adapters(self, port: int) -> dict[str, str] | None:
+        """The adapters to serve from the start; none when the database cannot say (the
+        server is started before migrations by scripts/test.sh and `make run`, and a fresh
+        database has no table yet): they are loaded at run time when published or asked."""
+        try:
+            return adapters.adapters_serving(base_url=localserver.base_url_for(port))
+        except DatabaseError as error:
+            self._say(f"{localserver.config.PREFIX} no adapters served from the start: {error}")
+            return None
+
     def handle(self, *args: Any, **options: Any) -> None:
         action = options["action"]
         embed = bool(options.get("embed"))
@@ -70,7 +81,7 @@ class Command(BaseCommand):
         # The published adapters (drafting.adapters) are served from the start by a server
         # started here: a restarted server answers for them as the one before did.
         lora_modules = (
-            adapters.adapters_serving(base_url=localserver.base_url_for(options["port"]))
+            self._published_adapters(options["port"])
             if action == "serve" and not embed and url is None
             else None
         )
