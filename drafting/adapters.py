@@ -27,7 +27,6 @@ import contextvars
 import logging
 import os
 import random
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -35,7 +34,6 @@ from pathlib import Path
 from typing import TypeVar
 
 from auditlog.context import set_actor
-from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Exists, F, OuterRef, Q
@@ -44,7 +42,6 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 
 from csbot.memo import Memo
 from drafting import experiments, localserver, services
-from drafting.engine.cascade import run_cascade
 from drafting.models import (
     CascadePolicy,
     CascadeTier,
@@ -544,15 +541,9 @@ def draft_shadow(*, draft_id: int, run_id: int) -> bool:
         .values_list("text", flat=True)
     )
     replay = services.draft_replay_prompt(draft)
-    result = run_cascade(
-        tiers=[CascadeTier(policy_id=run.policy_id, position=run.shadow_tier, endpoint=endpoint)],
-        messages=replay.messages,
-        context=replay.context,
-        scorer=replay.scorer,
-        deadline=time.monotonic() + settings.DRAFT_DEADLINE_SECONDS,
-        examples=replay.examples,
-        earlier_drafts=earlier,
-        passages=replay.passages,
+    result = replay.ask(
+        CascadeTier(policy_id=run.policy_id, position=run.shadow_tier, endpoint=endpoint),
+        earlier=earlier,
     )
     rows = [
         services.attempt_row(draft_id, a, keep_text=True, exploratory=True)

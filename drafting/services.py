@@ -46,6 +46,7 @@ from drafting.engine.embeddings import EmbeddingError
 from drafting.engine.examples import example_store, examples_similar
 from drafting.engine.grounding import (
     GroundingContext,
+    StoredPassage,
     looks_like_question,
     passage_line,
     passage_lines,
@@ -1020,6 +1021,20 @@ class ReplayPrompt:
     examples: list[Example]
     scorer: Scorer
 
+    def ask(self, tier: CascadeTier, *, earlier: list[str]) -> CascadeResult:
+        """Ask one tier this prompt through the cascade, with a fresh deadline; `earlier`: the
+        answers already given to it (what an escalation would have shown the scorer)."""
+        return run_cascade(
+            tiers=[tier],
+            messages=self.messages,
+            context=self.context,
+            scorer=self.scorer,
+            deadline=time.monotonic() + settings.DRAFT_DEADLINE_SECONDS,
+            examples=self.examples,
+            earlier_drafts=earlier,
+            passages=self.passages,
+        )
+
 
 def draft_replay_prompt(draft: Draft) -> ReplayPrompt:
     """A draft of `ready_drafts_to_replay`'s prompt as its cascade sent it: the policy's system
@@ -1039,7 +1054,7 @@ def draft_replay_prompt(draft: Draft) -> ReplayPrompt:
         )
     )
     passages = [
-        passage_line(number, _StoredPassage(title or "", heading or "", text, score, similarity))
+        passage_line(number, StoredPassage(title or "", heading or "", text, score, similarity))
         for number, text, score, similarity, title, heading in stored
     ]
     grounding = (
@@ -1118,16 +1133,7 @@ def draft_explore(*, draft_id: int) -> int:
         .first()
     ) or draft.policy.explore_share
     for tier in tiers:
-        result = run_cascade(
-            tiers=[tier],
-            messages=replay.messages,
-            context=replay.context,
-            scorer=replay.scorer,
-            deadline=time.monotonic() + settings.DRAFT_DEADLINE_SECONDS,
-            examples=replay.examples,
-            earlier_drafts=earlier,
-            passages=replay.passages,
-        )
+        result = replay.ask(tier, earlier=earlier)
         with transaction.atomic():
             DraftAttempt.objects.bulk_create(
                 _with_propensity(
@@ -1143,18 +1149,6 @@ def draft_explore(*, draft_id: int) -> int:
             attempts_added.send(sender=DraftAttempt, draft_ids=[draft_id])
         earlier += [a.completion.text for a in result.attempts if a.completion is not None]
     return len(tiers)
-
-
-@dataclass(frozen=True)
-class _StoredPassage:
-    """A DraftPassage as drafting.engine.grounding reads a passage (exploration re-sends them)."""
-
-    article_title: str
-    heading: str
-    text: str
-    score: float
-    vector_similarity: float | None
-    text_rank: float | None = None
 
 
 def _draft_after_failure(draft_id: int, result: CascadeResult, *, tries: int) -> None:

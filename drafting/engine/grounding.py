@@ -71,6 +71,19 @@ class NeedDetector(Protocol):
     def probability(self, query: QueryVector) -> float | None: ...
 
 
+@dataclass(frozen=True)
+class StoredPassage:
+    """A passage stored with a draft (DraftPassage), read back as a PassageLike: exploration,
+    an adapter in shadow and the distillation export render it as the cascade did."""
+
+    article_title: str
+    heading: str
+    text: str
+    score: float
+    vector_similarity: float | None
+    text_rank: float | None = None
+
+
 def passage_line(number: int, passage: PassageLike) -> str:
     """`[n] Title — heading: text`, as the model sees the passage."""
     where = (

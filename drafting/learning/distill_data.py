@@ -46,7 +46,7 @@ from typing import Any
 from django.conf import settings
 
 from csbot.models import Message
-from drafting.engine.grounding import KNOWLEDGE_HEADER, passage_line
+from drafting.engine.grounding import KNOWLEDGE_HEADER, StoredPassage, passage_line
 from drafting.engine.macros import AGENT_NAME
 from drafting.engine.pii import scrub_details
 from drafting.engine.prompting import knowledge_block, thread_messages, with_knowledge
@@ -189,18 +189,6 @@ def _data_sha256(hashes: dict[str, str]) -> str:
 # --- Reading the rows ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _StoredPassage:
-    """A DraftPassage as drafting.engine.grounding reads a passage (to render its line)."""
-
-    article_title: str
-    heading: str
-    text: str
-    score: float
-    vector_similarity: float | None
-    text_rank: float | None = None
-
-
 @dataclass
 class _Conversation:
     """What scrubbing one conversation needs: its customer's turns and reference, and the
@@ -330,7 +318,7 @@ def _passages(draft_ids: Iterable[int]) -> dict[int, list[str]]:
         )
     )
     for draft_id, number, text, score, similarity, title, heading in rows:
-        stored = _StoredPassage(title or "", heading or "", text, score, similarity)
+        stored = StoredPassage(title or "", heading or "", text, score, similarity)
         lines[draft_id].append(passage_line(number, stored))
     return lines
 
