@@ -451,6 +451,17 @@ class DraftAttempt(models.Model):
         # after the draft was ready, never shown or chosen, its cost spent on the message.
         SHADOW = "shadow", "Shadow: candidate adapter"
 
+    # The composer tools' purposes (drafting.engine.composer.TOOLS has one tool for each).
+    COMPOSER_PURPOSES = frozenset(
+        {
+            Purpose.SHORTEN,
+            Purpose.FRIENDLIER,
+            Purpose.FORMAL,
+            Purpose.GRAMMAR,
+            Purpose.TRANSLATE,
+        }
+    )
+
     draft = models.ForeignKey(Draft, on_delete=models.CASCADE, related_name="attempts")
     tier = models.PositiveSmallIntegerField(help_text="Cascade position; 0 for a cache hit.")
     # A composer tool's rewrite of the agent's reply text (not a draft of its own): model spend
@@ -572,7 +583,7 @@ class DraftAttempt(models.Model):
         answered."""
         if self.purpose == self.Purpose.SHADOW:
             return "shadow"
-        if self.purpose:
+        if self.purpose in self.COMPOSER_PURPOSES:
             return "composer"
         if self.cache_hit:
             return "cache"

@@ -150,7 +150,7 @@ def _attempt_metrics(endpoints: dict[int, str]) -> Iterator[Metric]:
         endpoint = endpoints.get(endpoint_id, str(endpoint_id)) if endpoint_id else CACHE_LABEL
         exploratory = "true" if row["exploratory"] else "false"
         n = float(row["n"])
-        if row["purpose"] and row["purpose"] != DraftAttempt.Purpose.SHADOW:
+        if row["purpose"] in DraftAttempt.COMPOSER_PURPOSES:
             # A composer tool's call: the endpoint's spend, tokens, latency and errors, but no
             # cascade attempt (nor an escalation when a lower tier was cooling down).
             composer[row["purpose"], row["outcome"]] += n

@@ -16,8 +16,7 @@ from drafting.models import DraftAttempt
 
 
 def test_there_is_one_tool_per_composer_purpose() -> None:
-    purposes = {value for value, _ in DraftAttempt.Purpose.choices if value}
-    assert set(TOOLS) == purposes
+    assert set(TOOLS) == DraftAttempt.COMPOSER_PURPOSES
 
 
 @pytest.mark.parametrize(
