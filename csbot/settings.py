@@ -333,6 +333,9 @@ SCORER_MIN_AUC = env_float("SCORER_MIN_AUC", 0.6, minimum=0.0, maximum=1.0)
 # retrain) are written under this folder, one sub-folder per run; the vLLM server reads them
 # from there, so on a multi-machine setup it is a shared volume.
 DISTILL_ADAPTER_DIR = Path(env_str("DISTILL_ADAPTER_DIR", str(VAR_DIR / "adapters")))
+# The first port of the vLLM servers that serve adapters merged into the base's weights
+# (drafting.adapters.adapter_serve_merged: one per adapter, the next free port upward).
+DISTILL_MERGED_PORT = env_int("DISTILL_MERGED_PORT", 8041, minimum=1)
 # Transient provider failures are retried (by the sweeper) at most this many times.
 DRAFT_MAX_TRIES = env_int("DRAFT_MAX_TRIES", 5, minimum=1)
 DRAFT_RETRY_BASE_SECONDS = env_int("DRAFT_RETRY_BASE_SECONDS", 10, minimum=0)

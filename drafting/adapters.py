@@ -32,14 +32,17 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 from auditlog.context import set_actor
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
-from django.db.models import Exists, F, OuterRef, Q
+from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 from kombu.exceptions import OperationalError as KombuOperationalError
 
+from csbot.locks import advisory_lock
 from csbot.memo import Memo
 from drafting import experiments, localserver, services
 from drafting.models import (
@@ -179,6 +182,152 @@ def adapters_serving(*, base_url: str | None = None) -> dict[str, str]:
             continue
         serving[run.adapter_name] = run.adapter_path
     return serving
+
+
+# --- Serving merged -----------------------------------------------------------------------------
+
+
+def _url_port(url: str) -> int | None:
+    try:
+        return urlsplit(url).port
+    except ValueError:
+        return None
+
+
+def _merged_runs() -> QuerySet[DistillRun]:
+    return (
+        DistillRun.objects.filter(
+            serving=DistillRun.Serving.MERGED,
+            status=DistillRun.Status.SUCCEEDED,
+            endpoint__isnull=False,
+        )
+        .exclude(stage=DistillRun.Stage.RETIRED)
+        .select_related("endpoint")
+        .order_by("pk")
+    )
+
+
+def _merged_port(run: DistillRun) -> int:
+    """The run's port when it is served merged already, else the lowest from
+    DISTILL_MERGED_PORT that no other merged adapter holds."""
+    taken: dict[int, int] = {}
+    for other in _merged_runs():
+        assert other.endpoint is not None
+        port = _url_port(other.endpoint.resolved_base_url())
+        if port is not None:
+            taken[port] = other.pk
+    for port, run_id in taken.items():
+        if run_id == run.pk:
+            return port
+    port = settings.DISTILL_MERGED_PORT
+    while port in taken or port in (settings.LOCAL_LLM_PORT, settings.LOCAL_EMBED_PORT):
+        port += 1
+    return port
+
+
+def merged_serving() -> list[localserver.MergedModel]:
+    """The servers the merged adapters need (not retired, folder present): what `manage.py
+    local_llm serve` starts beside the base."""
+    serving: list[localserver.MergedModel] = []
+    for run in _merged_runs():
+        assert run.endpoint is not None
+        port = _url_port(run.endpoint.resolved_base_url())
+        folder = Path(run.merged_path)
+        if port is None or not (folder / "config.json").is_file():
+            logger.warning("adapter %s: merged folder %s is gone", run.adapter_name, folder)
+            continue
+        serving.append(localserver.MergedModel(port=port, name=run.adapter_name, folder=folder))
+    return serving
+
+
+def adapter_serve_merged(
+    *,
+    run: DistillRun,
+    user: User | None,
+    progress: Callable[[str], None] | None = None,
+    timeout: float = 600,
+) -> ModelEndpoint:
+    """Serve the adapter merged into the base's weights, on a vLLM server of its own: on a
+    CPU, LoRA beside the base doubles each decoding step, a merged copy costs what the base
+    costs (docs/distillation.md). Its endpoint (the same row: tiers, shadow and experiments
+    that name it follow) then points at that server.
+
+    Steps: only a trained adapter that is not retired, for the shipped local model, with no
+    LOCAL_LLM_URL (a model served elsewhere, e.g. on a GPU, is started there); publish if
+    needed; merge into `<adapter folder>-merged` unless done (peft merge_and_unload, ≈10 s
+    here); start its server on the run's port (≈75 s; a running one is reused) and wait until
+    it answers under the adapter's name; only then, in one audited transaction, point the
+    endpoint there and mark the run merged, so drafts never go to a server that is not up.
+    Minutes long: a command (`manage.py distill_serve`), never a web request."""
+    from drafting.learning.distill import merge_adapter  # torch and peft: not in web processes
+
+    say = progress or (lambda _message: None)
+    if settings.LOCAL_LLM_URL:
+        raise AdapterStageError(
+            "LOCAL_LLM_URL is set: the local model is served elsewhere (on a GPU an adapter "
+            "costs little beside the base); serve a merged copy there with vLLM's --model."
+        )
+    if run.status != DistillRun.Status.SUCCEEDED or run.stage == DistillRun.Stage.RETIRED:
+        raise AdapterStageError(f"Adapter v{run.version} cannot be served ({run.stage}).")
+    base_dir = localserver.config.model_dir()
+    if run.base_model != base_dir.name:
+        raise AdapterStageError(
+            f"Adapter v{run.version} fine-tunes {run.base_model}, not the shipped {base_dir.name}."
+        )
+    endpoint = adapter_publish(run=run)
+    adapter_dir = Path(run.adapter_path)
+    folder = adapter_dir.with_name(f"{adapter_dir.name}-merged")
+    if not (folder / "config.json").is_file():
+        say(f"merging adapter v{run.version} into {base_dir.name}'s weights: {folder}")
+        merge_adapter(base_dir=base_dir, adapter_dir=adapter_dir, out_dir=folder)
+    port = _merged_port(run)
+    url = localserver.ensure_server(
+        port=port,
+        timeout=timeout,
+        progress=say,
+        model=folder,
+        served_model_name=run.adapter_name,
+    )
+
+    def switch() -> ModelEndpoint:
+        locked = DistillRun.objects.select_for_update().get(pk=run.pk)
+        served = ModelEndpoint.objects.select_for_update().get(pk=endpoint.pk)
+        served.base_url = url
+        served.save(update_fields=["base_url"])
+        locked.serving = DistillRun.Serving.MERGED
+        locked.merged_path = str(folder)
+        locked.save(update_fields=["serving", "merged_path"])
+        return served
+
+    served = _in_audit_context(user, switch)
+    run.refresh_from_db()
+    say(f"adapter v{run.version} served merged at {url} as {run.adapter_name}")
+    return served
+
+
+def adapter_serve_lora(*, run: DistillRun, user: User | None) -> ModelEndpoint:
+    """Back to LoRA beside the base: the endpoint points at the base's server again (audited),
+    the adapter is loaded there, and the merged server is stopped (its folder is kept, so
+    serving merged again skips the merge). AdapterStageError unless served merged."""
+
+    def switch() -> tuple[ModelEndpoint, int | None]:
+        locked = DistillRun.objects.select_for_update().get(pk=run.pk)
+        if locked.serving != DistillRun.Serving.MERGED or locked.endpoint_id is None:
+            raise AdapterStageError(f"Adapter v{locked.version} is not served merged.")
+        served = ModelEndpoint.objects.select_for_update().get(pk=locked.endpoint_id)
+        port = _url_port(served.resolved_base_url())
+        served.base_url = locked.base_endpoint.base_url
+        served.save(update_fields=["base_url"])
+        locked.serving = DistillRun.Serving.LORA
+        locked.save(update_fields=["serving"])
+        return served, port
+
+    served, port = _in_audit_context(user, switch)
+    run.refresh_from_db()
+    _load(run, served)
+    if port is not None:
+        localserver.stop_server(port)
+    return served
 
 
 # --- Stages -------------------------------------------------------------------------------------
@@ -459,6 +608,7 @@ class Shadow:
     share: Decimal
 
 
+_SHADOW_LOCK = "csbot.adapters.shadow"
 _shadows: Memo[int, Shadow | None] = Memo(depends_on=(DistillRun, ModelEndpoint))
 
 
@@ -514,6 +664,14 @@ def draft_shadow(*, draft_id: int, run_id: int) -> bool:
     )
     if run is None or run.endpoint is None or run.shadow_tier is None:
         return False
+    # Two deliveries of the task (a retry, a worker lost mid-task) must not both pay for an
+    # answer: the second waits for no one, it finds the lock taken and leaves.
+    with advisory_lock(_SHADOW_LOCK, draft_id) as held:
+        return held and _answer_in_shadow(run, draft_id)
+
+
+def _answer_in_shadow(run: DistillRun, draft_id: int) -> bool:
+    assert run.endpoint is not None and run.shadow_tier is not None
     answered = DraftAttempt.objects.filter(
         draft_id=OuterRef("pk"), purpose=DraftAttempt.Purpose.SHADOW, endpoint_id=run.endpoint_id
     )
@@ -526,7 +684,9 @@ def draft_shadow(*, draft_id: int, run_id: int) -> bool:
     if draft is None:
         return False
     endpoint = run.endpoint
-    if localserver.probe(endpoint.resolved_base_url(), api_key=_api_key(endpoint)) is not None:
+    lora = run.serving == DistillRun.Serving.LORA
+    url = endpoint.resolved_base_url()
+    if lora and localserver.probe(url, api_key=_api_key(endpoint)) is not None:
         _load(run, endpoint)  # a no-op when served; a restarted server gets it back
     earlier = list(
         DraftAttempt.objects.filter(
@@ -569,10 +729,13 @@ __all__ = [
     "adapter_promote",
     "adapter_publish",
     "adapter_rollback",
+    "adapter_serve_lora",
+    "adapter_serve_merged",
     "adapter_shadow_start",
     "adapter_shadow_stop",
     "adapters_serving",
     "draft_shadow",
+    "merged_serving",
     "shadow_enqueue",
     "shadow_sample",
 ]

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-import zlib
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -29,10 +27,11 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from csbot.locks import advisory_lock
 from csbot.models import Team
 from drafting.learning.distill import Hyper, train_adapter
 from drafting.learning.distill_data import (
@@ -59,9 +58,9 @@ Progress = Callable[[str], None]
 
 _MONEY = Decimal(1).scaleb(-MONEY_PLACES)
 _SECONDS = Decimal("0.001")
-# The key of the PostgreSQL advisory lock the nightly retrain holds: one retrain at a time on
-# the whole installation (two workers, or a slow night running into the next).
-_NIGHTLY_LOCK = zlib.crc32(b"csbot.distill.nightly")
+# The PostgreSQL advisory lock the nightly retrain holds: one retrain at a time on the whole
+# installation (two workers, or a slow night running into the next).
+_NIGHTLY_LOCK = "csbot.distill.nightly"
 # The replies a run learns from: those the agent sent from a draft (AgentAction USE/EDIT).
 SENT_KINDS = (AgentAction.Kind.USE, AgentAction.Kind.EDIT)
 
@@ -267,21 +266,6 @@ def _finish(run: DistillRun, started: float) -> None:
 # --- The nightly retrain -------------------------------------------------------------------------
 
 
-@contextmanager
-def _nightly_lock() -> Iterator[bool]:
-    """True when this process holds the installation's retrain lock (a session-level advisory
-    lock: released when the block ends, or by PostgreSQL when the worker's connection dies)."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s)", [_NIGHTLY_LOCK])
-        held = bool(cursor.fetchone()[0])
-    try:
-        yield held
-    finally:
-        if held:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s)", [_NIGHTLY_LOCK])
-
-
 def distill_sent_since(*, policy: CascadePolicy, since: datetime | None) -> int:
     """Replies agents sent from the policy's drafts after `since` (all of them for None)."""
     sent = AgentAction.objects.filter(draft__policy=policy, kind__in=SENT_KINDS)
@@ -305,7 +289,7 @@ def distill_nightly(
     team has a run still training is skipped. Returns the runs made (failed ones included).
     """
     runs: list[DistillRun] = []
-    with _nightly_lock() as held:
+    with advisory_lock(_NIGHTLY_LOCK) as held:
         if not held:
             logger.info("another distillation retrain is running: skipped")
             return runs

@@ -1255,6 +1255,14 @@ class DistillRun(models.Model):
         PROMOTED = "promoted", "Promoted"
         RETIRED = "retired", "Retired"
 
+    class Serving(models.TextChoices):
+        # vLLM applies the adapter beside the base model's weights at every step: no second
+        # server, loaded and swapped at run time, but on a CPU each step costs about twice the
+        # base's (docs/distillation.md). A merged copy (the adapter folded into the weights)
+        # decodes as fast as the base, on a server of its own.
+        LORA = "lora", "LoRA beside the base"
+        MERGED = "merged", "Merged copy on its own server"
+
     team = models.ForeignKey("csbot.Team", on_delete=models.PROTECT, related_name="distill_runs")
     policy = models.ForeignKey(
         CascadePolicy,
@@ -1274,6 +1282,10 @@ class DistillRun(models.Model):
         max_length=120, unique=True, help_text="The model name vLLM serves the adapter under."
     )
     adapter_path = models.CharField(max_length=500, blank=True)
+    serving = models.CharField(max_length=8, choices=Serving.choices, default=Serving.LORA)
+    merged_path = models.CharField(
+        max_length=500, blank=True, help_text="The merged model folder (serving merged)."
+    )
     endpoint = models.OneToOneField(
         ModelEndpoint,
         null=True,
@@ -1372,6 +1384,10 @@ class DistillRun(models.Model):
             models.CheckConstraint(
                 condition=Q(cost_usd__gte=0) & Q(machine_seconds__gte=0),
                 name="distill_cost_non_negative",
+            ),
+            models.CheckConstraint(
+                condition=Q(serving="lora") | (Q(serving="merged") & ~Q(merged_path="")),
+                name="distill_merged_serving_has_a_folder",
             ),
         ]
 

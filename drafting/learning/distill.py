@@ -324,3 +324,53 @@ def train_adapter(
     result.seconds = time.monotonic() - started
     say(f"adapter saved to {out_dir} after {result.seconds:.0f} s")
     return result
+
+
+# Tokenizer and template files a model folder carries beside its weights: a merged copy is
+# served exactly like the base (same chat template, same special tokens).
+_MODEL_SIDE_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "generation_config.json",
+    "vocab.json",
+    "merges.txt",
+)
+
+
+def merge_adapter(*, base_dir: Path, adapter_dir: Path, out_dir: Path) -> Path:
+    """Fold the LoRA adapter in `adapter_dir` into the weights of the model in `base_dir`
+    and save the result as a model folder `out_dir` that vLLM serves like the base.
+
+    On a CPU vLLM applies an adapter beside every projection at each step (about twice the
+    base's decode time here); merged weights have the base's shape, so they cost what the
+    base costs to serve. Merged in float32 (no rounding of the small update into bfloat16
+    first), saved in the base's own dtype; tokenizer and chat template copied from the base.
+    Written beside `out_dir` and renamed: an interrupted merge never leaves a folder that
+    looks finished. Returns `out_dir`.
+    """
+    import shutil
+
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base: Any = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    stored = getattr(base.config, "dtype", None) or getattr(base.config, "torch_dtype", None)
+    merged: Any = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    if isinstance(stored, torch.dtype) and stored != torch.float32:
+        merged = merged.to(stored)
+    tmp = out_dir.parent / f".{out_dir.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        merged.save_pretrained(str(tmp), safe_serialization=True)
+        for name in _MODEL_SIDE_FILES:
+            if (base_dir / name).is_file():
+                shutil.copyfile(base_dir / name, tmp / name)
+        shutil.rmtree(out_dir, ignore_errors=True)
+        tmp.replace(out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir

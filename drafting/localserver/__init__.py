@@ -29,6 +29,8 @@ from drafting.localserver.config import (
 )
 from drafting.localserver.install import install, is_installed
 from drafting.localserver.server import (
+    MergedModel,
+    ensure_merged,
     ensure_server,
     load_adapter,
     probe,
@@ -46,7 +48,9 @@ __all__ = [
     "EMBED_MODEL_NAME",
     "SERVED_MODEL_NAME",
     "LocalLLMError",
+    "MergedModel",
     "base_url_for",
+    "ensure_merged",
     "ensure_server",
     "install",
     "is_installed",

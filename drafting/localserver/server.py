@@ -16,6 +16,8 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -72,17 +74,19 @@ def start_server(
     dtype: str | None = None,
     lora: bool = True,
     lora_modules: dict[str, str] | None = None,
+    model: Path | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start vLLM's OpenAI-compatible server in the background; returns at once (not ready).
 
     `dtype` defaults to what suits this CPU (see cpu_dtype). A generation server serves LoRA
     adapters unless `lora` is off: those in `lora_modules` (served name -> adapter folder)
-    from the start, others loaded at run time (`load_adapter`).
+    from the start, others loaded at run time (`load_adapter`). `model` is another model
+    folder than the shipped one (an adapter merged into its weights, drafting.adapters).
     """
     if not is_installed():
         raise LocalLLMError("the local LLM is not installed; run `manage.py local_llm install`")
     options = {
-        "--model": str(model_dir()),
+        "--model": str(model or model_dir()),
         "--served-model-name": served_model_name
         or (EMBED_MODEL_NAME if embed else SERVED_MODEL_NAME),
         "--host": host,
@@ -372,6 +376,17 @@ def _port_in_use(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+def _serving(base_url: str, *, port: int, name: str | None) -> bool:
+    """Whether a healthy server answers at `base_url`; LocalLLMError when it serves another
+    model than `name` (a merged adapter's port taken by something else)."""
+    models = probe(base_url)
+    if models is None:
+        return False
+    if name is not None and name not in models:
+        raise LocalLLMError(f"port {port} serves {', '.join(models) or 'nothing'}, not {name}")
+    return True
+
+
 def ensure_server(
     *,
     url: str | None = None,
@@ -381,11 +396,15 @@ def ensure_server(
     embed: bool = False,
     api_key: str | None = None,
     lora_modules: dict[str, str] | None = None,
+    model: Path | None = None,
+    served_model_name: str | None = None,
 ) -> str:
     """Return the OpenAI base URL of a healthy vLLM server, starting one if needed.
 
     `lora_modules` (served name -> adapter folder) are served from the start by a server
-    started here; a running server is left as it is (see `load_adapter`).
+    started here; a running server is left as it is (see `load_adapter`). With `model` (a
+    merged adapter's folder) the server serves that folder under `served_model_name`, without
+    LoRA.
 
     Steps: with `url` (LOCAL_LLM_URL, e.g. a GPU vLLM elsewhere) only wait for it to be
     healthy; else reuse a healthy server on `port`, or one of ours still starting; else
@@ -395,7 +414,7 @@ def ensure_server(
         wait_healthy(url, timeout=timeout, progress=progress, api_key=api_key)
         return url.rstrip("/")
     base_url = base_url_for(port)
-    if probe(base_url) is not None:
+    if _serving(base_url, port=port, name=served_model_name):
         return base_url
     with file_lock(
         run_dir() / f"vllm-{port}.lock",
@@ -403,7 +422,7 @@ def ensure_server(
         waiting_message=f"another process is starting the server on port {port}; waiting",
     ):
         # Someone may have finished (or begun) starting it while we waited for the lock.
-        if probe(base_url) is not None:
+        if _serving(base_url, port=port, name=served_model_name):
             return base_url
         if server_pid(port) is not None:
             progress(f"{PREFIX} a server of ours is starting on port {port}; waiting for it")
@@ -419,7 +438,14 @@ def ensure_server(
             f"{PREFIX} starting vLLM on port {port} (≈75 s on 2 CPU cores);"
             f" log {server_log_path(port)}"
         )
-        process = start_server(port=port, embed=embed, lora_modules=lora_modules)
+        process = start_server(
+            port=port,
+            embed=embed,
+            lora_modules=lora_modules,
+            model=model,
+            served_model_name=served_model_name,
+            lora=model is None,
+        )
         try:
             wait_healthy(
                 base_url,
@@ -452,6 +478,41 @@ def server_status(port: int = DEFAULT_PORT, *, url: str | None = None) -> dict[s
     return status
 
 
+@dataclass(frozen=True)
+class MergedModel:
+    """A model folder served under `name` by a server of its own on `port`: an adapter merged
+    into the base's weights (drafting.adapters), which decodes as fast as the base."""
+
+    port: int
+    name: str
+    folder: Path
+
+
+def ensure_merged(
+    merged: Sequence[MergedModel], *, timeout: float, progress: Progress = say
+) -> list[int]:
+    """Ensure a server for each merged model; returns the ports of those started here. One
+    that cannot start is reported and skipped: its endpoint fails over to the next tier, and
+    the others (and the base) still serve."""
+    started: list[int] = []
+    for model in merged:
+        running = probe(base_url_for(model.port)) is not None or server_pid(model.port) is not None
+        try:
+            ensure_server(
+                port=model.port,
+                timeout=timeout,
+                progress=progress,
+                model=model.folder,
+                served_model_name=model.name,
+            )
+        except LocalLLMError as error:
+            progress(f"{PREFIX} merged model {model.name} not served on port {model.port}: {error}")
+            continue
+        if not running:
+            started.append(model.port)
+    return started
+
+
 def serve_foreground(
     *,
     port: int,
@@ -460,9 +521,11 @@ def serve_foreground(
     embed: bool,
     progress: Progress = say,
     lora_modules: dict[str, str] | None = None,
+    merged: Sequence[MergedModel] = (),
 ) -> None:
     """Ensure a server, then stay until Ctrl-C / SIGTERM and stop it if this call started it
-    (serving `lora_modules`, served name -> adapter folder, from the start)."""
+    (serving `lora_modules`, served name -> adapter folder, from the start), with a server for
+    each of the `merged` models (stopped with it when started here)."""
     if url:
         ensure_server(url=url, timeout=timeout, progress=progress)
         progress(f"{PREFIX} LOCAL_LLM_URL is set; {url} is healthy and not managed here")
@@ -471,6 +534,7 @@ def serve_foreground(
     base_url = ensure_server(
         port=port, timeout=timeout, progress=progress, embed=embed, lora_modules=lora_modules
     )
+    companions = ensure_merged(merged, timeout=timeout, progress=progress)
     if already_running:
         progress(f"{PREFIX} a server was already running at {base_url}; leaving it alone")
         return
@@ -492,4 +556,6 @@ def serve_foreground(
     except KeyboardInterrupt:
         progress(f"{PREFIX} stopping the server on port {port}")
     finally:
+        for companion in companions:
+            stop_server(companion)
         stop_server(port)

@@ -5,6 +5,7 @@ experiment. The server is a recorded HTTP stub; the real vLLM path is test_disti
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
@@ -15,6 +16,7 @@ import pytest
 from auditlog.models import LogEntry
 from django.contrib.contenttypes.models import ContentType
 from django.core.management import call_command
+from django.db import connection
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -22,6 +24,7 @@ from django.utils import timezone
 from accounting.dashboard import tier_costs
 from accounting.facts import Scope
 from csbot.console.composer import TOOL_CHOICES
+from csbot.locks import advisory_lock
 from drafting import adapters, localserver
 from drafting import services as drafting
 from drafting.adapters import AdapterStageError
@@ -202,6 +205,127 @@ def test_local_llm_starts_the_server_with_the_published_adapters(
 
     assert started[0]["lora_modules"] == {run.adapter_name: str(tmp_path / "v1")}
     assert started[1]["lora_modules"] is None  # the embedding server serves no adapter
+
+
+# --- Serving merged ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def merging(settings: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
+    """The merge and the servers recorded, not run (the real ones: test_distill.py merges,
+    test_distill_loop.py serves a merged copy through vLLM)."""
+    from drafting.learning import distill
+
+    settings.LOCAL_LLM_URL = ""
+    settings.DISTILL_MERGED_PORT = 8041
+    calls: dict[str, list[Any]] = {"merged": [], "started": [], "stopped": [], "loaded": []}
+
+    def merge_adapter(*, base_dir: Any, adapter_dir: Any, out_dir: Any) -> Any:
+        out_dir.mkdir(parents=True)
+        (out_dir / "config.json").write_text("{}")
+        calls["merged"].append((base_dir.name, adapter_dir, out_dir))
+        return out_dir
+
+    def ensure_server(*, port: int, **kwargs: Any) -> str:
+        calls["started"].append((port, kwargs.get("served_model_name"), kwargs.get("model")))
+        return f"http://127.0.0.1:{port}/v1"
+
+    monkeypatch.setattr(distill, "merge_adapter", merge_adapter)
+    monkeypatch.setattr(localserver, "ensure_server", ensure_server)
+    monkeypatch.setattr(localserver, "stop_server", lambda port: calls["stopped"].append(port))
+    monkeypatch.setattr(
+        localserver, "load_adapter", lambda url, **k: calls["loaded"].append((url, k["name"]))
+    )
+    return calls
+
+
+def test_a_merged_copy_serves_the_adapters_endpoint_from_a_server_of_its_own(
+    team: TeamSetup, tmp_path: Any, merging: dict[str, list[Any]]
+) -> None:
+    boss = UserFactory.create(is_staff=True)
+    one = trained(team, adapter_path=str(tmp_path / "v1"))
+    two = trained(team, version=2, adapter_path=str(tmp_path / "v2"))
+    adapters.adapter_promote(run=one, user=boss)
+
+    endpoint = adapters.adapter_serve_merged(run=one, user=boss)
+
+    one.refresh_from_db()
+    assert one.serving == DistillRun.Serving.MERGED
+    assert one.merged_path == str(tmp_path / "v1-merged")
+    assert merging["merged"] == [("SmolLM2-135M-Instruct", tmp_path / "v1", tmp_path / "v1-merged")]
+    assert merging["started"] == [(8041, one.adapter_name, tmp_path / "v1-merged")]
+    # The same endpoint row, now at the merged server: the promoted tier follows it.
+    assert endpoint.pk == one.endpoint_id and endpoint.base_url == "http://127.0.0.1:8041/v1"
+    assert CascadeTier.objects.get(policy=team.policy).endpoint.base_url == endpoint.base_url
+    run_log = LogEntry.objects.filter(
+        content_type=ContentType.objects.get_for_model(DistillRun), object_pk=str(one.pk)
+    ).latest("timestamp")
+    assert run_log.actor == boss and run_log.changes_dict["serving"] == ["lora", "merged"]
+    # No LoRA module for it on the base's server any more; a server of its own instead.
+    assert one.adapter_name not in adapters.adapters_serving(base_url=team.endpoint.base_url)
+    assert adapters.merged_serving() == [
+        localserver.MergedModel(port=8041, name=one.adapter_name, folder=tmp_path / "v1-merged")
+    ]
+
+    adapters.adapter_serve_merged(run=one, user=boss)  # again: no second merge, same port
+    assert len(merging["merged"]) == 1 and merging["started"][-1][0] == 8041
+    adapters.adapter_serve_merged(run=two, user=boss)  # the next adapter, the next port
+    assert merging["started"][-1][:2] == (8042, two.adapter_name)
+
+    endpoint = adapters.adapter_serve_lora(run=one, user=boss)
+
+    one.refresh_from_db()
+    assert one.serving == DistillRun.Serving.LORA and endpoint.base_url == team.endpoint.base_url
+    assert merging["stopped"] == [8041]
+    assert merging["loaded"][-1] == (team.endpoint.base_url, one.adapter_name)
+    assert [m.port for m in adapters.merged_serving()] == [8042]
+    with pytest.raises(AdapterStageError, match="not served merged"):
+        adapters.adapter_serve_lora(run=one, user=boss)
+
+
+def test_a_merged_copy_is_refused_for_what_it_cannot_serve(
+    team: TeamSetup, tmp_path: Any, settings: Any, merging: dict[str, list[Any]]
+) -> None:
+    retired = trained(team, adapter_path=str(tmp_path / "v1"), stage=DistillRun.Stage.RETIRED)
+    with pytest.raises(AdapterStageError, match="cannot be served"):
+        adapters.adapter_serve_merged(run=retired, user=None)
+    failed = trained(team, version=2, status=DistillRun.Status.FAILED)
+    with pytest.raises(AdapterStageError, match="cannot be served"):
+        adapters.adapter_serve_merged(run=failed, user=None)
+    other = trained(team, version=3, base_model="Llama-3-8B")
+    with pytest.raises(AdapterStageError, match="not the shipped"):
+        adapters.adapter_serve_merged(run=other, user=None)
+    settings.LOCAL_LLM_URL = "http://gpu.internal:8000/v1"
+    with pytest.raises(AdapterStageError, match="LOCAL_LLM_URL"):
+        adapters.adapter_serve_merged(run=trained(team, version=4), user=None)
+    assert merging["merged"] == [] and merging["started"] == []
+
+
+def test_local_llm_starts_a_server_for_each_merged_adapter(
+    db: None, tmp_path: Any, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings.LOCAL_LLM_URL = ""
+    setup = make_team("Merged", endpoint=EndpointFactory.create(name="local", base_url=""))
+    folder = tmp_path / "v1-merged"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    run = trained(setup, adapter_path=str(tmp_path / "v1"))
+    endpoint = EndpointFactory.create(name="merged", base_url="http://127.0.0.1:8043/v1")
+    DistillRun.objects.filter(pk=run.pk).update(
+        endpoint=endpoint, serving=DistillRun.Serving.MERGED, merged_path=str(folder)
+    )
+    monkeypatch.setattr(localserver, "ensure_server", lambda **k: "http://127.0.0.1:8001/v1")
+    companions: list[Any] = []
+
+    def ensure_merged(merged: list[Any], **kwargs: Any) -> list[int]:
+        companions.extend(merged)
+        return []
+
+    monkeypatch.setattr(localserver, "ensure_merged", ensure_merged)
+
+    call_command("local_llm", "serve", "--background", stdout=StringIO())
+
+    assert companions == [localserver.MergedModel(port=8043, name=run.adapter_name, folder=folder)]
 
 
 # --- Shadow, promote, rollback ------------------------------------------------------------------
@@ -399,6 +523,34 @@ def test_a_drawn_draft_rings_the_shadow_and_the_adapter_answers_apart(
     assert len([r for r in server.requests if r["path"].endswith("/chat/completions")]) == 3
     draft.refresh_from_db()
     assert draft.total_cost == spent + shadow.cost
+
+
+def test_a_shadow_answer_being_asked_elsewhere_is_not_asked_twice(
+    team: TeamSetup, shadowed: DistillRun, server: StubServer
+) -> None:
+    """Two deliveries of the task at once: the one that finds the draft's lock taken leaves
+    without asking (the money is spent once)."""
+    draft = ready_draft(team, "c1", shadow=True)
+    held, release = threading.Event(), threading.Event()
+
+    def other_delivery() -> None:
+        try:
+            with advisory_lock("csbot.adapters.shadow", draft.pk):
+                held.set()
+                release.wait(30)
+        finally:
+            connection.close()
+
+    worker = threading.Thread(target=other_delivery)
+    worker.start()
+    try:
+        assert held.wait(30)
+        assert adapters.draft_shadow(draft_id=draft.pk, run_id=shadowed.pk) is False
+    finally:
+        release.set()
+        worker.join()
+    assert not draft.attempts.filter(purpose=DraftAttempt.Purpose.SHADOW).exists()
+    assert adapters.draft_shadow(draft_id=draft.pk, run_id=shadowed.pk) is True  # lock freed
 
 
 def test_no_shadow_answer_once_the_adapter_left_shadow(

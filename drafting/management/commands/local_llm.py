@@ -55,6 +55,14 @@ class Command(BaseCommand):
         self.stdout.write(message)
         self.stdout.flush()
 
+    def _merged_adapters(self) -> list[localserver.MergedModel]:
+        """The adapters served merged, each on a server of its own (none when the database
+        cannot say, as for `_published_adapters`)."""
+        try:
+            return adapters.merged_serving()
+        except DatabaseError:
+            return []
+
     def _published_adapters(self, port: int) -> dict[str, str] | None:
         """The adapters to serve from the start; none when the database cannot say (the
         server is started before migrations by scripts/test.sh and `make run`, and a fresh
@@ -79,12 +87,11 @@ class Command(BaseCommand):
                 else getattr(settings, "LOCAL_LLM_PORT", localserver.DEFAULT_PORT)
             )
         # The published adapters (drafting.adapters) are served from the start by a server
-        # started here: a restarted server answers for them as the one before did.
-        lora_modules = (
-            self._published_adapters(options["port"])
-            if action == "serve" and not embed and url is None
-            else None
-        )
+        # started here, and those served merged get their own servers: a restart answers
+        # for them as the servers before did.
+        managed = action == "serve" and not embed and url is None
+        lora_modules = self._published_adapters(options["port"]) if managed else None
+        merged = self._merged_adapters() if managed else []
         try:
             if action == "install":
                 localserver.install(self._say)
@@ -97,6 +104,7 @@ class Command(BaseCommand):
                     embed=embed,
                     lora_modules=lora_modules,
                 )
+                localserver.ensure_merged(merged, timeout=options["timeout"], progress=self._say)
                 self.stdout.write(base_url)
             elif action == "serve":
                 localserver.serve_foreground(
@@ -106,6 +114,7 @@ class Command(BaseCommand):
                     embed=embed,
                     progress=self._say,
                     lora_modules=lora_modules,
+                    merged=merged,
                 )
             elif action == "status":
                 status = localserver.server_status(options["port"], url=url)

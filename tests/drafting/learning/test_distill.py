@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from drafting.learning.distill import DistillError, Hyper, encode, train_adapter
+from drafting.learning.distill import DistillError, Hyper, encode, merge_adapter, train_adapter
 from drafting.localserver import is_installed
 from drafting.localserver.config import model_dir
 
@@ -94,3 +94,40 @@ def test_a_few_steps_lower_the_validation_loss_and_save_an_adapter(tmp_path: Pat
     # What vLLM's --lora-modules reads: the rank within the server's --max-lora-rank.
     assert config["peft_type"] == "LORA" and config["r"] == hyper.rank <= 16
     assert (tmp_path / "adapter" / "adapter_model.safetensors").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_a_merged_copy_answers_as_the_base_with_its_adapter_does(tmp_path: Path) -> None:
+    """The merged folder computes what base + adapter compute (same logits), is not the base,
+    and carries the base's tokenizer and chat template (vLLM serves it like the base)."""
+    import torch
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(model_dir(), dtype=torch.float32)
+    # A random adapter (peft starts B at zero, which would merge to the base itself).
+    config = LoraConfig(
+        r=4,
+        lora_alpha=8,
+        target_modules=["q_proj", "v_proj", "down_proj"],
+        init_lora_weights=False,
+    )
+    get_peft_model(base, config).save_pretrained(str(tmp_path / "adapter"))
+
+    out = merge_adapter(
+        base_dir=model_dir(), adapter_dir=tmp_path / "adapter", out_dir=tmp_path / "merged"
+    )
+
+    assert out == tmp_path / "merged"
+    assert not list(tmp_path.glob(".merged.tmp*"))
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert tokenizer.chat_template == AutoTokenizer.from_pretrained(model_dir()).chat_template
+    ids = tokenizer("Where is my card? It was declined.", return_tensors="pt")["input_ids"]
+    fresh = AutoModelForCausalLM.from_pretrained(model_dir(), dtype=torch.float32)
+    with torch.no_grad():
+        plain = fresh(ids).logits
+        tuned = PeftModel.from_pretrained(fresh, str(tmp_path / "adapter"))(ids).logits
+        merged = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)(ids).logits
+    assert torch.allclose(merged, tuned, atol=1e-3)
+    assert not torch.allclose(merged, plain, atol=1e-2)
