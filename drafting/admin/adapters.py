@@ -28,11 +28,12 @@ from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
-from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html
 
 from csbot.admin_records import RecordAdmin
 from drafting import adapters
+from drafting.admin.confirm import confirm_page
 from drafting.learning.adapter_compare import compare_shadow
 from drafting.models import DistillRun
 
@@ -365,17 +366,29 @@ class DistillRunAdmin(RecordAdmin, admin.ModelAdmin[DistillRun]):
             else:
                 self.message_user(request, done, messages.SUCCESS)
             return redirect(reverse("admin:drafting_distillrun_change", args=[run.pk]))
-        return TemplateResponse(
+        return confirm_page(
             request,
-            "admin/drafting/distillrun/confirm.html",
-            {
-                **self.admin_site.each_context(request),
-                "opts": self.opts,
-                "original": run,
-                "title": action.question,
-                "action": action,
-                "form": form,
-            },
+            model_admin=self,
+            original=run,
+            title=action.question,
+            evidence_url=(
+                reverse("admin:drafting_distillrun_change", args=[run.pk]) + "#shadow-comparison"
+            ),
+            evidence="See the candidate against the current model (the same drafts, "
+            "95 % intervals)",
+            paragraphs=[
+                action.explanation,
+                format_html(
+                    "Adapter <strong>{}</strong> (v{}, {}) of policy {}, trained from {}.",
+                    run.adapter_name,
+                    run.version,
+                    run.get_stage_display().lower(),
+                    run.policy.name,
+                    run.base_endpoint,
+                ),
+            ],
+            submit=f"Yes, {action.label.lower()}",
+            form=form,
         )
 
     def change_view(

@@ -17,13 +17,14 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 
 from csbot.admin_records import RecordAdmin
 from csbot.models import Team
+from drafting.admin.confirm import confirm_page
 from drafting.experiments import experiment_promote, experiment_start, experiment_stop
 from drafting.models import CascadePolicy, Experiment, ExperimentArm
 
@@ -74,6 +75,28 @@ class StartForm(forms.Form):
         ]
 
 
+class _ArmChoice(forms.ModelChoiceField[ExperimentArm]):
+    def label_from_instance(self, obj: Any) -> str:
+        return f"{obj.name} — policy {obj.policy.name} (share {obj.share})"
+
+
+class PromoteForm(forms.Form):
+    """The arm to promote, one of the experiment's own (already chosen when it has only one)."""
+
+    arm = _ArmChoice(
+        queryset=ExperimentArm.objects.none(), widget=forms.RadioSelect, empty_label=None
+    )
+
+    def __init__(self, data: QueryDict | None, *, experiment: Experiment) -> None:
+        super().__init__(data)
+        arms = experiment.arms.select_related("policy").order_by("position")
+        field = self.fields["arm"]
+        assert isinstance(field, _ArmChoice)
+        field.queryset = arms
+        if len(arms) == 1:
+            self.initial["arm"] = arms[0].pk
+
+
 class ExperimentArmInline(RecordAdmin, admin.TabularInline[ExperimentArm, Experiment]):
     model = ExperimentArm
     extra = 0
@@ -115,16 +138,28 @@ class ExperimentAdmin(RecordAdmin, admin.ModelAdmin[Experiment]):
             raise PermissionDenied
         return experiment, request.user
 
-    def _page(self, request: HttpRequest, experiment: Experiment, **context: Any) -> HttpResponse:
-        return TemplateResponse(
+    def _page(
+        self,
+        request: HttpRequest,
+        experiment: Experiment,
+        *,
+        title: str,
+        explanation: str,
+        submit: str,
+        form: forms.Form | None = None,
+    ) -> HttpResponse:
+        """The confirmation page of a stop or a promotion: the results come first."""
+        return confirm_page(
             request,
-            "admin/drafting/experiment/confirm.html",
-            {
-                **self.admin_site.each_context(request),
-                "opts": self.opts,
-                "original": experiment,
-                **context,
-            },
+            model_admin=self,
+            original=experiment,
+            title=title,
+            evidence_url=f"{reverse('accounting:experiments')}?experiment={experiment.pk}",
+            evidence="See the results (ENCS per message per arm, the intervals and the "
+            "sequential verdict)",
+            paragraphs=[explanation],
+            submit=submit,
+            form=form,
         )
 
     def _back(self, experiment: Experiment) -> HttpResponse:
@@ -145,17 +180,26 @@ class ExperimentAdmin(RecordAdmin, admin.ModelAdmin[Experiment]):
                 )
             return self._back(experiment)
         return self._page(
-            request, experiment, title=f"Stop the experiment {experiment.name}?", action="stop"
+            request,
+            experiment,
+            title=f"Stop the experiment {experiment.name}?",
+            explanation=f"New conversations of {experiment.team} will no longer be assigned to "
+            "arms, and later drafts of the experiment's conversations use the team's active "
+            "policy. The results are kept. This cannot be undone (start a new experiment "
+            "instead).",
+            submit="Yes, stop it",
         )
 
     def promote_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         experiment, user = self._experiment(request, pk)
-        arms = list(experiment.arms.select_related("policy").order_by("position"))
+        form = PromoteForm(
+            request.POST if request.method == "POST" else None, experiment=experiment
+        )
         if request.method == "POST":
-            chosen = next((a for a in arms if str(a.pk) == request.POST.get("arm")), None)
-            if chosen is None:
+            if not form.is_valid():  # no arm, or not one of this experiment's
                 self.message_user(request, "Choose the arm to promote.", messages.ERROR)
                 return redirect(reverse("admin:drafting_experiment_promote", args=[pk]))
+            chosen: ExperimentArm = form.cleaned_data["arm"]
             try:
                 experiment_promote(experiment=experiment, arm=chosen, user=user)
             except ValidationError as exc:
@@ -168,12 +212,15 @@ class ExperimentAdmin(RecordAdmin, admin.ModelAdmin[Experiment]):
                     messages.SUCCESS,
                 )
             return self._back(experiment)
+        running = experiment.status == Experiment.Status.RUNNING
         return self._page(
             request,
             experiment,
             title=f"Promote a winner of {experiment.name}?",
-            action="promote",
-            arms=arms,
+            explanation=f"The chosen arm's policy becomes the one active policy of "
+            f"{experiment.team}{', and the experiment stops' if running else ''}.",
+            submit="Yes, promote this arm",
+            form=form,
         )
 
     def start_view(self, request: HttpRequest) -> HttpResponse:
