@@ -5,6 +5,7 @@ product's import, training and retrieval, the track's output format, the scores.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from io import StringIO
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,36 @@ pytestmark = [
 ]
 
 
-def _slice(tmp_path: Path) -> dict[str, Path]:
+@dataclass(frozen=True)
+class Slice:
+    """The slice's files, written under the test's tmp_path, and where the eval writes its
+    predictions."""
+
+    knowledge: Path
+    logs: Path
+    labels: Path
+    output: Path
+
+    def args(self, *more: str) -> list[str]:
+        """`knowledge_eval`'s arguments for this slice (its first 20 turns train), then `more`."""
+        return [
+            "--knowledge",
+            str(self.knowledge),
+            "--logs",
+            str(self.logs),
+            "--labels",
+            str(self.labels),
+            "--output",
+            str(self.output),
+            "--train",
+            "20",
+            *more,
+        ]
+
+
+@pytest.fixture
+def dstc_slice(tmp_path: Path) -> Slice:
+    """The first TURNS turns, their labels, and the knowledge of six entities they cite."""
     logs = json.loads((DATA / "val_half_logs.json").read_text())[:TURNS]
     labels = json.loads((DATA / "val_half_labels.json").read_text())[:TURNS]
     raw = json.loads((DATA / "knowledge.json").read_text())
@@ -49,37 +79,26 @@ def _slice(tmp_path: Path) -> dict[str, Path]:
     small: dict[str, dict[str, Any]] = {}
     for domain, entity_id in sorted(cited)[:6]:
         small.setdefault(domain, {})[entity_id] = raw[domain][entity_id]
-    paths = {
-        "knowledge": tmp_path / "k.json",
-        "logs": tmp_path / "l.json",
-        "labels": tmp_path / "y.json",
-    }
-    paths["knowledge"].write_text(json.dumps(small))
-    paths["logs"].write_text(json.dumps(logs))
-    paths["labels"].write_text(json.dumps(labels))
-    return paths
+    found = Slice(
+        knowledge=tmp_path / "k.json",
+        logs=tmp_path / "l.json",
+        labels=tmp_path / "y.json",
+        output=tmp_path / "pred.json",
+    )
+    found.knowledge.write_text(json.dumps(small))
+    found.logs.write_text(json.dumps(logs))
+    found.labels.write_text(json.dumps(labels))
+    return found
 
 
-def test_the_eval_writes_every_turn_in_the_track_format_and_scores_the_rest(tmp_path: Path) -> None:
-    paths = _slice(tmp_path)
-    output = tmp_path / "pred.json"
+def test_the_eval_writes_every_turn_in_the_track_format_and_scores_the_rest(
+    dstc_slice: Slice,
+) -> None:
     out = StringIO()
-    args = [
-        "--knowledge",
-        str(paths["knowledge"]),
-        "--logs",
-        str(paths["logs"]),
-        "--labels",
-        str(paths["labels"]),
-        "--output",
-        str(output),
-        "--train",
-        "20",
-        "--json",
-    ]
+    args = dstc_slice.args("--json")
     call_command("knowledge_eval", *args, stdout=out, stderr=StringIO())
     report = json.loads(out.getvalue())
-    predictions = json.loads(output.read_text())
+    predictions = json.loads(dstc_slice.output.read_text())
     assert len(predictions) == TURNS
     for p in predictions:
         assert set(p) <= {"target", "knowledge", "response"} and isinstance(p["target"], bool)
@@ -139,13 +158,12 @@ def test_a_turn_naming_no_article_is_scored_as_the_draft_path_grounds_it() -> No
     assert as_drafted([]) == []
 
 
-def test_models_draft_the_same_held_out_turns_and_are_compared_paired(tmp_path: Path) -> None:
+def test_models_draft_the_same_held_out_turns_and_are_compared_paired(dstc_slice: Slice) -> None:
     """`--model A --model B` through draft_preview against a recorded server: B answers with the
     human response, A with an unrelated sentence, so B's ROUGE-L and similarity are higher on
     every turn and the paired interval excludes zero."""
-    paths = _slice(tmp_path)
-    labels = json.loads(paths["labels"].read_text())
-    logs = json.loads(paths["logs"].read_text())
+    labels = json.loads(dstc_slice.labels.read_text())
+    logs = json.loads(dstc_slice.logs.read_text())
     human = {
         log[-1]["text"]: str(lab.get("response") or "")
         for log, lab in zip(logs, labels, strict=True)
@@ -160,18 +178,7 @@ def test_models_draft_the_same_held_out_turns_and_are_compared_paired(tmp_path: 
 
     out = StringIO()
     with openai_stub(answer) as stub:
-        call_command(
-            "knowledge_eval",
-            "--knowledge",
-            str(paths["knowledge"]),
-            "--logs",
-            str(paths["logs"]),
-            "--labels",
-            str(paths["labels"]),
-            "--output",
-            str(tmp_path / "pred.json"),
-            "--train",
-            "20",
+        args = dstc_slice.args(
             "--generate",
             "6",
             "--model",
@@ -181,9 +188,8 @@ def test_models_draft_the_same_held_out_turns_and_are_compared_paired(tmp_path: 
             "--llm-url",
             stub.base_url,
             "--json",
-            stdout=out,
-            stderr=StringIO(),
         )
+        call_command("knowledge_eval", *args, stdout=out, stderr=StringIO())
         asked = [r["json"] for r in stub.requests if r["path"].endswith("/chat/completions")]
     report = json.loads(out.getvalue())
     assert report["generated"] == 6
@@ -218,26 +224,10 @@ def test_models_draft_the_same_held_out_turns_and_are_compared_paired(tmp_path: 
     ).active
 
 
-def test_model_needs_a_number_of_turns_to_draft(tmp_path: Path) -> None:
-    paths = _slice(tmp_path)
+def test_model_needs_a_number_of_turns_to_draft(dstc_slice: Slice) -> None:
+    args = dstc_slice.args("--model", "smollm-base")
     with pytest.raises(CommandError, match="--generate"):
-        call_command(
-            "knowledge_eval",
-            "--knowledge",
-            str(paths["knowledge"]),
-            "--logs",
-            str(paths["logs"]),
-            "--labels",
-            str(paths["labels"]),
-            "--output",
-            str(tmp_path / "pred.json"),
-            "--train",
-            "20",
-            "--model",
-            "smollm-base",
-            stdout=StringIO(),
-            stderr=StringIO(),
-        )
+        call_command("knowledge_eval", *args, stdout=StringIO(), stderr=StringIO())
 
 
 def test_intervals_and_the_paired_difference() -> None:
