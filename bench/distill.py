@@ -3,7 +3,8 @@ the base model it adapts, on held-out dialogues, through the product's own paths
 
     .venv/bin/python bench/distill.py --dataset {dstc11,sgd_banks} [--seed 0] [--train-max 300]
         [--dev-max 40] [--test-max 120] [--epochs 1] [--max-length 512] [--port 8031]
-        [--latency] [--latency-prompts 30] [--no-lora-reference] [--retrain] [--concurrency 6]
+        [--latency] [--latency-prompts 30] [--no-lora-reference] [--no-merged] [--latency-only]
+        [--retrain] [--concurrency 6]
 
 - dstc11: the shared DSTC11 track 5 half (val_half_*): the turns whose label has a human
   `response`. Split by dialogue (instances sharing their first two turns are one dialogue, as
@@ -23,11 +24,15 @@ the base model it adapts, on held-out dialogues, through the product's own paths
   train/dev/test files; every system turn is a reply to the dialogue before it (no knowledge
   base). Trained the same way; up to --test-max test replies drafted by both models through
   draft_preview (knowledge_eval's `model_policy` / `drafts_for` / `compare`).
-- --latency: the same --latency-prompts test prompts to the base and to the adapter on the same
-  LoRA-enabled server, one at a time after a warm-up, alternating: mean / p50 / p95 request
-  latency and decode ms per output token (vLLM's per-request `metrics` when present, else the
-  request time over the tokens), and the adapter's overhead in %; then the base alone on a
-  server started without LoRA, for reference (skip with --no-lora-reference).
+- --latency: the same --latency-prompts test prompts to the base and to the adapter as LoRA on
+  the same LoRA-enabled server, and to the adapter merged into the base's weights on a server
+  of its own (--port + 1; `distill_serve --merged`'s merge; skip with --no-merged), one at a
+  time after a warm-up, the order reversed every other prompt: mean / p50 / p95 request latency,
+  time to first token and decode ms per output token (vLLM's per-request `metrics` when
+  present, else the request time over the tokens), and each one's overhead over the base in %;
+  then the base alone on a server started without LoRA, for reference (skip with
+  --no-lora-reference). --latency-only measures that again for the adapter of the kept
+  results file, keeping its evaluation.
 
 The adapter is kept under CSBOT_VAR_DIR/bench/distill/<dataset>-<key>/ (the key hashes the data
 and hyper-parameters); it is reused unless --retrain. Prints one JSON object on stdout and keeps
@@ -113,8 +118,7 @@ def draft_messages(
     from drafting.models import ModelEndpoint
 
     budget = ModelEndpoint._meta.get_field("prompt_token_budget").get_default()
-    turns = services._preview_turns(thread)
-    messages = services._prompt_messages(system_prompt=system_prompt, thread=turns)
+    messages = services.preview_messages(system_prompt=system_prompt, thread=thread)
     return trim_to_budget(
         messages, budget=int(budget), passages=passages, passages_header=KNOWLEDGE_HEADER
     ).messages
@@ -428,34 +432,70 @@ def _summary(
     }
 
 
-def latency(
-    url: str, models: Sequence[str], prompts: Sequence[Messages], max_tokens: int
-) -> dict[str, Any]:
-    """Each prompt to each model in turn (alternating, so load drifts hit both alike), one
-    request at a time, after one warm-up request per model."""
-    for model in models:
+# One way of serving a model: (label, the server's OpenAI URL, the model name it serves).
+Arm = tuple[str, str, str]
+
+
+def latency(arms: Sequence[Arm], prompts: Sequence[Messages], max_tokens: int) -> dict[str, Any]:
+    """Each prompt to each arm in turn (the order reversed every other prompt, so load drifts
+    hit all alike), one request at a time, after one warm-up request per arm."""
+    for _, url, model in arms:
         _chat(url, model, prompts[0], max_tokens)
-    seconds: dict[str, list[float]] = {m: [] for m in models}
-    per_token: dict[str, list[float]] = {m: [] for m in models}
-    ttft: dict[str, list[float]] = {m: [] for m in models}
-    tokens: dict[str, list[int]] = {m: [] for m in models}
+    labels = [label for label, _, _ in arms]
+    seconds: dict[str, list[float]] = {label: [] for label in labels}
+    per_token: dict[str, list[float]] = {label: [] for label in labels}
+    ttft: dict[str, list[float]] = {label: [] for label in labels}
+    tokens: dict[str, list[int]] = {label: [] for label in labels}
     metrics_seen = False
     for n, prompt in enumerate(prompts):
-        for model in models if n % 2 == 0 else list(reversed(models)):
+        for label, url, model in arms if n % 2 == 0 else list(reversed(arms)):
             payload = _chat(url, model, prompt, max_tokens)
-            seconds[model].append(payload["_seconds"])
+            seconds[label].append(payload["_seconds"])
             metrics_seen = metrics_seen or bool(payload.get("metrics"))
             ms = _decode_ms_per_token(payload)
             if ms is not None:
-                per_token[model].append(ms)
+                per_token[label].append(ms)
             if (first := _ttft_ms(payload)) is not None:
-                ttft[model].append(first)
-            tokens[model].append(int((payload.get("usage") or {}).get("completion_tokens") or 0))
+                ttft[label].append(first)
+            tokens[label].append(int((payload.get("usage") or {}).get("completion_tokens") or 0))
     out: dict[str, Any] = {
-        m: _summary(seconds[m], per_token[m], ttft[m], tokens[m]) for m in models
+        label: _summary(seconds[label], per_token[label], ttft[label], tokens[label])
+        | {"model": model, "url": url}
+        for label, url, model in arms
     }
     out["per_request_metrics"] = metrics_seen
     return out
+
+
+def overhead(base: dict[str, Any], other: dict[str, Any]) -> dict[str, float | None]:
+    """`other` over `base` in % (mean request, time to first token, decode per token)."""
+
+    def pct(key: str) -> float | None:
+        if not base.get(key) or not other.get(key):
+            return None
+        return round(100 * (other[key] / base[key] - 1), 1)
+
+    return {
+        "mean_pct": pct("mean_ms"),
+        "ttft_pct": pct("time_to_first_token_ms"),
+        "decode_pct": pct("decode_ms_per_token"),
+    }
+
+
+def merged_server(args: argparse.Namespace, adapter_dir: Path, name: str) -> str:
+    """The adapter merged into the base's weights (the product's merge_adapter, what
+    `manage.py distill_serve --merged` runs), served on --port + 1 under `name`."""
+    from drafting import localserver
+    from drafting.learning.distill import merge_adapter
+    from drafting.localserver.config import model_dir
+
+    folder = adapter_dir.with_name("merged")
+    if not (folder / "config.json").is_file():
+        log(f"merging the adapter into the base's weights: {folder}")
+        merge_adapter(base_dir=model_dir(), adapter_dir=adapter_dir, out_dir=folder)
+    return localserver.ensure_server(
+        port=args.port + 1, model=folder, served_model_name=name, progress=log
+    )
 
 
 def prompts_for_latency(args: argparse.Namespace, data: dict[str, Any]) -> list[Messages]:
@@ -493,6 +533,14 @@ def main() -> None:
     parser.add_argument("--latency", action="store_true")
     parser.add_argument("--latency-prompts", type=int, default=30)
     parser.add_argument("--no-lora-reference", action="store_true")
+    parser.add_argument(
+        "--no-merged", action="store_true", help="no merged copy of the adapter in --latency"
+    )
+    parser.add_argument(
+        "--latency-only",
+        action="store_true",
+        help="measure the latency again, keeping the results file's evaluation",
+    )
     parser.add_argument("--train-only", action="store_true", help="train (or reuse) and stop")
     parser.add_argument("--retrain", action="store_true")
     args = parser.parse_args()
@@ -522,47 +570,54 @@ def main() -> None:
     if args.train_only:
         print(json.dumps(result, indent=1))
         return
+    target = ROOT / "bench" / "results" / f"distill_{args.dataset}.json"
+    if args.latency_only and target.is_file():
+        # Only the latency is measured again: the evaluation kept from the last full run
+        # (of the same adapter: the data and hyper-parameters' hash says so).
+        kept = json.loads(target.read_text())
+        if kept.get("adapter") != name:
+            sys.exit(f"{target} holds adapter {kept.get('adapter')}, not {name}: run in full")
+        result = kept | {k: v for k, v in result.items() if k != "training"}
     url = localserver.ensure_server(
         port=args.port, lora_modules={name: str(adapter_dir)}, progress=log
     )
-    models = [localserver.SERVED_MODEL_NAME, name]
+    base_name = localserver.SERVED_MODEL_NAME
     try:
         if name not in (localserver.probe(url) or []):
             localserver.load_adapter(url, name=name, path=str(adapter_dir))
-        t0 = time.monotonic()
-        if args.dataset == "dstc11":
-            result["evaluation"] = evaluate_dstc11(args, data, url=url, adapter=name)
-        else:
-            result["evaluation"] = evaluate_sgd(args, data, url=url, adapter=name)
-        result["evaluation_seconds"] = round(time.monotonic() - t0, 1)
-        if args.latency:
+        if not args.latency_only:
+            t0 = time.monotonic()
+            if args.dataset == "dstc11":
+                result["evaluation"] = evaluate_dstc11(args, data, url=url, adapter=name)
+            else:
+                result["evaluation"] = evaluate_sgd(args, data, url=url, adapter=name)
+            result["evaluation_seconds"] = round(time.monotonic() - t0, 1)
+        if args.latency or args.latency_only:
             prompts = prompts_for_latency(args, data)
-            log(f"latency: {len(prompts)} prompts, base vs adapter, sequential")
-            lat = latency(url, models, prompts, args.max_tokens)
-            base, tuned = lat[models[0]], lat[models[1]]
-            lat["overhead_mean_pct"] = round(100 * (tuned["mean_ms"] / base["mean_ms"] - 1), 1)
-            if base["time_to_first_token_ms"] and tuned["time_to_first_token_ms"]:
-                lat["overhead_ttft_pct"] = round(
-                    100 * (tuned["time_to_first_token_ms"] / base["time_to_first_token_ms"] - 1), 1
-                )
-            if base["decode_ms_per_token"] and tuned["decode_ms_per_token"]:
-                lat["overhead_decode_pct"] = round(
-                    100 * (tuned["decode_ms_per_token"] / base["decode_ms_per_token"] - 1), 1
-                )
+            arms: list[Arm] = [("base", url, base_name), ("adapter_lora", url, name)]
+            if not args.no_merged:
+                arms.append(("adapter_merged", merged_server(args, adapter_dir, name), name))
+            log(f"latency: {len(prompts)} prompts, {', '.join(a[0] for a in arms)}, sequential")
+            t0 = time.monotonic()
+            lat = latency(arms, prompts, args.max_tokens)
+            lat["overhead_vs_base"] = {
+                label: overhead(lat["base"], lat[label]) for label, _, _ in arms[1:]
+            }
+            lat["seconds"] = round(time.monotonic() - t0, 1)
             result["latency"] = lat
     finally:
         localserver.stop_server(args.port)
-    target = ROOT / "bench" / "results" / f"distill_{args.dataset}.json"
+        localserver.stop_server(args.port + 1)
     # Kept before the reference server is started: a run cut short there keeps its figures.
     target.write_text(json.dumps(result, indent=1) + "\n")
-    if args.latency and not args.no_lora_reference:
+    if (args.latency or args.latency_only) and not args.no_lora_reference:
         log("latency: the base on a server without LoRA")
         localserver.start_server(port=args.port, lora=False)
         try:
             url = localserver.ensure_server(port=args.port, progress=log)
             result["latency"]["base_without_lora"] = latency(
-                url, [models[0]], prompts, args.max_tokens
-            )[models[0]]
+                [("base", url, base_name)], prompts, args.max_tokens
+            )["base"]
         finally:
             localserver.stop_server(args.port)
     result["seconds"] = round(time.monotonic() - started, 1)

@@ -1587,6 +1587,14 @@ def _preview_turns(thread: list[dict[str, str]]) -> list[tuple[str, str]]:
     return turns[: inbound[-1] + 1]
 
 
+def preview_messages(*, system_prompt: str, thread: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The prompt the worker would send for a preview thread (`draft_preview`'s turns, up to
+    the last customer turn), before the cascade adds examples and passages: for benches and
+    evaluations that build the drafting path's prompts from outside data. ValueError as for
+    `draft_preview`'s thread."""
+    return _prompt_messages(system_prompt=system_prompt, thread=_preview_turns(thread))
+
+
 def draft_preview(
     *,
     team_id: int,

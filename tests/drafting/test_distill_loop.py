@@ -1,12 +1,14 @@
 """The distillation loop end to end on the real local model: sent replies → the export → a
-LoRA adapter trained for two steps (drafting.distillation.distill_run_train) → published into the running vLLM server → answering in
-shadow beside the base model (recorded, never shown) → promoted, so drafts come from it →
-rolled back, so they come from the base again. A tiny set and two steps: what is checked is
+LoRA adapter trained for two steps (drafting.distillation.distill_run_train) → published into
+the running vLLM server → answering in shadow beside the base model (recorded, never shown) →
+promoted, so drafts come from it → served merged from a server of its own, then beside the base
+again → rolled back, so they come from the base again. A tiny set and two steps: what is checked is
 the plumbing (who answered, under which model name, what was recorded), not the adapter's
 quality (docs/distillation.md has the figures)."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -93,6 +95,12 @@ def sent_replies(setup: TeamSetup, n: int) -> None:
         )
 
 
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def drafted_now(setup: TeamSetup, conversation: str) -> Draft:
     draft = ingest(setup, conversation, f"{conversation}-m1", "Where is my parcel?").draft
     assert draft is not None
@@ -165,7 +173,28 @@ def test_sent_replies_become_an_adapter_that_shadows_then_serves_then_rolls_back
     adapters.adapter_promote(run=run, user=boss)
     promoted = drafted_now(setup, "now-2")
     assert promoted.final_endpoint == endpoint
-    assert promoted.attempts.get(purpose=DraftAttempt.Purpose.DRAFT).model_name == name
+    promoted_attempt = promoted.attempts.get(purpose=DraftAttempt.Purpose.DRAFT)
+    assert promoted_attempt.model_name == name
+    promoted_latency = promoted_attempt.latency_ms
+
+    # Served merged (the CPU's fast path): the same endpoint, now a server of its own that
+    # serves the merged weights under the adapter's name, and nothing else.
+    settings.LOCAL_LLM_URL = ""
+    settings.DISTILL_MERGED_PORT = free_port()
+    try:
+        merged_endpoint = adapters.adapter_serve_merged(run=run, user=boss, timeout=600)
+        assert merged_endpoint.pk == endpoint.pk
+        assert localserver.probe(merged_endpoint.base_url) == [name]
+        merged = drafted_now(setup, "now-merged")
+        answered = merged.attempts.get(purpose=DraftAttempt.Purpose.DRAFT)
+        assert merged.final_endpoint == endpoint and answered.model_name == name
+        record_property("latency_ms_lora_vs_merged", (promoted_latency, answered.latency_ms))
+        adapters.adapter_serve_lora(run=run, user=boss)
+        assert localserver.probe(merged_endpoint.base_url) is None  # stopped
+        endpoint.refresh_from_db()
+        assert endpoint.resolved_base_url() == vllm_base_url
+    finally:
+        localserver.stop_server(settings.DISTILL_MERGED_PORT)
 
     adapters.adapter_rollback(run=run, user=boss)
     back = drafted_now(setup, "now-3")

@@ -106,3 +106,34 @@ def test_the_dstc11_split_puts_no_dialogue_on_two_sides() -> None:
     assert not (sides[0] & sides[2]) and not (sides[1] & sides[2]) and not (sides[0] & sides[1])
     # Some dialogues have several instances: they are what a split by message would leak.
     assert max(Counter(ids).values()) > 1
+
+
+def test_latency_asks_every_arm_each_prompt_reversing_the_order_and_sums_the_overhead() -> None:
+    from tests.http_stub import Reply, chat_completion, openai_stub
+
+    def answer(payload: dict[str, object]) -> Reply:
+        body = chat_completion("Done.", model=str(payload["model"]), completion_tokens=11)
+        body["metrics"] = {"generation_time_ms": 100.0, "time_to_first_token_ms": 20.0}
+        return Reply(body=body)
+
+    module = bench()
+    prompt = [{"role": "user", "content": "Hi"}]
+    with openai_stub(answer) as stub:
+        arms = [("base", stub.base_url, "base-model"), ("merged", stub.base_url, "merged-model")]
+        result = module.latency(arms, [prompt, prompt, prompt], 8)
+
+    asked = [r["json"]["model"] for r in stub.requests]
+    warm_up, measured = asked[:2], asked[2:]
+    assert warm_up == ["base-model", "merged-model"]
+    assert measured == ["base-model", "merged-model", "merged-model", "base-model"] + [
+        "base-model",
+        "merged-model",
+    ]
+    for label in ("base", "merged"):
+        assert result[label]["n"] == 3 and result[label]["decode_ms_per_token"] == 10.0
+        assert result[label]["time_to_first_token_ms"] == 20.0
+    assert result["per_request_metrics"] is True
+    assert module.overhead(
+        {"mean_ms": 100.0, "time_to_first_token_ms": 20.0, "decode_ms_per_token": 10.0},
+        {"mean_ms": 150.0, "time_to_first_token_ms": 20.0, "decode_ms_per_token": None},
+    ) == {"mean_pct": 50.0, "ttft_pct": 0.0, "decode_pct": None}
