@@ -125,10 +125,8 @@ def test_latency_asks_every_arm_each_prompt_reversing_the_order_and_sums_the_ove
     asked = [r["json"]["model"] for r in stub.requests]
     warm_up, measured = asked[:2], asked[2:]
     assert warm_up == ["base-model", "merged-model"]
-    assert measured == ["base-model", "merged-model", "merged-model", "base-model"] + [
-        "base-model",
-        "merged-model",
-    ]
+    forward, backward = ["base-model", "merged-model"], ["merged-model", "base-model"]
+    assert measured == [*forward, *backward, *forward]
     for label in ("base", "merged"):
         assert result[label]["n"] == 3 and result[label]["decode_ms_per_token"] == 10.0
         assert result[label]["time_to_first_token_ms"] == 20.0
