@@ -3,7 +3,8 @@ the base model it adapts, on held-out dialogues, through the product's own paths
 
     .venv/bin/python bench/distill.py --dataset {dstc11,sgd_banks} [--seed 0] [--train-max 300]
         [--dev-max 40] [--test-max 120] [--epochs 1] [--max-length 512] [--port 8031]
-        [--latency] [--latency-prompts 30] [--no-lora-reference] [--no-merged] [--latency-only]
+        [--latency] [--latency-prompts 30] [--pause 3] [--no-lora-reference] [--no-merged]
+        [--latency-only]
         [--retrain] [--concurrency 6]
 
 - dstc11: the shared DSTC11 track 5 half (val_half_*): the turns whose label has a human
@@ -29,9 +30,10 @@ the base model it adapts, on held-out dialogues, through the product's own paths
   of its own (--port + 1; `distill_serve --merged`'s merge; skip with --no-merged), one at a
   time after a warm-up, the order reversed every other prompt: mean / p50 / p95 request latency,
   time to first token and decode ms per output token (vLLM's per-request `metrics` when
-  present, else the request time over the tokens), and each one's overhead over the base in %;
-  then the base alone on a server started without LoRA, for reference (skip with
-  --no-lora-reference). --latency-only measures that again for the adapter of the kept
+  present, else the request time over the tokens), and each one's overhead over the base in %,
+  --pause seconds (3) before each request so no server waits for another's spinning threads;
+  with the base on a third server started without LoRA (--port + 2) asked in the same rounds,
+  for reference, and each one's overhead over it (skip with --no-lora-reference). --latency-only measures that again for the adapter of the kept
   results file, keeping its evaluation.
 
 The adapter is kept under CSBOT_VAR_DIR/bench/distill/<dataset>-<key>/ (the key hashes the data
@@ -436,9 +438,17 @@ def _summary(
 Arm = tuple[str, str, str]
 
 
-def latency(arms: Sequence[Arm], prompts: Sequence[Messages], max_tokens: int) -> dict[str, Any]:
+def latency(
+    arms: Sequence[Arm], prompts: Sequence[Messages], max_tokens: int, *, pause: float = 0.0
+) -> dict[str, Any]:
     """Each prompt to each arm in turn (the order reversed every other prompt, so load drifts
-    hit all alike), one request at a time, after one warm-up request per arm."""
+    hit all alike), one request at a time, after one warm-up request per arm, `pause` seconds
+    before each request.
+
+    The pause is for arms on different servers sharing the same cores: vLLM's CPU threads
+    keep spinning for a while after a request, and a request to another server right after
+    one waited ≈1 s for them here (its time to first token, whatever the prompt's length;
+    with 3 s between requests the merged adapter's and the base's were equal)."""
     for _, url, model in arms:
         _chat(url, model, prompts[0], max_tokens)
     labels = [label for label, _, _ in arms]
@@ -449,6 +459,7 @@ def latency(arms: Sequence[Arm], prompts: Sequence[Messages], max_tokens: int) -
     metrics_seen = False
     for n, prompt in enumerate(prompts):
         for label, url, model in arms if n % 2 == 0 else list(reversed(arms)):
+            time.sleep(pause)
             payload = _chat(url, model, prompt, max_tokens)
             seconds[label].append(payload["_seconds"])
             metrics_seen = metrics_seen or bool(payload.get("metrics"))
@@ -537,6 +548,12 @@ def main() -> None:
         "--no-merged", action="store_true", help="no merged copy of the adapter in --latency"
     )
     parser.add_argument(
+        "--pause",
+        type=float,
+        default=3.0,
+        help="seconds between latency requests (servers sharing cores; see latency())",
+    )
+    parser.add_argument(
         "--latency-only",
         action="store_true",
         help="measure the latency again, keeping the results file's evaluation",
@@ -597,29 +614,30 @@ def main() -> None:
             arms: list[Arm] = [("base", url, base_name), ("adapter_lora", url, name)]
             if not args.no_merged:
                 arms.append(("adapter_merged", merged_server(args, adapter_dir, name), name))
+            if not args.no_lora_reference:
+                # The base on a server without LoRA, up at the same time and asked in the same
+                # rounds: what the base costs when nothing is served beside it, measured
+                # under the same load as the others.
+                plain = localserver.ensure_server(port=args.port + 2, lora=False, progress=log)
+                arms.append(("base_without_lora", plain, base_name))
             log(f"latency: {len(prompts)} prompts, {', '.join(a[0] for a in arms)}, sequential")
             t0 = time.monotonic()
-            lat = latency(arms, prompts, args.max_tokens)
+            lat = latency(arms, prompts, args.max_tokens, pause=args.pause)
+            lat["pause_seconds"] = args.pause
             lat["overhead_vs_base"] = {
                 label: overhead(lat["base"], lat[label]) for label, _, _ in arms[1:]
             }
+            if "base_without_lora" in lat:
+                lat["overhead_vs_base_without_lora"] = {
+                    label: overhead(lat["base_without_lora"], lat[label])
+                    for label, _, _ in arms
+                    if label != "base_without_lora"
+                }
             lat["seconds"] = round(time.monotonic() - t0, 1)
             result["latency"] = lat
     finally:
-        localserver.stop_server(args.port)
-        localserver.stop_server(args.port + 1)
-    # Kept before the reference server is started: a run cut short there keeps its figures.
-    target.write_text(json.dumps(result, indent=1) + "\n")
-    if (args.latency or args.latency_only) and not args.no_lora_reference:
-        log("latency: the base on a server without LoRA")
-        localserver.start_server(port=args.port, lora=False)
-        try:
-            url = localserver.ensure_server(port=args.port, progress=log)
-            result["latency"]["base_without_lora"] = latency(
-                [("base", url, base_name)], prompts, args.max_tokens
-            )["base"]
-        finally:
-            localserver.stop_server(args.port)
+        for port in (args.port, args.port + 1, args.port + 2):
+            localserver.stop_server(port)
     result["seconds"] = round(time.monotonic() - started, 1)
     target.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))

@@ -254,6 +254,11 @@ CELERY_BEAT_SCHEDULE = {
 # starts the CPU build locally on LOCAL_LLM_PORT.
 LOCAL_LLM_URL = env_url("LOCAL_LLM_URL", "", schemes=("http", "https"))
 LOCAL_LLM_PORT = env_int("LOCAL_LLM_PORT", 8001, minimum=1)
+# Whether the local server started here serves LoRA adapters beside the model (published
+# adapters, shadow answers). On a CPU that costs the base about a fifth of its decoding speed
+# (docs/distillation.md): a machine that serves its promoted adapter merged and shadows nothing
+# turns it off. An adapter published meanwhile is loaded once the server restarts with it on.
+LOCAL_LLM_LORA = env_bool("LOCAL_LLM_LORA", True)
 # A queued draft not picked up for this long is re-enqueued; a generating draft whose worker
 # went silent for this long is reclaimed.
 DRAFT_STALE_SECONDS = env_int("DRAFT_STALE_SECONDS", 120, minimum=1)

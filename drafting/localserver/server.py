@@ -398,13 +398,14 @@ def ensure_server(
     lora_modules: dict[str, str] | None = None,
     model: Path | None = None,
     served_model_name: str | None = None,
+    lora: bool = True,
 ) -> str:
     """Return the OpenAI base URL of a healthy vLLM server, starting one if needed.
 
     `lora_modules` (served name -> adapter folder) are served from the start by a server
     started here; a running server is left as it is (see `load_adapter`). With `model` (a
     merged adapter's folder) the server serves that folder under `served_model_name`, without
-    LoRA.
+    LoRA; `lora` off starts the shipped model without it too (a reference for benches).
 
     Steps: with `url` (LOCAL_LLM_URL, e.g. a GPU vLLM elsewhere) only wait for it to be
     healthy; else reuse a healthy server on `port`, or one of ours still starting; else
@@ -444,7 +445,7 @@ def ensure_server(
             lora_modules=lora_modules,
             model=model,
             served_model_name=served_model_name,
-            lora=model is None,
+            lora=lora and model is None,
         )
         try:
             wait_healthy(
@@ -522,6 +523,7 @@ def serve_foreground(
     progress: Progress = say,
     lora_modules: dict[str, str] | None = None,
     merged: Sequence[MergedModel] = (),
+    lora: bool = True,
 ) -> None:
     """Ensure a server, then stay until Ctrl-C / SIGTERM and stop it if this call started it
     (serving `lora_modules`, served name -> adapter folder, from the start), with a server for
@@ -532,7 +534,12 @@ def serve_foreground(
         return
     already_running = probe(base_url_for(port)) is not None or server_pid(port) is not None
     base_url = ensure_server(
-        port=port, timeout=timeout, progress=progress, embed=embed, lora_modules=lora_modules
+        port=port,
+        timeout=timeout,
+        progress=progress,
+        embed=embed,
+        lora_modules=lora_modules,
+        lora=lora,
     )
     companions = ensure_merged(merged, timeout=timeout, progress=progress)
     if already_running:

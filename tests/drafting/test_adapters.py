@@ -204,7 +204,13 @@ def test_local_llm_starts_the_server_with_the_published_adapters(
     call_command("local_llm", "serve", "--background", "--embed", stdout=StringIO())
 
     assert started[0]["lora_modules"] == {run.adapter_name: str(tmp_path / "v1")}
+    assert started[0]["lora"] is True
     assert started[1]["lora_modules"] is None  # the embedding server serves no adapter
+
+    # LOCAL_LLM_LORA off (a CPU machine serving its adapter merged): the base runs alone.
+    settings.LOCAL_LLM_LORA = False
+    call_command("local_llm", "serve", "--background", stdout=StringIO())
+    assert started[2]["lora"] is False and started[2]["lora_modules"] is None
 
 
 # --- Serving merged ------------------------------------------------------------------------------

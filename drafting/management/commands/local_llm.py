@@ -90,7 +90,8 @@ class Command(BaseCommand):
         # started here, and those served merged get their own servers: a restart answers
         # for them as the servers before did.
         managed = action == "serve" and not embed and url is None
-        lora_modules = self._published_adapters(options["port"]) if managed else None
+        lora = bool(getattr(settings, "LOCAL_LLM_LORA", True))
+        lora_modules = self._published_adapters(options["port"]) if managed and lora else None
         merged = self._merged_adapters() if managed else []
         try:
             if action == "install":
@@ -103,6 +104,7 @@ class Command(BaseCommand):
                     progress=self._say,
                     embed=embed,
                     lora_modules=lora_modules,
+                    lora=lora,
                 )
                 localserver.ensure_merged(merged, timeout=options["timeout"], progress=self._say)
                 self.stdout.write(base_url)
@@ -115,6 +117,7 @@ class Command(BaseCommand):
                     progress=self._say,
                     lora_modules=lora_modules,
                     merged=merged,
+                    lora=lora,
                 )
             elif action == "status":
                 status = localserver.server_status(options["port"], url=url)
