@@ -181,7 +181,7 @@ def test_a_run_without_shadow_or_curve_says_so(client: Client, db: None) -> None
     assert "has not been in shadow" in body and "0 drafts paired" in body
     # How it is served, and the command that serves it merged.
     assert '<td id="adapter-serving">LoRA beside the base</td>' in body
-    assert f"distill_serve --team {setup.team.pk} --version {run.version} --merged" in body
+    assert f"distill_serve --team {setup.team.pk} --adapter-version {run.version} --merged" in body
     assert body.count("<td>too few</td>") == 10  # each figure: no interval, no verdict
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from auditlog.models import LogEntry
 from django.contrib.contenttypes.models import ContentType
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test import Client
 from django.urls import reverse
@@ -287,6 +287,32 @@ def test_a_merged_copy_serves_the_adapters_endpoint_from_a_server_of_its_own(
     assert [m.port for m in adapters.merged_serving()] == [8042]
     with pytest.raises(AdapterStageError, match="not served merged"):
         adapters.adapter_serve_lora(run=one, user=boss)
+
+
+def test_distill_serve_switches_an_adapter_to_merged_and_back(
+    team: TeamSetup, tmp_path: Any, merging: dict[str, list[Any]]
+) -> None:
+    run = trained(team, adapter_path=str(tmp_path / "v1"))
+    args = ["distill_serve", "--team", team.team.name, "--adapter-version", "1"]
+    out, err = StringIO(), StringIO()
+
+    call_command(*args, "--merged", stdout=out, stderr=err)
+
+    run.refresh_from_db()
+    assert run.serving == DistillRun.Serving.MERGED
+    assert out.getvalue().strip() == "http://127.0.0.1:8041/v1"
+    assert "merging adapter v1" in err.getvalue() and "Merged copy" in err.getvalue()
+    call_command(*args, "--lora", stdout=StringIO(), stderr=StringIO())
+    run.refresh_from_db()
+    assert run.serving == DistillRun.Serving.LORA and merging["stopped"] == [8041]
+    with pytest.raises(CommandError, match="not served merged"):
+        call_command(*args, "--lora", stdout=StringIO(), stderr=StringIO())
+    with pytest.raises(CommandError, match="has no adapter v9"):
+        call_command(
+            "distill_serve", "--team", team.team.name, "--adapter-version", "9", "--merged"
+        )
+    with pytest.raises(CommandError, match="one of the arguments --merged --lora is required"):
+        call_command("distill_serve", "--team", team.team.name, "--adapter-version", "1")
 
 
 def test_a_merged_copy_is_refused_for_what_it_cannot_serve(

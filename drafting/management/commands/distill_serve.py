@@ -1,4 +1,4 @@
-"""`manage.py distill_serve --team NAME|ID --version N (--merged | --lora)`: how a trained
+"""`manage.py distill_serve --team NAME|ID --adapter-version N (--merged | --lora)`: how a trained
 adapter is served (drafting.adapters).
 
 `--merged` folds the adapter into the base's weights and serves that copy on a vLLM server of
@@ -23,7 +23,12 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--team", required=True, help="the team's name or id")
-        parser.add_argument("--version", type=int, required=True, help="the adapter's version")
+        parser.add_argument(
+            "--adapter-version",
+            type=int,
+            required=True,
+            help="the adapter's version (Django keeps --version for its own)",
+        )
         how = parser.add_mutually_exclusive_group(required=True)
         how.add_argument(
             "--merged", action="store_true", help="merged weights on a server of its own"
@@ -39,9 +44,9 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         team = team_named(options["team"])
-        run = DistillRun.objects.filter(team=team, version=options["version"]).first()
+        run = DistillRun.objects.filter(team=team, version=options["adapter_version"]).first()
         if run is None:
-            raise CommandError(f"team {team.name!r} has no adapter v{options['version']}")
+            raise CommandError(f"team {team.name!r} has no adapter v{options['adapter_version']}")
         try:
             if options["merged"]:
                 endpoint = adapters.adapter_serve_merged(
