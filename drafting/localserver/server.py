@@ -479,6 +479,12 @@ def server_status(port: int = DEFAULT_PORT, *, url: str | None = None) -> dict[s
     return status
 
 
+def _up_or_starting(port: int) -> bool:
+    """A server answers on `port`, or one of ours is starting there: one this call did not
+    start, so not one it stops."""
+    return probe(base_url_for(port)) is not None or server_pid(port) is not None
+
+
 @dataclass(frozen=True)
 class MergedModel:
     """A model folder served under `name` by a server of its own on `port`: an adapter merged
@@ -497,7 +503,7 @@ def ensure_merged(
     the others (and the base) still serve."""
     started: list[int] = []
     for model in merged:
-        running = probe(base_url_for(model.port)) is not None or server_pid(model.port) is not None
+        running = _up_or_starting(model.port)
         try:
             ensure_server(
                 port=model.port,
@@ -532,7 +538,7 @@ def serve_foreground(
         ensure_server(url=url, timeout=timeout, progress=progress)
         progress(f"{PREFIX} LOCAL_LLM_URL is set; {url} is healthy and not managed here")
         return
-    already_running = probe(base_url_for(port)) is not None or server_pid(port) is not None
+    already_running = _up_or_starting(port)
     base_url = ensure_server(
         port=port,
         timeout=timeout,
